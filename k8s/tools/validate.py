@@ -1,0 +1,493 @@
+#!/usr/bin/env python3
+"""Validates Tribune's rendered Kubernetes manifests; run by scripts/test-k8s.
+
+Usage: validate.py --repo DIR [--k8s-version V ...] NAME=RENDERED.yaml ...
+
+NAME is the kustomization's path under k8s/ (``overlays/dev``); RENDERED is
+the output of ``kubectl kustomize k8s/NAME``. Three layers of checks:
+
+1. Schema: every object against the Kubernetes OpenAPI schemas shipped inside
+   the kubernetes-validate package (offline), strict (unknown fields are
+   errors), for each requested Kubernetes version. Kinds without a shipped
+   schema fail unless k8s/tools/schemas/ has one (ServiceMonitor).
+2. Consistency: what the schemas cannot see. The hub's ConfigMap is parsed as
+   TOML and held against the Deployment (listen port vs container port,
+   probes and scrape annotation; drain.grace_ms vs the termination grace
+   period; limits.max_connections vs the memory limit; bus.url vs the
+   NetworkPolicy and the NATS Service); selectors of the Service, PDB,
+   NetworkPolicy, ServiceMonitor and topology spread match the pods; the
+   ingress timeouts outlast the heartbeat.
+3. Per render expectations (dev: one replica and a NATS StatefulSet; prod:
+   three or more replicas, stream replicas 3), plus the source files that are
+   not rendered: the prod tribune.toml may differ from the base one only in
+   the keys prod is meant to change, and k8s/nats/values.yaml must describe a
+   3-node JetStream cluster with file storage.
+
+Prints one line per failure and a closing ``k8s: N passed, M failed`` line;
+exits 1 when anything failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import tomllib
+from pathlib import Path
+from urllib.parse import urlparse
+
+import jsonschema
+import kubernetes_validate.utils as kv
+import yaml
+
+NAMESPACE = "tribune"
+HUB = "tribune-hub"
+
+# Memory sizing (k8s/README.md, "Sizing"). The figures are assumptions until
+# BENCHMARKS.md has measured ones; update both places together.
+SIZING_BASE_MIB = 64  # process, runtime, tokio workers
+SIZING_CACHE_MIB = 256  # relay caches: active topics x retained x message size
+SIZING_PER_CONN_KIB = 16  # user space + kernel socket + in-flight frames
+SIZING_HEADROOM = 1.25
+
+# Keys in which k8s/overlays/prod/tribune.toml may differ from the base file.
+PROD_TOML_CHANGES = {"limits.max_connections", "bus.replicas"}
+
+# Per render: what must hold beyond the common checks.
+EXPECT = {
+    "base": {"replicas_min": 2, "hpa": True, "bus_replicas": 1},
+    "overlays/dev": {"replicas_exact": 1, "hpa": False, "nats": True, "bus_replicas": 1},
+    "overlays/prod": {"replicas_min": 3, "hpa": True, "hpa_min": 3, "bus_replicas": 3,
+                      "zone_strict": True, "nats": False},
+    "examples/prod-ingress": {"replicas_min": 3, "hpa": True, "hpa_min": 3, "bus_replicas": 3,
+                              "zone_strict": True, "ingress": True, "service_monitor": True},
+    "loadtest": {"job": True},
+}
+
+
+class Checker:
+    def __init__(self) -> None:
+        self.passed = 0
+        self.failed = 0
+
+    def check(self, ok: bool, where: str, what: str) -> bool:
+        if ok:
+            self.passed += 1
+        else:
+            self.failed += 1
+            print(f"FAIL {where}: {what}")
+        return ok
+
+
+def parse_quantity_mib(q: str | int) -> float:
+    """A Kubernetes memory quantity in MiB."""
+    units = {"Ki": 1 / 1024, "Mi": 1, "Gi": 1024, "Ti": 1024 * 1024,
+             "k": 1000 / 1048576, "M": 1e6 / 1048576, "G": 1e9 / 1048576}
+    m = re.fullmatch(r"([0-9.]+)([A-Za-z]*)", str(q))
+    if not m or (m.group(2) and m.group(2) not in units):
+        raise ValueError(f"unsupported quantity {q!r}")
+    return float(m.group(1)) * (units[m.group(2)] if m.group(2) else 1 / 1048576)
+
+
+def seconds(duration: str) -> float:
+    """A NATS/Go duration like ``10s``, ``1m30s``."""
+    total, rest = 0.0, duration.strip()
+    for value, unit in re.findall(r"([0-9.]+)(ms|s|m|h)", rest):
+        total += float(value) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[unit]
+    if not re.fullmatch(r"(([0-9.]+)(ms|s|m|h))+", rest):
+        raise ValueError(f"unsupported duration {duration!r}")
+    return total
+
+
+def version_tuple(tag: str) -> tuple[int, ...]:
+    m = re.match(r"v?(\d+)\.(\d+)(?:\.(\d+))?", tag)
+    if not m:
+        raise ValueError(f"no version in image tag {tag!r}")
+    return tuple(int(x or 0) for x in m.groups())
+
+
+def selects(selector: dict, labels: dict) -> bool:
+    """matchLabels semantics (matchExpressions are not used here)."""
+    match = selector.get("matchLabels", selector) if selector else {}
+    return bool(match) and all(labels.get(k) == v for k, v in match.items())
+
+
+def flatten(table: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in table.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+class Render:
+    def __init__(self, name: str, path: Path) -> None:
+        self.name = name
+        self.objects = [o for o in yaml.safe_load_all(path.read_text()) if o]
+
+    def find(self, kind: str, name: str | None = None) -> list[dict]:
+        return [o for o in self.objects if o.get("kind") == kind
+                and (name is None or o["metadata"]["name"] == name)]
+
+    def one(self, kind: str, name: str) -> dict | None:
+        found = self.find(kind, name)
+        return found[0] if len(found) == 1 else None
+
+
+def validate_schemas(c: Checker, render: Render, versions: list[str], local: dict) -> None:
+    for obj in render.objects:
+        kind, api = obj.get("kind"), obj.get("apiVersion")
+        where = f"{render.name} {kind}/{obj.get('metadata', {}).get('name')}"
+        if (api, kind) in local:
+            try:
+                jsonschema.Draft202012Validator(local[(api, kind)]).validate(obj)
+                c.check(True, where, "")
+            except jsonschema.ValidationError as e:
+                c.check(False, where, f"{'.'.join(map(str, e.path))}: {e.message}")
+            continue
+        for version in versions:
+            try:
+                kv.validate(obj, version, strict=True)
+                c.check(True, where, "")
+            except kv.ValidationError as e:
+                path = ".".join(str(p) for p in e.path)
+                c.check(False, where, f"k8s {version}: {path}: {e.message}")
+            except kv.SchemaNotFoundError as e:
+                c.check(False, where, f"no schema: {e.message}")
+        if kind != "Namespace":
+            c.check(obj["metadata"].get("namespace") == NAMESPACE, where,
+                    f"namespace is {obj['metadata'].get('namespace')!r}, not {NAMESPACE!r}")
+        for container in pod_containers(obj):
+            image = container.get("image", "")
+            c.check(re.search(r":[^/]+$", image) is not None or "@sha256:" in image, where,
+                    f"container {container['name']} image {image!r} has no tag")
+
+
+def pod_spec(obj: dict) -> dict | None:
+    kind = obj.get("kind")
+    if kind in ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet"):
+        return obj["spec"]["template"]["spec"]
+    if kind == "Job":
+        return obj["spec"]["template"]["spec"]
+    if kind == "Pod":
+        return obj["spec"]
+    return None
+
+
+def pod_containers(obj: dict) -> list[dict]:
+    spec = pod_spec(obj)
+    return (spec.get("containers", []) + spec.get("initContainers", [])) if spec else []
+
+
+def check_hardened(c: Checker, where: str, spec: dict) -> None:
+    psc = spec.get("securityContext", {})
+    c.check(psc.get("runAsNonRoot") is True, where, "pod securityContext.runAsNonRoot is not true")
+    c.check(psc.get("runAsUser", 0) != 0, where, "pod runs as uid 0")
+    c.check(psc.get("seccompProfile", {}).get("type") == "RuntimeDefault", where,
+            "pod seccompProfile is not RuntimeDefault")
+    for ctr in spec["containers"]:
+        sc = ctr.get("securityContext", {})
+        w = f"{where} container {ctr['name']}"
+        c.check(sc.get("allowPrivilegeEscalation") is False, w, "allowPrivilegeEscalation is not false")
+        c.check(sc.get("readOnlyRootFilesystem") is True, w, "readOnlyRootFilesystem is not true")
+        c.check("ALL" in sc.get("capabilities", {}).get("drop", []), w, "capabilities do not drop ALL")
+
+
+def check_hub(c: Checker, r: Render, expect: dict) -> None:
+    where = f"{r.name} Deployment/{HUB}"
+    dep = r.one("Deployment", HUB)
+    if not c.check(dep is not None, r.name, f"exactly one Deployment {HUB}"):
+        return
+    tpl = dep["spec"]["template"]
+    spec, labels = tpl["spec"], tpl["metadata"]["labels"]
+    ctr = next((x for x in spec["containers"] if x["name"] == "hub"), None)
+    if not c.check(ctr is not None, where, "no container named hub"):
+        return
+    check_hardened(c, where, spec)
+    c.check(selects(dep["spec"]["selector"], labels), where, "selector does not match the pod labels")
+
+    # The config file: --config PATH inside the ConfigMap volume's mount.
+    args = ctr.get("args", [])
+    cfg_path = args[args.index("--config") + 1] if "--config" in args else None
+    if not c.check(cfg_path is not None, where, "hub is not started with --config"):
+        return
+    mount_dir, key = cfg_path.rsplit("/", 1)
+    mount = next((m for m in ctr.get("volumeMounts", []) if m["mountPath"] == mount_dir), None)
+    if not c.check(mount is not None, where, f"nothing is mounted at {mount_dir}"):
+        return
+    vol = next((v for v in spec.get("volumes", []) if v["name"] == mount["name"]), None)
+    cm_name = (vol or {}).get("configMap", {}).get("name")
+    cm = r.one("ConfigMap", cm_name) if cm_name else None
+    if not c.check(cm is not None and key in cm.get("data", {}), where,
+                   f"volume {mount['name']} is not a ConfigMap of this render with key {key}"):
+        return
+    try:
+        conf = tomllib.loads(cm["data"][key])
+    except tomllib.TOMLDecodeError as e:
+        c.check(False, where, f"ConfigMap {cm_name} {key}: {e}")
+        return
+    c.check(cm_name.startswith("tribune-config-"), where,
+            "the ConfigMap has no hash suffix: a config change would not roll the pods")
+
+    # Port: config, container, probes, scrape annotation, Service.
+    listen = conf.get("listen", "127.0.0.1:8080")
+    host, _, port_s = listen.rpartition(":")
+    port = int(port_s)
+    c.check(host in ("0.0.0.0", "[::]"), where, f"listen = {listen!r} is not reachable from outside the pod")
+    ports = {p.get("name"): p["containerPort"] for p in ctr.get("ports", [])}
+    c.check(port in ports.values(), where, f"listen port {port} is not a containerPort ({ports})")
+    port_names = {n for n, p in ports.items() if p == port}
+
+    def probe_ok(probe: dict | None, path: str) -> bool:
+        get = (probe or {}).get("httpGet", {})
+        return get.get("path") == path and (get.get("port") == port or get.get("port") in port_names)
+
+    c.check(probe_ok(ctr.get("readinessProbe"), "/readyz"), where, "readinessProbe is not GET /readyz on the hub port")
+    c.check(probe_ok(ctr.get("livenessProbe"), "/healthz"), where, "livenessProbe is not GET /healthz on the hub port")
+    c.check(probe_ok(ctr.get("startupProbe"), "/healthz"), where, "startupProbe is not GET /healthz on the hub port")
+    ann = tpl["metadata"].get("annotations", {})
+    c.check(ann.get("prometheus.io/scrape") == "true" and ann.get("prometheus.io/port") == str(port)
+            and ann.get("prometheus.io/path") == "/metrics", where,
+            "prometheus.io annotations do not point at the hub's /metrics")
+
+    # Drain timing.
+    drain = conf.get("drain", {})
+    grace_s = drain.get("grace_ms", 25000) / 1000
+    window_s = drain.get("window_ms", 10000) / 1000
+    retry_s = drain.get("retry_ms", 5000) / 1000
+    pre_stop = ctr.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
+    tgps = spec.get("terminationGracePeriodSeconds", 30)
+    c.check(tgps >= pre_stop + grace_s + 5, where,
+            f"terminationGracePeriodSeconds {tgps} is not above preStop {pre_stop} s + drain.grace_ms "
+            f"{grace_s} s + 5 s: the kubelet would kill the hub mid-drain")
+    replicas = dep["spec"].get("replicas", 1)
+    hpa = r.one("HorizontalPodAutoscaler", HUB)
+    if replicas > 1 or hpa:
+        need = pre_stop + window_s + retry_s
+        c.check(dep["spec"].get("minReadySeconds", 0) >= need, where,
+                f"minReadySeconds {dep['spec'].get('minReadySeconds', 0)} < preStop + drain window + "
+                f"retry ({need} s): several nodes would drain at once in a rollout")
+    ru = dep["spec"].get("strategy", {}).get("rollingUpdate", {})
+    c.check(ru.get("maxUnavailable") in (0, "0%"), where, "rollingUpdate.maxUnavailable is not 0")
+
+    # Memory sizing.
+    max_conn = conf.get("limits", {}).get("max_connections", 200_000)
+    need_mib = (SIZING_BASE_MIB + SIZING_CACHE_MIB + max_conn * SIZING_PER_CONN_KIB / 1024) * SIZING_HEADROOM
+    limit = ctr.get("resources", {}).get("limits", {}).get("memory")
+    c.check(limit is not None and parse_quantity_mib(limit) >= need_mib, where,
+            f"memory limit {limit} is below the sizing for limits.max_connections = {max_conn} "
+            f"({need_mib:.0f} MiB, k8s/README.md)")
+    c.check("cpu" in ctr.get("resources", {}).get("requests", {}), where,
+            "no CPU request: the HorizontalPodAutoscaler needs one")
+
+    # Topology spread over zones and nodes.
+    tsc = {t["topologyKey"]: t for t in spec.get("topologySpreadConstraints", [])}
+    for key in ("topology.kubernetes.io/zone", "kubernetes.io/hostname"):
+        t = tsc.get(key)
+        if c.check(t is not None, where, f"no topology spread over {key}"):
+            c.check(selects(t.get("labelSelector", {}), labels), where,
+                    f"topology spread over {key} does not select the hub pods")
+    if expect.get("zone_strict"):
+        c.check(tsc.get("topology.kubernetes.io/zone", {}).get("whenUnsatisfiable") == "DoNotSchedule",
+                where, "zone spread is not DoNotSchedule")
+
+    # Service, PDB, HPA.
+    svc = r.one("Service", HUB)
+    if c.check(svc is not None, r.name, f"Service {HUB}"):
+        c.check(selects({"matchLabels": svc["spec"]["selector"]}, labels), r.name,
+                "Service selector does not match the hub pods")
+        for p in svc["spec"]["ports"]:
+            tp = p.get("targetPort", p["port"])
+            c.check(tp == port or tp in port_names, r.name,
+                    f"Service port {p.get('name')} targets {tp}, not the hub port")
+    pdb = r.one("PodDisruptionBudget", HUB)
+    if c.check(pdb is not None, r.name, f"PodDisruptionBudget {HUB}"):
+        c.check(selects(pdb["spec"]["selector"], labels), r.name, "PDB selector does not match the hub pods")
+    if expect.get("hpa"):
+        if c.check(hpa is not None, r.name, f"HorizontalPodAutoscaler {HUB}"):
+            ref = hpa["spec"]["scaleTargetRef"]
+            c.check(ref["kind"] == "Deployment" and ref["name"] == HUB, r.name, "HPA does not scale the hub")
+            c.check(any(m.get("resource", {}).get("name") == "cpu" for m in hpa["spec"].get("metrics", [])),
+                    r.name, "HPA does not scale on CPU")
+            c.check(hpa["spec"].get("minReplicas", 1) >= expect.get("hpa_min", 1), r.name,
+                    f"HPA minReplicas below {expect.get('hpa_min')}")
+    else:
+        c.check(hpa is None, r.name, "unexpected HorizontalPodAutoscaler")
+    if "replicas_exact" in expect:
+        c.check(replicas == expect["replicas_exact"], where, f"replicas {replicas} != {expect['replicas_exact']}")
+    if "replicas_min" in expect:
+        c.check(replicas >= expect["replicas_min"], where, f"replicas {replicas} < {expect['replicas_min']}")
+
+    # Bus and NetworkPolicy.
+    bus = conf.get("bus", {})
+    c.check(bus.get("replicas", 1) == expect.get("bus_replicas"), where,
+            f"bus.replicas = {bus.get('replicas', 1)}, expected {expect.get('bus_replicas')}")
+    url = urlparse(bus.get("url", "").split(",")[0])
+    c.check(url.scheme == "nats" and url.hostname, where, f"bus.url {bus.get('url')!r} is not a nats:// URL")
+    nats_port = url.port or 4222
+    np = r.one("NetworkPolicy", HUB)
+    if not c.check(np is not None, r.name, f"NetworkPolicy {HUB}"):
+        return
+    nps = np["spec"]
+    c.check(selects(nps["podSelector"], labels), r.name, "NetworkPolicy does not select the hub pods")
+    c.check(set(nps.get("policyTypes", [])) == {"Ingress", "Egress"}, r.name,
+            "NetworkPolicy does not restrict both ingress and egress")
+    in_ports = {p.get("port") for rule in nps.get("ingress", []) for p in rule.get("ports", [])}
+    c.check(in_ports and all(p == port or p in port_names for p in in_ports)
+            and all(rule.get("ports") for rule in nps.get("ingress", [])), r.name,
+            f"NetworkPolicy ingress allows {in_ports or 'all ports'}, not only the hub port {port}")
+    nats_rules = [rule for rule in nps.get("egress", [])
+                  if any(p.get("port") == nats_port for p in rule.get("ports", []))]
+    dns_rules = [rule for rule in nps.get("egress", [])
+                 if any(p.get("port") == 53 and p.get("protocol", "TCP") == "UDP" for p in rule.get("ports", []))]
+    c.check(len(nats_rules) == 1 and len(dns_rules) == 1 and len(nps.get("egress", [])) == 2, r.name,
+            f"NetworkPolicy egress must be exactly NATS on {nats_port} and DNS on 53")
+    c.check(all(rule.get("to") for rule in nps.get("egress", [])), r.name,
+            "a NetworkPolicy egress rule has no destination (allows every address)")
+
+    # When NATS is part of the render (dev), the bus URL and the egress rule
+    # must reach it.
+    nats_sets = [o for o in r.find("StatefulSet") if o["metadata"]["name"] == url.hostname]
+    if expect.get("nats"):
+        if c.check(len(nats_sets) == 1, r.name, f"a NATS StatefulSet named {url.hostname}"):
+            sts = nats_sets[0]
+            plabels = sts["spec"]["template"]["metadata"]["labels"]
+            check_hardened(c, f"{r.name} StatefulSet/{url.hostname}", pod_spec(sts))
+            nsvc = r.one("Service", url.hostname)
+            c.check(nsvc is not None and selects({"matchLabels": nsvc["spec"]["selector"]}, plabels)
+                    and any(p["port"] == nats_port for p in nsvc["spec"]["ports"]), r.name,
+                    f"no Service {url.hostname}:{nats_port} selecting the NATS pods (bus.url)")
+            peers = [peer for rule in nats_rules for peer in rule.get("to", [])]
+            c.check(any("podSelector" in p and "namespaceSelector" not in p and selects(p["podSelector"], plabels)
+                        for p in peers), r.name, "NetworkPolicy egress to NATS does not select the NATS pods")
+            nats_ctr = pod_spec(sts)["containers"][0]
+            c.check("--jetstream" in nats_ctr.get("args", []) or "-js" in nats_ctr.get("args", []), r.name,
+                    "NATS runs without JetStream")
+            c.check(version_tuple(nats_ctr["image"].rsplit(":", 1)[1]) >= (2, 11), r.name,
+                    "NATS image older than 2.11 (the hub refuses it)")
+    elif "nats" in expect:
+        c.check(not nats_sets, r.name, "prod must not carry the dev NATS (it comes from the Helm chart)")
+
+    # Optional components.
+    ing = r.one("Ingress", HUB)
+    if expect.get("ingress") and c.check(ing is not None, r.name, f"Ingress {HUB}"):
+        a = ing["metadata"].get("annotations", {})
+        hb = conf.get("heartbeat_ms", 25000) / 1000
+        for k in ("proxy-read-timeout", "proxy-send-timeout"):
+            v = a.get(f"nginx.ingress.kubernetes.io/{k}")
+            c.check(v is not None and int(v) >= 2 * hb, r.name,
+                    f"ingress {k} = {v}: must be at least twice heartbeat_ms ({2 * hb:.0f} s)")
+        for rule in ing["spec"]["rules"]:
+            for p in rule["http"]["paths"]:
+                be = p["backend"]["service"]
+                c.check(be["name"] == HUB and svc is not None
+                        and any(sp.get("name") == be["port"].get("name") or sp["port"] == be["port"].get("number")
+                                for sp in svc["spec"]["ports"]), r.name,
+                        f"ingress path {p['path']} does not reach a port of Service {HUB}")
+        c.check(any(p["path"] == "/v1/ws" for rule in ing["spec"]["rules"] for p in rule["http"]["paths"]),
+                r.name, "ingress does not route /v1/ws")
+    sm = r.one("ServiceMonitor", HUB)
+    if expect.get("service_monitor") and c.check(sm is not None, r.name, f"ServiceMonitor {HUB}"):
+        c.check(svc is not None and selects(sm["spec"]["selector"], svc["metadata"].get("labels", {})), r.name,
+                "ServiceMonitor does not select the hub Service (by its labels)")
+        for ep in sm["spec"]["endpoints"]:
+            c.check(any(sp.get("name") == ep.get("port") for sp in svc["spec"]["ports"]), r.name,
+                    f"ServiceMonitor port {ep.get('port')} is not a named port of the Service")
+            c.check(ep.get("path", "/metrics") == "/metrics", r.name, "ServiceMonitor path is not /metrics")
+
+
+def check_loadtest(c: Checker, r: Render) -> None:
+    job = r.one("Job", "tribune-loadtest")
+    if not c.check(job is not None, r.name, "Job tribune-loadtest"):
+        return
+    where = f"{r.name} Job/tribune-loadtest"
+    spec = pod_spec(job)
+    check_hardened(c, where, spec)
+    c.check(job["spec"].get("backoffLimit") == 0, where, "a failed load test must not be retried")
+    c.check(0 < job["spec"].get("activeDeadlineSeconds", 0) <= 3600, where,
+            "activeDeadlineSeconds must bound the run (at most an hour)")
+    ctr = spec["containers"][0]
+    c.check(ctr["image"].split(":")[0].endswith("tribune-loadtest"), where, "image is not tribune-loadtest")
+    c.check(bool(ctr.get("args")), where, "no arguments for tribune-loadtest")
+
+
+def check_sources(c: Checker, k8s: Path) -> None:
+    base = tomllib.loads((k8s / "base/tribune.toml").read_text())
+    prod = tomllib.loads((k8s / "overlays/prod/tribune.toml").read_text())
+    fb, fp = flatten(base), flatten(prod)
+    changed = {k for k in fb.keys() | fp.keys() if fb.get(k) != fp.get(k)}
+    c.check(changed <= PROD_TOML_CHANGES, "overlays/prod/tribune.toml",
+            f"differs from base/tribune.toml in {sorted(changed - PROD_TOML_CHANGES)}; only "
+            f"{sorted(PROD_TOML_CHANGES)} are prod changes (update the base file, or the list in validate.py)")
+    c.check(fp.get("bus.replicas") == 3, "overlays/prod/tribune.toml", "bus.replicas is not 3")
+
+    where = "nats/values.yaml"
+    v = yaml.safe_load((k8s / "nats/values.yaml").read_text())
+    cfg = v.get("config", {})
+    cluster, js = cfg.get("cluster", {}), cfg.get("jetstream", {})
+    c.check(cluster.get("enabled") is True and cluster.get("replicas") == 3, where,
+            "config.cluster is not enabled with 3 replicas")
+    c.check(cluster.get("replicas", 0) >= fp.get("bus.replicas", 1), where,
+            "fewer NATS servers than the stream's replicas (bus.replicas in the prod tribune.toml)")
+    fs = js.get("fileStore", {})
+    c.check(js.get("enabled") is True and fs.get("enabled") is True and fs.get("pvc", {}).get("enabled") is True,
+            where, "JetStream file storage on a PVC is not enabled")
+    c.check(js.get("memoryStore", {}).get("enabled") is False, where, "memory storage should be off")
+    tag = v.get("container", {}).get("image", {}).get("tag", "")
+    c.check(bool(tag) and version_tuple(tag) >= (2, 11), where, f"image tag {tag!r}: nats-server 2.11+ is required")
+    grace = v.get("podTemplate", {}).get("terminationGracePeriodSeconds", 60)
+    ldm = seconds(cfg.get("lameDuckGracePeriod", "10s")) + seconds(cfg.get("lameDuckDuration", "30s"))
+    c.check(grace >= ldm + 20, where,
+            f"terminationGracePeriodSeconds {grace} < lame duck {ldm:.0f} s + 20 s (the chart's rule)")
+    tsc = v.get("podTemplate", {}).get("topologySpreadConstraints", {})
+    c.check("topology.kubernetes.io/zone" in tsc and "kubernetes.io/hostname" in tsc, where,
+            "NATS servers are not spread over zones and nodes")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--repo", type=Path, required=True)
+    ap.add_argument("--k8s-version", action="append", dest="versions")
+    ap.add_argument("renders", nargs="+", metavar="NAME=FILE")
+    args = ap.parse_args()
+    versions = args.versions or ["1.30.0", kv.latest_version()]
+    k8s = args.repo / "k8s"
+
+    local = {}
+    for f in sorted((k8s / "tools/schemas").glob("*.json")):
+        schema = json.loads(f.read_text())
+        props = schema["properties"]
+        local[(props["apiVersion"]["const"], props["kind"]["const"])] = schema
+
+    c = Checker()
+    seen = set()
+    for item in args.renders:
+        name, _, file = item.partition("=")
+        seen.add(name)
+        try:
+            r = Render(name, Path(file))
+        except yaml.YAMLError as e:
+            c.check(False, name, f"rendered YAML does not parse: {e}")
+            continue
+        c.check(bool(r.objects), name, "renders no objects")
+        validate_schemas(c, r, versions, local)
+        expect = EXPECT.get(name)
+        if not c.check(expect is not None, name, "no expectations in validate.py EXPECT for this render"):
+            continue
+        if expect.get("job"):
+            check_loadtest(c, r)
+        else:
+            check_hub(c, r, expect)
+    for name in EXPECT:
+        c.check(name in seen, name, "expected render missing")
+    check_sources(c, k8s)
+    print(f"k8s: {c.passed} passed, {c.failed} failed")
+    return 1 if c.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
