@@ -17,12 +17,18 @@ ARG RUST_VERSION=1.95.0
 
 # ---- build ----------------------------------------------------------------
 FROM rust:${RUST_VERSION}-slim-bookworm AS build
+# Declared again: an ARG before FROM is only visible to FROM lines.
+ARG RUST_VERSION
 WORKDIR /src
 # Stripped: symbols are of no use in the image, and half its size.
+# The image's toolchain, not rust-toolchain.toml's component list (rustfmt
+# and clippy are of no use here and would be downloaded).
 ENV CARGO_PROFILE_RELEASE_STRIP=symbols \
-    CARGO_TERM_COLOR=never
+    CARGO_TERM_COLOR=never \
+    RUSTUP_TOOLCHAIN=${RUST_VERSION}
 COPY . .
-# The workspace needs every member's manifest; only the hub is built. The
+# The workspace needs every member's manifest; only the hub is built (it
+# embeds client-sdk/js/src and client-sdk/widget, hence the whole context). The
 # cache mounts keep the registry and target directory between builds, so the
 # binary is copied out of the (unpersisted) target directory.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
