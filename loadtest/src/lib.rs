@@ -1,0 +1,24 @@
+//! Tribune load-test harness: drives thousands of websocket clients against
+//! a hub (`/v1/ws`) or against nats-server's websocket listener, publishes
+//! through NATS JetStream or the hub's HTTP endpoint, and reports
+//! connection, latency, throughput, loss and resource figures.
+//!
+//! Layout:
+//! - [`ws`]: the lean websocket client (one small buffer, frames in place).
+//! - [`tribune`]: the hub protocol as the client speaks it.
+//! - [`natsws`]: the NATS text protocol over websocket (the peer).
+//! - [`payload`]: the JSON payload carrying counter and send time.
+//! - [`account`]: loss and duplicate accounting per subscription.
+//! - [`plan`]: topic names and which client subscribes to what (Zipf).
+//! - [`wire`]: coordinator ↔ worker messages and histogram transport.
+//! - [`worker`]: a worker process running its share of the clients.
+
+pub mod account;
+pub mod natsws;
+pub mod payload;
+pub mod plan;
+pub mod procstat;
+pub mod tribune;
+pub mod wire;
+pub mod worker;
+pub mod ws;

@@ -1,0 +1,226 @@
+//! The hub's protocol (PROTOCOL.md) as the load client speaks it.
+//!
+//! Every frame goes through `tribune_protocol`'s types except `message`,
+//! the one frame received millions of times: it is read in place by
+//! [`message_view`], which expects exactly the layout of
+//! `tribune_protocol::encode_message` (the hub's encode-once path) and falls
+//! back to the serde types for anything else. The unit tests hold the fast
+//! reader to the protocol crate's encoder.
+
+use tribune_protocol::{ClientFrame, ServerFrame, Subscribe};
+
+use crate::payload::digits;
+
+/// A `message` frame, borrowed from the read buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MessageView<'a> {
+    pub topic: &'a [u8],
+    pub seq: u64,
+    pub prev: u64,
+    pub ts: u64,
+    pub replay: bool,
+    pub data: &'a [u8],
+}
+
+/// Reads a `message` frame laid out as `encode_message` writes it.
+pub fn message_view(text: &[u8]) -> Option<MessageView<'_>> {
+    let rest = text.strip_prefix(br#"{"type":"message","topic":""#)?;
+    let q = rest.iter().position(|&b| b == b'"')?;
+    let topic = &rest[..q];
+    if topic.contains(&b'\\') {
+        return None;
+    }
+    let rest = rest[q..].strip_prefix(br#"","seq":"#)?;
+    let (seq, rest) = digits(rest)?;
+    let rest = rest.strip_prefix(br#","prev":"#)?;
+    let (prev, rest) = digits(rest)?;
+    let rest = rest.strip_prefix(br#","ts":"#)?;
+    let (ts, rest) = digits(rest)?;
+    let (replay, rest) = match rest.strip_prefix(br#","replay":true"#) {
+        Some(r) => (true, r),
+        None => (false, rest),
+    };
+    let rest = rest.strip_prefix(br#","data":"#)?;
+    let data = rest.strip_suffix(b"}")?;
+    Some(MessageView {
+        topic,
+        seq,
+        prev,
+        ts,
+        replay,
+        data,
+    })
+}
+
+/// A hub frame, as much of it as the load client needs.
+#[derive(Debug, PartialEq)]
+pub enum HubFrame<'a> {
+    Welcome,
+    SubscribeAck {
+        id: u64,
+        topic: String,
+        seq: u64,
+        epoch: Option<String>,
+        recovered: Option<bool>,
+    },
+    OtherAck,
+    Message(MessageView<'a>),
+    /// A `message` frame that only the serde path could read (owned).
+    OwnedMessage {
+        topic: String,
+        seq: u64,
+        prev: u64,
+        ts: u64,
+        replay: bool,
+        data: String,
+    },
+    Error {
+        id: Option<u64>,
+        code: String,
+    },
+    Drain {
+        retry_ms: u64,
+    },
+    Pong,
+    Stats,
+    /// Not JSON, or not a frame of PROTOCOL.md.
+    Invalid(String),
+}
+
+/// Classifies one text frame from the hub.
+pub fn classify(text: &[u8]) -> HubFrame<'_> {
+    if let Some(m) = message_view(text) {
+        return HubFrame::Message(m);
+    }
+    let frame: ServerFrame = match serde_json::from_slice(text) {
+        Ok(f) => f,
+        Err(e) => return HubFrame::Invalid(e.to_string()),
+    };
+    match frame {
+        ServerFrame::Welcome(_) => HubFrame::Welcome,
+        ServerFrame::Ack(a) => match a.topic {
+            Some(topic) => HubFrame::SubscribeAck {
+                id: a.id,
+                topic,
+                seq: a.seq.unwrap_or(0),
+                epoch: a.epoch,
+                recovered: a.recovered,
+            },
+            None => HubFrame::OtherAck,
+        },
+        ServerFrame::Message(m) => HubFrame::OwnedMessage {
+            topic: m.topic,
+            seq: m.seq,
+            prev: m.prev,
+            ts: m.ts,
+            replay: m.replay,
+            data: m.data.get().to_string(),
+        },
+        ServerFrame::Error(e) => HubFrame::Error {
+            id: e.id,
+            code: e.code.as_str().to_string(),
+        },
+        ServerFrame::Drain(d) => HubFrame::Drain {
+            retry_ms: d.retry_ms,
+        },
+        ServerFrame::Pong(_) => HubFrame::Pong,
+        ServerFrame::Stats(_) => HubFrame::Stats,
+    }
+}
+
+/// The text of a `subscribe` frame.
+pub fn subscribe_frame(
+    id: u64,
+    topic: &str,
+    history: Option<u32>,
+    resume: Option<(u64, &str)>,
+) -> String {
+    let frame = ClientFrame::Subscribe(Subscribe {
+        id,
+        topic: topic.to_string(),
+        history,
+        since: resume.map(|r| r.0),
+        epoch: resume.map(|r| r.1.to_string()),
+    });
+    serde_json::to_string(&frame).expect("client frames always serialize")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tribune_protocol::encode_message;
+
+    #[test]
+    fn fast_reader_matches_the_protocol_encoder() {
+        for replay in [false, true] {
+            let data = br#"{"c":7,"t":123,"p":"xx"}"#;
+            let frame = encode_message("clips.lt1.t3", 1041, 1017, 1579098123456, replay, data);
+            let m = message_view(&frame).expect("fast path");
+            assert_eq!(m.topic, b"clips.lt1.t3");
+            assert_eq!(
+                (m.seq, m.prev, m.ts, m.replay),
+                (1041, 1017, 1579098123456, replay)
+            );
+            assert_eq!(m.data, data);
+            assert_eq!(classify(&frame), HubFrame::Message(m));
+        }
+    }
+
+    #[test]
+    fn other_layouts_take_the_serde_path() {
+        let text =
+            br#"{"topic":"clips.a.b","type":"message","seq":5,"prev":0,"ts":9,"data":{"c":1}}"#;
+        assert!(message_view(text).is_none());
+        match classify(text) {
+            HubFrame::OwnedMessage {
+                topic, seq, data, ..
+            } => {
+                assert_eq!(
+                    (topic.as_str(), seq, data.as_str()),
+                    ("clips.a.b", 5, r#"{"c":1}"#)
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn classifies_control_frames_from_the_golden_vectors() {
+        let welcome = br#"{"type":"welcome","protocol":1,"node":"hub-7f9c","conn":"c-1","heartbeat_ms":25000}"#;
+        assert_eq!(classify(welcome), HubFrame::Welcome);
+        let ack = br#"{"type":"ack","id":1,"topic":"clips.x.y","mode":"feed","epoch":"TRIBUNE@1","seq":1041,"recovered":true}"#;
+        assert_eq!(
+            classify(ack),
+            HubFrame::SubscribeAck {
+                id: 1,
+                topic: "clips.x.y".into(),
+                seq: 1041,
+                epoch: Some("TRIBUNE@1".into()),
+                recovered: Some(true)
+            }
+        );
+        assert_eq!(
+            classify(br#"{"type":"drain","retry_ms":5000}"#),
+            HubFrame::Drain { retry_ms: 5000 }
+        );
+        assert!(matches!(
+            classify(br#"{"type":"error","id":null,"code":"rate_limited","message":"slow down"}"#),
+            HubFrame::Error { id: None, .. }
+        ));
+        assert!(matches!(classify(b"{nope"), HubFrame::Invalid(_)));
+    }
+
+    #[test]
+    fn subscribe_frames_decode_as_the_hub_would() {
+        let text = subscribe_frame(3, "clips.a.b", Some(1), Some((812, "TRIBUNE@9")));
+        match tribune_protocol::decode_client(&text).unwrap() {
+            ClientFrame::Subscribe(s) => {
+                assert_eq!(s.id, 3);
+                assert_eq!(s.since, Some(812));
+                assert_eq!(s.epoch.as_deref(), Some("TRIBUNE@9"));
+                assert_eq!(s.history, Some(1));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
