@@ -1,0 +1,174 @@
+//! The `Bus` trait: what a hub node needs from the message bus, and the
+//! contract every implementation keeps.
+//!
+//! Two implementations: [`memory::MemoryBus`], the embedded in-process bus, and
+//! `nats::NatsBus`, NATS JetStream. Both run the same conformance suite
+//! (`hub/src/bus/conformance.rs`), so the embedded default cannot drift from
+//! production.
+//!
+//! # Contract
+//!
+//! - **Sequence.** Every stored message gets a `seq` from one counter shared by
+//!   all topics of an epoch (the stream sequence): per topic it grows, with holes.
+//! - **prev.** A stored message's `prev` is the `seq` of the last message still
+//!   stored on the same topic when it was stored (0 if none). After expiry or
+//!   purge it may be lower than a `seq` the hub saw before: removal, not loss.
+//! - **ts.** When the bus stored the message, in Unix milliseconds.
+//! - **Payload.** `data` is the published bytes, untouched. The bus does not
+//!   validate it; the relay drops what is not JSON or too large.
+//! - **Retention.** The bus retains at least the namespace's `retained` latest
+//!   messages of every topic (it may retain more). Messages of a topic are
+//!   dropped oldest first.
+//! - **Epoch.** Names one life of the sequence. A bus whose sequence restarted
+//!   (a recreated stream, a restarted embedded bus) has a new epoch; `seq`
+//!   values of different epochs are unrelated. [`BusStatus::epoch`] always holds
+//!   the current one.
+//! - **Live delivery is at most once.** A [`LiveFeed`] yields the topic's new
+//!   messages in `seq` order, but may miss some (a reconnect, a lagging
+//!   republish). The relay detects gaps from `prev` and repairs them with
+//!   [`Bus::after`]; after each reconnect ([`BusStatus::generation`] grows) and
+//!   periodically it compares [`Bus::last_seqs`] with what it has seen.
+//! - **History reads are exact.** [`Bus::last`] and [`Bus::after`] return stored
+//!   messages of one topic in ascending `seq` order, with their `prev`.
+//! - **Timeouts.** Every method returns within the bus's request timeout; a
+//!   failure is [`BusError::Unavailable`], never a hang.
+//! - **Publications by fans** ([`Bus::publish_inbound`]) never enter the
+//!   stream fans read.
+
+pub mod conformance;
+pub mod memory;
+pub mod nats;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use futures::stream::BoxStream;
+use tokio::sync::watch;
+use tribune_protocol::Topic;
+
+/// One stored message, as the bus delivers it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BusMessage {
+    pub topic: Topic,
+    /// Stream sequence.
+    pub seq: u64,
+    /// `seq` of the last message still stored on this topic when this one was.
+    pub prev: u64,
+    /// Storage time, Unix milliseconds.
+    pub ts: u64,
+    /// The publisher's payload, byte for byte (not yet validated).
+    pub data: Bytes,
+}
+
+/// Names one life of the bus's sequence: `<stream>@<creation time in ns>`.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Epoch(Arc<str>);
+
+impl Epoch {
+    pub fn new(stream: &str, created_ns: u128) -> Self {
+        Self(Arc::from(format!("{stream}@{created_ns}")))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Epoch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl fmt::Display for Epoch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The bus connection as the node sees it; watched by the registry and `/readyz`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BusStatus {
+    /// Whether requests can be served now.
+    pub connected: bool,
+    /// The current epoch.
+    pub epoch: Epoch,
+    /// Grows at every (re)connection: live messages may have been missed
+    /// before it, so every active topic is checked with [`Bus::last_seqs`].
+    pub generation: u64,
+}
+
+/// Why a bus call failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum BusError {
+    /// Disconnected, timed out, or refused by the server.
+    #[error("bus unavailable: {0}")]
+    Unavailable(String),
+    /// The request itself was refused (a payload too large, say).
+    #[error("bus refused the request: {0}")]
+    Rejected(String),
+}
+
+pub type BusResult<T> = Result<T, BusError>;
+
+/// New messages of one topic, in `seq` order, at most once. Dropping it ends
+/// the bus subscription.
+pub type LiveFeed = BoxStream<'static, BusMessage>;
+
+/// Per-node statistics partials (`tribune.stats.<node>`): `(node, payload)`.
+pub type StatsFeed = BoxStream<'static, (String, Bytes)>;
+
+/// What a hub node needs from the bus. See the module docs for the contract.
+pub trait Bus: Send + Sync + 'static {
+    /// A short name for logs and metrics: `memory` or `nats`.
+    fn kind(&self) -> &'static str;
+
+    /// The connection state, epoch and reconnect generation.
+    fn status(&self) -> watch::Receiver<BusStatus>;
+
+    /// Starts receiving the topic's new messages. Messages stored after this
+    /// returns are delivered (at most once); earlier ones are read with
+    /// [`Bus::last`] / [`Bus::after`].
+    fn live(&self, topic: &Topic) -> BoxFuture<'_, BusResult<LiveFeed>>;
+
+    /// The latest `n` stored messages of `topic`, oldest first.
+    fn last(&self, topic: &Topic, n: u32) -> BoxFuture<'_, BusResult<Vec<BusMessage>>>;
+
+    /// Stored messages of `topic` with `seq > after`, oldest first, at most `limit`.
+    fn after(
+        &self,
+        topic: &Topic,
+        after: u64,
+        limit: u32,
+    ) -> BoxFuture<'_, BusResult<Vec<BusMessage>>>;
+
+    /// The last stored `seq` of each topic; topics with nothing stored are
+    /// absent. One batched request, whatever the number of topics.
+    fn last_seqs<'a>(
+        &'a self,
+        topics: &'a [Topic],
+    ) -> BoxFuture<'a, BusResult<HashMap<Topic, u64>>>;
+
+    /// Stores a message (the editors' path; `/v1/publish` and the demo use it).
+    /// A repeated `msg_id` within the duplicate window is stored once and
+    /// answers the first `seq`.
+    fn publish(
+        &self,
+        topic: &Topic,
+        data: Bytes,
+        msg_id: Option<String>,
+    ) -> BoxFuture<'_, BusResult<u64>>;
+
+    /// Forwards a fan's own publication to `<prefix>.in.<topic>`, outside the
+    /// stream fans read.
+    fn publish_inbound(&self, topic: &Topic, data: Bytes) -> BoxFuture<'_, BusResult<()>>;
+
+    /// Publishes this node's statistics partial to `<prefix>.stats.<node>`.
+    fn publish_stats(&self, node: &str, payload: Bytes) -> BoxFuture<'_, BusResult<()>>;
+
+    /// Every node's statistics partials, this node's own included.
+    fn stats_feed(&self) -> BoxFuture<'_, BusResult<StatsFeed>>;
+}

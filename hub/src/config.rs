@@ -1,0 +1,475 @@
+//! Every setting of a hub node with its documented default.
+//!
+//! Sources, later ones winning: built-in defaults, the TOML file (`--config`),
+//! then flags and their `TRIBUNE_<NAME>` environment variables. Namespaces
+//! come from the defaults of PROTOCOL.md section 2, changed or extended by the
+//! file's `[namespaces.<name>]` tables.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+use serde::{Deserialize, Serialize};
+use tribune_protocol::Mode;
+
+/// The command line (ARCHITECTURE.md section 3).
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "tribune-hub",
+    version,
+    about = "Tribune hub node: live results and clips to fans over websockets"
+)]
+pub struct Cli {
+    /// TOML configuration file.
+    #[arg(long, env = "TRIBUNE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, env = "TRIBUNE_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// NATS server URL(s), comma-separated; without it the embedded bus is used.
+    #[arg(long, env = "TRIBUNE_NATS")]
+    pub nats: Option<String>,
+    /// This node's name, shown in `welcome` and used for statistics subjects.
+    #[arg(long, env = "TRIBUNE_NODE_NAME")]
+    pub node_name: Option<String>,
+    /// Publish a simulated live event (speed skating results and clips).
+    #[arg(long, env = "TRIBUNE_DEMO")]
+    pub demo: bool,
+    /// Parse and validate the configuration, print it as TOML, exit 0 (or 2).
+    #[arg(long)]
+    pub check_config: bool,
+}
+
+/// The whole configuration of one node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Node name; a random `hub-xxxx` when empty.
+    pub node_name: String,
+    /// Run the simulated live event.
+    pub demo: bool,
+    /// Key for `POST /v1/publish`; without one only loopback callers may publish.
+    pub publish_key: Option<String>,
+    /// Interval of WebSocket pings (PROTOCOL.md section 7).
+    pub heartbeat_ms: u64,
+    /// How long a relay outlives its last subscriber, so that a fan who
+    /// reconnects at once does not cost a new history read.
+    pub relay_linger_ms: u64,
+    /// How long a connection closed for being slow may take to receive its
+    /// close frame before the socket is dropped.
+    pub slow_close_grace_ms: u64,
+    /// Browser origins allowed to open a websocket; empty allows any.
+    pub allowed_origins: Vec<String>,
+    /// Addresses of reverse proxies whose `X-Forwarded-For` is trusted.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+    pub limits: Limits,
+    pub auth: AuthConfig,
+    pub bus: BusConfig,
+    pub drain: DrainConfig,
+    pub stats: StatsConfig,
+    pub namespaces: BTreeMap<String, Namespace>,
+}
+
+/// PROTOCOL.md section 8; every figure configurable.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    pub max_frame_bytes: usize,
+    pub max_payload_bytes: usize,
+    pub max_subscriptions: usize,
+    pub frames_per_second: u32,
+    pub frames_burst: u32,
+    pub max_connections: usize,
+    pub handshakes_per_second: u32,
+    pub reactions_per_second: u32,
+    pub reactions_burst: u32,
+    pub queue_bytes: usize,
+    pub queue_messages: usize,
+    pub bad_frames: u32,
+    pub bad_frames_window_ms: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_frame_bytes: 4 * 1024,
+            max_payload_bytes: 256 * 1024,
+            max_subscriptions: 64,
+            frames_per_second: 20,
+            frames_burst: 40,
+            max_connections: 200_000,
+            handshakes_per_second: 20,
+            reactions_per_second: 5,
+            reactions_burst: 10,
+            queue_bytes: 1024 * 1024,
+            queue_messages: 1024,
+            bad_frames: 10,
+            bad_frames_window_ms: 60_000,
+        }
+    }
+}
+
+/// Token verification (PROTOCOL.md section 1); used by `auth.rs`.
+///
+/// No key configured: tokens are not checked, and namespaces with
+/// `token = true` refuse every subscription.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// The one accepted algorithm: `HS256`, `RS256`, `ES256` or `EdDSA`.
+    /// A token signed with any other (or `none`) is refused.
+    pub algorithm: Option<String>,
+    /// HS256 shared secret.
+    pub secret: Option<String>,
+    /// PEM public key file (RS256, ES256, EdDSA).
+    pub public_key_file: Option<PathBuf>,
+    /// JWKS file, reloaded when it changes; keys picked by `kid`.
+    pub jwks_file: Option<PathBuf>,
+    /// Required `aud` claim, when set.
+    pub audience: Option<String>,
+    /// Clock skew tolerated on `exp` and `nbf`, in seconds.
+    pub leeway_secs: u64,
+    /// How long a connection may stay open after its token expired before it
+    /// is closed with 1008.
+    pub expiry_grace_ms: u64,
+}
+
+/// The NATS JetStream bus (PROTOCOL.md section 10). Unused by the embedded bus.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BusConfig {
+    /// NATS URL(s), comma-separated. None: the embedded bus.
+    pub url: Option<String>,
+    /// Subject prefix: `<prefix>.fan.>`, `<prefix>.live.>`, `<prefix>.in.>`, `<prefix>.stats.>`.
+    pub prefix: String,
+    /// JetStream stream name.
+    pub stream: String,
+    /// Create or update the stream at start; false for operators who own it.
+    pub manage_stream: bool,
+    /// Stream replicas.
+    pub replicas: usize,
+    /// `file` or `memory`.
+    pub storage: String,
+    /// Oldest message the stream keeps, in seconds.
+    pub max_age_secs: u64,
+    /// Window in which a repeated `Nats-Msg-Id` is stored once; at most `max_age_secs`.
+    pub duplicate_window_secs: u64,
+    /// Timeout of every bus request.
+    pub request_timeout_ms: u64,
+    /// Client ping interval, so that a dead server is noticed quickly.
+    pub ping_interval_ms: u64,
+    /// Interval of the batched last-sequence check of all active topics.
+    pub check_interval_ms: u64,
+    /// Optional credentials file, user/password or token.
+    pub credentials: Option<PathBuf>,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub token: Option<String>,
+}
+
+impl Default for BusConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            prefix: "tribune".into(),
+            stream: "TRIBUNE".into(),
+            manage_stream: true,
+            replicas: 1,
+            storage: "file".into(),
+            max_age_secs: 24 * 3600,
+            duplicate_window_secs: 120,
+            request_timeout_ms: 2_000,
+            ping_interval_ms: 5_000,
+            check_interval_ms: 3_000,
+            credentials: None,
+            user: None,
+            password: None,
+            token: None,
+        }
+    }
+}
+
+/// Paced drain on SIGTERM.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DrainConfig {
+    /// Window over which clients are closed, in batches.
+    pub window_ms: u64,
+    /// Upper bound of the reconnect delay announced in `drain`.
+    pub retry_ms: u64,
+    /// Hard deadline after SIGTERM; whatever is still open is closed then.
+    pub grace_ms: u64,
+}
+
+impl Default for DrainConfig {
+    fn default() -> Self {
+        Self {
+            window_ms: 10_000,
+            retry_ms: 5_000,
+            grace_ms: 25_000,
+        }
+    }
+}
+
+/// Audience and reaction windows.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StatsConfig {
+    pub window_ms: u64,
+}
+
+impl Default for StatsConfig {
+    fn default() -> Self {
+        Self { window_ms: 1_000 }
+    }
+}
+
+/// One namespace: the first token of its topics.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Namespace {
+    pub mode: Mode,
+    /// Retained history depth per topic.
+    pub retained: u32,
+    /// Whether subscribing needs a token that grants the topic.
+    #[serde(default)]
+    pub token: bool,
+    /// Whether clients may `publish` (to `<prefix>.in.<topic>`).
+    #[serde(default)]
+    pub publish: bool,
+    /// Whether subscribers get live audience counts in `stats`.
+    #[serde(default)]
+    pub audience: bool,
+    /// Reactions fans may send; empty: none.
+    #[serde(default)]
+    pub reactions: Vec<String>,
+}
+
+pub fn default_namespaces() -> BTreeMap<String, Namespace> {
+    BTreeMap::from([
+        (
+            "results".to_string(),
+            Namespace {
+                mode: Mode::State,
+                retained: 10,
+                token: false,
+                publish: false,
+                audience: true,
+                reactions: ["🔥", "👏", "😮", "😢"].map(String::from).to_vec(),
+            },
+        ),
+        (
+            "clips".to_string(),
+            Namespace {
+                mode: Mode::Feed,
+                retained: 100,
+                token: false,
+                publish: false,
+                audience: false,
+                reactions: Vec::new(),
+            },
+        ),
+    ])
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            node_name: String::new(),
+            demo: false,
+            publish_key: None,
+            heartbeat_ms: 25_000,
+            relay_linger_ms: 5_000,
+            slow_close_grace_ms: 5_000,
+            allowed_origins: Vec::new(),
+            trusted_proxies: Vec::new(),
+            limits: Limits::default(),
+            auth: AuthConfig::default(),
+            bus: BusConfig::default(),
+            drain: DrainConfig::default(),
+            stats: StatsConfig::default(),
+            namespaces: default_namespaces(),
+        }
+    }
+}
+
+/// A configuration that cannot run; the message is the one line printed.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+impl Config {
+    /// Builds the effective configuration from the command line.
+    pub fn load(cli: &Cli) -> Result<Config, ConfigError> {
+        let mut config = match &cli.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
+                Config::from_toml(&text)
+                    .map_err(|e| ConfigError(format!("{}: {}", path.display(), e.0)))?
+            }
+            None => Config::default(),
+        };
+        if let Some(listen) = cli.listen {
+            config.listen = listen;
+        }
+        if let Some(url) = &cli.nats {
+            config.bus.url = Some(url.clone());
+        }
+        if let Some(name) = &cli.node_name {
+            config.node_name = name.clone();
+        }
+        if cli.demo {
+            config.demo = true;
+        }
+        if config.node_name.is_empty() {
+            config.node_name = format!("hub-{:04x}", rand::random::<u16>());
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parses a TOML file's text; namespaces not named keep their defaults.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        #[derive(Deserialize)]
+        struct Partial {
+            #[serde(flatten)]
+            config: Config,
+        }
+        let mut config: Config = toml::from_str::<Partial>(text)
+            .map_err(|e| ConfigError(e.message().to_string()))?
+            .config;
+        let mut namespaces = default_namespaces();
+        namespaces.append(&mut config.namespaces);
+        config.namespaces = namespaces;
+        Ok(config)
+    }
+
+    /// Refuses settings that cannot work, with a one-line reason.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let fail = |m: String| Err(ConfigError(m));
+        for (name, ns) in &self.namespaces {
+            if tribune_protocol::validate_topic(&format!("{name}.x")).is_err() || name.contains('.')
+            {
+                return fail(format!("namespace '{name}' is not a valid topic token"));
+            }
+            if ns.retained == 0 || ns.retained > 10_000 {
+                return fail(format!("namespace '{name}': retained must be 1..=10000"));
+            }
+            for r in &ns.reactions {
+                if r.is_empty() || r.len() > 32 {
+                    return fail(format!(
+                        "namespace '{name}': reaction '{r}' must be 1..=32 bytes"
+                    ));
+                }
+            }
+        }
+        let l = &self.limits;
+        if l.max_frame_bytes < 256 {
+            return fail("limits.max_frame_bytes must be at least 256".into());
+        }
+        if l.frames_per_second == 0 || l.frames_burst == 0 || l.handshakes_per_second == 0 {
+            return fail("limits: rates and bursts must be at least 1".into());
+        }
+        if l.reactions_per_second == 0 || l.reactions_burst == 0 {
+            return fail("limits: reaction rate and burst must be at least 1".into());
+        }
+        if l.queue_messages == 0 || l.queue_bytes < 1024 || l.max_subscriptions == 0 {
+            return fail("limits: queue and subscription limits must be positive".into());
+        }
+        if self.heartbeat_ms < 100 {
+            return fail("heartbeat_ms must be at least 100".into());
+        }
+        if self.bus.duplicate_window_secs > self.bus.max_age_secs {
+            return fail("bus.duplicate_window_secs must not exceed bus.max_age_secs".into());
+        }
+        if !matches!(self.bus.storage.as_str(), "file" | "memory") {
+            return fail(format!(
+                "bus.storage must be 'file' or 'memory', not '{}'",
+                self.bus.storage
+            ));
+        }
+        if self.drain.window_ms >= self.drain.grace_ms {
+            return fail("drain.window_ms must be shorter than drain.grace_ms".into());
+        }
+        if self.stats.window_ms < 100 {
+            return fail("stats.window_ms must be at least 100".into());
+        }
+        Ok(())
+    }
+
+    /// The namespace of a topic, if configured.
+    pub fn namespace(&self, name: &str) -> Option<&Namespace> {
+        self.namespaces.get(name)
+    }
+
+    /// The deepest retention of all namespaces: the stream's `max_msgs_per_subject`.
+    pub fn deepest_retention(&self) -> u32 {
+        self.namespaces
+            .values()
+            .map(|n| n.retained)
+            .max()
+            .unwrap_or(1)
+    }
+
+    /// The effective configuration as TOML, for `--check-config`.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_protocol() {
+        let c = Config::default();
+        assert!(c.validate().is_ok());
+        assert_eq!(c.namespaces["results"].mode, Mode::State);
+        assert_eq!(c.namespaces["results"].retained, 10);
+        assert_eq!(c.namespaces["clips"].mode, Mode::Feed);
+        assert_eq!(c.namespaces["clips"].retained, 100);
+        assert_eq!(c.limits.max_frame_bytes, 4096);
+        assert_eq!(c.deepest_retention(), 100);
+    }
+
+    #[test]
+    fn file_adds_namespaces_and_keeps_defaults() {
+        let c = Config::from_toml(
+            r#"
+            heartbeat_ms = 1000
+            [limits]
+            max_subscriptions = 3
+            [namespaces.cheers]
+            mode = "feed"
+            retained = 5
+            publish = true
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.heartbeat_ms, 1000);
+        assert_eq!(c.limits.max_subscriptions, 3);
+        assert_eq!(c.limits.frames_burst, 40);
+        assert!(c.namespaces["cheers"].publish);
+        assert!(c.namespaces.contains_key("results"));
+        let again = Config::from_toml(&c.to_toml()).unwrap();
+        assert_eq!(again.namespaces, c.namespaces);
+    }
+
+    #[test]
+    fn bad_files_are_refused_with_a_reason() {
+        assert!(
+            Config::from_toml("nonsense = 1")
+                .unwrap_err()
+                .0
+                .contains("nonsense")
+        );
+        let c = Config::from_toml("[namespaces.x]\nmode = \"feed\"\nretained = 0\n").unwrap();
+        assert!(c.validate().unwrap_err().0.contains("retained"));
+    }
+}

@@ -1,0 +1,218 @@
+//! One websocket: its reader, its writer, heartbeats and close codes.
+//!
+//! Both halves run in the connection's one task. The reader turns frames into
+//! session actions; the writer drains the outbox in batches: every frame
+//! queued since the last write goes out with one flush (write batching), so a
+//! burst costs one syscall, not one per frame. A connection that must close
+//! (slow, flooding, draining) gets its close frame after what it is owed, or
+//! is dropped if its socket does not take it within `slow_close_grace_ms`.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use futures::{SinkExt, StreamExt};
+use tribune_protocol::{CloseCode, ServerFrame, Welcome, encode_server};
+
+use crate::auth::Grant;
+use crate::outbox::{Frame, Outbox, Queued};
+use crate::server::Node;
+use crate::session::{Session, Verdict};
+
+/// How the reader ended.
+enum ReaderEnd {
+    /// The peer closed or the socket failed: nothing more to send.
+    PeerGone,
+    /// The hub decided to close; the writer sends the close frame.
+    Closing,
+}
+
+/// Serves one upgraded connection until it closes.
+pub async fn serve(socket: WebSocket, node: Arc<Node>, conn_id: u64, grant: Option<Grant>) {
+    let limits = &node.config.limits;
+    let outbox = Arc::new(Outbox::new(limits.queue_bytes, limits.queue_messages));
+    node.attach(conn_id, outbox.clone());
+    let expires_at = grant.as_ref().and_then(|g| g.expires_at);
+    let welcome = ServerFrame::Welcome(Welcome {
+        protocol: tribune_protocol::PROTOCOL_VERSION,
+        node: node.config.node_name.clone(),
+        conn: format!("c-{conn_id:x}"),
+        heartbeat_ms: node.config.heartbeat_ms,
+    });
+    outbox.push_control(Frame::from(encode_server(&welcome)));
+
+    let started = Instant::now();
+    // Milliseconds since `started` of the last sign of life from the peer.
+    let last_seen = AtomicU64::new(0);
+    let (sink, stream) = socket.split();
+    let mut session = Session::new(node.clone(), outbox.clone(), grant);
+
+    {
+        let reader = read_loop(stream, &mut session, &node, &outbox, started, &last_seen);
+        let writer = write_loop(sink, &node, &outbox, started, &last_seen, expires_at);
+        tokio::pin!(reader, writer);
+        tokio::select! {
+            end = &mut reader => {
+                if let ReaderEnd::Closing = end {
+                    // Give the writer the time to deliver the close frame.
+                    let grace = Duration::from_millis(node.config.slow_close_grace_ms);
+                    let _ = tokio::time::timeout(grace, &mut writer).await;
+                }
+            }
+            () = &mut writer => {}
+        }
+    }
+    if let Some(code) = outbox.close_code() {
+        node.metrics.closed(code.0);
+    }
+    drop(session);
+    node.detach(conn_id);
+}
+
+async fn read_loop(
+    mut stream: futures::stream::SplitStream<WebSocket>,
+    session: &mut Session,
+    node: &Node,
+    outbox: &Outbox,
+    started: Instant,
+    last_seen: &AtomicU64,
+) -> ReaderEnd {
+    let frames = crate::limits::frame_rate(&node.config.limits);
+    loop {
+        let msg = tokio::select! {
+            msg = stream.next() => msg,
+            // Stop reading once the connection closes for another reason.
+            () = outbox.closed() => return ReaderEnd::Closing,
+        };
+        let Some(msg) = msg else {
+            return ReaderEnd::PeerGone;
+        };
+        last_seen.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+        let verdict = match msg {
+            Ok(Message::Text(text)) => {
+                node.metrics.client_frames.inc();
+                if frames.check().is_err() {
+                    Verdict::Close(CloseCode::FLOOD)
+                } else {
+                    session.handle(text.as_str()).await
+                }
+            }
+            Ok(Message::Binary(_)) => Verdict::Close(CloseCode::BINARY_FRAME),
+            Ok(Message::Ping(_) | Message::Pong(_)) => Verdict::Continue,
+            Ok(Message::Close(_)) => return ReaderEnd::PeerGone,
+            Err(e) => match classify(&e) {
+                Some(code) => Verdict::Close(code),
+                None => return ReaderEnd::PeerGone,
+            },
+        };
+        if let Verdict::Close(code) = verdict {
+            outbox.close(code, true);
+            return ReaderEnd::Closing;
+        }
+    }
+}
+
+/// The close code owed for a read error, if the peer is still there to get it.
+fn classify(err: &axum::Error) -> Option<CloseCode> {
+    use tokio_tungstenite::tungstenite::Error as WsError;
+    use tokio_tungstenite::tungstenite::error::CapacityError;
+    let inner = std::error::Error::source(err)?;
+    match inner.downcast_ref::<WsError>()? {
+        WsError::Capacity(CapacityError::MessageTooLong { .. }) => Some(CloseCode::FRAME_TOO_LARGE),
+        WsError::Utf8(_) => Some(CloseCode::INVALID_PAYLOAD),
+        WsError::Protocol(_) => Some(CloseCode::PROTOCOL_ERROR),
+        _ => None,
+    }
+}
+
+async fn write_loop(
+    mut sink: futures::stream::SplitSink<WebSocket, Message>,
+    node: &Node,
+    outbox: &Outbox,
+    started: Instant,
+    last_seen: &AtomicU64,
+    expires_at: Option<u64>,
+) {
+    let heartbeat = Duration::from_millis(node.config.heartbeat_ms);
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let expiry = expiry_deadline(expires_at, node.config.auth.expiry_grace_ms);
+    let expiry_sleep = tokio::time::sleep_until(expiry.unwrap_or_else(far_future));
+    tokio::pin!(expiry_sleep);
+    let mut batch: VecDeque<Queued> = VecDeque::new();
+    loop {
+        let close = outbox.take(&mut batch);
+        if !batch.is_empty() {
+            let write = write_batch(&mut sink, &mut batch);
+            tokio::pin!(write);
+            let ok = tokio::select! {
+                ok = &mut write => ok,
+                () = outbox.closed(), if close.is_none() => {
+                    // Closing while a write is stuck on a slow socket: finish it
+                    // within the grace period or give up on the peer.
+                    let grace = Duration::from_millis(node.config.slow_close_grace_ms);
+                    tokio::time::timeout(grace, &mut write).await.unwrap_or(false)
+                }
+            };
+            if !ok {
+                return;
+            }
+            continue;
+        }
+        if let Some(code) = close {
+            let frame = CloseFrame {
+                code: code.0,
+                reason: code.reason().into(),
+            };
+            let _ = sink.send(Message::Close(Some(frame))).await;
+            return;
+        }
+        tokio::select! {
+            () = outbox.ready() => {}
+            _ = ping.tick() => {
+                let idle = started.elapsed().as_millis() as u64 - last_seen.load(Ordering::Relaxed);
+                if idle > 2 * heartbeat.as_millis() as u64 {
+                    // No pong, no frame for two intervals: the peer is gone.
+                    outbox.close(CloseCode::GOING_AWAY, true);
+                    continue;
+                }
+                if sink.send(Message::Ping(Default::default())).await.is_err() {
+                    return;
+                }
+            }
+            () = &mut expiry_sleep, if expiry.is_some() => {
+                outbox.close(CloseCode::POLICY, false);
+            }
+        }
+    }
+}
+
+fn far_future() -> tokio::time::Instant {
+    tokio::time::Instant::now() + Duration::from_secs(86400 * 365)
+}
+
+/// When a connection whose token expires at `exp` (Unix seconds) must close.
+fn expiry_deadline(exp: Option<u64>, grace_ms: u64) -> Option<tokio::time::Instant> {
+    let exp = exp?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_secs();
+    let left = Duration::from_secs(exp.saturating_sub(now)) + Duration::from_millis(grace_ms);
+    Some(tokio::time::Instant::now() + left)
+}
+
+/// Writes every frame of the batch and flushes once; false if the socket failed.
+async fn write_batch(
+    sink: &mut futures::stream::SplitSink<WebSocket, Message>,
+    batch: &mut VecDeque<Queued>,
+) -> bool {
+    while let Some(q) = batch.pop_front() {
+        if sink.feed(Message::Text(q.frame)).await.is_err() {
+            return false;
+        }
+    }
+    sink.flush().await.is_ok()
+}

@@ -1,0 +1,110 @@
+//! Tribune hub node: holds fans' websocket connections, subscribes to the bus
+//! only for the topics its fans want, and fans every message out.
+//!
+//! Layout (one concern per file):
+//! - `config`: every setting with its default (file, env, flags).
+//! - `server`: listener, HTTP routes, the shared [`server::Node`].
+//! - `handshake`: checks before the upgrade (origin, token, rate, capacity).
+//! - `auth`: token verification and topic grants.
+//! - `connection`: one socket: reader, writer, heartbeats, close codes.
+//! - `outbox`: a connection's bounded queue: conflation, 4008, batching.
+//! - `session`: a client's frames turned into registry actions.
+//! - `registry`: topic → relay; relay lifecycle; bus watch and checks.
+//! - `relay`: per-topic ordering, gap repair, cache, encode-once fan-out.
+//! - `bus`: the `Bus` trait and its contract; `bus::memory` (embedded) and
+//!   `bus::nats` (NATS JetStream); `bus::conformance`, the shared suite.
+//! - `limits`: every limit of PROTOCOL.md section 8.
+//! - `metrics`: every metric name.
+//! - `drain`: SIGTERM and the paced drain.
+//! - `stats`: audience and reaction windows summed across nodes.
+//! - `demo`: the simulated live event behind `--demo`.
+
+pub mod auth;
+pub mod bus;
+pub mod config;
+pub mod connection;
+pub mod demo;
+pub mod drain;
+pub mod handshake;
+pub mod limits;
+pub mod metrics;
+pub mod outbox;
+pub mod registry;
+pub mod relay;
+pub mod server;
+pub mod session;
+pub mod stats;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::bus::Bus;
+use crate::bus::memory::MemoryBus;
+use crate::config::Config;
+
+/// Builds the bus the configuration asks for.
+pub async fn connect_bus(config: &Config) -> anyhow::Result<Arc<dyn Bus>> {
+    // BUS SELECTION
+    match &config.bus.url {
+        None => {
+            let retention: HashMap<String, u32> = config
+                .namespaces
+                .iter()
+                .map(|(n, ns)| (n.clone(), ns.retained))
+                .collect();
+            let window = Duration::from_secs(config.bus.duplicate_window_secs);
+            Ok(Arc::new(MemoryBus::new(retention, window)))
+        }
+        Some(_url) => connect_nats(config).await,
+    }
+}
+
+async fn connect_nats(config: &Config) -> anyhow::Result<Arc<dyn Bus>> {
+    let bus = bus::nats::NatsBus::connect(&config.bus, config.deepest_retention()).await?;
+    Ok(Arc::new(bus))
+}
+
+/// Runs a node until SIGTERM and its drain; prints `listening on http://<addr>`.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let config = Arc::new(config);
+    let auth = auth::Authenticator::from_config(&config.auth).map_err(|e| anyhow::anyhow!(e))?;
+    let bus = connect_bus(&config).await?;
+    let node = server::Node::new(config.clone(), bus, auth);
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
+    let addr = listener.local_addr()?;
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "listening on http://{addr}")?;
+        out.flush()?;
+    }
+    tracing::info!(%addr, node = %config.node_name, bus = node.bus.kind(), "hub node started");
+    tokio::spawn(node.registry.clone().watch_bus());
+    tokio::spawn(node.stats.clone().run());
+    if config.demo {
+        tokio::spawn(demo::run(node.clone()));
+    }
+    let app = server::router(node.clone());
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    let server = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        let _ = stop_rx.await;
+    });
+    let server = tokio::spawn(server.into_future());
+    drain::signal().await;
+    tracing::info!("SIGTERM: not ready, no new connections, draining");
+    node.start_draining();
+    let _ = stop_tx.send(());
+    drain::drain(&node).await;
+    server.abort();
+    Ok(())
+}

@@ -1,0 +1,269 @@
+//! Every metric name of a hub node, in one place (Prometheus text at `/metrics`).
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// A label set of static strings (`reason`, `code`, ...).
+pub type Labels = Vec<(&'static str, &'static str)>;
+
+/// The node's metrics; counters are cheap atomics, shared by every task.
+pub struct Metrics {
+    registry: Registry,
+    /// Open websocket connections.
+    pub connections: Gauge,
+    /// Websocket connections accepted since start.
+    pub connections_accepted: Counter,
+    /// Handshakes refused before the upgrade, by reason.
+    pub handshakes_refused: Family<Labels, Counter>,
+    /// Connections closed by the hub, by close code.
+    pub closes: Family<Labels, Counter>,
+    /// Frames received from clients.
+    pub client_frames: Counter,
+    /// Client frames answered with `bad_request`.
+    pub bad_frames: Counter,
+    /// Topics with a relay on this node.
+    pub relays: Gauge,
+    /// Messages received from the bus (live or repaired), before validation.
+    pub bus_messages: Counter,
+    /// Payloads the relay refused to forward, by reason.
+    pub payloads_dropped: Family<Labels, Counter>,
+    /// Message frames queued to clients (one per subscriber per message).
+    pub deliveries: Counter,
+    /// Superseded state frames dropped for slow clients.
+    pub conflated: Counter,
+    /// Clients closed with 4008.
+    pub slow_consumers: Counter,
+    /// History reads issued to the bus (relay loads and resumes).
+    pub history_requests: Counter,
+    /// Gaps found in the live feed and repaired from the stream.
+    pub gaps_repaired: Counter,
+    /// Time from detecting a gap to having forwarded its messages.
+    pub gap_repair_seconds: Histogram,
+    /// Bus reconnections seen (the bus generation grew).
+    pub bus_reconnects: Counter,
+    /// 1 while the bus is connected.
+    pub bus_connected: Gauge,
+    /// 1 while the node drains.
+    pub draining: Gauge,
+    /// Messages stored through `POST /v1/publish`.
+    pub http_publishes: Counter,
+    /// Fans' `publish` frames forwarded to the bus.
+    pub client_publishes: Counter,
+    /// Reactions, by result (`accepted`, `rate_limited`, `refused`).
+    pub reactions: Family<Labels, Counter>,
+    /// `stats` frames queued to clients.
+    pub stats_sent: Counter,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("tribune");
+        let m = Self {
+            connections: Gauge::default(),
+            connections_accepted: Counter::default(),
+            handshakes_refused: Family::default(),
+            closes: Family::default(),
+            client_frames: Counter::default(),
+            bad_frames: Counter::default(),
+            relays: Gauge::default(),
+            bus_messages: Counter::default(),
+            payloads_dropped: Family::default(),
+            deliveries: Counter::default(),
+            conflated: Counter::default(),
+            slow_consumers: Counter::default(),
+            history_requests: Counter::default(),
+            gaps_repaired: Counter::default(),
+            gap_repair_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+            bus_reconnects: Counter::default(),
+            bus_connected: Gauge::default(),
+            draining: Gauge::default(),
+            http_publishes: Counter::default(),
+            client_publishes: Counter::default(),
+            reactions: Family::default(),
+            stats_sent: Counter::default(),
+            registry: Registry::default(),
+        };
+        let r = &mut registry;
+        r.register(
+            "connections",
+            "Open websocket connections",
+            m.connections.clone(),
+        );
+        r.register(
+            "connections_accepted",
+            "Websocket connections accepted",
+            m.connections_accepted.clone(),
+        );
+        r.register(
+            "handshakes_refused",
+            "Handshakes refused before the upgrade, by reason",
+            m.handshakes_refused.clone(),
+        );
+        r.register(
+            "closes",
+            "Connections closed by the hub, by close code",
+            m.closes.clone(),
+        );
+        r.register(
+            "client_frames",
+            "Frames received from clients",
+            m.client_frames.clone(),
+        );
+        r.register(
+            "bad_frames",
+            "Client frames answered with bad_request",
+            m.bad_frames.clone(),
+        );
+        r.register(
+            "relays",
+            "Topics with a relay on this node",
+            m.relays.clone(),
+        );
+        r.register(
+            "bus_messages",
+            "Messages received from the bus",
+            m.bus_messages.clone(),
+        );
+        r.register(
+            "payloads_dropped",
+            "Payloads not forwarded, by reason",
+            m.payloads_dropped.clone(),
+        );
+        r.register(
+            "deliveries",
+            "Message frames queued to clients",
+            m.deliveries.clone(),
+        );
+        r.register(
+            "conflated",
+            "Superseded state frames dropped for slow clients",
+            m.conflated.clone(),
+        );
+        r.register(
+            "slow_consumers",
+            "Clients closed with 4008",
+            m.slow_consumers.clone(),
+        );
+        r.register(
+            "history_requests",
+            "History reads issued to the bus",
+            m.history_requests.clone(),
+        );
+        r.register(
+            "gaps_repaired",
+            "Gaps repaired from the stream",
+            m.gaps_repaired.clone(),
+        );
+        r.register(
+            "gap_repair_seconds",
+            "Gap repair latency",
+            m.gap_repair_seconds.clone(),
+        );
+        r.register(
+            "bus_reconnects",
+            "Bus reconnections",
+            m.bus_reconnects.clone(),
+        );
+        r.register(
+            "bus_connected",
+            "1 while the bus is connected",
+            m.bus_connected.clone(),
+        );
+        r.register("draining", "1 while the node drains", m.draining.clone());
+        r.register(
+            "http_publishes",
+            "Messages stored through POST /v1/publish",
+            m.http_publishes.clone(),
+        );
+        r.register(
+            "client_publishes",
+            "Fans' publish frames forwarded",
+            m.client_publishes.clone(),
+        );
+        r.register(
+            "reactions",
+            "Reactions received, by result",
+            m.reactions.clone(),
+        );
+        r.register(
+            "stats_sent",
+            "stats frames queued to clients",
+            m.stats_sent.clone(),
+        );
+        Self { registry, ..m }
+    }
+
+    /// Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
+    }
+
+    pub fn refused(&self, reason: &'static str) {
+        self.handshakes_refused
+            .get_or_create(&vec![("reason", reason)])
+            .inc();
+    }
+
+    pub fn closed(&self, code: u16) {
+        let code: &'static str = match code {
+            1000 => "1000",
+            1001 => "1001",
+            1003 => "1003",
+            1007 => "1007",
+            1008 => "1008",
+            1009 => "1009",
+            1011 => "1011",
+            4008 => "4008",
+            4029 => "4029",
+            _ => "other",
+        };
+        self.closes.get_or_create(&vec![("code", code)]).inc();
+    }
+
+    pub fn dropped(&self, reason: &'static str) {
+        self.payloads_dropped
+            .get_or_create(&vec![("reason", reason)])
+            .inc();
+    }
+
+    pub fn reaction(&self, result: &'static str) {
+        self.reactions
+            .get_or_create(&vec![("result", result)])
+            .inc();
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_family_with_prefix() {
+        let m = Metrics::new();
+        m.refused("rate");
+        m.closed(4008);
+        m.history_requests.inc();
+        let text = m.render();
+        for name in [
+            "tribune_connections ",
+            "tribune_history_requests_total 1",
+            "tribune_handshakes_refused_total{reason=\"rate\"} 1",
+            "tribune_closes_total{code=\"4008\"} 1",
+            "tribune_gap_repair_seconds_bucket",
+        ] {
+            assert!(text.contains(name), "{name} missing in\n{text}");
+        }
+    }
+}

@@ -1,0 +1,183 @@
+//! Topic → relay, for the topics that have local subscribers.
+//!
+//! The registry creates a topic's relay (and so its bus subscription) for the
+//! first local subscriber and lets the relay remove itself after a linger once
+//! the last one has left. It also watches the bus: after every reconnect and
+//! every `check_interval_ms`, it asks the bus for the last `seq` of all active
+//! topics in one batched request per 1,024 topics and tells each relay, so a
+//! topic that moved on while the live feed was down is repaired even if no new
+//! message arrives; after an epoch change every relay is reset.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use dashmap::DashMap;
+use dashmap::mapref::entry::Entry;
+use tribune_protocol::Topic;
+
+use crate::bus::Bus;
+use crate::config::{Config, Namespace};
+use crate::metrics::Metrics;
+use crate::outbox::Outbox;
+use crate::relay::{Control, JoinRequest, Relay, RelayTask};
+
+/// Topics per batched last-sequence request.
+const CHECK_BATCH: usize = 1024;
+
+/// Why a subscription could not be joined.
+#[derive(Debug, thiserror::Error)]
+pub enum JoinError {
+    #[error("history is unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// The node's active topics.
+pub struct Registry {
+    relays: DashMap<Topic, Arc<Relay>>,
+    bus: Arc<dyn Bus>,
+    config: Arc<Config>,
+    metrics: Arc<Metrics>,
+    next_id: AtomicU32,
+}
+
+impl Registry {
+    pub fn new(bus: Arc<dyn Bus>, config: Arc<Config>, metrics: Arc<Metrics>) -> Arc<Self> {
+        Arc::new(Self {
+            relays: DashMap::new(),
+            bus,
+            config,
+            metrics,
+            next_id: AtomicU32::new(1),
+        })
+    }
+
+    /// Joins `outbox` to the topic's relay, creating it if needed, and waits
+    /// for the relay's history (shared by everyone arriving meanwhile).
+    pub async fn join(
+        self: &Arc<Self>,
+        topic: &Topic,
+        ns: &Namespace,
+        outbox: &Arc<Outbox>,
+        req: &JoinRequest,
+    ) -> Result<(Arc<Relay>, usize), JoinError> {
+        // A relay may close between lookup and join (linger ended): look again.
+        for _ in 0..8 {
+            let relay = self.relay(topic, ns);
+            relay.ready().await.map_err(JoinError::Unavailable)?;
+            if let Ok(key) = relay.join(outbox, req) {
+                return Ok((relay, key));
+            }
+            tokio::task::yield_now().await;
+        }
+        Err(JoinError::Unavailable("topic is restarting, retry".into()))
+    }
+
+    fn relay(self: &Arc<Self>, topic: &Topic, ns: &Namespace) -> Arc<Relay> {
+        match self.relays.entry(topic.clone()) {
+            Entry::Occupied(e) => e.get().clone(),
+            Entry::Vacant(v) => {
+                let id = self.next_id.fetch_add(1, Ordering::Relaxed).max(1);
+                let epoch = self.bus.status().borrow().epoch.clone();
+                let (relay, ctl) = Relay::new(
+                    id,
+                    topic.clone(),
+                    ns.mode,
+                    ns.retained,
+                    self.config.limits.max_payload_bytes,
+                    epoch,
+                    self.metrics.clone(),
+                );
+                v.insert(relay.clone());
+                self.metrics.relays.inc();
+                let registry = Arc::downgrade(self);
+                let task = RelayTask::new(
+                    relay.clone(),
+                    self.bus.clone(),
+                    ctl,
+                    Duration::from_millis(self.config.relay_linger_ms),
+                    Box::new(move |relay: &Arc<Relay>| {
+                        if let Some(registry) = registry.upgrade() {
+                            let removed = registry
+                                .relays
+                                .remove_if(&relay.topic, |_, r| Arc::ptr_eq(r, relay));
+                            if removed.is_some() {
+                                registry.metrics.relays.dec();
+                            }
+                        }
+                    }),
+                );
+                tokio::spawn(task.run());
+                relay
+            }
+        }
+    }
+
+    /// The relays serving subscribers now.
+    pub fn relays(&self) -> Vec<Arc<Relay>> {
+        self.relays.iter().map(|e| e.value().clone()).collect()
+    }
+
+    /// The relay of a topic, if active.
+    pub fn get(&self, topic: &str) -> Option<Arc<Relay>> {
+        self.relays.get(topic).map(|e| e.value().clone())
+    }
+
+    /// Watches the bus and checks active topics; runs for the node's life.
+    pub async fn watch_bus(self: Arc<Self>) {
+        let mut status = self.bus.status();
+        let (mut generation, mut epoch) = {
+            let s = status.borrow_and_update();
+            self.metrics.bus_connected.set(i64::from(s.connected));
+            (s.generation, s.epoch.clone())
+        };
+        let mut tick =
+            tokio::time::interval(Duration::from_millis(self.config.bus.check_interval_ms));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                changed = status.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    let s = status.borrow_and_update().clone();
+                    self.metrics.bus_connected.set(i64::from(s.connected));
+                    if s.epoch != epoch {
+                        tracing::warn!(old = %epoch, new = %s.epoch, "bus epoch changed: resetting every topic");
+                        epoch = s.epoch.clone();
+                        for relay in self.relays() {
+                            relay.control(Control::Reset);
+                        }
+                    }
+                    if s.generation != generation {
+                        generation = s.generation;
+                        self.metrics.bus_reconnects.inc();
+                        if s.connected {
+                            self.check_all().await;
+                        }
+                    }
+                }
+                _ = tick.tick() => self.check_all().await,
+            }
+        }
+    }
+
+    /// One batched last-sequence read per 1,024 active topics; each relay
+    /// repairs what moved.
+    pub async fn check_all(&self) {
+        let relays: Vec<Arc<Relay>> = self.relays().into_iter().filter(|r| r.serving()).collect();
+        for chunk in relays.chunks(CHECK_BATCH) {
+            let topics: Vec<Topic> = chunk.iter().map(|r| r.topic.clone()).collect();
+            match self.bus.last_seqs(&topics).await {
+                Ok(last) => {
+                    for relay in chunk {
+                        if let Some(seq) = last.get(&relay.topic) {
+                            relay.control(Control::Check(*seq));
+                        }
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "last-sequence check failed"),
+            }
+        }
+    }
+}

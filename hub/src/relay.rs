@@ -1,0 +1,612 @@
+//! One relay per topic with local subscribers: ordering, gap repair, the
+//! topic's recent messages, and encode-once fan-out.
+//!
+//! The relay task is the only writer of a topic's state. It receives the
+//! bus's live messages, skips duplicates (`seq` not above what it has seen),
+//! repairs gaps (`prev` above what it has seen: the bus stored something the
+//! live feed did not deliver) from the bus's history before going on, drops
+//! payloads that are not JSON or too large, encodes each message **once** and
+//! queues the same bytes to every subscriber's outbox without awaiting them.
+//!
+//! The cache holds the namespace's `retained` latest messages, so `history`
+//! and resume (`since` + `epoch`) are served from memory: the bus is read once
+//! per relay life, by the first subscriber (others arriving meanwhile wait for
+//! the same read: request coalescing), and again only to repair a gap.
+//!
+//! `prev` in the frames the relay sends is the `seq` of the message it sent
+//! before on this topic, so a payload it refused never breaks a client's chain.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use parking_lot::Mutex;
+use slab::Slab;
+use tokio::sync::{mpsc, watch};
+use tribune_protocol::{Ack, Mode, ServerFrame, Topic, encode_message, encode_server};
+
+use crate::bus::{Bus, BusMessage, Epoch, LiveFeed};
+use crate::metrics::Metrics;
+use crate::outbox::{Frame, Outbox, Pushed};
+
+/// How many messages one repair read asks for.
+const REPAIR_BATCH: u32 = 256;
+
+/// Where a relay is in its life; subscribers wait for `Ready`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Load {
+    Loading,
+    Ready,
+    Failed(String),
+}
+
+/// Instructions from the registry and the relay's subscribers.
+#[derive(Debug)]
+pub enum Control {
+    /// The last subscriber left: start the linger.
+    Idle,
+    /// The bus's last stored `seq` of this topic, from a periodic or
+    /// post-reconnect check.
+    Check(u64),
+    /// The bus's epoch changed: every `seq` this relay knows is void.
+    Reset,
+}
+
+/// What a subscriber asks for when it joins.
+#[derive(Debug, Clone, Default)]
+pub struct JoinRequest {
+    pub id: u64,
+    pub history: Option<u32>,
+    pub since: Option<(u64, String)>,
+}
+
+/// The relay closed between lookup and join; the caller looks again.
+#[derive(Debug)]
+pub struct RelayClosed;
+
+/// A topic's relay, shared by the registry and its subscribers' sessions.
+pub struct Relay {
+    /// Small id, unique on this node, that outboxes use to conflate frames.
+    pub id: u32,
+    pub topic: Topic,
+    pub mode: Mode,
+    retained: usize,
+    max_payload: usize,
+    state: Mutex<RelayState>,
+    load: watch::Sender<Load>,
+    ctl: mpsc::UnboundedSender<Control>,
+    metrics: Arc<Metrics>,
+}
+
+struct RelayState {
+    subscribers: Slab<Arc<Outbox>>,
+    cache: VecDeque<Cached>,
+    /// `seq` of the last message forwarded (0: none yet).
+    last_seq: u64,
+    epoch: Epoch,
+    /// Set when the relay leaves the registry; joins must look again.
+    closed: bool,
+}
+
+/// A forwarded message, as live and (lazily) as replay frame.
+struct Cached {
+    seq: u64,
+    prev: u64,
+    live: Frame,
+    /// Length of the live frame before `,"data":`, where `"replay":true` goes.
+    head: usize,
+    replay: OnceLock<Frame>,
+}
+
+impl Cached {
+    fn new(topic: &str, seq: u64, prev: u64, ts: u64, data: &[u8]) -> Self {
+        let bytes = encode_message(topic, seq, prev, ts, false, data);
+        let head = bytes.len() - data.len() - r#","data":}"#.len();
+        Self {
+            seq,
+            prev,
+            live: frame_from(bytes),
+            head,
+            replay: OnceLock::new(),
+        }
+    }
+
+    fn replay_frame(&self) -> Frame {
+        self.replay
+            .get_or_init(|| {
+                let live = self.live.as_str();
+                frame_from_string(format!(
+                    "{},\"replay\":true{}",
+                    &live[..self.head],
+                    &live[self.head..]
+                ))
+            })
+            .clone()
+    }
+}
+
+fn frame_from(bytes: Vec<u8>) -> Frame {
+    // Payloads were validated as JSON, hence UTF-8, before encoding.
+    frame_from_string(String::from_utf8(bytes).expect("validated JSON is UTF-8"))
+}
+
+fn frame_from_string(s: String) -> Frame {
+    Frame::from(s)
+}
+
+/// Where a resume at `since` starts in the cache, if every message after it
+/// is still there (PROTOCOL.md section 3: recovery is all or nothing).
+fn resume_point(cache: &VecDeque<Cached>, latest: u64, since: u64) -> Option<usize> {
+    if since == latest {
+        return Some(cache.len());
+    }
+    if since > latest {
+        return None;
+    }
+    if let Some(pos) = cache.iter().position(|c| c.seq == since) {
+        return Some(pos + 1);
+    }
+    match cache.front() {
+        Some(first) if first.prev == since => Some(0),
+        _ => None,
+    }
+}
+
+impl Relay {
+    /// Creates a relay and its task; the caller inserts the relay in the
+    /// registry and spawns the task.
+    pub fn new(
+        id: u32,
+        topic: Topic,
+        mode: Mode,
+        retained: u32,
+        max_payload: usize,
+        epoch: Epoch,
+        metrics: Arc<Metrics>,
+    ) -> (Arc<Relay>, mpsc::UnboundedReceiver<Control>) {
+        let (ctl, rx) = mpsc::unbounded_channel();
+        let relay = Arc::new(Relay {
+            id,
+            topic,
+            mode,
+            retained: retained as usize,
+            max_payload,
+            state: Mutex::new(RelayState {
+                subscribers: Slab::new(),
+                cache: VecDeque::new(),
+                last_seq: 0,
+                epoch,
+                closed: false,
+            }),
+            load: watch::channel(Load::Loading).0,
+            ctl,
+            metrics,
+        });
+        (relay, rx)
+    }
+
+    /// Waits until the relay has read its history (or failed to).
+    pub async fn ready(&self) -> Result<(), String> {
+        let mut rx = self.load.subscribe();
+        let state = rx
+            .wait_for(|l| *l != Load::Loading)
+            .await
+            .map(|l| l.clone())
+            .unwrap_or(Load::Failed("relay stopped".into()));
+        match state {
+            Load::Failed(why) => Err(why),
+            _ => Ok(()),
+        }
+    }
+
+    pub fn control(&self, c: Control) {
+        let _ = self.ctl.send(c);
+    }
+
+    /// Adds a subscriber: queues its `ack`, then the replayed messages, then
+    /// (from the next forward on) live ones, all under the relay's lock so
+    /// that nothing is missed or sent twice between replay and live.
+    pub fn join(&self, outbox: &Arc<Outbox>, req: &JoinRequest) -> Result<usize, RelayClosed> {
+        let mut st = self.state.lock();
+        if st.closed {
+            return Err(RelayClosed);
+        }
+        let latest = st.last_seq;
+        let default_history = match self.mode {
+            Mode::State => 1,
+            Mode::Feed => 0,
+        };
+        let depth = (req.history.unwrap_or(default_history) as usize)
+            .min(self.retained)
+            .min(st.cache.len());
+        let history_start = st.cache.len() - depth;
+        let (recovered, start) = match &req.since {
+            None => (None, history_start),
+            Some((since, epoch)) => {
+                let point = (epoch == st.epoch.as_str())
+                    .then(|| resume_point(&st.cache, latest, *since))
+                    .flatten();
+                match point {
+                    Some(p) => (Some(true), p),
+                    None => (Some(false), history_start),
+                }
+            }
+        };
+        let ack = ServerFrame::Ack(Ack {
+            id: req.id,
+            topic: Some(self.topic.to_string()),
+            mode: Some(self.mode),
+            epoch: Some(st.epoch.to_string()),
+            seq: Some(latest),
+            recovered,
+        });
+        outbox.push_control(Frame::from(encode_server(&ack)));
+        let state = self.mode == Mode::State;
+        for cached in st.cache.range(start..) {
+            outbox.push_message(self.id, state, cached.replay_frame());
+        }
+        Ok(st.subscribers.insert(outbox.clone()))
+    }
+
+    /// The `ack` of a subscription that already exists on a connection.
+    pub fn ack_existing(&self, id: u64) -> Frame {
+        let st = self.state.lock();
+        Frame::from(encode_server(&ServerFrame::Ack(Ack {
+            id,
+            topic: Some(self.topic.to_string()),
+            mode: Some(self.mode),
+            epoch: Some(st.epoch.to_string()),
+            seq: Some(st.last_seq),
+            recovered: None,
+        })))
+    }
+
+    /// Removes a subscriber; the last one out starts the linger.
+    pub fn leave(&self, key: usize) {
+        let mut st = self.state.lock();
+        st.subscribers.try_remove(key);
+        if st.subscribers.is_empty() {
+            drop(st);
+            self.control(Control::Idle);
+        }
+    }
+
+    /// Local subscribers now (the node's audience of this topic).
+    pub fn audience(&self) -> usize {
+        self.state.lock().subscribers.len()
+    }
+
+    /// Queues a frame that is not a message (stats) to every subscriber.
+    pub fn broadcast_control(&self, frame: &Frame) -> usize {
+        let st = self.state.lock();
+        for (_, outbox) in st.subscribers.iter() {
+            outbox.push_control(frame.clone());
+        }
+        st.subscribers.len()
+    }
+
+    fn is_ready(&self) -> bool {
+        *self.load.borrow() == Load::Ready
+    }
+
+    /// Forwards one validated message to the cache and every subscriber.
+    fn forward(&self, msg: &BusMessage, prev: u64) {
+        let cached = Cached::new(self.topic.as_str(), msg.seq, prev, msg.ts, &msg.data);
+        let frame = cached.live.clone();
+        let state = self.mode == Mode::State;
+        let mut st = self.state.lock();
+        st.cache.push_back(cached);
+        while st.cache.len() > self.retained {
+            st.cache.pop_front();
+        }
+        st.last_seq = msg.seq;
+        let mut conflated = 0;
+        for (_, outbox) in st.subscribers.iter() {
+            match outbox.push_message(self.id, state, frame.clone()) {
+                Pushed::Queued | Pushed::Closed => {}
+                Pushed::Conflated(n) => conflated += n,
+                Pushed::Overflowed => {
+                    self.metrics.slow_consumers.inc();
+                }
+            }
+        }
+        let delivered = st.subscribers.len();
+        drop(st);
+        self.metrics.deliveries.inc_by(delivered as u64);
+        if conflated > 0 {
+            self.metrics.conflated.inc_by(conflated as u64);
+        }
+    }
+
+    /// Closes every subscriber's connection and refuses new joins.
+    fn shut(&self, code: tribune_protocol::CloseCode) {
+        let mut st = self.state.lock();
+        st.closed = true;
+        for (_, outbox) in st.subscribers.iter() {
+            outbox.close(code, false);
+        }
+    }
+}
+
+/// Whether a payload may be forwarded: JSON, within the size limit.
+fn payload_ok(data: &Bytes, max: usize, metrics: &Metrics) -> bool {
+    if data.len() > max {
+        metrics.dropped("too_large");
+        return false;
+    }
+    if serde_json::from_slice::<serde::de::IgnoredAny>(data).is_err() {
+        metrics.dropped("invalid_json");
+        return false;
+    }
+    true
+}
+
+/// The relay's task: loads history, then forwards live messages until the
+/// linger after the last subscriber ends it.
+pub struct RelayTask {
+    pub relay: Arc<Relay>,
+    pub bus: Arc<dyn Bus>,
+    pub ctl: mpsc::UnboundedReceiver<Control>,
+    pub linger: Duration,
+    /// Called once when the relay ends, to take it out of the registry.
+    pub on_end: Box<dyn FnOnce(&Arc<Relay>) + Send>,
+    /// Last `seq` seen from the bus on this topic, forwarded or not.
+    last_seen: u64,
+    /// Last `seq` forwarded: the `prev` of the next frame.
+    last_forwarded: u64,
+}
+
+impl RelayTask {
+    pub fn new(
+        relay: Arc<Relay>,
+        bus: Arc<dyn Bus>,
+        ctl: mpsc::UnboundedReceiver<Control>,
+        linger: Duration,
+        on_end: Box<dyn FnOnce(&Arc<Relay>) + Send>,
+    ) -> Self {
+        Self {
+            relay,
+            bus,
+            ctl,
+            linger,
+            on_end,
+            last_seen: 0,
+            last_forwarded: 0,
+        }
+    }
+
+    pub async fn run(mut self) {
+        let feed = match self.load().await {
+            Ok(feed) => feed,
+            Err(why) => {
+                tracing::warn!(topic = %self.relay.topic, %why, "relay could not load");
+                self.relay.state.lock().closed = true;
+                self.relay.load.send_replace(Load::Failed(why));
+                (self.on_end)(&self.relay);
+                return;
+            }
+        };
+        self.relay.load.send_replace(Load::Ready);
+        self.forward_loop(feed).await;
+        self.relay.state.lock().closed = true;
+        (self.on_end)(&self.relay);
+    }
+
+    /// Opens the live feed first, then reads the retained history: a message
+    /// stored in between shows up in both and the duplicate is skipped.
+    async fn load(&mut self) -> Result<LiveFeed, String> {
+        let topic = self.relay.topic.clone();
+        let feed = self.bus.live(&topic).await.map_err(|e| e.to_string())?;
+        self.relay.metrics.history_requests.inc();
+        let history = self
+            .bus
+            .last(&topic, self.relay.retained as u32)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut st = self.relay.state.lock();
+        let mut prev = history.first().map_or(0, |m| m.prev);
+        for msg in history {
+            self.last_seen = msg.seq;
+            self.relay.metrics.bus_messages.inc();
+            if !payload_ok(&msg.data, self.relay.max_payload, &self.relay.metrics) {
+                continue;
+            }
+            st.cache.push_back(Cached::new(
+                topic.as_str(),
+                msg.seq,
+                prev,
+                msg.ts,
+                &msg.data,
+            ));
+            prev = msg.seq;
+            st.last_seq = msg.seq;
+        }
+        self.last_forwarded = st.last_seq;
+        Ok(feed)
+    }
+
+    async fn forward_loop(&mut self, mut feed: LiveFeed) {
+        let linger = tokio::time::sleep(Duration::from_secs(3600));
+        tokio::pin!(linger);
+        let mut lingering = self.relay.audience() == 0;
+        if lingering {
+            linger
+                .as_mut()
+                .reset(tokio::time::Instant::now() + self.linger);
+        }
+        loop {
+            tokio::select! {
+                ctl = self.ctl.recv() => match ctl {
+                    Some(Control::Idle) => {
+                        if self.relay.audience() == 0 {
+                            lingering = true;
+                            linger.as_mut().reset(tokio::time::Instant::now() + self.linger);
+                        }
+                    }
+                    Some(Control::Check(last)) => {
+                        if last > self.last_seen {
+                            self.repair(None).await;
+                        }
+                    }
+                    Some(Control::Reset) | None => {
+                        self.relay.shut(tribune_protocol::CloseCode::DRAINING);
+                        return;
+                    }
+                },
+                msg = feed.next() => match msg {
+                    Some(msg) => self.on_live(msg).await,
+                    None => {
+                        // The bus ended the subscription: open it again, then
+                        // read what may have been stored in between.
+                        feed = loop {
+                            match self.bus.live(&self.relay.topic).await {
+                                Ok(f) => break f,
+                                Err(e) => {
+                                    tracing::warn!(topic = %self.relay.topic, error = %e, "live feed lost");
+                                    tokio::time::sleep(Duration::from_millis(500)).await;
+                                }
+                            }
+                        };
+                        self.repair(None).await;
+                    }
+                },
+                () = &mut linger, if lingering => {
+                    let st = self.relay.state.lock();
+                    if st.subscribers.is_empty() {
+                        return;
+                    }
+                    lingering = false;
+                }
+            }
+        }
+    }
+
+    async fn on_live(&mut self, msg: BusMessage) {
+        if msg.seq <= self.last_seen {
+            return;
+        }
+        if msg.prev > self.last_seen {
+            self.repair(Some(msg.seq)).await;
+            if msg.seq <= self.last_seen {
+                return;
+            }
+        }
+        self.process(msg);
+    }
+
+    fn process(&mut self, msg: BusMessage) {
+        self.last_seen = msg.seq;
+        self.relay.metrics.bus_messages.inc();
+        if !payload_ok(&msg.data, self.relay.max_payload, &self.relay.metrics) {
+            return;
+        }
+        self.relay.forward(&msg, self.last_forwarded);
+        self.last_forwarded = msg.seq;
+    }
+
+    /// Reads what the bus stored after `last_seen` (up to `until`, exclusive)
+    /// and forwards it, retrying while the bus is unavailable: a feed client
+    /// must never see a hole.
+    async fn repair(&mut self, until: Option<u64>) {
+        let started = Instant::now();
+        let mut backoff = Duration::from_millis(50);
+        let mut repaired_any = false;
+        loop {
+            self.relay.metrics.history_requests.inc();
+            let batch = match self
+                .bus
+                .after(&self.relay.topic, self.last_seen, REPAIR_BATCH)
+                .await
+            {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::warn!(topic = %self.relay.topic, error = %e, "gap repair failed, retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                    continue;
+                }
+            };
+            let full = batch.len() == REPAIR_BATCH as usize;
+            let mut reached = false;
+            for msg in batch {
+                if until.is_some_and(|u| msg.seq >= u) {
+                    reached = true;
+                    break;
+                }
+                if msg.seq > self.last_seen {
+                    repaired_any = true;
+                    self.process(msg);
+                }
+            }
+            if reached || !full {
+                break;
+            }
+        }
+        if repaired_any {
+            self.relay.metrics.gaps_repaired.inc();
+            self.relay
+                .metrics
+                .gap_repair_seconds
+                .observe(started.elapsed().as_secs_f64());
+        }
+    }
+}
+
+impl Relay {
+    /// Whether the relay serves subscribers now (registry checks skip loading ones).
+    pub fn serving(&self) -> bool {
+        self.is_ready() && !self.state.lock().closed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cache(items: &[(u64, u64)]) -> VecDeque<Cached> {
+        items
+            .iter()
+            .map(|&(seq, prev)| Cached::new("clips.a", seq, prev, 1, b"{}"))
+            .collect()
+    }
+
+    #[test]
+    fn resume_point_rules() {
+        let c = cache(&[(5, 3), (8, 5), (9, 8)]);
+        assert_eq!(resume_point(&c, 9, 9), Some(3), "up to date");
+        assert_eq!(resume_point(&c, 9, 8), Some(2));
+        assert_eq!(resume_point(&c, 9, 5), Some(1));
+        assert_eq!(
+            resume_point(&c, 9, 3),
+            Some(0),
+            "the message before the oldest kept"
+        );
+        assert_eq!(resume_point(&c, 9, 2), None, "aged out");
+        assert_eq!(
+            resume_point(&c, 9, 4),
+            None,
+            "never a message of this topic"
+        );
+        assert_eq!(resume_point(&c, 9, 10), None, "from the future");
+        assert_eq!(
+            resume_point(&VecDeque::new(), 0, 0),
+            Some(0),
+            "empty topic, nothing missed"
+        );
+    }
+
+    #[test]
+    fn replay_frame_marks_replay() {
+        let c = Cached::new("clips.a", 7, 3, 99, br#"{"x":1}"#);
+        assert_eq!(
+            c.live.as_str(),
+            r#"{"type":"message","topic":"clips.a","seq":7,"prev":3,"ts":99,"data":{"x":1}}"#
+        );
+        assert_eq!(
+            c.replay_frame().as_str(),
+            r#"{"type":"message","topic":"clips.a","seq":7,"prev":3,"ts":99,"replay":true,"data":{"x":1}}"#
+        );
+    }
+}

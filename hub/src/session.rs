@@ -1,0 +1,279 @@
+//! A client's frames turned into registry actions (PROTOCOL.md section 3).
+//!
+//! The session holds what one connection is subscribed to and answers every
+//! request: `ack`, `pong`, or an `error` with the code the protocol names.
+//! It never touches the socket: answers go to the connection's outbox, behind
+//! anything already queued, so a subscription's `ack` precedes its messages.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use governor::DefaultDirectRateLimiter;
+use tribune_protocol::frame::{Publish, React, Subscribe, Unsubscribe};
+use tribune_protocol::{
+    Ack, ClientFrame, CloseCode, ErrorCode, Pong, ServerFrame, Topic, decode_client, encode_server,
+};
+
+use crate::auth::Grant;
+use crate::limits::{self, BadFrames};
+use crate::outbox::{Frame, Outbox};
+use crate::relay::{JoinRequest, Relay};
+use crate::server::Node;
+
+/// One subscription of this connection.
+struct Sub {
+    relay: Arc<Relay>,
+    /// The subscriber's key in the relay.
+    key: usize,
+}
+
+/// What the connection does after a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Continue,
+    Close(CloseCode),
+}
+
+/// Per-connection protocol state.
+pub struct Session {
+    node: Arc<Node>,
+    outbox: Arc<Outbox>,
+    subs: HashMap<Topic, Sub>,
+    /// The verified token's grant, if the handshake carried one.
+    grant: Option<Grant>,
+    bad: BadFrames,
+    /// Created at the first reaction: most fans never react.
+    reactions: Option<DefaultDirectRateLimiter>,
+}
+
+impl Session {
+    pub fn new(node: Arc<Node>, outbox: Arc<Outbox>, grant: Option<Grant>) -> Self {
+        Self {
+            node,
+            outbox,
+            subs: HashMap::new(),
+            grant,
+            bad: BadFrames::default(),
+            reactions: None,
+        }
+    }
+
+    fn send(&self, frame: &ServerFrame) {
+        self.outbox.push_control(Frame::from(encode_server(frame)));
+    }
+
+    fn ack(&self, id: u64) {
+        self.send(&ServerFrame::Ack(Ack {
+            id,
+            ..Ack::default()
+        }));
+    }
+
+    fn error(&self, id: Option<u64>, code: ErrorCode, message: impl Into<String>) {
+        self.send(&ServerFrame::Error(tribune_protocol::Error {
+            id,
+            code,
+            message: message.into(),
+        }));
+    }
+
+    /// A request the client got wrong: answered, and counted towards 4029.
+    fn refuse(&mut self, id: Option<u64>, code: ErrorCode, message: impl Into<String>) -> Verdict {
+        self.node.metrics.bad_frames.inc();
+        self.error(id, code, message);
+        let limits = &self.node.config.limits;
+        if self.bad.record(
+            Instant::now(),
+            limits.bad_frames,
+            Duration::from_millis(limits.bad_frames_window_ms),
+        ) {
+            Verdict::Close(CloseCode::FLOOD)
+        } else {
+            Verdict::Continue
+        }
+    }
+
+    /// Handles one text frame from the client.
+    pub async fn handle(&mut self, text: &str) -> Verdict {
+        match decode_client(text) {
+            Err(e) => self.refuse(e.id, ErrorCode::BadRequest, e.message),
+            Ok(ClientFrame::Subscribe(s)) => self.subscribe(s).await,
+            Ok(ClientFrame::Unsubscribe(u)) => self.unsubscribe(u),
+            Ok(ClientFrame::Publish(p)) => self.publish(p).await,
+            Ok(ClientFrame::Ping(p)) => {
+                self.send(&ServerFrame::Pong(Pong { id: p.id }));
+                Verdict::Continue
+            }
+            Ok(ClientFrame::React(r)) => self.react(r),
+        }
+    }
+
+    /// Validates a topic and finds its namespace, answering the error if not.
+    fn resolve(
+        &mut self,
+        id: u64,
+        topic: &str,
+    ) -> Result<(Topic, crate::config::Namespace), Verdict> {
+        let topic = match Topic::new(topic) {
+            Ok(t) => t,
+            Err(e) => return Err(self.refuse(Some(id), ErrorCode::BadTopic, e.to_string())),
+        };
+        match self.node.config.namespace(topic.namespace()) {
+            Some(ns) => Ok((topic, ns.clone())),
+            None => {
+                let msg = format!("namespace '{}' is not configured", topic.namespace());
+                Err(self.refuse(Some(id), ErrorCode::UnknownNamespace, msg))
+            }
+        }
+    }
+
+    async fn subscribe(&mut self, s: Subscribe) -> Verdict {
+        let (topic, ns) = match self.resolve(s.id, &s.topic) {
+            Ok(v) => v,
+            Err(verdict) => return verdict,
+        };
+        let since = match (s.since, s.epoch) {
+            (Some(since), Some(epoch)) => Some((since, epoch)),
+            (None, None) => None,
+            _ => {
+                return self.refuse(
+                    Some(s.id),
+                    ErrorCode::BadRequest,
+                    "since and epoch go together",
+                );
+            }
+        };
+        if ns.token && !self.grant.as_ref().is_some_and(|g| g.allows(&topic)) {
+            let msg = format!(
+                "namespace '{}' needs a token that grants this topic",
+                topic.namespace()
+            );
+            self.error(Some(s.id), ErrorCode::Forbidden, msg);
+            return Verdict::Continue;
+        }
+        if let Some(sub) = self.subs.get(&topic) {
+            self.outbox.push_control(sub.relay.ack_existing(s.id));
+            return Verdict::Continue;
+        }
+        if self.subs.len() >= self.node.config.limits.max_subscriptions {
+            let msg = format!(
+                "at most {} subscriptions per connection",
+                self.node.config.limits.max_subscriptions
+            );
+            self.error(Some(s.id), ErrorCode::TooManySubscriptions, msg);
+            return Verdict::Continue;
+        }
+        let req = JoinRequest {
+            id: s.id,
+            history: s.history,
+            since,
+        };
+        match self
+            .node
+            .registry
+            .join(&topic, &ns, &self.outbox, &req)
+            .await
+        {
+            Ok((relay, key)) => {
+                self.subs.insert(topic, Sub { relay, key });
+            }
+            Err(e) => self.error(Some(s.id), ErrorCode::Unavailable, e.to_string()),
+        }
+        Verdict::Continue
+    }
+
+    fn unsubscribe(&mut self, u: Unsubscribe) -> Verdict {
+        if let Err(e) = tribune_protocol::validate_topic(&u.topic) {
+            return self.refuse(Some(u.id), ErrorCode::BadTopic, e.to_string());
+        }
+        if let Some(sub) = self.subs.remove(u.topic.as_str()) {
+            sub.relay.leave(sub.key);
+        }
+        self.ack(u.id);
+        Verdict::Continue
+    }
+
+    async fn publish(&mut self, p: Publish) -> Verdict {
+        let (topic, ns) = match self.resolve(p.id, &p.topic) {
+            Ok(v) => v,
+            Err(verdict) => return verdict,
+        };
+        if !ns.publish {
+            let msg = format!(
+                "namespace '{}' does not take publications from clients",
+                topic.namespace()
+            );
+            self.error(Some(p.id), ErrorCode::Forbidden, msg);
+            return Verdict::Continue;
+        }
+        if ns.token && !self.grant.as_ref().is_some_and(|g| g.allows(&topic)) {
+            self.error(
+                Some(p.id),
+                ErrorCode::Forbidden,
+                "this topic needs a token that grants it",
+            );
+            return Verdict::Continue;
+        }
+        let data = Bytes::copy_from_slice(p.data.get().as_bytes());
+        if data.len() > self.node.config.limits.max_payload_bytes {
+            self.error(Some(p.id), ErrorCode::PayloadTooLarge, "payload too large");
+            return Verdict::Continue;
+        }
+        match self.node.bus.publish_inbound(&topic, data).await {
+            Ok(()) => {
+                self.node.metrics.client_publishes.inc();
+                self.ack(p.id);
+            }
+            Err(e) => self.error(Some(p.id), ErrorCode::Unavailable, e.to_string()),
+        }
+        Verdict::Continue
+    }
+
+    fn react(&mut self, r: React) -> Verdict {
+        let (topic, ns) = match self.resolve(r.id, &r.topic) {
+            Ok(v) => v,
+            Err(verdict) => return verdict,
+        };
+        if ns.reactions.is_empty() {
+            self.node.metrics.reaction("refused");
+            let msg = format!("namespace '{}' takes no reactions", topic.namespace());
+            self.error(Some(r.id), ErrorCode::Forbidden, msg);
+            return Verdict::Continue;
+        }
+        if !ns.reactions.iter().any(|a| *a == r.reaction) {
+            self.node.metrics.reaction("refused");
+            return self.refuse(
+                Some(r.id),
+                ErrorCode::BadRequest,
+                "reaction not allowed on this topic",
+            );
+        }
+        let limiter = self
+            .reactions
+            .get_or_insert_with(|| limits::reaction_rate(&self.node.config.limits));
+        if limiter.check().is_err() {
+            self.node.metrics.reaction("rate_limited");
+            self.error(Some(r.id), ErrorCode::RateLimited, "too many reactions");
+            return Verdict::Continue;
+        }
+        self.node.metrics.reaction("accepted");
+        self.node.stats.react(&topic, &r.reaction);
+        self.ack(r.id);
+        Verdict::Continue
+    }
+
+    /// Topics this connection is subscribed to.
+    pub fn topics(&self) -> impl Iterator<Item = &Topic> {
+        self.subs.keys()
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        for (_, sub) in self.subs.drain() {
+            sub.relay.leave(sub.key);
+        }
+    }
+}

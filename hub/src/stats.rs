@@ -1,0 +1,298 @@
+//! Audience and reaction figures, summed across every node (PROTOCOL.md
+//! sections 4 and 10).
+//!
+//! Every window each node publishes one partial for all its active topics:
+//! its local audience (subscribers of the topic's relay) and the reactions it
+//! accepted in that window. Every node keeps the latest audience of each node
+//! (a node silent for three windows drops out) and adds up every partial's
+//! reactions exactly once, then sends one `stats` frame per topic, encoded
+//! once and shared by all local subscribers, when a figure changed. No leader,
+//! no extra service: the bus carries the partials.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use dashmap::DashMap;
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use tribune_protocol::{ServerFrame, Topic, encode_server};
+
+use crate::bus::Bus;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::outbox::Frame;
+use crate::registry::Registry;
+
+/// One node's figures for one window, as published on the bus.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Partial {
+    pub node: String,
+    /// topic → figures.
+    pub topics: BTreeMap<String, TopicFigures>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TopicFigures {
+    /// Local subscribers.
+    #[serde(rename = "a")]
+    pub audience: u64,
+    /// Reactions accepted in the window.
+    #[serde(rename = "r", default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub reactions: BTreeMap<String, u64>,
+}
+
+/// What every node knows of the others, folded into per-topic figures.
+#[derive(Debug, Default)]
+pub struct Aggregate {
+    /// node → (latest audience per topic, when last heard).
+    audiences: HashMap<String, (HashMap<String, u64>, Instant)>,
+    /// Reactions received since the last window was sent, per topic.
+    pending: HashMap<String, BTreeMap<String, u64>>,
+    /// What was last sent per topic: (audience, reactions).
+    sent: HashMap<String, (u64, BTreeMap<String, u64>)>,
+}
+
+impl Aggregate {
+    /// Takes in one node's partial; its reactions are counted once, here.
+    pub fn absorb(&mut self, partial: Partial, now: Instant) {
+        let mut audience = HashMap::with_capacity(partial.topics.len());
+        for (topic, figures) in partial.topics {
+            if !figures.reactions.is_empty() {
+                let pending = self.pending.entry(topic.clone()).or_default();
+                for (reaction, n) in figures.reactions {
+                    *pending.entry(reaction).or_default() += n;
+                }
+            }
+            audience.insert(topic, figures.audience);
+        }
+        self.audiences.insert(partial.node, (audience, now));
+    }
+
+    /// Ends a window: drops silent nodes and returns, for each of `topics`,
+    /// the figures to send (only those that changed or carry reactions).
+    pub fn window(
+        &mut self,
+        topics: &[String],
+        now: Instant,
+        silence: Duration,
+    ) -> Vec<(String, u64, BTreeMap<String, u64>)> {
+        self.audiences
+            .retain(|_, (_, seen)| now.duration_since(*seen) < silence);
+        let mut out = Vec::new();
+        for topic in topics {
+            let audience: u64 = self
+                .audiences
+                .values()
+                .filter_map(|(a, _)| a.get(topic))
+                .sum();
+            let reactions = self.pending.remove(topic).unwrap_or_default();
+            let changed = match self.sent.get(topic) {
+                Some((a, r)) => *a != audience || *r != reactions || !reactions.is_empty(),
+                None => audience > 0 || !reactions.is_empty(),
+            };
+            if changed {
+                self.sent
+                    .insert(topic.clone(), (audience, reactions.clone()));
+                out.push((topic.clone(), audience, reactions));
+            }
+        }
+        self.sent.retain(|t, _| topics.contains(t));
+        // Reactions for topics without local subscribers are nobody's here.
+        self.pending.retain(|t, _| topics.contains(t));
+        out
+    }
+}
+
+/// The node's statistics: local counting and the window loop.
+pub struct Stats {
+    config: Arc<Config>,
+    registry: Arc<Registry>,
+    bus: Arc<dyn Bus>,
+    metrics: Arc<Metrics>,
+    /// Reactions accepted on this node in the current window.
+    reactions: DashMap<Topic, BTreeMap<String, u64>>,
+}
+
+impl Stats {
+    pub fn new(
+        config: Arc<Config>,
+        registry: Arc<Registry>,
+        bus: Arc<dyn Bus>,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            config,
+            registry,
+            bus,
+            metrics,
+            reactions: DashMap::new(),
+        })
+    }
+
+    /// Counts one accepted reaction.
+    pub fn react(&self, topic: &Topic, reaction: &str) {
+        let mut entry = self.reactions.entry(topic.clone()).or_default();
+        match entry.get_mut(reaction) {
+            Some(n) => *n += 1,
+            None => {
+                entry.insert(reaction.to_string(), 1);
+            }
+        }
+    }
+
+    fn engaged(&self, topic: &Topic) -> bool {
+        self.config
+            .namespace(topic.namespace())
+            .is_some_and(|ns| ns.audience || !ns.reactions.is_empty())
+    }
+
+    /// This node's partial for the window that ends now (resets the counts).
+    fn partial(&self) -> Partial {
+        let mut topics = BTreeMap::new();
+        for relay in self.registry.relays() {
+            if self.engaged(&relay.topic) {
+                topics.insert(
+                    relay.topic.to_string(),
+                    TopicFigures {
+                        audience: relay.audience() as u64,
+                        reactions: BTreeMap::new(),
+                    },
+                );
+            }
+        }
+        let reacted: Vec<Topic> = self.reactions.iter().map(|e| e.key().clone()).collect();
+        for topic in reacted {
+            if let Some((topic, counts)) = self.reactions.remove(&topic) {
+                topics.entry(topic.to_string()).or_default().reactions = counts;
+            }
+        }
+        Partial {
+            node: self.config.node_name.clone(),
+            topics,
+        }
+    }
+
+    /// The window loop; runs for the node's life.
+    pub async fn run(self: Arc<Self>) {
+        let window = Duration::from_millis(self.config.stats.window_ms);
+        let mut feed = loop {
+            match self.bus.stats_feed().await {
+                Ok(f) => break f,
+                Err(e) => {
+                    tracing::warn!(error = %e, "stats feed unavailable, retrying");
+                    tokio::time::sleep(window).await;
+                }
+            }
+        };
+        let mut aggregate = Aggregate::default();
+        let mut tick = tokio::time::interval(window);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                item = feed.next() => match item {
+                    Some((_, payload)) => match serde_json::from_slice::<Partial>(&payload) {
+                        Ok(p) => aggregate.absorb(p, Instant::now()),
+                        Err(e) => tracing::debug!(error = %e, "ignoring a malformed stats partial"),
+                    },
+                    None => return,
+                },
+                _ = tick.tick() => {
+                    let partial = self.partial();
+                    if !partial.topics.is_empty() {
+                        let bytes = Bytes::from(serde_json::to_vec(&partial).unwrap_or_default());
+                        if let Err(e) = self.bus.publish_stats(&self.config.node_name, bytes).await {
+                            tracing::debug!(error = %e, "stats partial not published");
+                        }
+                    }
+                    self.send(&mut aggregate, window);
+                }
+            }
+        }
+    }
+
+    fn send(&self, aggregate: &mut Aggregate, window: Duration) {
+        let relays: HashMap<String, _> = self
+            .registry
+            .relays()
+            .into_iter()
+            .filter(|r| self.engaged(&r.topic))
+            .map(|r| (r.topic.to_string(), r))
+            .collect();
+        let topics: Vec<String> = relays.keys().cloned().collect();
+        for (topic, audience, reactions) in aggregate.window(&topics, Instant::now(), window * 3) {
+            let Some(relay) = relays.get(&topic) else {
+                continue;
+            };
+            let ns = self.config.namespace(relay.topic.namespace());
+            let show_audience = ns.is_some_and(|n| n.audience);
+            let frame = Frame::from(encode_server(&ServerFrame::Stats(
+                tribune_protocol::Stats {
+                    topic,
+                    audience: if show_audience { audience } else { 0 },
+                    reactions,
+                    window_ms: window.as_millis() as u64,
+                },
+            )));
+            let n = relay.broadcast_control(&frame);
+            self.metrics.stats_sent.inc_by(n as u64);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn partial(node: &str, topic: &str, audience: u64, reactions: &[(&str, u64)]) -> Partial {
+        Partial {
+            node: node.into(),
+            topics: BTreeMap::from([(
+                topic.to_string(),
+                TopicFigures {
+                    audience,
+                    reactions: reactions.iter().map(|(r, n)| (r.to_string(), *n)).collect(),
+                },
+            )]),
+        }
+    }
+
+    #[test]
+    fn audiences_add_up_and_reactions_count_once() {
+        let mut agg = Aggregate::default();
+        let now = Instant::now();
+        let t = vec!["results.a.b".to_string()];
+        agg.absorb(partial("n1", "results.a.b", 10, &[("🔥", 2)]), now);
+        agg.absorb(
+            partial("n2", "results.a.b", 5, &[("🔥", 1), ("👏", 4)]),
+            now,
+        );
+        let out = agg.window(&t, now, Duration::from_secs(3));
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].1, 15);
+        assert_eq!(
+            out[0].2,
+            BTreeMap::from([("🔥".into(), 3), ("👏".into(), 4)])
+        );
+        // Nothing new: audience unchanged, no reactions → nothing sent...
+        assert!(agg.window(&t, now, Duration::from_secs(3)).is_empty());
+        // ...and the reactions were not counted a second time.
+        agg.absorb(partial("n1", "results.a.b", 10, &[]), now);
+        assert!(agg.window(&t, now, Duration::from_secs(3)).is_empty());
+    }
+
+    #[test]
+    fn silent_nodes_drop_out() {
+        let mut agg = Aggregate::default();
+        let t0 = Instant::now();
+        let t = vec!["results.a.b".to_string()];
+        agg.absorb(partial("n1", "results.a.b", 10, &[]), t0);
+        agg.absorb(
+            partial("n2", "results.a.b", 5, &[]),
+            t0 + Duration::from_secs(2),
+        );
+        let out = agg.window(&t, t0 + Duration::from_millis(3500), Duration::from_secs(3));
+        assert_eq!(out[0].1, 5, "n1 was silent for three windows");
+    }
+}

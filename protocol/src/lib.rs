@@ -1,0 +1,37 @@
+//! Tribune wire protocol, version 1 (`PROTOCOL.md`).
+//!
+//! The types here are shared by the hub, the Rust SDK and the load-test
+//! harness, so that a frame means the same thing on both ends of the socket.
+//!
+//! Layout:
+//! - [`topic`]: the one topic validator (section 2) and the `Topic` name type.
+//! - [`frame`]: every client → hub and hub → client frame (sections 3 and 4),
+//!   the error codes and the namespace modes.
+//! - [`codec`]: decoding client frames with the error a client is owed, and the
+//!   encode-once fast path for `message` frames.
+//! - [`close`]: WebSocket close codes (section 6) and what a client does after each.
+//!
+//! Golden frames live in `protocol/vectors/*.json`; the tests here and the JS
+//! SDK's tests decode and re-encode the same files.
+
+pub mod close;
+pub mod codec;
+pub mod frame;
+pub mod topic;
+
+pub use close::CloseCode;
+pub use codec::{DecodeError, decode_client, encode_message, encode_server};
+pub use frame::{
+    Ack, Drain, Error, Message, Ping, Pong, Publish, React, Stats, Subscribe, Unsubscribe, Welcome,
+};
+pub use frame::{ClientFrame, ErrorCode, Mode, ServerFrame};
+pub use topic::{Topic, TopicError, validate_topic};
+
+/// The protocol version announced in `welcome`.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The WebSocket subprotocol a client may offer; the hub echoes it.
+pub const SUBPROTOCOL: &str = "tribune.v1";
+
+/// Path of the WebSocket endpoint.
+pub const WS_PATH: &str = "/v1/ws";
