@@ -1,0 +1,300 @@
+// Types of the Tribune JavaScript SDK (tribune.js and protocol.js).
+
+/** Protocol version this SDK speaks. */
+export const PROTOCOL_VERSION: 1;
+/** WebSocket subprotocol offered to the hub. */
+export const SUBPROTOCOL: 'tribune.v1';
+export const MAX_TOPIC_BYTES: 200;
+export const MAX_TOKEN_LEN: 64;
+export const MIN_TOKENS: 2;
+export const MAX_TOKENS: 8;
+export const MAX_CLIENT_FRAME_BYTES: 4096;
+
+export const CloseCode: Readonly<{
+  NORMAL: 1000;
+  DRAINING: 1001;
+  BINARY_FRAME: 1003;
+  POLICY: 1008;
+  FRAME_TOO_LARGE: 1009;
+  INTERNAL: 1011;
+  SLOW_CONSUMER: 4008;
+  FLOOD: 4029;
+}>;
+
+export type HubErrorCode =
+  | 'bad_request'
+  | 'bad_topic'
+  | 'unknown_namespace'
+  | 'forbidden'
+  | 'too_many_subscriptions'
+  | 'rate_limited'
+  | 'payload_too_large'
+  | 'unavailable';
+
+export type SdkErrorCode = 'bad_frame' | 'not_connected' | 'disconnected' | 'closed' | 'timeout' | 'protocol_mismatch';
+
+export const ERROR_CODES: readonly HubErrorCode[];
+
+export class TribuneError extends Error {
+  constructor(code: HubErrorCode | SdkErrorCode | string, message: string, details?: unknown);
+  readonly name: 'TribuneError';
+  readonly code: HubErrorCode | SdkErrorCode | string;
+  readonly details?: unknown;
+}
+
+export type Mode = 'state' | 'feed';
+export type JsonValue = null | boolean | number | string | JsonValue[] | { [key: string]: JsonValue };
+
+// ---- frames (PROTOCOL.md sections 3 and 4)
+
+export type Id = number | bigint;
+
+export type ClientFrame =
+  | { type: 'subscribe'; id: Id; topic: string; history?: number; since?: number; epoch?: string }
+  | { type: 'unsubscribe'; id: Id; topic: string }
+  | { type: 'publish'; id: Id; topic: string; data: JsonValue }
+  | { type: 'ping'; id: Id }
+  | { type: 'react'; id: Id; topic: string; reaction: string };
+
+export interface WelcomeFrame {
+  type: 'welcome';
+  protocol: number;
+  node: string;
+  conn: string;
+  heartbeat_ms: number;
+}
+export interface AckFrame {
+  type: 'ack';
+  id: number;
+  topic?: string;
+  mode?: Mode;
+  epoch?: string;
+  seq?: number;
+  recovered?: boolean;
+}
+export interface MessageFrame {
+  type: 'message';
+  topic: string;
+  seq: number;
+  prev: number;
+  ts: number;
+  replay: boolean;
+  data: JsonValue;
+}
+export interface ErrorFrame {
+  type: 'error';
+  id: number | null;
+  code: HubErrorCode | string;
+  message: string;
+}
+export interface PongFrame {
+  type: 'pong';
+  id: number;
+}
+export interface DrainFrame {
+  type: 'drain';
+  retry_ms: number;
+}
+export interface StatsFrame {
+  type: 'stats';
+  topic: string;
+  audience: number;
+  reactions: Record<string, number>;
+  window_ms: number;
+}
+export type ServerFrame = WelcomeFrame | AckFrame | MessageFrame | ErrorFrame | PongFrame | DrainFrame | StatsFrame;
+
+/** Decodes and validates one hub frame; throws TribuneError('bad_frame'). */
+export function decodeServerFrame(text: unknown): ServerFrame;
+/** Validates and encodes one client frame; throws TribuneError('bad_request' | 'bad_topic'). */
+export function encodeClientFrame(frame: ClientFrame): string;
+/** null when valid, else the reason. */
+export function validateTopic(topic: unknown): string | null;
+export function isValidTopic(topic: unknown): topic is string;
+export function namespaceOf(topic: string): string;
+export function reconnectPolicy(code: number): 'never' | 'immediately' | 'backoff';
+export function backoffDelay(
+  attempt: number,
+  options?: { initialMs?: number; maxMs?: number },
+  random?: () => number,
+): number;
+/** `https://hub/` → `wss://hub/v1/ws`. */
+export function wsUrlFromHub(hub: string): string;
+
+// ---- client
+
+export type ConnectionStateName = 'idle' | 'connecting' | 'connected' | 'reconnecting' | 'closed';
+export const ConnectionState: Readonly<{
+  IDLE: 'idle';
+  CONNECTING: 'connecting';
+  CONNECTED: 'connected';
+  RECONNECTING: 'reconnecting';
+  CLOSED: 'closed';
+}>;
+
+/** A message delivered on a subscription. */
+export interface MessageEvent<T = JsonValue> {
+  type: 'message';
+  topic: string;
+  seq: number;
+  prev: number;
+  /** When the bus stored it, Unix milliseconds. */
+  ts: number;
+  /** Replayed history (on subscribe or resume), not live. */
+  replay: boolean;
+  data: T;
+}
+
+/**
+ * Messages of a feed were lost for this subscriber: a resume that the hub
+ * could not recover (`not_recovered`, `epoch_changed`), or a reader that
+ * fell more than `bufferSize` events behind (`buffer_overflow`).
+ */
+export interface GapEvent {
+  type: 'gap';
+  topic: string;
+  reason: 'not_recovered' | 'epoch_changed' | 'buffer_overflow';
+  /** Last seq held before the loss (in `previousEpoch` when the epoch changed). */
+  after: number | null;
+  previousEpoch?: string | null;
+  epoch?: string;
+  /** `ack.seq` of the unrecovered resume. */
+  seq?: number;
+  /** buffer_overflow: messages dropped. */
+  dropped?: number;
+}
+
+/** Live audience and reactions of a topic (never replayed). */
+export interface StatsEvent {
+  type: 'stats';
+  topic: string;
+  audience: number;
+  reactions: Record<string, number>;
+  windowMs: number;
+}
+
+export type SubscriptionEvent<T = JsonValue> = MessageEvent<T> | GapEvent | StatsEvent;
+
+export interface SubscribedInfo {
+  topic: string;
+  mode: Mode;
+  epoch: string;
+  seq: number;
+  resumed: boolean;
+  recovered: boolean;
+}
+
+export interface SubscribeOptions<T = JsonValue> {
+  /** Replay the latest N retained messages on a fresh subscription. */
+  history?: number;
+  /** Events kept for iteration before the oldest are dropped (default 1024). */
+  bufferSize?: number;
+  onMessage?: (event: MessageEvent<T>) => void;
+  onGap?: (event: GapEvent) => void;
+  onStats?: (event: StatsEvent) => void;
+  onError?: (error: TribuneError) => void;
+  onSubscribed?: (info: SubscribedInfo) => void;
+  onEvent?: (event: SubscriptionEvent<T>) => void;
+}
+
+export interface SubscriptionEvents<T> {
+  message: MessageEvent<T>;
+  gap: GapEvent;
+  stats: StatsEvent;
+  subscribed: SubscribedInfo;
+  error: TribuneError;
+}
+
+export class Subscription<T = JsonValue> implements AsyncIterable<SubscriptionEvent<T>> {
+  readonly topic: string;
+  readonly mode: Mode | null;
+  readonly epoch: string | null;
+  readonly lastSeq: number;
+  /** State topics: the latest message. */
+  readonly latest: MessageEvent<T> | null;
+  readonly stats: StatsEvent | null;
+  readonly closed: boolean;
+  on<K extends keyof SubscriptionEvents<T>>(event: K, fn: (value: SubscriptionEvents<T>[K]) => void): () => void;
+  off<K extends keyof SubscriptionEvents<T>>(event: K, fn: (value: SubscriptionEvents<T>[K]) => void): void;
+  react(reaction: string): Promise<void>;
+  unsubscribe(): void;
+  messages(): AsyncIterableIterator<MessageEvent<T>>;
+  [Symbol.asyncIterator](): AsyncIterator<SubscriptionEvent<T>>;
+}
+
+export interface WebSocketLike {
+  readonly readyState: number;
+  binaryType: string;
+  onopen: ((ev: unknown) => void) | null;
+  onmessage: ((ev: { data: unknown }) => void) | null;
+  onclose: ((ev: { code: number; reason: string }) => void) | null;
+  onerror: ((ev: unknown) => void) | null;
+  send(data: string): void;
+  close(code?: number, reason?: string): void;
+}
+
+export interface ClientOptions {
+  /** Websocket URL of the hub, `wss://host/v1/ws`. */
+  url?: string;
+  /** HTTP(S) base URL of the hub, used when `url` is absent. */
+  hub?: string;
+  /** WebSocket constructor; default the global one (Node 20: pass `ws`). */
+  WebSocket?: new (url: string, protocols?: string | string[]) => WebSocketLike;
+  /** JWT sent as `?token=`; a function is called before every connection. */
+  token?: string | (() => string | Promise<string>);
+  /** Full-jitter exponential backoff; attempts reset after `stableMs` connected. */
+  backoff?: { initialMs?: number; maxMs?: number; stableMs?: number };
+  /** Offer the `tribune.v1` subprotocol (default true). */
+  subprotocol?: boolean;
+  /** Follow the browser's offline/online events (default true). */
+  watchNetwork?: boolean;
+  /** Deadline of react, publish and ping (default 10,000 ms). */
+  requestTimeoutMs?: number;
+  /** Connect on the first subscribe (default true). */
+  autoConnect?: boolean;
+  /** Largest frame sent (default 4096 bytes, the hub's default limit). */
+  maxFrameBytes?: number;
+  /** Random source in [0, 1) for jitter (tests). */
+  random?: () => number;
+}
+
+export interface StateChange {
+  state: ConnectionStateName;
+  previous: ConnectionStateName;
+  code?: number;
+  reason?: string;
+  /** reconnecting: the delay before the next attempt. */
+  delayMs?: number;
+  offline?: boolean;
+  draining?: boolean;
+  attempt?: number;
+  node?: string;
+  conn?: string;
+}
+
+export interface ClientEvents {
+  state: StateChange;
+  error: TribuneError;
+  welcome: WelcomeFrame;
+  drain: { retry_ms: number; delayMs: number };
+}
+
+export class TribuneClient {
+  constructor(options: ClientOptions);
+  readonly url: string;
+  readonly state: ConnectionStateName;
+  readonly welcome: WelcomeFrame | null;
+  on<K extends keyof ClientEvents>(event: K, fn: (value: ClientEvents[K]) => void): () => void;
+  off<K extends keyof ClientEvents>(event: K, fn: (value: ClientEvents[K]) => void): void;
+  connect(): this;
+  ready(): Promise<void>;
+  reconnect(): void;
+  close(): void;
+  subscribe<T = JsonValue>(topic: string, options?: SubscribeOptions<T>): Subscription<T>;
+  react(topic: string, reaction: string): Promise<void>;
+  publish(topic: string, data: JsonValue): Promise<void>;
+  ping(): Promise<number>;
+}
+
+/** One shared client per websocket URL (widgets on a page share it). */
+export function sharedClient(url: string, options?: Omit<ClientOptions, 'url'>): TribuneClient;

@@ -1,0 +1,235 @@
+// The JS SDK against the real hub binary (embedded bus) on loopback: receive,
+// seamless resume after a network drop, resume after a hub restart (new
+// epoch: recovered:false), unrecoverable gaps, reactions and stats. A TCP
+// proxy stands between SDK and hub so that a test can cut the network or move
+// to a restarted hub behind one address.
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import WebSocket from 'ws';
+import { TribuneClient } from '../src/tribune.js';
+import { Hub, startProxy } from './support/hub.js';
+import { eventually } from './support/util.js';
+
+let hub;
+let proxy;
+let unique = 0;
+const topicFor = (ns) => `${ns}.jsit${process.pid}.t${++unique}`;
+
+before(async () => {
+  hub = await Hub.start();
+  proxy = await startProxy(hub.port);
+});
+
+after(async () => {
+  await proxy?.close();
+  await hub?.stop();
+});
+
+function newClient(t, url = proxy.wsUrl) {
+  const c = new TribuneClient({ url, WebSocket, backoff: { initialMs: 50, maxMs: 400 } });
+  const errors = [];
+  c.on('error', (e) => errors.push(e));
+  t.after(() => c.close());
+  return { c, errors };
+}
+
+function collect(c, topic, options = {}) {
+  const events = [];
+  const infos = [];
+  const sub = c.subscribe(topic, {
+    ...options,
+    onEvent: (e) => events.push(e),
+    onSubscribed: (i) => infos.push(i),
+  });
+  return {
+    sub,
+    events,
+    infos,
+    messages: () => events.filter((e) => e.type === 'message'),
+    gaps: () => events.filter((e) => e.type === 'gap'),
+  };
+}
+
+test('subscribe: state replays the latest, feed delivers every item in order', async (t) => {
+  const { c, errors } = newClient(t, hub.wsUrl);
+  const board = topicFor('results');
+  const feed = topicFor('clips');
+  await hub.publish(board, { v: 1 });
+  const latest = await hub.publish(board, { v: 2 });
+  const b = collect(c, board);
+  const f = collect(c, feed);
+  await eventually(() => b.messages().length === 1 && f.infos.length === 1, { message: 'ack and replay' });
+  assert.deepEqual(b.messages()[0].data, { v: 2 });
+  assert.equal(b.messages()[0].seq, latest);
+  assert.equal(b.messages()[0].replay, true);
+  assert.equal(b.infos[0].mode, 'state');
+  assert.equal(f.infos[0].mode, 'feed');
+  assert.match(f.infos[0].epoch, /./);
+  const seqs = [];
+  for (let i = 0; i < 5; i++) seqs.push(await hub.publish(feed, { kind: 'clip', id: `c${i}` }));
+  await hub.publish(board, { v: 3 });
+  await eventually(() => f.messages().length === 5 && b.messages().length === 2);
+  assert.deepEqual(f.messages().map((m) => m.seq), seqs);
+  assert.deepEqual(f.messages().map((m) => m.data.id), ['c0', 'c1', 'c2', 'c3', 'c4']);
+  assert.ok(f.messages().every((m) => m.replay === false));
+  assert.deepEqual(b.messages().at(-1).data, { v: 3 });
+  assert.equal(c.welcome.protocol, 1);
+  assert.deepEqual(errors, []);
+});
+
+test('iteration: for await over a subscription', async (t) => {
+  const { c } = newClient(t, hub.wsUrl);
+  const feed = topicFor('clips');
+  const sub = c.subscribe(feed);
+  await c.ready();
+  await eventually(() => sub.mode === 'feed');
+  for (let i = 0; i < 3; i++) await hub.publish(feed, { n: i });
+  const got = [];
+  for await (const ev of sub.messages()) {
+    got.push(ev.data.n);
+    if (got.length === 3) break;
+  }
+  assert.deepEqual(got, [0, 1, 2]);
+  assert.equal(sub.closed, true);
+});
+
+test('network drop: the SDK resumes with since and loses nothing', async (t) => {
+  const { c, errors } = newClient(t);
+  const board = topicFor('results');
+  const feed = topicFor('clips');
+  const b = collect(c, board);
+  const f = collect(c, feed);
+  await eventually(() => b.infos.length === 1 && f.infos.length === 1);
+  const before = [];
+  for (let i = 0; i < 3; i++) before.push(await hub.publish(feed, { n: i }));
+  await hub.publish(board, { v: 'before' });
+  await eventually(() => f.messages().length === 3 && b.messages().length === 1);
+
+  const states = [];
+  c.on('state', (s) => states.push(s.state));
+  proxy.block();
+  proxy.dropAll();
+  await eventually(() => c.state === 'reconnecting' || c.state === 'connecting', { message: 'client notices the drop' });
+  const during = [];
+  for (let i = 3; i < 8; i++) during.push(await hub.publish(feed, { n: i }));
+  await hub.publish(board, { v: 'during' });
+  proxy.unblock();
+
+  await eventually(() => f.messages().length === 8 && b.messages().at(-1)?.data.v === 'during', {
+    timeoutMs: 10000,
+    message: 'resumed messages',
+  });
+  assert.deepEqual(f.messages().map((m) => m.seq), [...before, ...during]);
+  assert.deepEqual(f.messages().map((m) => m.data.n), [0, 1, 2, 3, 4, 5, 6, 7]);
+  assert.deepEqual(f.gaps(), []);
+  assert.deepEqual(f.infos.at(-1), { ...f.infos.at(-1), resumed: true, recovered: true });
+  assert.deepEqual(b.infos.at(-1), { ...b.infos.at(-1), resumed: true, recovered: true });
+  assert.equal(f.infos.at(-1).epoch, f.infos[0].epoch);
+  assert.ok(states.includes('connected'));
+  // After the resume, live delivery goes on.
+  const next = await hub.publish(feed, { n: 8 });
+  await eventually(() => f.messages().at(-1)?.seq === next);
+  assert.deepEqual(errors, []);
+});
+
+test('client-side reconnect resumes seamlessly too', async (t) => {
+  const { c } = newClient(t, hub.wsUrl);
+  const feed = topicFor('clips');
+  const f = collect(c, feed);
+  await eventually(() => f.infos.length === 1);
+  await hub.publish(feed, { n: 0 });
+  await eventually(() => f.messages().length === 1);
+  c.reconnect();
+  const s1 = await hub.publish(feed, { n: 1 });
+  const s2 = await hub.publish(feed, { n: 2 });
+  await eventually(() => f.messages().length === 3, { timeoutMs: 10000 });
+  assert.deepEqual(f.messages().slice(1).map((m) => m.seq), [s1, s2]);
+  assert.equal(f.infos.length, 2);
+  assert.equal(f.infos[1].recovered, true);
+  assert.deepEqual(f.gaps(), []);
+});
+
+test('more lost than retained: recovered:false gives the feed a gap event, then live again', async (t) => {
+  const { c } = newClient(t);
+  const feed = topicFor('clips');
+  const f = collect(c, feed);
+  await eventually(() => f.infos.length === 1);
+  const first = await hub.publish(feed, { n: 0 });
+  await eventually(() => f.messages().length === 1);
+  proxy.block();
+  proxy.dropAll();
+  await eventually(() => c.state !== 'connected');
+  // The clips namespace retains 100 messages per topic: 120 cannot all be replayed.
+  for (let i = 1; i <= 120; i++) await hub.publish(feed, { n: i });
+  proxy.unblock();
+  await eventually(() => f.gaps().length === 1, { timeoutMs: 10000, message: 'gap event' });
+  const gap = f.gaps()[0];
+  assert.equal(gap.reason, 'not_recovered');
+  assert.equal(gap.after, first);
+  assert.equal(f.infos.at(-1).recovered, false);
+  const live = await hub.publish(feed, { n: 121 });
+  await eventually(() => f.messages().at(-1)?.seq === live);
+  assert.equal(f.messages().length, 2);
+});
+
+test('hub restart: a new epoch; state ends on the latest, feed says gap', async (t) => {
+  const { c } = newClient(t);
+  const board = topicFor('results');
+  const feed = topicFor('clips');
+  const b = collect(c, board);
+  const f = collect(c, feed);
+  await eventually(() => b.infos.length === 1 && f.infos.length === 1);
+  await hub.publish(board, { v: 'old' });
+  await hub.publish(feed, { n: 'old' });
+  await eventually(() => b.messages().length === 1 && f.messages().length === 1);
+  const oldEpoch = f.infos[0].epoch;
+
+  await hub.restart();
+  proxy.setTarget(hub.port);
+  await eventually(() => f.infos.length === 2 && b.infos.length === 2, { timeoutMs: 15000, message: 'resubscribed' });
+  assert.notEqual(f.infos[1].epoch, oldEpoch);
+  assert.equal(f.infos[1].recovered, false);
+  assert.equal(b.infos[1].recovered, false);
+  await eventually(() => f.gaps().length === 1);
+  assert.equal(f.gaps()[0].reason, 'epoch_changed');
+  assert.equal(f.gaps()[0].previousEpoch, oldEpoch);
+  assert.equal(b.gaps().length, 0);
+
+  // The new epoch numbers from scratch: its lower seqs must still arrive.
+  const s1 = await hub.publish(board, { v: 'new' });
+  const s2 = await hub.publish(feed, { n: 'new' });
+  await eventually(() => b.messages().at(-1)?.data.v === 'new' && f.messages().at(-1)?.data.n === 'new');
+  assert.equal(b.sub.latest.seq, s1);
+  assert.equal(f.messages().at(-1).seq, s2);
+});
+
+test('reactions: ack, refusal where not allowed, and stats with audience and counts', async (t) => {
+  const { c } = newClient(t, hub.wsUrl);
+  const board = topicFor('results');
+  const feed = topicFor('clips');
+  const b = collect(c, board);
+  collect(c, feed);
+  await eventually(() => b.infos.length === 1);
+  await c.react(board, '🔥');
+  await c.react(board, '🔥');
+  await c.react(board, '👏');
+  await assert.rejects(c.react(board, '🍕'), { code: 'bad_request' });
+  await assert.rejects(c.react(feed, '🔥'), { code: 'forbidden' });
+  // Counts are per window: the three reactions may straddle two windows.
+  const stats = await eventually(
+    () => b.events.find((e) => e.type === 'stats' && e.reactions['🔥'] >= 1),
+    { timeoutMs: 8000, message: 'stats with the reactions sent' },
+  );
+  await eventually(() => b.events.some((e) => e.type === 'stats' && e.reactions['👏'] >= 1));
+  const all = b.events.filter((e) => e.type === 'stats');
+  assert.ok(all.every((e) => (e.reactions['🔥'] ?? 0) <= 2 && (e.reactions['👏'] ?? 0) <= 1), JSON.stringify(all));
+  assert.ok(stats.audience >= 1);
+  assert.ok(stats.windowMs > 0);
+});
+
+test('refused subscriptions end with the hub error', async (t) => {
+  const { c } = newClient(t, hub.wsUrl);
+  const sub = c.subscribe('nosuchns.a.b');
+  await assert.rejects(sub[Symbol.asyncIterator]().next(), { code: 'unknown_namespace' });
+});

@@ -1,0 +1,163 @@
+// Starts the real `tribune-hub` binary on 127.0.0.1 port 0 (no mocks): reads
+// the `listening on http://<addr>` line, publishes through POST /v1/publish
+// (loopback needs no key), stops it with a signal. Also a TCP proxy in front
+// of it, so that a test can cut the network or restart the hub behind one
+// stable address.
+
+import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { repoRoot } from './util.js';
+
+export const hubBinary = process.env.TRIBUNE_HUB_BIN ?? path.join(repoRoot, 'target/debug/tribune-hub');
+
+export class Hub {
+  constructor(args) {
+    this.args = args;
+    this.child = null;
+    this.addr = null;
+    this.output = [];
+  }
+
+  /** Starts the hub; resolves once it printed its address. */
+  static async start(args = []) {
+    const hub = new Hub(args);
+    await hub.#spawn();
+    return hub;
+  }
+
+  get httpUrl() {
+    return `http://${this.addr}`;
+  }
+
+  get wsUrl() {
+    return `ws://${this.addr}/v1/ws`;
+  }
+
+  get port() {
+    return Number(this.addr.slice(this.addr.lastIndexOf(':') + 1));
+  }
+
+  async #spawn() {
+    if (!existsSync(hubBinary)) {
+      throw new Error(`hub binary ${hubBinary} is missing: run 'cargo build -p tribune-hub' (scripts/test-js does)`);
+    }
+    const child = spawn(hubBinary, ['--listen', '127.0.0.1:0', ...this.args], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'warn' },
+    });
+    this.child = child;
+    this.exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+    child.stderr.on('data', (d) => this.#keep(d));
+    this.addr = await new Promise((resolve, reject) => {
+      let buf = '';
+      const timer = setTimeout(() => reject(new Error(`hub did not print its address in 60 s:\n${this.log()}`)), 60000);
+      child.stdout.on('data', (d) => {
+        this.#keep(d);
+        buf += d.toString();
+        const m = /listening on http:\/\/(\S+)/.exec(buf);
+        if (m) {
+          clearTimeout(timer);
+          resolve(m[1]);
+        }
+      });
+      child.once('exit', (code, signal) => {
+        clearTimeout(timer);
+        reject(new Error(`hub exited (${code ?? signal}) before listening:\n${this.log()}`));
+      });
+    });
+  }
+
+  #keep(d) {
+    this.output.push(d.toString());
+    if (this.output.length > 400) this.output.splice(0, 200);
+  }
+
+  /** The hub's recent output, for failure messages. */
+  log() {
+    return this.output.join('').slice(-4000);
+  }
+
+  /** POST /v1/publish; resolves with the stored seq. */
+  async publish(topic, data) {
+    const res = await fetch(`${this.httpUrl}/v1/publish`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ topic, data }),
+    });
+    const body = await res.text();
+    if (!res.ok) throw new Error(`publish ${topic}: HTTP ${res.status} ${body}`);
+    return JSON.parse(body).seq;
+  }
+
+  /** Stops the hub (SIGKILL by default: a crash; SIGTERM drains). */
+  async stop(signal = 'SIGKILL') {
+    if (!this.child || this.child.exitCode !== null || this.child.signalCode !== null) return;
+    this.child.kill(signal);
+    await this.exited;
+  }
+
+  /** Stops and starts again on a new port (the embedded bus starts a new epoch). */
+  async restart() {
+    await this.stop();
+    await this.#spawn();
+  }
+}
+
+/**
+ * A loopback TCP proxy with a movable target: `dropAll()` cuts every
+ * connection without a close frame (a network failure, close code 1006 for
+ * the client), `block()` refuses new connections until `unblock()`.
+ */
+export async function startProxy(targetPort) {
+  let target = targetPort;
+  let blocked = false;
+  const sockets = new Set();
+  const server = net.createServer((client) => {
+    if (blocked || target === null) {
+      client.destroy();
+      return;
+    }
+    const upstream = net.connect(target, '127.0.0.1');
+    sockets.add(client);
+    sockets.add(upstream);
+    const end = () => {
+      client.destroy();
+      upstream.destroy();
+      sockets.delete(client);
+      sockets.delete(upstream);
+    };
+    client.on('error', end).on('close', end);
+    upstream.on('error', end).on('close', end);
+    client.pipe(upstream);
+    upstream.pipe(client);
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = server.address().port;
+  return {
+    port,
+    httpUrl: `http://127.0.0.1:${port}`,
+    wsUrl: `ws://127.0.0.1:${port}/v1/ws`,
+    setTarget(p) {
+      target = p;
+    },
+    dropAll() {
+      for (const s of sockets) s.destroy();
+      sockets.clear();
+    },
+    block() {
+      blocked = true;
+    },
+    unblock() {
+      blocked = false;
+    },
+    get connections() {
+      return sockets.size / 2;
+    },
+    close() {
+      this.dropAll();
+      return new Promise((resolve) => server.close(resolve));
+    },
+  };
+}

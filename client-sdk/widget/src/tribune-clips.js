@@ -1,0 +1,233 @@
+// <tribune-clips topic="clips...">: the social clips feed of an event
+// (PAYLOADS.md "Social clips"), newest first, at most `max` items, each with
+// its thumbnail, title, duration and source. Links and images only for
+// https: or same-origin URLs; every string is text.
+//
+// Attributes: topic (required), hub / ws-url, token, heading, max (default
+// 12, at most 100), theme (light|dark).
+// Events: tribune-message {detail: message event}, tribune-state.
+
+import { attachShadowFrom, clientFor, connectionView, el, formatDuration, safeUrl, text } from './shared.js';
+
+const DEFAULT_MAX = 12;
+const MAX_MAX = 100;
+
+const CSS = `
+.head { display: flex; align-items: center; justify-content: space-between; gap: 10px; margin-bottom: 10px; }
+.feed[data-conn="reconnecting"] ol, .feed[data-conn="closed"] ol { opacity: 0.6; }
+ol { list-style: none; margin: 0; padding: 0; display: grid; gap: 10px; }
+li {
+  display: grid; grid-template-columns: 112px 1fr; gap: 10px; align-items: start;
+  padding-bottom: 10px; border-bottom: 1px solid var(--_border);
+  animation: enter 500ms ease-out;
+}
+li:last-child { border-bottom: 0; padding-bottom: 0; }
+@keyframes enter { from { opacity: 0; transform: translateY(-6px); } }
+@media (prefers-reduced-motion: reduce) { li { animation: none; } }
+.thumb {
+  position: relative; display: block; aspect-ratio: 16 / 9; border-radius: 8px; overflow: hidden;
+  background: linear-gradient(135deg, var(--_row-alt), var(--_border));
+}
+.thumb img { display: block; width: 100%; height: 100%; object-fit: cover; }
+.thumb.placeholder::after {
+  content: "▶"; position: absolute; inset: 0; display: grid; place-items: center;
+  color: var(--_muted); font-size: 1.4em;
+}
+.duration {
+  position: absolute; right: 4px; bottom: 4px; padding: 1px 5px; border-radius: 4px;
+  background: rgba(0, 0, 0, 0.75); color: #fff; font-size: 0.72em; font-weight: 600;
+  font-variant-numeric: tabular-nums;
+}
+.title { font-weight: 600; color: var(--_fg); text-decoration: none; display: block; }
+a.title:hover, a.title:focus-visible { color: var(--_accent); text-decoration: underline; }
+a:focus-visible { outline: 3px solid var(--_accent); outline-offset: 2px; }
+.sub { display: block; margin-top: 2px; font-size: 0.8em; color: var(--_muted); }
+.empty { margin: 8px 0 0; color: var(--_muted); font-size: 0.9em; }
+@container (max-width: 380px) {
+  .card { padding: 12px 10px; }
+  li { grid-template-columns: 88px 1fr; gap: 8px; }
+  :host { font-size: var(--tribune-font-size, 14px); }
+}
+`;
+
+const MARKUP = `
+<section class="card feed" part="feed" aria-labelledby="title" data-conn="connecting">
+  <div class="head">
+    <h2 id="title" part="title">Clips</h2>
+    <span class="conn" role="status" data-state="connecting">Connecting…</span>
+  </div>
+  <ol part="list" aria-live="polite" aria-relevant="additions"></ol>
+  <p class="empty" part="empty">No clips yet.</p>
+</section>
+`;
+
+export class TribuneClips extends HTMLElement {
+  static observedAttributes = ['topic', 'hub', 'ws-url', 'token', 'max', 'heading'];
+
+  #root;
+  #parts;
+  #client = null;
+  #sub = null;
+  #offState = null;
+  #everConnected = false;
+
+  constructor() {
+    super();
+    this.#root = attachShadowFrom(this, CSS, MARKUP);
+    const q = (s) => this.#root.querySelector(s);
+    this.#parts = { feed: q('.feed'), title: q('h2'), conn: q('.conn'), list: q('ol'), empty: q('.empty') };
+  }
+
+  get max() {
+    const n = Number.parseInt(this.getAttribute('max') ?? '', 10);
+    return Number.isFinite(n) && n > 0 ? Math.min(n, MAX_MAX) : DEFAULT_MAX;
+  }
+
+  /** The SDK subscription behind the list (null when not started). */
+  get subscription() {
+    return this.#sub;
+  }
+
+  connectedCallback() {
+    this.#parts.title.textContent = this.getAttribute('heading') || 'Clips';
+    this.#start();
+  }
+
+  disconnectedCallback() {
+    this.#stop();
+  }
+
+  attributeChangedCallback(name, oldValue, newValue) {
+    if (oldValue === newValue || !this.isConnected) return;
+    if (name === 'heading') this.#parts.title.textContent = newValue || 'Clips';
+    else if (name === 'max') this.#trim();
+    else {
+      this.#stop();
+      this.#parts.list.replaceChildren();
+      this.#start();
+    }
+  }
+
+  #start() {
+    const topic = this.getAttribute('topic');
+    if (!topic) return;
+    try {
+      this.#client = clientFor(this);
+      // A feed replays nothing by default: ask for a list's worth of history.
+      this.#sub = this.#client.subscribe(topic, {
+        history: this.max,
+        onMessage: (m) => this.#onMessage(m),
+        onError: (e) => {
+          if (this.#sub?.closed) this.#showConnection('closed', `Unavailable: ${e.code}`);
+        },
+      });
+    } catch (err) {
+      this.#showConnection('closed', `Unavailable: ${err.message}`);
+      return;
+    }
+    this.#offState = this.#client.on('state', ({ state }) => this.#onState(state));
+    this.#onState(this.#client.state);
+  }
+
+  #stop() {
+    this.#offState?.();
+    this.#offState = null;
+    this.#sub?.unsubscribe();
+    this.#sub = null;
+  }
+
+  #onState(state) {
+    if (state === 'connected') this.#everConnected = true;
+    const view = connectionView(state, this.#everConnected);
+    this.#showConnection(view.state, view.label);
+    this.dispatchEvent(new CustomEvent('tribune-state', { detail: { state: view.state }, bubbles: true, composed: true }));
+  }
+
+  #showConnection(state, label) {
+    this.#parts.conn.dataset.state = state;
+    this.#parts.conn.textContent = label;
+    this.#parts.feed.dataset.conn = state;
+  }
+
+  #onMessage(message) {
+    const clip = message.data;
+    if (clip === null || typeof clip !== 'object' || Array.isArray(clip)) return;
+    const id = text(clip.id) ?? `seq-${message.seq}`;
+    const item = this.#item(clip);
+    item.dataset.id = id;
+    const existing = [...this.#parts.list.children].find((li) => li.dataset.id === id);
+    if (existing) existing.replaceWith(item);
+    else this.#parts.list.prepend(item);
+    this.#trim();
+    this.dispatchEvent(new CustomEvent('tribune-message', { detail: message, bubbles: true, composed: true }));
+  }
+
+  #trim() {
+    const list = this.#parts.list;
+    while (list.children.length > this.max) list.lastElementChild.remove();
+    this.#parts.empty.hidden = list.children.length > 0;
+  }
+
+  #item(clip) {
+    const doc = this.ownerDocument;
+    const li = el(doc, 'li', 'clip');
+    li.setAttribute('part', 'clip');
+    const href = safeUrl(clip.url, doc);
+    const title = text(clip.title) ?? 'Untitled clip';
+
+    const thumb = el(doc, href ? 'a' : 'span', 'thumb');
+    if (href) {
+      thumb.href = href;
+      thumb.target = '_blank';
+      thumb.rel = 'noopener noreferrer';
+      thumb.tabIndex = -1; // the title link is the one stop for keyboards
+      thumb.setAttribute('aria-hidden', 'true');
+    }
+    const src = safeUrl(clip.thumbnail, doc);
+    if (src) {
+      const img = el(doc, 'img');
+      img.alt = '';
+      img.loading = 'lazy';
+      img.decoding = 'async';
+      img.referrerPolicy = 'no-referrer';
+      img.addEventListener('error', () => {
+        img.remove();
+        thumb.classList.add('placeholder');
+      });
+      img.src = src;
+      thumb.append(img);
+    } else {
+      thumb.classList.add('placeholder');
+    }
+    const duration = formatDuration(clip.duration_s);
+    if (duration) {
+      const badge = el(doc, 'span', 'duration', duration);
+      badge.setAttribute('aria-label', `${duration} long`);
+      thumb.append(badge);
+    }
+
+    const body = el(doc, 'div', 'body');
+    const heading = el(doc, href ? 'a' : 'span', 'title', title);
+    if (href) {
+      heading.href = href;
+      heading.target = '_blank';
+      heading.rel = 'noopener noreferrer';
+    }
+    body.append(heading);
+    const sub = [text(clip.source), publishedTime(clip.published_at)]
+      .filter(Boolean)
+      .join(' · ');
+    if (sub) body.append(el(doc, 'span', 'sub', sub));
+    li.append(thumb, body);
+    return li;
+  }
+}
+
+function publishedTime(value) {
+  if (typeof value !== 'string') return null;
+  const date = new Date(value);
+  if (Number.isNaN(date.getTime())) return null;
+  return date.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+}
+
+if (!customElements.get('tribune-clips')) customElements.define('tribune-clips', TribuneClips);

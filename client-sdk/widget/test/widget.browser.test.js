@@ -1,0 +1,408 @@
+// The web widgets in real headless Chromium (Debian's /usr/bin/chromium driven
+// by playwright-core) against the real hub binary: the demo page, live
+// updates, text-only rendering of hostile payloads, reconnecting, 320 px
+// layout, reactions and stats, embedding on a foreign origin.
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, mkdirSync, rmSync } from 'node:fs';
+import http from 'node:http';
+import os from 'node:os';
+import path from 'node:path';
+import { chromium } from 'playwright-core';
+import { Hub, startProxy } from '../../js/test/support/hub.js';
+import { eventually, repoRoot } from '../../js/test/support/util.js';
+
+const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
+const ARTIFACTS = process.env.TRIBUNE_ARTIFACTS ?? path.join(repoRoot, 'test-artifacts');
+const DEMO_RESULTS = 'results.demo2026.speed-skating.mixed-team-sprint';
+const DEMO_CLIPS = 'clips.demo2026.speed-skating';
+
+let demoHub; // runs the simulated event (--demo)
+let hub; // quiet hub for scripted payloads, behind a proxy so it can restart
+let proxy;
+let context;
+let profile;
+let unique = 0;
+const topicFor = (ns) => `${ns}.browser${process.pid}.t${++unique}`;
+
+before(async () => {
+  mkdirSync(ARTIFACTS, { recursive: true });
+  [demoHub, hub] = await Promise.all([Hub.start(['--demo']), Hub.start()]);
+  proxy = await startProxy(hub.port);
+  profile = mkdtempSync(path.join(os.tmpdir(), 'tribune-chromium-'));
+  context = await chromium.launchPersistentContext(profile, {
+    executablePath: CHROMIUM,
+    headless: true,
+    args: [
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-quic',
+      '--no-first-run',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+      // Belt and braces: no name resolves, so nothing can leave loopback.
+      '--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE localhost',
+    ],
+    viewport: { width: 1200, height: 900 },
+  });
+  // Only loopback: the demo's clip thumbnails point at https hosts that a
+  // test must not reach; they fail here and the widget shows a placeholder.
+  await context.route('**/*', (route) => {
+    const url = new URL(route.request().url());
+    if (url.protocol === 'data:' || ['127.0.0.1', 'localhost', '[::1]'].includes(url.hostname)) return route.continue();
+    return route.abort('blockedbyclient');
+  });
+});
+
+after(async () => {
+  await context?.close();
+  if (profile) rmSync(profile, { recursive: true, force: true });
+  await proxy?.close();
+  await Promise.all([demoHub?.stop(), hub?.stop()]);
+});
+
+/** A fresh page collecting its errors; closed when the test ends. */
+async function openPage(t, url) {
+  const page = await context.newPage();
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(`pageerror: ${e.message}`));
+  page.on('console', (m) => {
+    if (m.type() === 'error' && !/ERR_BLOCKED_BY_CLIENT|Failed to load resource/.test(m.text())) {
+      errors.push(`console: ${m.text()}`);
+    }
+  });
+  t.after(() => page.close());
+  const res = await page.goto(url);
+  assert.equal(res.status(), 200, `GET ${url}`);
+  return { page, errors };
+}
+
+/** Adds a widget to the page and waits until it is live. */
+async function addWidget(page, tag, attrs) {
+  const id = `w${++unique}`;
+  await page.evaluate(
+    ({ tag, attrs, id }) => {
+      const el = document.createElement(tag);
+      el.id = id;
+      for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, v);
+      document.querySelector('main').prepend(el);
+    },
+    { tag, attrs, id },
+  );
+  await page.locator(`#${id} .conn[data-state="connected"]`).waitFor({ timeout: 10000 });
+  return id;
+}
+
+const shadowText = (page, id) => page.locator(`#${id}`).evaluate((el) => el.shadowRoot.textContent);
+
+function board(name, rows, extra = {}) {
+  return {
+    kind: 'results',
+    event: { id: 'x', name, venue: 'St. Moritz', phase: 'Heat 1', status: 'live', ...extra },
+    rows,
+  };
+}
+
+test('the demo page loads, shows the live event and its clips; screenshots', async (t) => {
+  const { page, errors } = await openPage(t, `${demoHub.httpUrl}/`);
+  assert.match(await page.title(), /Tribune/);
+  const defined = await page.evaluate(() => [!!customElements.get('tribune-results'), !!customElements.get('tribune-clips')]);
+  assert.deepEqual(defined, [true, true]);
+  assert.equal(await page.locator('tribune-results').getAttribute('topic'), DEMO_RESULTS);
+  assert.equal(await page.locator('tribune-clips').getAttribute('topic'), DEMO_CLIPS);
+  await page.locator('tribune-results .conn[data-state="connected"]').waitFor({ timeout: 10000 });
+  await page.locator('tribune-results tbody tr').first().waitFor({ timeout: 15000 });
+  await page.locator('tribune-clips li').first().waitFor({ timeout: 20000 });
+  // Table semantics and the live region are in place.
+  assert.equal(await page.locator('tribune-results thead th[scope="col"]').count(), 4);
+  assert.ok((await page.locator('tribune-results tbody th[scope="row"]').count()) >= 1);
+  assert.equal(await page.locator('tribune-results [aria-live="polite"]').count(), 1);
+  assert.equal(await page.locator('tribune-clips ol[aria-live="polite"]').count(), 1);
+  assert.match(await page.locator('tribune-results .updated').textContent(), /^Updated /);
+  const snippet = await page.locator('#snippet').textContent();
+  assert.ok(snippet.includes(`${demoHub.httpUrl}/widget/tribune-widget.js`), snippet);
+  // Let a few updates and a stats window land, then keep pictures of it.
+  await page.locator('tribune-results .audience:not([hidden])').waitFor({ timeout: 10000 });
+  // The demo's simulated crowd reacts: its counts reach the meters.
+  await page.waitForFunction(
+    () => [...document.querySelector('tribune-results').shadowRoot.querySelectorAll('.react .count')].some((c) => c.textContent !== '0'),
+    null,
+    { timeout: 15000 },
+  );
+  await page.screenshot({ path: path.join(ARTIFACTS, 'demo.png'), fullPage: true });
+  await page.emulateMedia({ colorScheme: 'dark' });
+  await page.screenshot({ path: path.join(ARTIFACTS, 'demo-dark.png'), fullPage: true });
+  await page.emulateMedia({ colorScheme: 'light' });
+  assert.deepEqual(errors, []);
+});
+
+test('at 320 px wide the demo page has no horizontal scroll', async (t) => {
+  const { page } = await openPage(t, `${demoHub.httpUrl}/`);
+  await page.setViewportSize({ width: 320, height: 900 });
+  await page.locator('tribune-results tbody tr').first().waitFor({ timeout: 15000 });
+  await page.locator('tribune-clips li').first().waitFor({ timeout: 20000 });
+  const sizes = await page.evaluate(() => ({
+    scroll: document.documentElement.scrollWidth,
+    client: document.documentElement.clientWidth,
+    body: document.body.scrollWidth,
+    results: document.querySelector('tribune-results').getBoundingClientRect().right,
+    clips: document.querySelector('tribune-clips').getBoundingClientRect().right,
+    table: document.querySelector('tribune-results').shadowRoot.querySelector('table').getBoundingClientRect().right,
+  }));
+  assert.equal(sizes.client, 320);
+  assert.ok(sizes.scroll <= sizes.client, JSON.stringify(sizes));
+  assert.ok(sizes.body <= 320, JSON.stringify(sizes));
+  assert.ok(sizes.results <= 320 && sizes.clips <= 320 && sizes.table <= 320, JSON.stringify(sizes));
+  await page.screenshot({ path: path.join(ARTIFACTS, 'demo-320.png'), fullPage: true });
+});
+
+test('a result published through /v1/publish shows on the board within a second', async (t) => {
+  const { page, errors } = await openPage(t, `${proxy.httpUrl}/`);
+  const topic = topicFor('results');
+  const id = await addWidget(page, 'tribune-results', { topic });
+  await hub.publish(
+    topic,
+    board('Relay final', [
+      { rank: 1, name: 'Team Alpha', members: ['A (NOR)', 'B (ITA)'], noc: 'MIX', result: '2:09.47', gap: null, status: 'ok' },
+      { rank: 2, name: 'Team Beta', noc: 'MIX', result: '2:10.02', gap: '+0.55', status: 'ok' },
+    ]),
+  );
+  await page.locator(`#${id} tbody tr`).nth(1).waitFor({ timeout: 5000 });
+  const published = Date.now();
+  await hub.publish(
+    topic,
+    board('Relay final', [
+      { rank: 1, name: 'Team Beta', noc: 'MIX', result: '2:08.90', gap: null, status: 'ok' },
+      { rank: 2, name: 'Team Alpha', noc: 'MIX', result: '2:09.47', gap: '+0.57', status: 'ok' },
+      { rank: null, name: 'Team Gamma', noc: 'MIX', result: null, gap: null, status: 'dnf' },
+    ]),
+  );
+  await page.waitForFunction(
+    (id) => document.getElementById(id).shadowRoot.querySelector('tbody tr th')?.textContent.startsWith('Team Beta'),
+    id,
+    { timeout: 1000, polling: 20 },
+  );
+  const latencyMs = Date.now() - published;
+  t.diagnostic(`publish → board: ${latencyMs} ms`);
+  const rows = await page.locator(`#${id} tbody tr`).evaluateAll((trs) =>
+    trs.map((tr) => [...tr.children].map((c) => c.textContent)),
+  );
+  assert.deepEqual(rows, [
+    ['1', 'Team BetaMIX', '2:08.90', ''],
+    ['2', 'Team AlphaMIX', '2:09.47', '+0.57'],
+    ['', 'Team GammaMIX', 'DNF', ''],
+  ]);
+  // Changed rows flash; the status, meta and freshness are shown.
+  assert.ok((await page.locator(`#${id} tbody tr.changed`).count()) >= 2);
+  assert.equal(await page.locator(`#${id} .status`).textContent(), 'live');
+  assert.equal(await page.locator(`#${id} .meta`).textContent(), 'St. Moritz · Heat 1');
+  assert.equal(await page.locator(`#${id} h2`).textContent(), 'Relay final');
+  assert.match(await page.locator(`#${id} .updated`).textContent(), /Updated just now|Updated \d s ago/);
+  assert.deepEqual(errors, []);
+});
+
+test('hostile payload strings are shown as text and run nothing', async (t) => {
+  const { page, errors } = await openPage(t, `${proxy.httpUrl}/`);
+  const results = topicFor('results');
+  const clips = topicFor('clips');
+  const rid = await addWidget(page, 'tribune-results', { topic: results });
+  const cid = await addWidget(page, 'tribune-clips', { topic: clips });
+  const img = '<img src=x onerror="window.__pwned=1">';
+  await hub.publish(
+    results,
+    board(img, [
+      { rank: 1, name: '<script>window.__pwned=2</script>', members: ['<b>bold</b>'], noc: '<i>', result: '<svg onload="window.__pwned=3">', gap: img, status: 'ok' },
+    ], { venue: '<iframe src="javascript:window.__pwned=6">', status: '<u>live</u>' }),
+  );
+  await hub.publish(clips, {
+    kind: 'clip',
+    id: 'evil-1',
+    title: '<img src=x onerror="window.__pwned=4">',
+    url: 'javascript:window.__pwned=5',
+    thumbnail: 'javascript:window.__pwned=7',
+    duration_s: 12,
+    source: '<a href="javascript:alert(1)">x</a>',
+  });
+  await hub.publish(clips, {
+    kind: 'clip',
+    id: 'plain-http',
+    title: 'Not over https',
+    url: 'http://media.example.org/clip.mp4',
+    thumbnail: 'http://media.example.org/clip.jpg',
+  });
+  await page.locator(`#${rid} tbody tr`).first().waitFor({ timeout: 5000 });
+  await page.locator(`#${cid} li`).nth(1).waitFor({ timeout: 5000 });
+  const text = await shadowText(page, rid);
+  for (const s of [img, '<script>window.__pwned=2</script>', '<b>bold</b>', '<svg onload="window.__pwned=3">', '<u>live</u>']) {
+    assert.ok(text.includes(s), `${s} shown as text in: ${text}`);
+  }
+  assert.ok((await shadowText(page, cid)).includes('<img src=x onerror="window.__pwned=4">'));
+  const found = await page.evaluate(
+    ([rid, cid]) => {
+      const r = document.getElementById(rid).shadowRoot;
+      const c = document.getElementById(cid).shadowRoot;
+      return {
+        pwned: window.__pwned,
+        resultsElements: r.querySelectorAll('img, script, svg, b, i, u, iframe').length,
+        clipsLinks: c.querySelectorAll('a').length,
+        clipsImages: c.querySelectorAll('img').length,
+        clipsScripts: c.querySelectorAll('script, iframe').length,
+      };
+    },
+    [rid, cid],
+  );
+  assert.deepEqual(found, { pwned: undefined, resultsElements: 0, clipsLinks: 0, clipsImages: 0, clipsScripts: 0 });
+  // Even a click on the (unlinked) title runs nothing.
+  await page.locator(`#${cid} li .title`).last().click();
+  assert.equal(await page.evaluate(() => window.__pwned), undefined);
+  assert.deepEqual(errors, []);
+});
+
+test('clips: newest first, bounded, safe links and same-origin thumbnails', async (t) => {
+  const { page } = await openPage(t, `${proxy.httpUrl}/`);
+  const topic = topicFor('clips');
+  // Published before the widget exists: the widget asks for history.
+  for (let i = 1; i <= 3; i++) {
+    await hub.publish(topic, { kind: 'clip', id: `c${i}`, title: `Clip ${i}`, url: `https://media.example.org/${i}.mp4`, thumbnail: '/demo/thumb.svg', duration_s: 18.5 });
+  }
+  const id = await addWidget(page, 'tribune-clips', { topic, max: '4' });
+  await page.locator(`#${id} li`).nth(2).waitFor({ timeout: 5000 });
+  for (let i = 4; i <= 7; i++) {
+    await hub.publish(topic, { kind: 'clip', id: `c${i}`, title: `Clip ${i}`, url: `https://media.example.org/${i}.mp4`, thumbnail: '/demo/thumb.svg', duration_s: 65 });
+  }
+  await page.waitForFunction((id) => document.getElementById(id).shadowRoot.querySelector('li .title')?.textContent === 'Clip 7', id, { timeout: 5000 });
+  const items = await page.locator(`#${id} li`).evaluateAll((lis) =>
+    lis.map((li) => ({
+      title: li.querySelector('.title').textContent,
+      href: li.querySelector('a.title')?.href ?? null,
+      rel: li.querySelector('a.title')?.rel ?? null,
+      duration: li.querySelector('.duration')?.textContent ?? null,
+      img: li.querySelector('img')?.getAttribute('src') ?? null,
+    })),
+  );
+  assert.deepEqual(items.map((i) => i.title), ['Clip 7', 'Clip 6', 'Clip 5', 'Clip 4']);
+  assert.equal(items[0].href, 'https://media.example.org/7.mp4');
+  assert.equal(items[0].rel, 'noopener noreferrer');
+  assert.equal(items[0].duration, '1:05');
+  const origin = new URL(proxy.httpUrl).origin;
+  assert.ok(items.every((i) => i.img === `${origin}/demo/thumb.svg`), JSON.stringify(items));
+  await page.waitForFunction((id) => {
+    const img = document.getElementById(id).shadowRoot.querySelector('img');
+    return img && img.complete && img.naturalWidth > 0;
+  }, id, { timeout: 5000 });
+});
+
+test('the reaction bar sends a react and the meter follows the hub stats', async (t) => {
+  const { page, errors } = await openPage(t, `${proxy.httpUrl}/`);
+  const topic = topicFor('results');
+  const id = await addWidget(page, 'tribune-results', { topic });
+  const buttons = page.locator(`#${id} button.react`);
+  assert.equal(await buttons.count(), 4);
+  assert.deepEqual(await buttons.evaluateAll((bs) => bs.map((b) => b.dataset.reaction)), ['🔥', '👏', '😮', '😢']);
+  await page.locator(`#${id} button.react[data-reaction="🔥"]`).click();
+  // Only this page reacts on this topic: a count can only come from our react.
+  await page.waitForFunction(
+    (id) => Number(document.getElementById(id).shadowRoot.querySelector('button[data-reaction="🔥"] .count').textContent) >= 1,
+    id,
+    { timeout: 8000 },
+  );
+  const view = await page.locator(`#${id}`).evaluate((el) => {
+    const r = el.shadowRoot;
+    const fill = (e) => r.querySelector(`button[data-reaction="${e}"] .fill`).style.transform;
+    return {
+      audience: r.querySelector('.audience').textContent,
+      audienceHidden: r.querySelector('.audience').hidden,
+      fire: fill('🔥'),
+      cry: fill('😢'),
+      cryCount: r.querySelector('button[data-reaction="😢"] .count').textContent,
+      label: r.querySelector('button[data-reaction="🔥"]').getAttribute('aria-label'),
+    };
+  });
+  assert.equal(view.audienceHidden, false);
+  assert.match(view.audience, /^[1-9]\d* watching$/);
+  assert.match(view.fire, /^scaleX\(1(\.0+)?\)$/);
+  assert.match(view.cry, /^scaleX\(0(\.0+)?\)$/);
+  assert.equal(view.cryCount, '0');
+  assert.match(view.label, /^Send 🔥 \([1-9]/);
+  assert.deepEqual(errors, []);
+});
+
+test('the widget says reconnecting while the hub is away and shows the latest state after', async (t) => {
+  const { page } = await openPage(t, `${proxy.httpUrl}/`);
+  const topic = topicFor('results');
+  const id = await addWidget(page, 'tribune-results', { topic });
+  await hub.publish(topic, board('Before', [{ rank: 1, name: 'Team Before', result: '1:00.00', status: 'ok' }]));
+  await page.locator(`#${id} tbody tr`).first().waitFor({ timeout: 5000 });
+
+  await hub.stop();
+  const conn = page.locator(`#${id} .conn`);
+  await page.locator(`#${id} .conn[data-state="reconnecting"]`).waitFor({ timeout: 10000 });
+  assert.equal(await conn.textContent(), 'Reconnecting…');
+  await page.screenshot({ path: path.join(ARTIFACTS, 'reconnecting.png') });
+  // The last board stays visible while reconnecting.
+  assert.ok((await shadowText(page, id)).includes('Team Before'));
+
+  await hub.restart();
+  proxy.setTarget(hub.port);
+  await page.locator(`#${id} .conn[data-state="connected"]`).waitFor({ timeout: 20000 });
+  assert.equal(await conn.textContent(), 'Live');
+  await hub.publish(topic, board('After', [{ rank: 1, name: 'Team After', result: '0:59.00', status: 'ok' }]));
+  await page.waitForFunction((id) => document.getElementById(id).shadowRoot.textContent.includes('Team After'), id, { timeout: 5000 });
+  assert.equal(await page.locator(`#${id} h2`).textContent(), 'After');
+});
+
+test('offline and online: the widget follows the browser network state', async (t) => {
+  const { page } = await openPage(t, `${proxy.httpUrl}/`);
+  const topic = topicFor('results');
+  const id = await addWidget(page, 'tribune-results', { topic });
+  await context.setOffline(true);
+  try {
+    await page.locator(`#${id} .conn[data-state="reconnecting"]`).waitFor({ timeout: 5000 });
+  } finally {
+    await context.setOffline(false);
+  }
+  await page.locator(`#${id} .conn[data-state="connected"]`).waitFor({ timeout: 10000 });
+  await hub.publish(topic, board('Back online', [{ rank: 1, name: 'Team Online', result: '1:01.00', status: 'ok' }]));
+  await page.waitForFunction((id) => document.getElementById(id).shadowRoot.textContent.includes('Team Online'), id, { timeout: 5000 });
+});
+
+test('one script tag embeds the widget on a page of another origin', async (t) => {
+  const topic = topicFor('results');
+  const hostPage = `<!doctype html><html><head><meta charset="utf-8">
+<script type="module" src="${hub.httpUrl}/widget/tribune-widget.js"></script></head>
+<body><main><tribune-results id="embedded" topic="${topic}" style="--tribune-accent:#e00"></tribune-results></main></body></html>`;
+  const server = http.createServer((req, res) => {
+    res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
+    res.end(hostPage);
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  t.after(() => new Promise((resolve) => server.close(resolve)));
+  const { page, errors } = await openPage(t, `http://127.0.0.1:${server.address().port}/`);
+  await page.locator('#embedded .conn[data-state="connected"]').waitFor({ timeout: 10000 });
+  await hub.publish(topic, board('Embedded', [{ rank: 1, name: 'Team Embedded', result: '1:02.00', status: 'ok' }]));
+  await page.waitForFunction(() => document.getElementById('embedded').shadowRoot.textContent.includes('Team Embedded'), null, {
+    timeout: 5000,
+  });
+  assert.deepEqual(errors, []);
+});
+
+test('SDK in the browser: the served module speaks to the hub', async (t) => {
+  const { page } = await openPage(t, `${proxy.httpUrl}/`);
+  const topic = topicFor('clips');
+  const seq = await hub.publish(topic, { hello: 'browser' });
+  const got = await page.evaluate(async (topic) => {
+    const { TribuneClient } = await import('/sdk/tribune.js');
+    const client = new TribuneClient({ url: new URL('/v1/ws', location.href.replace(/^http/, 'ws')).href });
+    const sub = client.subscribe(topic, { history: 1 });
+    for await (const ev of sub) {
+      if (ev.type === 'message') {
+        client.close();
+        return { seq: ev.seq, data: ev.data, replay: ev.replay };
+      }
+    }
+    return null;
+  }, topic);
+  assert.deepEqual(got, { seq, data: { hello: 'browser' }, replay: true });
+});
