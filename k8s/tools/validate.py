@@ -16,7 +16,8 @@ the output of ``kubectl kustomize k8s/NAME``. Three layers of checks:
    period; limits.max_connections vs the memory limit; bus.url vs the
    NetworkPolicy and the NATS Service); selectors of the Service, PDB,
    NetworkPolicy, ServiceMonitor and topology spread match the pods; the
-   ingress timeouts outlast the heartbeat.
+   ingress timeouts outlast the heartbeat; the load test's service variables
+   name Services and ports that exist.
 3. Per render expectations (dev: one replica and a NATS StatefulSet; prod:
    three or more replicas, stream replicas 3), plus the source files that are
    not rendered: the prod tribune.toml may differ from the base one only in
@@ -400,7 +401,7 @@ def check_hub(c: Checker, r: Render, expect: dict) -> None:
             c.check(ep.get("path", "/metrics") == "/metrics", r.name, "ServiceMonitor path is not /metrics")
 
 
-def check_loadtest(c: Checker, r: Render) -> None:
+def check_loadtest(c: Checker, r: Render, services_from: Render | None) -> None:
     job = r.one("Job", "tribune-loadtest")
     if not c.check(job is not None, r.name, "Job tribune-loadtest"):
         return
@@ -413,6 +414,21 @@ def check_loadtest(c: Checker, r: Render) -> None:
     ctr = spec["containers"][0]
     c.check(ctr["image"].split(":")[0].endswith("tribune-loadtest"), where, "image is not tribune-loadtest")
     c.check(bool(ctr.get("args")), where, "no arguments for tribune-loadtest")
+    # Service addresses come from service environment variables expanded in
+    # the arguments: each must name a Service (and port) the dev overlay has.
+    refs = re.findall(r"\$\(([A-Z0-9_]+)_SERVICE_(HOST|PORT_[A-Z0-9_]+|PORT)\)", " ".join(ctr.get("args", [])))
+    if refs:
+        c.check(spec.get("enableServiceLinks", True) is True, where,
+                "arguments use service variables but enableServiceLinks is false")
+    if services_from is not None:
+        for svc_var, what in refs:
+            svc = next((o for o in services_from.find("Service")
+                        if o["metadata"]["name"].upper().replace("-", "_") == svc_var), None)
+            ok = svc is not None
+            if ok and what.startswith("PORT_"):
+                port = what[len("PORT_"):].lower().replace("_", "-")
+                ok = any(p.get("name") == port for p in svc["spec"]["ports"])
+            c.check(ok, where, f"$({svc_var}_SERVICE_{what}) names no Service/port of {services_from.name}")
 
 
 def check_sources(c: Checker, k8s: Path) -> None:
@@ -465,6 +481,7 @@ def main() -> int:
 
     c = Checker()
     seen = set()
+    renders: dict[str, Render] = {}
     for item in args.renders:
         name, _, file = item.partition("=")
         seen.add(name)
@@ -473,15 +490,19 @@ def main() -> int:
         except yaml.YAMLError as e:
             c.check(False, name, f"rendered YAML does not parse: {e}")
             continue
+        renders[name] = r
         c.check(bool(r.objects), name, "renders no objects")
         validate_schemas(c, r, versions, local)
         expect = EXPECT.get(name)
         if not c.check(expect is not None, name, "no expectations in validate.py EXPECT for this render"):
             continue
-        if expect.get("job"):
-            check_loadtest(c, r)
-        else:
+        if not expect.get("job"):
             check_hub(c, r, expect)
+    # The load test runs beside a deployed overlay: check it against dev's
+    # Services (prod's NATS Service comes from the Helm chart, same name).
+    for name, expect in EXPECT.items():
+        if expect.get("job") and name in renders:
+            check_loadtest(c, renders[name], renders.get("overlays/dev"))
     for name in EXPECT:
         c.check(name in seen, name, "expected render missing")
     check_sources(c, k8s)
