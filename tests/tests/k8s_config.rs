@@ -8,12 +8,23 @@
 //! `TRIBUNE_NODE_NAME` as the Deployment sets it from the pod name. A broken
 //! file must be refused with exit code 2 and one line saying why, because that
 //! line is what `kubectl logs` shows for a pod in CrashLoopBackOff.
+//!
+//! Two tests then run each file as the pod would, with only the addresses
+//! changed to loopback (`--listen`, `--nats` override the file): the base
+//! file beside a real nats-server, through the probes the Deployment uses and
+//! a SIGTERM drain that must end before the kubelet's SIGKILL; the prod file
+//! against a real 3-node JetStream cluster, where it must create the stream
+//! with three replicas.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::Duration;
 
+use serde_json::json;
 use tribune_tests::hub::ConfigFile;
+use tribune_tests::nats::{NatsCluster, NatsServer};
+use tribune_tests::{Hub, WsClient, eventually};
 
 /// Node name the Deployment would pass (its pod name).
 const POD_NAME: &str = "tribune-hub-7d9f8b6c5-x2k4p";
@@ -230,4 +241,123 @@ fn impossible_drain_timing_is_refused_with_one_line() {
     // A drain window as long as the grace period could never finish.
     let out = check_modified("window_ms = 10000", "window_ms = 30000");
     assert_refused(&out, "window_ms");
+}
+
+/// The first `key: N` in a manifest (keys used here appear once).
+fn manifest_number(manifest: &str, key: &str) -> u64 {
+    let text = std::fs::read_to_string(repo_root().join(manifest)).expect("reading the manifest");
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix(key)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{manifest} has no `{key} N`"))
+}
+
+fn path_str(relative: &str) -> String {
+    repo_root()
+        .join(relative)
+        .to_str()
+        .expect("utf-8 path")
+        .to_string()
+}
+
+/// Waits until the readiness probe's endpoint answers 200.
+async fn until_ready(hub: &Hub) {
+    eventually("/readyz answers 200", Duration::from_secs(30), || async {
+        (hub.get("/readyz").await.0 == 200).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn base_config_serves_the_probes_and_drains_before_the_kubelet_kills_it() {
+    let nats = NatsServer::start().await;
+    let mut hub = Hub::start(&[
+        "--config",
+        &path_str("k8s/base/tribune.toml"),
+        "--nats",
+        &nats.url(),
+    ])
+    .await;
+    // startupProbe and livenessProbe: GET /healthz; readinessProbe: GET /readyz.
+    assert_eq!(hub.get("/healthz").await.0, 200);
+    until_ready(&hub).await;
+    // What the prometheus.io annotations point at.
+    assert_eq!(hub.metric("tribune_bus_connected").await, 1.0);
+
+    let (mut fan, _) = WsClient::connect(&hub.ws_url()).await;
+    fan.subscribe("results.k8s-check", json!({})).await;
+
+    // The kubelet runs preStop (sleep) and then sends SIGTERM; it sends
+    // SIGKILL terminationGracePeriodSeconds after the start of preStop.
+    let grace = manifest_number("k8s/base/deployment.yaml", "terminationGracePeriodSeconds:");
+    let pre_stop = manifest_number("k8s/base/deployment.yaml", "seconds:");
+    assert!(
+        grace > pre_stop,
+        "terminationGracePeriodSeconds must outlast preStop"
+    );
+    hub.terminate();
+    let drain = fan.recv().await;
+    assert_eq!(drain["type"], "drain", "{drain}");
+    assert_eq!(
+        drain["retry_ms"], 5000,
+        "drain.retry_ms of the file: {drain}"
+    );
+    assert_eq!(
+        fan.close_code().await,
+        Some(1001),
+        "drained fans are closed with 1001"
+    );
+    let status = hub
+        .wait(Duration::from_secs(grace - pre_stop))
+        .await
+        .unwrap_or_else(|| {
+            panic!(
+                "the hub outlived SIGTERM + {} s: the kubelet would kill it",
+                grace - pre_stop
+            )
+        });
+    assert!(status.success(), "exit after a clean drain: {status:?}");
+}
+
+#[tokio::test]
+async fn prod_config_creates_a_three_replica_stream_on_a_three_node_cluster() {
+    let cluster = NatsCluster::start(3).await;
+    let hub = Hub::start(&[
+        "--config",
+        &path_str("k8s/overlays/prod/tribune.toml"),
+        "--nats",
+        &cluster.urls(),
+    ])
+    .await;
+    until_ready(&hub).await;
+
+    let client = async_nats::connect(cluster.url(0))
+        .await
+        .expect("connect to NATS");
+    let js = async_nats::jetstream::new(client);
+    let mut stream = js
+        .get_stream("TRIBUNE")
+        .await
+        .expect("the hub created stream TRIBUNE");
+    let info = stream.info().await.expect("stream info").clone();
+    assert_eq!(
+        info.config.num_replicas, 3,
+        "bus.replicas = 3 in the prod file"
+    );
+    assert_eq!(
+        info.config.storage,
+        async_nats::jetstream::stream::StorageType::File
+    );
+    let group = info
+        .cluster
+        .expect("a replicated stream reports its RAFT group");
+    assert!(group.leader.is_some(), "the stream has a leader: {group:?}");
+    assert_eq!(
+        group.replicas.len(),
+        2,
+        "two followers beside the leader: {group:?}"
+    );
+
+    // And it serves: a message published through the hub is stored once.
+    let seq = hub.publish("results.k8s-check", json!({"ok": true})).await;
+    assert!(seq >= 1);
 }
