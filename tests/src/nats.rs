@@ -1,17 +1,19 @@
 //! A real nats-server for tests: JetStream on, loopback only, its own temp
 //! store, killed on drop, restartable on the same port and store (to test
-//! faults), and a 3-node JetStream cluster whose nodes can be killed and
-//! restarted one by one.
+//! faults), a 3-node JetStream cluster whose nodes can be killed and
+//! restarted one by one, and a TCP proxy that cuts one client's link to NATS
+//! while everyone else keeps theirs.
 //!
 //! The binary is `$NATS_SERVER_BIN`, else `.tools/bin/nats-server` (where
 //! `scripts/install-nats` puts it), else `nats-server` in `PATH`; it must be
 //! 2.11 or newer (batched direct get).
 
 use std::fs;
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
@@ -227,6 +229,11 @@ impl NatsServer {
         self.node.port
     }
 
+    /// `http://127.0.0.1:<monitoring port>` (`/varz`, `/subsz`, `/healthz`...).
+    pub fn monitor_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.node.monitor_port)
+    }
+
     /// The JetStream store directory (kept across restarts).
     pub fn store_dir(&self) -> &Path {
         &self.node.store
@@ -240,6 +247,26 @@ impl NatsServer {
     /// SIGKILLs the server (no clean shutdown); `restart` brings it back.
     pub fn kill(&mut self) {
         self.node.kill();
+    }
+
+    /// SIGSTOPs the server: connections stay open but nothing is answered
+    /// (a hung server, not a dead one); [`NatsServer::resume`] continues it.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// SIGCONTs a paused server.
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.node.child.as_ref().expect("server running").id();
+        let status = Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .expect("kill(1)");
+        assert!(status.success(), "kill {signal} {pid} failed");
     }
 
     /// Whether the process is running.
@@ -413,5 +440,81 @@ impl NatsCluster {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
+    }
+}
+
+/// A loopback TCP proxy in front of a server. [`TcpProxy::cut`] drops every
+/// proxied connection and refuses new ones until [`TcpProxy::restore`]: the
+/// client behind it loses the server while other clients keep it.
+#[derive(Debug)]
+pub struct TcpProxy {
+    addr: SocketAddr,
+    open: Arc<AtomicBool>,
+    /// Bumped by `cut`; every proxied connection ends when it changes.
+    cuts: tokio::sync::watch::Sender<u64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TcpProxy {
+    /// Proxies a free loopback port to `target` (`host:port`, or a `nats://` URL).
+    pub async fn start(target: &str) -> TcpProxy {
+        let target = target.trim_start_matches("nats://").to_string();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("proxy listener");
+        let addr = listener.local_addr().expect("proxy address");
+        let open = Arc::new(AtomicBool::new(true));
+        let (cuts, _) = tokio::sync::watch::channel(0u64);
+        let task = {
+            let open = open.clone();
+            let cuts = cuts.clone();
+            tokio::spawn(async move {
+                while let Ok((mut inbound, _)) = listener.accept().await {
+                    if !open.load(Ordering::SeqCst) {
+                        continue; // dropped: the client sees the connection close
+                    }
+                    let target = target.clone();
+                    let mut cut = cuts.subscribe();
+                    tokio::spawn(async move {
+                        let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await else {
+                            return;
+                        };
+                        tokio::select! {
+                            _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                            _ = cut.changed() => {}
+                        }
+                    });
+                }
+            })
+        };
+        TcpProxy {
+            addr,
+            open,
+            cuts,
+            task,
+        }
+    }
+
+    /// `nats://127.0.0.1:<proxy port>`.
+    pub fn url(&self) -> String {
+        format!("nats://{}", self.addr)
+    }
+
+    /// Drops every proxied connection and refuses new ones.
+    pub fn cut(&self) {
+        self.open.store(false, Ordering::SeqCst);
+        self.cuts.send_modify(|n| *n += 1);
+    }
+
+    /// Accepts connections again.
+    pub fn restore(&self) {
+        self.open.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Drop for TcpProxy {
+    fn drop(&mut self) {
+        self.cut();
+        self.task.abort();
     }
 }

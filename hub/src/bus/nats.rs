@@ -704,7 +704,18 @@ impl Inner {
         Ok(out)
     }
 
+    /// Refuses to queue a publication while disconnected: async-nats would
+    /// send it after the reconnect, storing a message whose caller was told
+    /// it failed.
+    fn require_connection(&self) -> BusResult<()> {
+        match self.client.connection_state() {
+            State::Connected => Ok(()),
+            _ => Err(BusError::Unavailable("not connected to NATS".into())),
+        }
+    }
+
     async fn publish(&self, topic: &Topic, data: Bytes, msg_id: Option<String>) -> BusResult<u64> {
+        self.require_connection()?;
         let max = self.client.server_info().max_payload;
         if data.len() > max {
             return Err(BusError::Rejected(format!(
@@ -1043,6 +1054,7 @@ impl Bus for NatsBus {
     fn publish_inbound(&self, topic: &Topic, data: Bytes) -> BoxFuture<'_, BusResult<()>> {
         let subject = format!("{}{}", self.inner.subjects.inbound, topic);
         async move {
+            self.inner.require_connection()?;
             self.inner
                 .bounded(async {
                     self.inner
@@ -1059,6 +1071,7 @@ impl Bus for NatsBus {
     fn publish_stats(&self, node: &str, payload: Bytes) -> BoxFuture<'_, BusResult<()>> {
         let subject = format!("{}{}", self.inner.subjects.stats, node);
         async move {
+            self.inner.require_connection()?;
             self.inner
                 .bounded(async {
                     self.inner
