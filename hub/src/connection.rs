@@ -21,6 +21,9 @@ use crate::outbox::{Frame, Outbox, Queued};
 use crate::server::Node;
 use crate::session::{Session, Verdict};
 
+/// How long a closing connection waits for the peer's close frame.
+const CLOSE_LINGER: Duration = Duration::from_secs(1);
+
 /// How the reader ended.
 enum ReaderEnd {
     /// The peer closed or the socket failed: nothing more to send.
@@ -46,11 +49,18 @@ pub async fn serve(socket: WebSocket, node: Arc<Node>, conn_id: u64, grant: Opti
     let started = Instant::now();
     // Milliseconds since `started` of the last sign of life from the peer.
     let last_seen = AtomicU64::new(0);
-    let (sink, stream) = socket.split();
+    let (sink, mut stream) = socket.split();
     let mut session = Session::new(node.clone(), outbox.clone(), grant);
 
     {
-        let reader = read_loop(stream, &mut session, &node, &outbox, started, &last_seen);
+        let reader = read_loop(
+            &mut stream,
+            &mut session,
+            &node,
+            &outbox,
+            started,
+            &last_seen,
+        );
         let writer = write_loop(sink, &node, &outbox, started, &last_seen, expires_at);
         tokio::pin!(reader, writer);
         tokio::select! {
@@ -66,13 +76,24 @@ pub async fn serve(socket: WebSocket, node: Arc<Node>, conn_id: u64, grant: Opti
     }
     if let Some(code) = outbox.close_code() {
         node.metrics.closed(code.0);
+        // The closing handshake: read (and discard) until the peer's close
+        // frame or EOF, briefly. Dropping a socket with unread input makes
+        // the kernel send RST, which can destroy the close frame in flight.
+        let _ = tokio::time::timeout(CLOSE_LINGER, async {
+            while let Some(Ok(msg)) = stream.next().await {
+                if let Message::Close(_) = msg {
+                    break;
+                }
+            }
+        })
+        .await;
     }
     drop(session);
     node.detach(conn_id);
 }
 
 async fn read_loop(
-    mut stream: futures::stream::SplitStream<WebSocket>,
+    stream: &mut futures::stream::SplitStream<WebSocket>,
     session: &mut Session,
     node: &Node,
     outbox: &Outbox,

@@ -1,0 +1,35 @@
+//! Integration-test helpers: real processes, real sockets, no mocks.
+//!
+//! Layout:
+//! - [`hub`]: starts the real `tribune-hub` binary on a random loopback port.
+//! - [`ws`]: a raw JSON websocket client for protocol-level assertions.
+//! - [`eventually`]: polling with a deadline instead of sleeps.
+//! - `nats`: a real nats-server on a random port with its own store.
+
+pub mod hub;
+pub mod nats;
+pub mod ws;
+
+pub use hub::Hub;
+pub use ws::WsClient;
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+/// Polls `check` until it returns `Some`, or panics with `what` after `within`.
+pub async fn eventually<T, F, Fut>(what: &str, within: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("not within {within:?}: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

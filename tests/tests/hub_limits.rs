@@ -1,0 +1,272 @@
+//! Every limit of PROTOCOL.md section 8 and the close codes of section 6,
+//! against the real hub: frames, floods, slow consumers, capacity, origins,
+//! heartbeats and the paced drain.
+
+use std::time::Duration;
+
+use serde_json::json;
+use tokio_tungstenite::tungstenite::Message;
+use tribune_tests::hub::ConfigFile;
+use tribune_tests::{Hub, WsClient, eventually};
+
+const CLIPS: &str = "clips.limits.feed";
+const RESULTS: &str = "results.limits.board";
+
+#[tokio::test]
+async fn binary_frame_closes_with_1003() {
+    let hub = Hub::start(&[]).await;
+    let (mut c, _) = WsClient::connect(&hub.ws_url()).await;
+    c.send_raw(Message::binary(vec![1, 2, 3])).await;
+    assert_eq!(c.close_code().await, Some(1003));
+}
+
+#[tokio::test]
+async fn oversized_frame_closes_with_1009() {
+    let hub = Hub::start(&[]).await;
+    let (mut c, _) = WsClient::connect(&hub.ws_url()).await;
+    let big = format!(
+        "{{\"type\":\"ping\",\"id\":1,\"pad\":\"{}\"}}",
+        "x".repeat(5000)
+    );
+    c.send_text(&big).await;
+    assert_eq!(c.close_code().await, Some(1009));
+    // A frame just under the limit is fine.
+    let (mut d, _) = WsClient::connect(&hub.ws_url()).await;
+    let ok = format!(
+        "{{\"type\":\"ping\",\"id\":1,\"pad\":\"{}\"}}",
+        "x".repeat(4000)
+    );
+    d.send_text(&ok).await;
+    assert_eq!(d.recv().await["type"], "pong");
+}
+
+#[tokio::test]
+async fn frame_flood_closes_with_4029() {
+    let hub = Hub::start(&[]).await;
+    let (mut c, _) = WsClient::connect(&hub.ws_url()).await;
+    // The burst of 40 is served...
+    for i in 0..40 {
+        c.send(json!({"type": "ping", "id": i})).await;
+    }
+    for i in 0..40 {
+        assert_eq!(c.recv().await, json!({"type": "pong", "id": i}));
+    }
+    // ...and what goes past the rate closes the connection.
+    for i in 0..20 {
+        // The hub may close before all of them are sent.
+        let frame = json!({"type": "ping", "id": i}).to_string();
+        let _ = futures::SinkExt::send(&mut c.stream, Message::text(frame)).await;
+    }
+    assert_eq!(c.close_code().await, Some(4029));
+    assert_eq!(hub.metric("tribune_closes_total{code=\"4029\"}").await, 1.0);
+}
+
+#[tokio::test]
+async fn repeated_bad_frames_close_with_4029() {
+    let hub = Hub::start(&[]).await;
+    let (mut c, _) = WsClient::connect(&hub.ws_url()).await;
+    for _ in 0..10 {
+        c.send_text("nonsense").await;
+        assert_eq!(c.recv().await["code"], "bad_request");
+    }
+    c.send_text("nonsense").await;
+    assert_eq!(c.close_code().await, Some(4029));
+}
+
+#[tokio::test]
+async fn connection_limit_answers_503_before_the_upgrade() {
+    let cfg = ConfigFile::new("[limits]\nmax_connections = 2\n");
+    let hub = Hub::start(&["--config", cfg.path()]).await;
+    let (_a, _) = WsClient::connect(&hub.ws_url()).await;
+    let (_b, _) = WsClient::connect(&hub.ws_url()).await;
+    let refused = WsClient::connect_with(&hub.ws_url(), &[])
+        .await
+        .err()
+        .expect("third is refused");
+    assert_eq!(refused.status, 503);
+    assert!(refused.retry_after.is_some());
+    assert!(refused.body.contains("\"unavailable\""), "{}", refused.body);
+    drop(_a);
+    eventually("a slot frees up", Duration::from_secs(5), || async {
+        WsClient::connect_with(&hub.ws_url(), &[]).await.ok()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn handshake_rate_per_address_answers_429() {
+    let cfg = ConfigFile::new("[limits]\nhandshakes_per_second = 3\n");
+    let hub = Hub::start(&["--config", cfg.path()]).await;
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        statuses.push(match WsClient::connect_with(&hub.ws_url(), &[]).await {
+            Ok(_) => 101,
+            Err(r) => {
+                assert!(r.body.contains("rate_limited"), "{}", r.body);
+                r.status
+            }
+        });
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 101).count(),
+        3,
+        "{statuses:?}"
+    );
+    assert!(statuses.contains(&429));
+    assert!(
+        hub.metric("tribune_handshakes_refused_total{reason=\"rate\"}")
+            .await
+            >= 1.0
+    );
+}
+
+#[tokio::test]
+async fn origins_outside_the_allowlist_get_403() {
+    let cfg = ConfigFile::new("allowed_origins = [\"https://fans.example.org\"]\n");
+    let hub = Hub::start(&["--config", cfg.path()]).await;
+    let refused = WsClient::connect_with(&hub.ws_url(), &[("origin", "https://evil.example.com")])
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(refused.status, 403);
+    assert!(
+        WsClient::connect_with(&hub.ws_url(), &[("origin", "https://fans.example.org")])
+            .await
+            .is_ok()
+    );
+    // Apps that send no Origin are not browsers: allowed.
+    assert!(WsClient::connect_with(&hub.ws_url(), &[]).await.is_ok());
+}
+
+#[tokio::test]
+async fn silent_peers_are_closed_after_two_heartbeats() {
+    let cfg = ConfigFile::new("heartbeat_ms = 200\n");
+    let hub = Hub::start(&["--config", cfg.path()]).await;
+    // A reading client answers pings (tungstenite does) and stays.
+    let (mut alive, w) = WsClient::connect(&hub.ws_url()).await;
+    assert_eq!(w["heartbeat_ms"], 200);
+    // A client that never reads never answers pings.
+    let (mut silent, _) = WsClient::connect(&hub.ws_url()).await;
+    alive.expect_silence(Duration::from_millis(1200)).await;
+    assert_eq!(alive.request(json!({"type": "ping"})).await["type"], "pong");
+    assert_eq!(silent.close_code().await, Some(1001));
+}
+
+#[tokio::test]
+async fn slow_feed_client_gets_4008_and_fast_client_everything() {
+    let cfg = ConfigFile::new(
+        "slow_close_grace_ms = 20000\n[limits]\nqueue_messages = 64\nqueue_bytes = 65536\n",
+    );
+    let hub = Hub::start(&["--config", cfg.path()]).await;
+    let (mut fast, _) = WsClient::connect(&hub.ws_url()).await;
+    fast.subscribe(CLIPS, json!({})).await;
+    let (mut slow, _) = WsClient::connect_small_buffer(&hub.ws_url(), 4096).await;
+    slow.subscribe(CLIPS, json!({})).await;
+    // Large messages, so that the sockets' buffers fill and the hub's queue
+    // is what overflows.
+    let pad = "p".repeat(20_000);
+    let total = 400;
+    let reader = tokio::spawn(async move {
+        let mut prev = None;
+        for i in 0..total {
+            let m = fast.recv().await;
+            assert_eq!(
+                m["data"]["i"], i,
+                "fast client receives every message in order"
+            );
+            if let Some(p) = prev {
+                assert_eq!(m["prev"], p);
+            }
+            prev = Some(m["seq"].clone());
+        }
+    });
+    for i in 0..total {
+        hub.publish(CLIPS, json!({"i": i, "pad": pad})).await;
+    }
+    reader.await.unwrap();
+    assert_eq!(slow.close_code().await, Some(4008));
+    assert_eq!(hub.metric("tribune_slow_consumers_total").await, 1.0);
+}
+
+#[tokio::test]
+async fn slow_state_client_ends_on_the_latest_state() {
+    let cfg = ConfigFile::new("[limits]\nqueue_messages = 16\nqueue_bytes = 65536\n");
+    let hub = Hub::start(&["--config", cfg.path()]).await;
+    let (mut slow, _) = WsClient::connect_small_buffer(&hub.ws_url(), 4096).await;
+    slow.subscribe(RESULTS, json!({})).await;
+    let pad = "p".repeat(20_000);
+    let mut last = 0;
+    for i in 0..300 {
+        last = hub.publish(RESULTS, json!({"i": i, "pad": pad})).await;
+    }
+    let mut received = 0;
+    let mut prev_seq = 0;
+    loop {
+        let m = slow.recv().await;
+        received += 1;
+        let seq = m["seq"].as_u64().unwrap();
+        assert!(seq > prev_seq, "seq strictly increases even when conflated");
+        prev_seq = seq;
+        if seq == last {
+            assert_eq!(m["data"]["i"], 299);
+            break;
+        }
+    }
+    assert!(
+        received < 300,
+        "superseded states were dropped ({received} of 300)"
+    );
+    assert!(hub.metric("tribune_conflated_total").await > 0.0);
+    assert_eq!(
+        hub.metric("tribune_slow_consumers_total").await,
+        0.0,
+        "state clients are not closed"
+    );
+    slow.expect_silence(Duration::from_millis(200)).await;
+}
+
+#[tokio::test]
+async fn sigterm_drains_clients_then_exits_zero() {
+    let cfg = ConfigFile::new("[drain]\nwindow_ms = 400\nretry_ms = 1500\ngrace_ms = 5000\n");
+    let mut hub = Hub::start(&["--config", cfg.path()]).await;
+    let mut clients = Vec::new();
+    for _ in 0..5 {
+        clients.push(WsClient::connect(&hub.ws_url()).await.0);
+    }
+    hub.terminate();
+    for c in &mut clients {
+        let m = c.recv().await;
+        assert_eq!(m, json!({"type": "drain", "retry_ms": 1500}));
+        assert_eq!(c.close_code().await, Some(1001));
+    }
+    let status = hub
+        .wait(Duration::from_secs(6))
+        .await
+        .expect("exits within the grace period");
+    assert!(status.success(), "{status:?}");
+}
+
+#[tokio::test]
+async fn draining_node_is_not_ready_and_refuses_handshakes() {
+    let cfg = ConfigFile::new("[drain]\nwindow_ms = 3000\ngrace_ms = 6000\n");
+    let hub = Hub::start(&["--config", cfg.path()]).await;
+    let (_keep, _) = WsClient::connect(&hub.ws_url()).await;
+    let http = reqwest::Client::new();
+    let ready = format!("{}/readyz", hub.http_url());
+    assert_eq!(http.get(&ready).send().await.unwrap().status(), 200);
+    hub.terminate();
+    // The listener stops accepting: either refused at TCP or with 503.
+    eventually("not ready or gone", Duration::from_secs(3), || {
+        let http = http.clone();
+        let ready = ready.clone();
+        async move {
+            match http.get(&ready).send().await {
+                Ok(r) if r.status() == 503 => Some(()),
+                Err(_) => Some(()),
+                _ => None,
+            }
+        }
+    })
+    .await;
+    assert!(WsClient::connect_with(&hub.ws_url(), &[]).await.is_err());
+}
