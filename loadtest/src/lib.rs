@@ -14,10 +14,16 @@
 //! - [`worker`]: a worker process running its share of the clients.
 
 pub mod account;
+pub mod cli;
+pub mod coordinator;
+pub mod html;
 pub mod natsws;
 pub mod payload;
 pub mod plan;
 pub mod procstat;
+pub mod publisher;
+pub mod report;
+pub mod servers;
 pub mod tribune;
 pub mod wire;
 pub mod worker;

@@ -1,4 +1,10 @@
-//! `tribune-loadtest`: see the crate documentation.
+//! `tribune-loadtest`: parses the command line and runs the coordinator,
+//! or, as `tribune-loadtest worker`, one worker process (see the crate docs).
+
+use clap::Parser;
+use tribune_loadtest::cli::Cli;
+use tribune_loadtest::wire::Target;
+use tribune_loadtest::{coordinator, html, report};
 
 fn main() {
     if std::env::args().nth(1).as_deref() == Some("worker") {
@@ -8,4 +14,34 @@ fn main() {
         }
         return;
     }
+    let cli = Cli::parse();
+    std::process::exit(match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("tribune-loadtest: {e:#}");
+            1
+        }
+    });
+}
+
+fn run(cli: Cli) -> anyhow::Result<i32> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let feed = cli.scenario.is_feed();
+    let (report, dir) = rt.block_on(coordinator::run(cli))?;
+    let json = dir.join("report.json");
+    std::fs::write(&json, serde_json::to_string_pretty(&report)?)?;
+    std::fs::write(dir.join("report.html"), html::render(&report))?;
+    eprint!("{}", report::summary(&report));
+    eprintln!("report: {} and report.html", json.display());
+    // Loss or duplicates on the hub in a feed scenario fail the run; the
+    // peer (core NATS, at most once) is measured, not judged.
+    let hub_lost = report
+        .runs
+        .iter()
+        .filter(|r| r.target == Some(Target::Tribune))
+        .any(|r| r.delivery.loss.lost > 0 || r.delivery.loss.duplicated > 0);
+    Ok(if feed && hub_lost { 3 } else { 0 })
 }

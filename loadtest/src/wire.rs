@@ -180,6 +180,12 @@ pub struct Progress {
     pub resumed: u64,
     /// Clients disconnected and not back yet, now.
     pub away: u64,
+    /// When the last client came back so far, µs since the epoch (0: none).
+    pub last_back_us: u64,
+    /// When this worker's first client started connecting, µs since the epoch.
+    pub first_attempt_us: u64,
+    /// When every client of this worker had connected once (0: not yet).
+    pub all_connected_us: u64,
 }
 
 /// Sent once, after `Finish`.

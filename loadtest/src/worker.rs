@@ -105,6 +105,12 @@ struct Stats {
     first_delivery_us: u64,
     last_delivery_us: u64,
     last_back_us: u64,
+    first_attempt_us: u64,
+    all_connected_us: u64,
+    /// Clients that have connected at least once.
+    connected_once: u64,
+    /// This worker's number of clients.
+    clients: u64,
     /// Test hooks still armed.
     drop_armed: bool,
     dup_armed: bool,
@@ -138,6 +144,10 @@ impl Stats {
             first_delivery_us: 0,
             last_delivery_us: 0,
             last_back_us: 0,
+            first_attempt_us: 0,
+            all_connected_us: 0,
+            connected_once: 0,
+            clients: 0,
             drop_armed: spec.drop_one && spec.worker == 0,
             dup_armed: spec.dup_one && spec.worker == 0,
         }
@@ -160,6 +170,9 @@ impl Stats {
             interval_latency: interval,
             resumed: self.resumed,
             away: self.away,
+            last_back_us: self.last_back_us,
+            first_attempt_us: self.first_attempt_us,
+            all_connected_us: self.all_connected_us,
         }
     }
 
@@ -251,6 +264,7 @@ async fn run(spec: WorkerSpec) -> anyhow::Result<()> {
     let my_clients: Vec<u64> = (u64::from(spec.worker)..spec.clients)
         .step_by(spec.procs.max(1) as usize)
         .collect();
+    shared.stats.borrow_mut().clients = my_clients.len() as u64;
     let slots: Rc<Vec<Rc<SlotCtl>>> = Rc::new(
         my_clients
             .iter()
@@ -451,6 +465,7 @@ async fn client_task(shared: &Shared, index: u64, ctl: &SlotCtl) {
     let source: Option<IpAddr> = (!spec.sources.is_empty())
         .then(|| spec.sources[(index as usize / spec.procs.max(1) as usize) % spec.sources.len()]);
     let mut backoff_ms = 100u64;
+    let mut connected_once = false;
     let subprotocol = match spec.target {
         Target::Tribune => Some(tribune_protocol::SUBPROTOCOL),
         Target::NatsWs => None,
@@ -461,6 +476,12 @@ async fn client_task(shared: &Shared, index: u64, ctl: &SlotCtl) {
             return;
         }
         let t0 = Instant::now();
+        {
+            let mut st = shared.stats.borrow_mut();
+            if st.first_attempt_us == 0 {
+                st.first_attempt_us = now_us();
+            }
+        }
         let conn = WsConn::connect(
             &shared.urls[url],
             source,
@@ -492,6 +513,13 @@ async fn client_task(shared: &Shared, index: u64, ctl: &SlotCtl) {
             record_us(&mut st.handshake, t0.elapsed().as_micros() as u64);
             st.established += 1;
             st.open += 1;
+            if !connected_once {
+                connected_once = true;
+                st.connected_once += 1;
+                if st.connected_once == st.clients {
+                    st.all_connected_us = now_us();
+                }
+            }
         }
         backoff_ms = 100;
         let outcome = session(shared, &mut client, conn, ctl).await;

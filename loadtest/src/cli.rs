@@ -1,0 +1,306 @@
+//! The command line of `tribune-loadtest`.
+
+use std::path::PathBuf;
+
+use clap::{Parser, ValueEnum};
+use serde::Serialize;
+
+use crate::wire::Target;
+
+/// What a run does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Scenario {
+    /// Hold N connections and report memory.
+    Idle,
+    /// N clients on one topic.
+    Fanout,
+    /// N clients, each on K of T topics chosen by Zipf popularity.
+    Topics,
+    /// N connected clients all subscribe to one topic within S seconds.
+    Storm,
+    /// Clients disconnect and new ones connect at a rate while traffic flows.
+    Churn,
+    /// Kill or drain a hub node; time until every client is back, no loss.
+    Resume,
+}
+
+impl Scenario {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scenario::Idle => "idle",
+            Scenario::Fanout => "fanout",
+            Scenario::Topics => "topics",
+            Scenario::Storm => "storm",
+            Scenario::Churn => "churn",
+            Scenario::Resume => "resume",
+        }
+    }
+
+    /// Scenarios whose messages are a feed: any loss fails the run.
+    pub fn is_feed(self) -> bool {
+        self != Scenario::Idle
+    }
+}
+
+/// How the hub's bus runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Bus {
+    /// `--nats` on a nats-server (started by the harness or `--nats-url`).
+    Nats,
+    /// No `--nats`: the in-process bus; publications go through `POST /v1/publish`.
+    Embedded,
+}
+
+/// Where publications enter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum PublishVia {
+    /// JetStream publish on `tribune.fan.<topic>`.
+    Nats,
+    /// The hub's `POST /v1/publish`.
+    Http,
+}
+
+/// How `resume` takes a node away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum ResumeAction {
+    /// SIGKILL: connections drop without notice.
+    Kill,
+    /// SIGTERM: the node sends `drain` and closes its clients over its window.
+    Drain,
+}
+
+/// Load generator for Tribune hubs, compared with nats-server's websocket listener.
+///
+/// Starts nats-server and hub nodes itself unless given their URLs, runs the
+/// scenario against each target in turn with the same clients, and writes
+/// `report.json` and `report.html` into the output directory. Exit status: 0,
+/// 3 when a feed scenario lost or duplicated messages on the tribune target,
+/// 1 on errors.
+#[derive(Debug, Clone, Parser, Serialize)]
+#[command(name = "tribune-loadtest", version)]
+pub struct Cli {
+    #[arg(value_enum)]
+    pub scenario: Scenario,
+
+    /// Servers to measure, one after the other: tribune, nats-ws or both.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "tribune")]
+    pub target: Vec<Target>,
+
+    // --- clients ---
+    /// Number of clients.
+    #[arg(long, short = 'n', default_value_t = 200)]
+    pub clients: u64,
+    /// Worker processes holding the clients (each may open at most 20,000 files).
+    #[arg(long, default_value_t = 1)]
+    pub procs: u32,
+    /// Loopback source addresses to spread clients over (127.0.0.2, 127.0.0.3...)
+    /// so that ephemeral ports never run out; 0 lets the kernel choose.
+    /// Default: one per 15,000 clients.
+    #[arg(long)]
+    pub source_addrs: Option<u32>,
+    /// New connections per second, all workers together.
+    #[arg(long, default_value_t = 2000.0)]
+    pub connect_rate: f64,
+    /// Time allowed for every client to connect (and subscribe).
+    #[arg(long, default_value_t = 120)]
+    pub connect_timeout_s: u64,
+    /// Read buffer per connection, bytes.
+    #[arg(long, default_value_t = 4096)]
+    pub read_buf: usize,
+
+    // --- traffic ---
+    /// Topics (default: 1; 500 for `topics`; 10 for `churn`).
+    #[arg(long)]
+    pub topics: Option<u32>,
+    /// Topics per client (default: 5 for `topics`, else 1).
+    #[arg(long)]
+    pub per_client: Option<u32>,
+    /// Zipf exponent of topic popularity.
+    #[arg(long, default_value_t = 1.0)]
+    pub zipf: f64,
+    /// Publications per second, all topics together.
+    #[arg(long, default_value_t = 50.0)]
+    pub rate: f64,
+    /// How long the publisher runs, seconds.
+    #[arg(long, default_value_t = 10.0)]
+    pub duration_s: f64,
+    /// Payload size, bytes (at least 64).
+    #[arg(long, default_value_t = 200)]
+    pub payload_size: usize,
+    /// Where publications enter (default: nats, or http with the embedded bus).
+    #[arg(long, value_enum)]
+    pub publish: Option<PublishVia>,
+    /// Time allowed after the last publication for deliveries to arrive.
+    #[arg(long, default_value_t = 10_000)]
+    pub settle_ms: u64,
+
+    // --- scenarios ---
+    /// idle: how long connections are held before memory is read.
+    #[arg(long, default_value_t = 3.0)]
+    pub hold_s: f64,
+    /// storm: window over which all clients subscribe.
+    #[arg(long, default_value_t = 5.0)]
+    pub storm_spread_s: f64,
+    /// churn: clients closed and replaced per second.
+    #[arg(long, default_value_t = 20.0)]
+    pub churn_rate: f64,
+    /// resume: kill or drain.
+    #[arg(long, value_enum, default_value = "kill")]
+    pub resume_action: ResumeAction,
+    /// resume: which hub node (index) is taken away.
+    #[arg(long, default_value_t = 0)]
+    pub resume_node: usize,
+    /// resume: seconds of traffic before the node is taken away.
+    #[arg(long, default_value_t = 2.0)]
+    pub resume_after_s: f64,
+    /// resume: time allowed for every client to be back.
+    #[arg(long, default_value_t = 60)]
+    pub resume_timeout_s: u64,
+    /// resume: start the node again (default: only with a single node).
+    #[arg(long)]
+    pub restart: Option<bool>,
+
+    // --- servers ---
+    /// Hub nodes to start.
+    #[arg(long, default_value_t = 1)]
+    pub hubs: usize,
+    /// The hub binary (default: tribune-hub next to this binary, in target/, or in PATH).
+    #[arg(long)]
+    pub hub_bin: Option<PathBuf>,
+    /// Hub configuration file (default: one written by the harness with raised
+    /// handshake and connection limits and a 2 s drain window).
+    #[arg(long)]
+    pub hub_config: Option<PathBuf>,
+    /// Extra argument for every hub (repeatable).
+    #[arg(long, allow_hyphen_values = true)]
+    pub hub_arg: Vec<String>,
+    /// The hub's bus.
+    #[arg(long, value_enum, default_value = "nats")]
+    pub bus: Bus,
+    /// The nats-server binary (default: .tools/bin/nats-server or PATH).
+    #[arg(long)]
+    pub nats_server_bin: Option<PathBuf>,
+    /// Use running hubs instead of starting them (repeatable, ws://IP:PORT/v1/ws).
+    #[arg(long)]
+    pub hub_url: Vec<String>,
+    /// Pids of the running hubs, for memory and CPU (repeatable).
+    #[arg(long)]
+    pub hub_pid: Vec<u32>,
+    /// Use a running nats-server (nats://IP:PORT) instead of starting one.
+    #[arg(long)]
+    pub nats_url: Option<String>,
+    /// Its websocket listener (ws://IP:PORT), for `--target nats-ws`.
+    #[arg(long)]
+    pub nats_ws_url: Option<String>,
+    /// Its pid, for memory and CPU.
+    #[arg(long)]
+    pub nats_pid: Option<u32>,
+
+    // --- output ---
+    /// Output directory for reports and logs (default: target/loadtest/<scenario>-<time>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// No progress bars.
+    #[arg(long)]
+    pub no_progress: bool,
+    /// Hard limit on the whole run, seconds.
+    #[arg(long, default_value_t = 900)]
+    pub max_seconds: u64,
+    /// Seed of the topic choices.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+
+    // --- test hooks ---
+    /// Test hook: one client discards one received message (must count as lost == 1).
+    #[arg(long, hide = true)]
+    pub test_drop_one: bool,
+    /// Test hook: one client accounts one message twice (must count as duplicated == 1).
+    #[arg(long, hide = true)]
+    pub test_dup_one: bool,
+}
+
+impl Cli {
+    pub fn topics(&self) -> u32 {
+        self.topics.unwrap_or(match self.scenario {
+            Scenario::Topics => 500,
+            Scenario::Churn => 10,
+            _ => 1,
+        })
+    }
+
+    pub fn per_client(&self) -> u32 {
+        self.per_client
+            .unwrap_or(if self.scenario == Scenario::Topics {
+                5
+            } else {
+                1
+            })
+            .min(self.topics())
+            .max(1)
+    }
+
+    pub fn source_addrs(&self) -> u32 {
+        self.source_addrs
+            .unwrap_or(self.clients.div_ceil(15_000) as u32)
+            .min(250)
+    }
+
+    pub fn publish_via(&self) -> PublishVia {
+        self.publish.unwrap_or(match self.bus {
+            Bus::Embedded => PublishVia::Http,
+            Bus::Nats => PublishVia::Nats,
+        })
+    }
+
+    /// Refuses combinations that cannot run, with the reason.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.clients == 0 || self.procs == 0 || self.hubs == 0 {
+            return Err("--clients, --procs and --hubs must be at least 1".into());
+        }
+        if self.clients / u64::from(self.procs) > 19_000 {
+            return Err(format!(
+                "{} clients over {} worker(s) is more than 19,000 per process (the file limit is 20,000): use --procs {}",
+                self.clients,
+                self.procs,
+                self.clients.div_ceil(19_000)
+            ));
+        }
+        if self.payload_size < crate::payload::MIN_SIZE {
+            return Err(format!(
+                "--payload-size must be at least {}",
+                crate::payload::MIN_SIZE
+            ));
+        }
+        if self.rate <= 0.0 || self.duration_s <= 0.0 || self.connect_rate <= 0.0 {
+            return Err("--rate, --duration-s and --connect-rate must be positive".into());
+        }
+        if self.scenario == Scenario::Resume {
+            if self.target.contains(&Target::NatsWs) {
+                return Err("resume measures hub nodes: use --target tribune".into());
+            }
+            if self.bus == Bus::Embedded {
+                return Err("resume needs --bus nats: an embedded bus dies with its node".into());
+            }
+            if self.resume_node >= self.hubs.max(self.hub_url.len()) {
+                return Err("--resume-node is not one of the hubs".into());
+            }
+        }
+        if self.target.contains(&Target::Tribune)
+            && self.bus == Bus::Embedded
+            && self.publish_via() == PublishVia::Nats
+        {
+            return Err("the embedded bus only hears POST /v1/publish: use --publish http".into());
+        }
+        if self.target.contains(&Target::NatsWs) && self.publish_via() == PublishVia::Http {
+            return Err("--target nats-ws needs --publish nats".into());
+        }
+        if !self.hub_url.is_empty() && self.hub_pid.len() > self.hub_url.len() {
+            return Err("more --hub-pid than --hub-url".into());
+        }
+        Ok(())
+    }
+}

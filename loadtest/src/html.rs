@@ -1,0 +1,609 @@
+//! The HTML report: one self-contained page (inline CSS and SVG, no
+//! script, nothing fetched) with the figures of every target side by side,
+//! latency over time, the latency percentile distribution, deliveries per
+//! second and server memory over time.
+
+use crate::report::{Report, RunReport, fmt_ratio, fmt_us};
+
+const COLORS: [&str; 4] = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"];
+
+/// Escapes text for HTML element content and attribute values.
+pub fn esc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// One line of a chart.
+struct Series {
+    name: String,
+    color: &'static str,
+    dashed: bool,
+    points: Vec<(f64, f64)>,
+}
+
+/// Axis scale of a chart.
+#[derive(Clone, Copy, PartialEq)]
+enum Scale {
+    Linear,
+    /// Base-10 logarithm (values ≤ 0 are dropped).
+    Log,
+}
+
+struct Chart<'a> {
+    title: &'a str,
+    x_label: &'a str,
+    y_label: &'a str,
+    y_scale: Scale,
+    /// Custom x tick labels (position, text); default: 5 even ticks.
+    x_ticks: Option<Vec<(f64, String)>>,
+    y_fmt: fn(f64) -> String,
+}
+
+const W: f64 = 720.0;
+const H: f64 = 300.0;
+const ML: f64 = 70.0;
+const MR: f64 = 20.0;
+const MT: f64 = 30.0;
+const MB: f64 = 45.0;
+
+fn svg_chart(c: &Chart<'_>, series: &[Series]) -> String {
+    let ty = |v: f64| match c.y_scale {
+        Scale::Linear => Some(v),
+        Scale::Log => (v > 0.0).then(|| v.log10()),
+    };
+    let pts: Vec<(f64, f64)> = series
+        .iter()
+        .flat_map(|s| s.points.iter().filter_map(|&(x, y)| ty(y).map(|y| (x, y))))
+        .collect();
+    let mut svg = format!(
+        r#"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {W} {H}" width="{W}" height="{H}" role="img"><title>{}</title><text x="{}" y="18" text-anchor="middle" class="t">{}</text>"#,
+        esc(c.title),
+        W / 2.0,
+        esc(c.title)
+    );
+    if pts.is_empty() {
+        svg.push_str(&format!(
+            r#"<text x="{}" y="{}" text-anchor="middle">no data</text></svg>"#,
+            W / 2.0,
+            H / 2.0
+        ));
+        return svg;
+    }
+    let (mut x0, mut x1) = (f64::MAX, f64::MIN);
+    let (mut y0, mut y1) = (f64::MAX, f64::MIN);
+    for &(x, y) in &pts {
+        x0 = x0.min(x);
+        x1 = x1.max(x);
+        y0 = y0.min(y);
+        y1 = y1.max(y);
+    }
+    if c.y_scale == Scale::Linear {
+        y0 = y0.min(0.0);
+    } else {
+        y0 = y0.floor();
+        y1 = y1.ceil();
+    }
+    if (x1 - x0).abs() < 1e-9 {
+        x1 = x0 + 1.0;
+    }
+    if (y1 - y0).abs() < 1e-9 {
+        y1 = y0 + 1.0;
+    }
+    let px = |x: f64| ML + (x - x0) / (x1 - x0) * (W - ML - MR);
+    let py = |y: f64| H - MB - (y - y0) / (y1 - y0) * (H - MT - MB);
+    // Axes and grid.
+    svg.push_str(&format!(
+        r##"<rect x="{ML}" y="{MT}" width="{}" height="{}" fill="none" stroke="#999"/>"##,
+        W - ML - MR,
+        H - MT - MB
+    ));
+    let y_ticks: Vec<f64> = match c.y_scale {
+        Scale::Log => (y0 as i64..=y1 as i64).map(|e| e as f64).collect(),
+        Scale::Linear => (0..=4)
+            .map(|i| y0 + (y1 - y0) * f64::from(i) / 4.0)
+            .collect(),
+    };
+    for t in y_ticks {
+        let v = match c.y_scale {
+            Scale::Log => 10f64.powf(t),
+            Scale::Linear => t,
+        };
+        svg.push_str(&format!(
+            r##"<line x1="{ML}" x2="{}" y1="{y:.1}" y2="{y:.1}" stroke="#eee"/><text x="{}" y="{:.1}" text-anchor="end" class="a">{}</text>"##,
+            W - MR,
+            ML - 5.0,
+            py(t) + 4.0,
+            esc(&(c.y_fmt)(v)),
+            y = py(t)
+        ));
+    }
+    let x_ticks = c.x_ticks.clone().unwrap_or_else(|| {
+        (0..=5)
+            .map(|i| {
+                let x = x0 + (x1 - x0) * f64::from(i) / 5.0;
+                (x, format!("{x:.0}"))
+            })
+            .collect()
+    });
+    for (x, label) in x_ticks.into_iter().filter(|(x, _)| *x >= x0 && *x <= x1) {
+        svg.push_str(&format!(
+            r##"<line x1="{p:.1}" x2="{p:.1}" y1="{MT}" y2="{}" stroke="#eee"/><text x="{p:.1}" y="{}" text-anchor="middle" class="a">{}</text>"##,
+            H - MB,
+            H - MB + 15.0,
+            esc(&label),
+            p = px(x)
+        ));
+    }
+    svg.push_str(&format!(
+        r#"<text x="{}" y="{}" text-anchor="middle" class="a">{}</text><text x="14" y="{}" text-anchor="middle" class="a" transform="rotate(-90 14 {})">{}</text>"#,
+        (ML + W - MR) / 2.0,
+        H - 8.0,
+        esc(c.x_label),
+        (MT + H - MB) / 2.0,
+        (MT + H - MB) / 2.0,
+        esc(c.y_label)
+    ));
+    // Lines and legend.
+    for (i, s) in series.iter().enumerate() {
+        let path: Vec<String> = s
+            .points
+            .iter()
+            .filter_map(|&(x, y)| ty(y).map(|y| format!("{:.1},{:.1}", px(x), py(y))))
+            .collect();
+        if !path.is_empty() {
+            svg.push_str(&format!(
+                r#"<polyline fill="none" stroke="{}" stroke-width="1.8"{} points="{}"/>"#,
+                s.color,
+                if s.dashed {
+                    r#" stroke-dasharray="5,3""#
+                } else {
+                    ""
+                },
+                path.join(" ")
+            ));
+        }
+        let ly = MT + 14.0 + 14.0 * i as f64;
+        svg.push_str(&format!(
+            r#"<line x1="{}" x2="{}" y1="{ly}" y2="{ly}" stroke="{}" stroke-width="2"{}/><text x="{}" y="{}" class="a">{}</text>"#,
+            ML + 10.0,
+            ML + 30.0,
+            s.color,
+            if s.dashed { r#" stroke-dasharray="5,3""# } else { "" },
+            ML + 35.0,
+            ly + 4.0,
+            esc(&s.name)
+        ));
+    }
+    svg.push_str("</svg>");
+    svg
+}
+
+fn us_label(v: f64) -> String {
+    fmt_us(v.round() as u64)
+}
+
+fn count_label(v: f64) -> String {
+    if v >= 1e6 {
+        format!("{:.1}M", v / 1e6)
+    } else if v >= 1e3 {
+        format!("{:.1}k", v / 1e3)
+    } else {
+        format!("{v:.0}")
+    }
+}
+
+fn mib_label(v: f64) -> String {
+    format!("{:.0} MiB", v / 1024.0)
+}
+
+/// Position of a percentile on the "nines" axis: 90 → 1, 99 → 2, 99.9 → 3.
+fn nines(p: f64) -> f64 {
+    -(1.0 - (p / 100.0).min(0.99999)).log10()
+}
+
+fn row(cells: &[String]) -> String {
+    format!(
+        "<tr>{}</tr>",
+        cells
+            .iter()
+            .map(|c| format!("<td>{c}</td>"))
+            .collect::<String>()
+    )
+}
+
+fn run_rows(runs: &[RunReport]) -> String {
+    let mut rows: Vec<(&str, Box<dyn Fn(&RunReport) -> String>)> = vec![
+        (
+            "clients connected (peak) / requested",
+            Box::new(|r| format!("{} / {}", r.connect.peak_open, r.connect.requested)),
+        ),
+        (
+            "connect rate",
+            Box::new(|r| {
+                format!(
+                    "{:.0}/s in {:.1} s",
+                    r.connect.rate_per_s, r.connect.connect_s
+                )
+            }),
+        ),
+        (
+            "failed attempts",
+            Box::new(|r| format!("{} {:?}", r.connect.failed, r.connect.failures)),
+        ),
+        (
+            "handshake p50 / p99 / max",
+            Box::new(|r| {
+                let h = &r.connect.handshake_us;
+                format!("{} / {} / {}", fmt_us(h.p50), fmt_us(h.p99), fmt_us(h.max))
+            }),
+        ),
+        (
+            "subscriptions confirmed / expected",
+            Box::new(|r| format!("{} / {}", r.subscribe.confirmed, r.subscribe.expected)),
+        ),
+        (
+            "subscribe p50 / p99",
+            Box::new(|r| {
+                format!(
+                    "{} / {}",
+                    fmt_us(r.subscribe.latency_us.p50),
+                    fmt_us(r.subscribe.latency_us.p99)
+                )
+            }),
+        ),
+        (
+            "published (acked, errors)",
+            Box::new(|r| {
+                r.publish.as_ref().map_or("-".into(), |p| {
+                    format!("{} ({}, {}) at {:.0}/s", p.sent, p.acked, p.errors, p.rate)
+                })
+            }),
+        ),
+        (
+            "deliveries",
+            Box::new(|r| r.delivery.deliveries.to_string()),
+        ),
+        (
+            "deliveries/s",
+            Box::new(|r| format!("{:.0}", r.delivery.per_s)),
+        ),
+        (
+            "latency p50 / p90 / p99 / p99.9 / max",
+            Box::new(|r| {
+                let l = &r.delivery.latency_us;
+                format!(
+                    "{} / {} / {} / {} / {}",
+                    fmt_us(l.p50),
+                    fmt_us(l.p90),
+                    fmt_us(l.p99),
+                    fmt_us(l.p999),
+                    fmt_us(l.max)
+                )
+            }),
+        ),
+        (
+            "lost / duplicated / gaps",
+            Box::new(|r| {
+                let l = &r.delivery.loss;
+                format!("{} / {} / {}", l.lost, l.duplicated, l.gaps)
+            }),
+        ),
+        (
+            "replayed / prev mismatches",
+            Box::new(|r| format!("{} / {}", r.delivery.replayed, r.delivery.prev_mismatch)),
+        ),
+        (
+            "server RSS per connection",
+            Box::new(|r| {
+                r.resources
+                    .rss_per_conn_bytes
+                    .map_or("-".into(), |b| format!("{b:.0} B"))
+            }),
+        ),
+        (
+            "server CPU per delivery",
+            Box::new(|r| {
+                r.resources
+                    .cpu_us_per_delivery
+                    .map_or("-".into(), |c| format!("{c:.2} µs"))
+            }),
+        ),
+        ("closes", Box::new(|r| format!("{:?}", r.closes))),
+        ("errors", Box::new(|r| format!("{:?}", r.errors))),
+    ];
+    rows.push((
+        "resume",
+        Box::new(|r| {
+            r.resume.as_ref().map_or("-".into(), |x| {
+                format!(
+                    "{} node {}: {}/{} back, all in {}, recovered {}, not {}, p99 {}",
+                    x.action,
+                    x.node,
+                    x.resumed,
+                    x.affected,
+                    x.all_back_ms.map_or("n/a".into(), |m| format!("{m:.0} ms")),
+                    x.recovered,
+                    x.not_recovered,
+                    fmt_us(x.latency_us.p99)
+                )
+            })
+        }),
+    ));
+    rows.iter()
+        .map(|(name, f)| {
+            let mut cells = vec![esc(name)];
+            cells.extend(runs.iter().map(|r| esc(&f(r))));
+            row(&cells)
+        })
+        .collect()
+}
+
+/// Renders the whole report.
+pub fn render(report: &Report) -> String {
+    let mut body = String::new();
+    body.push_str(&format!(
+        "<h1>tribune-loadtest: {}</h1><p class=\"m\">{} · {} · {} CPUs ({}) · {} MiB · kernel {} · load at start {}</p>",
+        esc(&report.scenario),
+        esc(&report.tool),
+        esc(&report.versions.iter().map(|(k, v)| format!("{k}: {v}")).collect::<Vec<_>>().join(", ")),
+        report.machine.nproc,
+        esc(&report.machine.cpu_model),
+        report.machine.mem_total_kib / 1024,
+        esc(&report.machine.kernel),
+        esc(&report.machine.loadavg_at_start),
+    ));
+    body.push_str(&format!(
+        "<p class=\"m\"><code>{}</code></p>",
+        esc(&report.command.join(" "))
+    ));
+
+    if !report.checks.is_empty() {
+        body.push_str("<h2>Targets</h2><table><tr><th>check</th><th>measured</th><th>target</th><th></th></tr>");
+        for c in &report.checks {
+            body.push_str(&format!(
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td class=\"{}\">{}</td></tr>",
+                esc(&c.name),
+                esc(&c.measured),
+                esc(&c.target),
+                if c.ok { "ok" } else { "miss" },
+                if c.ok { "ok" } else { "MISS" }
+            ));
+        }
+        body.push_str("</table>");
+    }
+    if let Some(c) = &report.comparison {
+        body.push_str("<h2>tribune ÷ nats-server (same run, same client)</h2><table>");
+        for (name, v) in [
+            ("deliveries/s", c.deliveries_per_s_ratio),
+            ("latency p50", c.p50_ratio),
+            ("latency p99", c.p99_ratio),
+            ("server RSS per connection", c.rss_per_conn_ratio),
+            ("server CPU per delivery", c.cpu_per_delivery_ratio),
+        ] {
+            body.push_str(&row(&[esc(name), esc(&fmt_ratio(v))]));
+        }
+        body.push_str("</table>");
+    }
+
+    body.push_str("<h2>Figures</h2><table><tr><th></th>");
+    for r in &report.runs {
+        body.push_str(&format!("<th>{}</th>", esc(r.target_name())));
+    }
+    body.push_str("</tr>");
+    body.push_str(&run_rows(&report.runs));
+    body.push_str("</table>");
+    for r in &report.runs {
+        for p in &r.problems {
+            body.push_str(&format!(
+                "<p class=\"miss\">{}: {}</p>",
+                esc(r.target_name()),
+                esc(p)
+            ));
+        }
+    }
+
+    // Charts.
+    let mut lat = Vec::new();
+    let mut rate = Vec::new();
+    let mut rss = Vec::new();
+    let mut pct = Vec::new();
+    for (i, r) in report.runs.iter().enumerate() {
+        let color = COLORS[i % COLORS.len()];
+        let name = r.target_name();
+        let live: Vec<_> = r.timeline.iter().filter(|p| p.deliveries > 0).collect();
+        lat.push(Series {
+            name: format!("{name} p50"),
+            color,
+            dashed: true,
+            points: live.iter().map(|p| (p.t_s, p.p50_us as f64)).collect(),
+        });
+        lat.push(Series {
+            name: format!("{name} p99"),
+            color,
+            dashed: false,
+            points: live.iter().map(|p| (p.t_s, p.p99_us as f64)).collect(),
+        });
+        rate.push(Series {
+            name: format!("{name} deliveries/s"),
+            color,
+            dashed: false,
+            points: r
+                .timeline
+                .iter()
+                .map(|p| (p.t_s, p.deliveries as f64))
+                .collect(),
+        });
+        rss.push(Series {
+            name: format!("{name} server RSS"),
+            color,
+            dashed: false,
+            points: r
+                .timeline
+                .iter()
+                .filter(|p| p.server_rss_kib > 0)
+                .map(|p| (p.t_s, p.server_rss_kib as f64))
+                .collect(),
+        });
+        pct.push(Series {
+            name: name.to_string(),
+            color,
+            dashed: false,
+            points: r
+                .delivery
+                .percentiles
+                .iter()
+                .map(|&(p, v)| (nines(p), v as f64))
+                .collect(),
+        });
+    }
+    let nine_ticks = vec![
+        (nines(0.0), "0".to_string()),
+        (nines(90.0), "90".into()),
+        (nines(99.0), "99".into()),
+        (nines(99.9), "99.9".into()),
+        (nines(99.99), "99.99".into()),
+        (nines(99.999), "99.999".into()),
+    ];
+    body.push_str("<h2>Charts</h2><div class=\"charts\">");
+    body.push_str(&svg_chart(
+        &Chart {
+            title: "Delivery latency over time (per second)",
+            x_label: "seconds since the clients started",
+            y_label: "latency",
+            y_scale: Scale::Log,
+            x_ticks: None,
+            y_fmt: us_label,
+        },
+        &lat,
+    ));
+    body.push_str(&svg_chart(
+        &Chart {
+            title: "Delivery latency by percentile",
+            x_label: "percentile",
+            y_label: "latency",
+            y_scale: Scale::Log,
+            x_ticks: Some(nine_ticks),
+            y_fmt: us_label,
+        },
+        &pct,
+    ));
+    body.push_str(&svg_chart(
+        &Chart {
+            title: "Deliveries per second",
+            x_label: "seconds since the clients started",
+            y_label: "deliveries/s",
+            y_scale: Scale::Linear,
+            x_ticks: None,
+            y_fmt: count_label,
+        },
+        &rate,
+    ));
+    body.push_str(&svg_chart(
+        &Chart {
+            title: "Measured server RSS",
+            x_label: "seconds since the clients started",
+            y_label: "RSS",
+            y_scale: Scale::Linear,
+            x_ticks: None,
+            y_fmt: mib_label,
+        },
+        &rss,
+    ));
+    body.push_str("</div>");
+
+    body.push_str("<h2>Processes</h2><table><tr><th>target</th><th>process</th><th>pid</th><th>RSS before</th><th>RSS connected</th><th>RSS end</th><th>peak</th><th>CPU run</th><th>CPU traffic</th></tr>");
+    for r in &report.runs {
+        for p in r
+            .resources
+            .servers
+            .iter()
+            .chain(std::iter::once(&r.resources.workers))
+        {
+            body.push_str(&row(&[
+                esc(r.target_name()),
+                esc(&p.name),
+                p.pid.to_string(),
+                format!("{} KiB", p.rss_kib_before),
+                format!("{} KiB", p.rss_kib_connected),
+                format!("{} KiB", p.rss_kib_end),
+                format!("{} KiB", p.hwm_kib),
+                format!("{:.2} s", p.cpu_s_run),
+                format!("{:.2} s", p.cpu_s_traffic),
+            ]));
+        }
+    }
+    body.push_str("</table>");
+
+    format!(
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>tribune-loadtest {}</title><style>\
+         body{{font-family:system-ui,sans-serif;margin:2em;color:#222}}table{{border-collapse:collapse;margin:1em 0}}\
+         td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left;font-size:14px}}th{{background:#f4f4f4}}\
+         .m{{color:#555;font-size:13px}}.ok{{color:#2a7d2a;font-weight:bold}}.miss{{color:#b00;font-weight:bold}}\
+         .charts svg{{border:1px solid #ddd;margin:0 1em 1em 0;background:#fff}}svg .t{{font-size:14px;font-weight:bold}}svg .a{{font-size:11px;fill:#444}}\
+         </style></head><body>{}</body></html>\n",
+        esc(&report.scenario),
+        body
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::{Pcts, TimelinePoint};
+    use crate::wire::Target;
+
+    #[test]
+    fn renders_a_self_contained_page() {
+        let mut r = RunReport {
+            target: Some(Target::Tribune),
+            ..RunReport::default()
+        };
+        r.delivery.latency_us = Pcts {
+            count: 3,
+            p50: 800,
+            p99: 2500,
+            ..Pcts::default()
+        };
+        r.delivery.percentiles = vec![(0.0, 100), (50.0, 800), (99.0, 2500), (100.0, 4000)];
+        r.timeline = (0..5)
+            .map(|i| TimelinePoint {
+                t_s: f64::from(i),
+                deliveries: 100,
+                p50_us: 800,
+                p99_us: 2500,
+                server_rss_kib: 10_240,
+                ..TimelinePoint::default()
+            })
+            .collect();
+        r.problems.push("a <problem>".into());
+        let rep = Report {
+            scenario: "fanout".into(),
+            runs: vec![r],
+            ..Report::default()
+        };
+        let page = render(&rep);
+        assert!(page.starts_with("<!DOCTYPE html>"));
+        assert!(!page.contains("<script"), "no scripts");
+        assert!(!page.contains("src="), "nothing fetched");
+        assert!(page.contains("&lt;problem&gt;"));
+        assert_eq!(page.matches("<svg").count(), 4);
+        assert!(page.contains("<polyline"));
+    }
+
+    #[test]
+    fn nines_axis() {
+        assert!((nines(90.0) - 1.0).abs() < 1e-9);
+        assert!((nines(99.9) - 3.0).abs() < 1e-9);
+        assert_eq!(esc("a&b\"<"), "a&amp;b&quot;&lt;");
+    }
+}

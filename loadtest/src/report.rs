@@ -1,0 +1,479 @@
+//! The report of a run: what was measured, per target, and how the targets
+//! compare; written as JSON (`report.json`), summarized on stderr, and
+//! rendered as HTML by [`crate::html`].
+
+use std::collections::BTreeMap;
+
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+
+use crate::account::Loss;
+use crate::procstat::Machine;
+use crate::wire::Target;
+
+/// Percentiles of a latency histogram, microseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Pcts {
+    pub count: u64,
+    pub min: u64,
+    pub p50: u64,
+    pub p90: u64,
+    pub p99: u64,
+    pub p999: u64,
+    pub max: u64,
+    pub mean: f64,
+}
+
+impl Pcts {
+    pub fn of(h: &Histogram<u64>) -> Pcts {
+        if h.is_empty() {
+            return Pcts::default();
+        }
+        Pcts {
+            count: h.len(),
+            min: h.min(),
+            p50: h.value_at_quantile(0.5),
+            p90: h.value_at_quantile(0.9),
+            p99: h.value_at_quantile(0.99),
+            p999: h.value_at_quantile(0.999),
+            max: h.max(),
+            mean: h.mean(),
+        }
+    }
+}
+
+/// Latency at percentiles from 0 to 99.999, for the percentile chart.
+pub fn percentile_curve(h: &Histogram<u64>) -> Vec<(f64, u64)> {
+    if h.is_empty() {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for &p in &[
+        0.0, 10.0, 25.0, 50.0, 75.0, 90.0, 95.0, 99.0, 99.5, 99.9, 99.95, 99.99, 99.999, 100.0,
+    ] {
+        out.push((p, h.value_at_percentile(p)));
+    }
+    out
+}
+
+/// One server process's memory and CPU across the run.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ProcUsage {
+    /// `hub`, `nats-server` or `workers`.
+    pub role: String,
+    pub name: String,
+    pub pid: u32,
+    /// Before any client connected.
+    pub rss_kib_before: u64,
+    /// Once every client was connected (and subscribed) and settled.
+    pub rss_kib_connected: u64,
+    pub rss_kib_end: u64,
+    /// Peak RSS over the process's life (`VmHWM`).
+    pub hwm_kib: u64,
+    /// CPU seconds over the whole run.
+    pub cpu_s_run: f64,
+    /// CPU seconds while messages flowed (publication start to last delivery).
+    pub cpu_s_traffic: f64,
+}
+
+/// One point per second of the run.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct TimelinePoint {
+    /// Seconds since the workers started.
+    pub t_s: f64,
+    pub open: u64,
+    pub deliveries: u64,
+    pub p50_us: u64,
+    pub p99_us: u64,
+    pub max_us: u64,
+    /// RSS of the measured server processes together.
+    pub server_rss_kib: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ConnectReport {
+    pub requested: u64,
+    /// Most connections open at once.
+    pub peak_open: u64,
+    /// Successful connections, reconnections included.
+    pub established: u64,
+    pub failed: u64,
+    pub failures: BTreeMap<String, u64>,
+    /// From the first attempt until every client was connected (or the timeout).
+    pub connect_s: f64,
+    pub rate_per_s: f64,
+    /// TCP connect and websocket upgrade.
+    pub handshake_us: Pcts,
+    /// Upgrade done until the server's hello (`welcome`, NATS `PONG`).
+    pub ready_us: Pcts,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SubscribeReport {
+    /// Subscriptions the clients asked for.
+    pub expected: u64,
+    /// Subscriptions confirmed at the end.
+    pub confirmed: u64,
+    pub latency_us: Pcts,
+    /// storm: from the order until every subscription was confirmed.
+    pub all_confirmed_s: Option<f64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct DeliveryReport {
+    /// Live messages received once.
+    pub deliveries: u64,
+    pub loss: Loss,
+    /// Messages replayed by the hub (history, resume).
+    pub replayed: u64,
+    /// Live messages whose `prev` did not match the `seq` received before.
+    pub prev_mismatch: u64,
+    /// Deliveries per second from the first publication to the last delivery.
+    pub per_s: f64,
+    pub window_s: f64,
+    pub latency_us: Pcts,
+    pub percentiles: Vec<(f64, u64)>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ResumeReport {
+    pub action: String,
+    pub node: usize,
+    pub restarted: bool,
+    /// Clients whose connection was on that node.
+    pub affected: u64,
+    pub resumed: u64,
+    pub still_away: u64,
+    pub recovered: u64,
+    pub not_recovered: u64,
+    /// From the kill or SIGTERM until the last client was back.
+    pub all_back_ms: Option<f64>,
+    /// Per client: disconnect until all its subscriptions were confirmed.
+    pub latency_us: Pcts,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ResourceReport {
+    pub servers: Vec<ProcUsage>,
+    /// The load generator's workers together.
+    pub workers: ProcUsage,
+    /// Server RSS growth per connected client, bytes (measured processes:
+    /// the hubs for tribune, nats-server for nats-ws).
+    pub rss_per_conn_bytes: Option<f64>,
+    /// CPU of the measured processes per delivery while traffic flowed, µs.
+    pub cpu_us_per_delivery: Option<f64>,
+}
+
+/// One target's run of the scenario.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RunReport {
+    pub target: Option<Target>,
+    /// `nats` or `embedded` (tribune target).
+    pub bus: Option<String>,
+    pub urls: Vec<String>,
+    pub topics: u32,
+    pub per_client: u32,
+    pub connect: ConnectReport,
+    pub subscribe: SubscribeReport,
+    pub publish: Option<crate::publisher::Published>,
+    pub delivery: DeliveryReport,
+    pub closes: BTreeMap<String, u64>,
+    pub errors: BTreeMap<String, u64>,
+    pub churned: u64,
+    pub resume: Option<ResumeReport>,
+    pub resources: ResourceReport,
+    pub timeline: Vec<TimelinePoint>,
+    pub duration_s: f64,
+    /// What went wrong, in words.
+    pub problems: Vec<String>,
+}
+
+impl RunReport {
+    pub fn target_name(&self) -> &'static str {
+        self.target.map_or("?", Target::as_str)
+    }
+}
+
+/// One benchmark target of the issue, checked on this run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Check {
+    pub name: String,
+    pub measured: String,
+    pub target: String,
+    pub ok: bool,
+}
+
+/// Tribune against nats-server, side by side in one invocation.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Comparison {
+    /// tribune / nats-ws deliveries per second.
+    pub deliveries_per_s_ratio: Option<f64>,
+    /// tribune / nats-ws latency percentiles.
+    pub p50_ratio: Option<f64>,
+    pub p99_ratio: Option<f64>,
+    /// tribune / nats-ws server RSS per connection.
+    pub rss_per_conn_ratio: Option<f64>,
+    /// tribune / nats-ws server CPU per delivery.
+    pub cpu_per_delivery_ratio: Option<f64>,
+}
+
+/// The whole report.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Report {
+    pub tool: String,
+    pub started_at_unix_s: u64,
+    pub command: Vec<String>,
+    pub scenario: String,
+    pub params: serde_json::Value,
+    pub machine: Machine,
+    pub versions: BTreeMap<String, String>,
+    pub runs: Vec<RunReport>,
+    pub comparison: Option<Comparison>,
+    pub checks: Vec<Check>,
+}
+
+fn ratio(a: f64, b: f64) -> Option<f64> {
+    (a > 0.0 && b > 0.0 && a.is_finite() && b.is_finite()).then(|| a / b)
+}
+
+impl Report {
+    pub fn run(&self, target: Target) -> Option<&RunReport> {
+        self.runs.iter().find(|r| r.target == Some(target))
+    }
+
+    /// Fills `comparison` and `checks` from the runs.
+    pub fn compare(&mut self) {
+        let hub = self.run(Target::Tribune).cloned();
+        let peer = self.run(Target::NatsWs).cloned();
+        let mut checks = Vec::new();
+        if let (Some(h), Some(p)) = (&hub, &peer) {
+            let c = Comparison {
+                deliveries_per_s_ratio: ratio(h.delivery.per_s, p.delivery.per_s),
+                p50_ratio: ratio(
+                    h.delivery.latency_us.p50 as f64,
+                    p.delivery.latency_us.p50 as f64,
+                ),
+                p99_ratio: ratio(
+                    h.delivery.latency_us.p99 as f64,
+                    p.delivery.latency_us.p99 as f64,
+                ),
+                rss_per_conn_ratio: ratio(
+                    h.resources.rss_per_conn_bytes.unwrap_or(0.0),
+                    p.resources.rss_per_conn_bytes.unwrap_or(0.0),
+                ),
+                cpu_per_delivery_ratio: ratio(
+                    h.resources.cpu_us_per_delivery.unwrap_or(0.0),
+                    p.resources.cpu_us_per_delivery.unwrap_or(0.0),
+                ),
+            };
+            match self.scenario.as_str() {
+                "fanout" => {
+                    checks.push(Check {
+                        name: "fan-out deliveries/s, hub ÷ nats-server ws".into(),
+                        measured: fmt_ratio(c.deliveries_per_s_ratio),
+                        target: "≥ 1.5×".into(),
+                        ok: c.deliveries_per_s_ratio.is_some_and(|r| r >= 1.5),
+                    });
+                    checks.push(p99_check(h, p));
+                }
+                "topics" => checks.push(p99_check(h, p)),
+                _ => {}
+            }
+            self.comparison = Some(c);
+        }
+        if let Some(h) = &hub {
+            if self.scenario == "idle"
+                && let Some(b) = h.resources.rss_per_conn_bytes
+            {
+                checks.push(Check {
+                    name: format!(
+                        "hub RSS per idle connection at {} connections",
+                        h.connect.peak_open
+                    ),
+                    measured: format!("{:.0} B", b),
+                    target: "≤ 4096 B".into(),
+                    ok: b <= 4096.0,
+                });
+            }
+            if self.scenario != "idle" {
+                let l = &h.delivery.loss;
+                checks.push(Check {
+                    name: "hub: lost / duplicated messages".into(),
+                    measured: format!("{} / {}", l.lost, l.duplicated),
+                    target: "0 / 0".into(),
+                    ok: l.lost == 0 && l.duplicated == 0,
+                });
+            }
+            if let Some(r) = &h.resume {
+                checks.push(Check {
+                    name: "resume: every client back".into(),
+                    measured: format!(
+                        "{} of {} back, {} recovered",
+                        r.resumed, r.affected, r.recovered
+                    ),
+                    target: "all, recovered".into(),
+                    ok: r.still_away == 0 && r.resumed >= r.affected && r.not_recovered == 0,
+                });
+            }
+        }
+        self.checks = checks;
+    }
+}
+
+fn p99_check(h: &RunReport, p: &RunReport) -> Check {
+    Check {
+        name: "delivery p99, hub vs nats-server ws".into(),
+        measured: format!(
+            "{} vs {}",
+            fmt_us(h.delivery.latency_us.p99),
+            fmt_us(p.delivery.latency_us.p99)
+        ),
+        target: "hub ≤ nats-server".into(),
+        ok: h.delivery.latency_us.count > 0
+            && h.delivery.latency_us.p99 <= p.delivery.latency_us.p99,
+    }
+}
+
+pub fn fmt_ratio(r: Option<f64>) -> String {
+    r.map_or("n/a".into(), |r| format!("{r:.2}×"))
+}
+
+/// A latency for people: µs below 1 ms, ms below 10 s, else s.
+pub fn fmt_us(us: u64) -> String {
+    if us < 1_000 {
+        format!("{us} µs")
+    } else if us < 10_000_000 {
+        format!("{:.1} ms", us as f64 / 1000.0)
+    } else {
+        format!("{:.1} s", us as f64 / 1e6)
+    }
+}
+
+/// The short text summary printed at the end of a run.
+pub fn summary(report: &Report) -> String {
+    let mut s = format!("scenario {}\n", report.scenario);
+    for r in &report.runs {
+        s.push_str(&format!(
+            "  {:<8} conns {}/{} (failed {}) at {:.0}/s, handshake p99 {} | deliveries {} ({:.0}/s) latency p50 {} p99 {} p99.9 {} max {} | lost {} dup {}",
+            r.target_name(),
+            r.connect.peak_open,
+            r.connect.requested,
+            r.connect.failed,
+            r.connect.rate_per_s,
+            fmt_us(r.connect.handshake_us.p99),
+            r.delivery.deliveries,
+            r.delivery.per_s,
+            fmt_us(r.delivery.latency_us.p50),
+            fmt_us(r.delivery.latency_us.p99),
+            fmt_us(r.delivery.latency_us.p999),
+            fmt_us(r.delivery.latency_us.max),
+            r.delivery.loss.lost,
+            r.delivery.loss.duplicated,
+        ));
+        if let Some(b) = r.resources.rss_per_conn_bytes {
+            s.push_str(&format!(" | server RSS/conn {b:.0} B"));
+        }
+        if let Some(c) = r.resources.cpu_us_per_delivery {
+            s.push_str(&format!(" | server CPU/delivery {c:.2} µs"));
+        }
+        if let Some(rs) = &r.resume {
+            s.push_str(&format!(
+                " | resume: {}/{} back in {}, recovered {} not {}",
+                rs.resumed,
+                rs.affected,
+                rs.all_back_ms
+                    .map_or("n/a".into(), |ms| format!("{ms:.0} ms")),
+                rs.recovered,
+                rs.not_recovered
+            ));
+        }
+        s.push('\n');
+        for p in &r.problems {
+            s.push_str(&format!("    problem: {p}\n"));
+        }
+    }
+    if let Some(c) = &report.comparison {
+        s.push_str(&format!(
+            "  tribune ÷ nats-ws: deliveries/s {}, p50 {}, p99 {}, RSS/conn {}, CPU/delivery {}\n",
+            fmt_ratio(c.deliveries_per_s_ratio),
+            fmt_ratio(c.p50_ratio),
+            fmt_ratio(c.p99_ratio),
+            fmt_ratio(c.rss_per_conn_ratio),
+            fmt_ratio(c.cpu_per_delivery_ratio)
+        ));
+    }
+    for c in &report.checks {
+        s.push_str(&format!(
+            "  [{}] {}: {} (target {})\n",
+            if c.ok { "ok" } else { "MISS" },
+            c.name,
+            c.measured,
+            c.target
+        ));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(target: Target, per_s: f64, p99: u64) -> RunReport {
+        let mut r = RunReport {
+            target: Some(target),
+            ..RunReport::default()
+        };
+        r.delivery.per_s = per_s;
+        r.delivery.latency_us = Pcts {
+            count: 10,
+            p50: p99 / 2,
+            p99,
+            ..Pcts::default()
+        };
+        r
+    }
+
+    #[test]
+    fn compares_side_by_side_and_checks_targets() {
+        let mut rep = Report {
+            scenario: "fanout".into(),
+            runs: vec![
+                run(Target::Tribune, 300.0, 900),
+                run(Target::NatsWs, 100.0, 1000),
+            ],
+            ..Report::default()
+        };
+        rep.compare();
+        let c = rep.comparison.as_ref().unwrap();
+        assert_eq!(c.deliveries_per_s_ratio, Some(3.0));
+        assert_eq!(c.p99_ratio, Some(0.9));
+        assert!(rep.checks.iter().all(|c| c.ok), "{:?}", rep.checks);
+        rep.runs[0].delivery.loss.lost = 1;
+        rep.runs[0].delivery.per_s = 120.0;
+        rep.compare();
+        assert_eq!(
+            rep.checks.iter().filter(|c| !c.ok).count(),
+            2,
+            "{:?}",
+            rep.checks
+        );
+        assert!(summary(&rep).contains("MISS"));
+    }
+
+    #[test]
+    fn percentiles_of_a_histogram() {
+        let mut h = crate::wire::new_hist();
+        for v in 1..=1000u64 {
+            h.record(v).unwrap();
+        }
+        let p = Pcts::of(&h);
+        assert_eq!(p.count, 1000);
+        assert!((495..=505).contains(&p.p50));
+        assert!((985..=995).contains(&p.p99));
+        assert_eq!(p.max, 1000);
+        assert_eq!(percentile_curve(&h).last().unwrap().1, 1000);
+        assert_eq!(Pcts::of(&crate::wire::new_hist()), Pcts::default());
+        assert_eq!(fmt_us(999), "999 µs");
+        assert_eq!(fmt_us(1500), "1.5 ms");
+    }
+}
