@@ -335,14 +335,8 @@ impl Config {
 
     /// Parses a TOML file's text; namespaces not named keep their defaults.
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
-        #[derive(Deserialize)]
-        struct Partial {
-            #[serde(flatten)]
-            config: Config,
-        }
-        let mut config: Config = toml::from_str::<Partial>(text)
-            .map_err(|e| ConfigError(e.message().to_string()))?
-            .config;
+        let mut config: Config =
+            toml::from_str(text).map_err(|e| ConfigError(e.message().to_string()))?;
         let mut namespaces = default_namespaces();
         namespaces.append(&mut config.namespaces);
         config.namespaces = namespaces;

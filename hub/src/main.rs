@@ -18,6 +18,7 @@ fn main() -> ExitCode {
         print!("{}", config.to_toml());
         return ExitCode::SUCCESS;
     }
+    raise_file_limit();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
@@ -40,6 +41,17 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("tribune-hub: {e:#}");
             ExitCode::from(1)
+        }
+    }
+}
+
+/// Every connection is a file: raise the soft limit to the hard one, since
+/// container runtimes no longer start processes with a high soft limit.
+fn raise_file_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
         }
     }
 }

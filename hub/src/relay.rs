@@ -597,6 +597,48 @@ mod tests {
         );
     }
 
+    /// Invalid JSON and oversized payloads from the (real, embedded) bus are
+    /// counted and dropped; the `prev` chain clients see stays whole.
+    #[tokio::test]
+    async fn invalid_payloads_are_dropped_and_chain_kept() {
+        use crate::bus::memory::MemoryBus;
+        let bus: Arc<dyn Bus> = Arc::new(MemoryBus::new(
+            std::collections::HashMap::from([("clips".to_string(), 100)]),
+            Duration::from_secs(60),
+        ));
+        let metrics = Arc::new(Metrics::new());
+        let topic = Topic::new("clips.relay.test").unwrap();
+        let epoch = bus.status().borrow().epoch.clone();
+        let (relay, ctl) = Relay::new(1, topic.clone(), Mode::Feed, 100, 32, epoch, metrics.clone());
+        let task = RelayTask::new(relay.clone(), bus.clone(), ctl, Duration::from_secs(60), Box::new(|_| {}));
+        tokio::spawn(task.run());
+        relay.ready().await.unwrap();
+        let outbox = Arc::new(Outbox::new(1 << 20, 1024));
+        relay.join(&outbox, &JoinRequest { id: 1, ..Default::default() }).unwrap();
+        let good1 = bus.publish(&topic, Bytes::from_static(b"{\"a\":1}"), None).await.unwrap();
+        bus.publish(&topic, Bytes::from_static(b"{broken"), None).await.unwrap();
+        bus.publish(&topic, Bytes::from(format!("\"{}\"", "x".repeat(64))), None).await.unwrap();
+        let good2 = bus.publish(&topic, Bytes::from_static(b"[2]"), None).await.unwrap();
+        let mut frames = Vec::new();
+        for _ in 0..100 {
+            let mut batch = VecDeque::new();
+            outbox.take(&mut batch);
+            frames.extend(batch.into_iter().map(|q| q.frame.as_str().to_string()));
+            if frames.len() >= 3 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let messages: Vec<serde_json::Value> =
+            frames[1..].iter().map(|f| serde_json::from_str(f).unwrap()).collect();
+        assert_eq!(messages.len(), 2, "{frames:?}");
+        assert_eq!((messages[0]["seq"].as_u64(), messages[0]["prev"].as_u64()), (Some(good1), Some(0)));
+        assert_eq!((messages[1]["seq"].as_u64(), messages[1]["prev"].as_u64()), (Some(good2), Some(good1)));
+        let text = metrics.render();
+        assert!(text.contains("tribune_payloads_dropped_total{reason=\"invalid_json\"} 1"), "{text}");
+        assert!(text.contains("tribune_payloads_dropped_total{reason=\"too_large\"} 1"), "{text}");
+    }
+
     #[test]
     fn replay_frame_marks_replay() {
         let c = Cached::new("clips.a", 7, 3, 99, br#"{"x":1}"#);

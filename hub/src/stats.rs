@@ -275,7 +275,10 @@ mod tests {
             out[0].2,
             BTreeMap::from([("🔥".into(), 3), ("👏".into(), 4)])
         );
-        // Nothing new: audience unchanged, no reactions → nothing sent...
+        // The next window brings the reactions back to zero (meters decay)...
+        let out = agg.window(&t, now, Duration::from_secs(3));
+        assert_eq!((out[0].1, out[0].2.is_empty()), (15, true));
+        // ...then nothing changes: nothing is sent.
         assert!(agg.window(&t, now, Duration::from_secs(3)).is_empty());
         // ...and the reactions were not counted a second time.
         agg.absorb(partial("n1", "results.a.b", 10, &[]), now);
