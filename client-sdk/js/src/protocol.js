@@ -45,8 +45,9 @@ export const ERROR_CODES = Object.freeze([
 /**
  * An error of this SDK or one reported by the hub. `code` is one of the
  * protocol's error codes, or an SDK code: `bad_frame` (the hub sent a frame
- * that breaks the protocol), `not_connected`, `disconnected`, `closed`,
- * `timeout`, `protocol_mismatch`.
+ * that breaks the protocol), `discontinuity` (a feed message skipped one:
+ * the SDK resubscribes with `since`), `not_connected`, `disconnected`,
+ * `closed`, `timeout`, `protocol_mismatch`.
  */
 export class TribuneError extends Error {
   constructor(code, message, details) {

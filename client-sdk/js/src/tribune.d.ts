@@ -31,7 +31,14 @@ export type HubErrorCode =
   | 'payload_too_large'
   | 'unavailable';
 
-export type SdkErrorCode = 'bad_frame' | 'not_connected' | 'disconnected' | 'closed' | 'timeout' | 'protocol_mismatch';
+export type SdkErrorCode =
+  | 'bad_frame'
+  | 'discontinuity'
+  | 'not_connected'
+  | 'disconnected'
+  | 'closed'
+  | 'timeout'
+  | 'protocol_mismatch';
 
 export const ERROR_CODES: readonly HubErrorCode[];
 

@@ -759,7 +759,7 @@ export class TribuneClient {
   #resync(state, frame) {
     this.#emitError(
       new TribuneError(
-        'bad_frame',
+        'discontinuity',
         `feed ${state.topic}: message ${frame.seq} has prev ${frame.prev}, expected ${state.expectPrev}; resubscribing`,
       ),
     );

@@ -15,6 +15,10 @@ const DEFAULT_REACTIONS = ['🔥', '👏', '😮', '😢'];
 const EVENT_STATUSES = new Set(['scheduled', 'live', 'final', 'cancelled']);
 const ROW_STATUSES = new Set(['ok', 'dnf', 'dns', 'dsq']);
 const HIGHLIGHT_MS = 1600;
+/** Smallest full scale of the reaction meters, in reactions per window. */
+const METER_FLOOR = 5;
+/** How much of the previous full scale survives each stats window. */
+const METER_DECAY = 0.9;
 
 const CSS = `
 .head { display: flex; align-items: flex-start; justify-content: space-between; gap: 10px; }
@@ -109,7 +113,7 @@ const MARKUP = `
     <span class="updated" part="updated"></span>
     <span class="audience" part="audience" hidden></span>
   </div>
-  <table part="table">
+  <table part="table" hidden>
     <caption class="sr-only">Results</caption>
     <thead>
       <tr>
@@ -141,6 +145,7 @@ export class TribuneResults extends HTMLElement {
   #ticker = null;
   #buttons = new Map();
   #highlightTimers = new Set();
+  #scale = 0;
 
   constructor() {
     super();
@@ -155,6 +160,7 @@ export class TribuneResults extends HTMLElement {
       updated: q('.updated'),
       audience: q('.audience'),
       caption: q('caption'),
+      table: q('table'),
       tbody: q('tbody'),
       empty: q('.empty'),
       reactions: q('.reactions'),
@@ -303,6 +309,7 @@ export class TribuneResults extends HTMLElement {
     // in progress survives a reorder.
     this.#parts.tbody.append(...ordered);
     this.#parts.empty.hidden = ordered.length > 0;
+    this.#parts.table.hidden = ordered.length === 0;
     for (const { entry } of changes) this.#highlight(entry.tr);
     const leader = changes.find((c) => c.view.rank === '1');
     if (leader) {
@@ -385,12 +392,16 @@ export class TribuneResults extends HTMLElement {
     audience.hidden = false;
     audience.textContent = `${formatCount(stats.audience)} watching`;
     const counts = stats.reactions ?? {};
-    const max = Math.max(1, ...Object.values(counts));
+    // The meter's full scale follows the recent peak and decays slowly, with
+    // a floor: a lone tap fills part of a bar, a burst fills it, and the bars
+    // do not all jump to full when every count is 1.
+    this.#scale = Math.max(METER_FLOOR, ...Object.values(counts), this.#scale * METER_DECAY);
+    const max = this.#scale;
     for (const [reaction, entry] of this.#buttons) {
       const value = Number.isFinite(counts[reaction]) ? counts[reaction] : 0;
       entry.value = value;
       entry.count.textContent = formatCount(value);
-      entry.fill.style.transform = `scaleX(${(value / max).toFixed(3)})`;
+      entry.fill.style.transform = `scaleX(${Math.min(1, value / max).toFixed(3)})`;
       this.#label(reaction, entry);
     }
     this.dispatchEvent(new CustomEvent('tribune-stats', { detail: stats, bubbles: true, composed: true }));

@@ -1,0 +1,48 @@
+// Compiled (never run) by types.test.js with `tsc --strict --noEmit`: the
+// declarations in tribune.d.ts must describe how the SDK is used.
+import {
+  TribuneClient,
+  TribuneError,
+  decodeServerFrame,
+  encodeClientFrame,
+  validateTopic,
+  sharedClient,
+  type MessageEvent,
+  type SubscriptionEvent,
+} from '../../src/tribune.js';
+
+interface Board {
+  kind: 'results';
+  rows: { name: string; rank: number | null }[];
+}
+
+export async function usage(): Promise<number> {
+  const client = new TribuneClient({ url: 'wss://hub.example.org/v1/ws', backoff: { initialMs: 100 } });
+  const off = client.on('state', (s) => {
+    const state: 'idle' | 'connecting' | 'connected' | 'reconnecting' | 'closed' = s.state;
+    void state;
+  });
+  off();
+  client.on('error', (e: TribuneError) => void e.code);
+  const sub = client.subscribe<Board>('results.a.b', { history: 1, onStats: (s) => void s.audience });
+  let total = 0;
+  for await (const ev of sub) {
+    const e: SubscriptionEvent<Board> = ev;
+    if (e.type === 'message') total += e.data.rows.length;
+    else if (e.type === 'gap') total += e.after ?? 0;
+    else total += e.reactions['🔥'] ?? 0;
+  }
+  for await (const m of sub.messages()) {
+    const msg: MessageEvent<Board> = m;
+    total += msg.seq;
+  }
+  await sub.react('🔥');
+  await client.react('results.a.b', '👏');
+  const rtt: number = await client.ping();
+  const frame = decodeServerFrame('{"type":"pong","id":1}');
+  if (frame.type === 'message') total += frame.prev;
+  const text: string = encodeClientFrame({ type: 'subscribe', id: 1n, topic: 'clips.a', since: 3, epoch: 'E' });
+  const reason: string | null = validateTopic('clips.a');
+  sharedClient('wss://x/v1/ws').close();
+  return total + rtt + text.length + (reason ? 1 : 0);
+}
