@@ -1,0 +1,71 @@
+//! An editor publishing a results board and a clip on NATS JetStream.
+//!
+//! ```text
+//! cargo run -p tribune-hub -- --nats nats://127.0.0.1:4222   # creates the TRIBUNE stream
+//! cargo run -p tribune-client --example editor -- nats://127.0.0.1:4222
+//! ```
+//!
+//! Each publication is checked (topic, JSON, 256 KiB), carries a
+//! `Nats-Msg-Id` and returns the stream seq fans will see. Publishing the same
+//! board twice is stored once (same content, same derived id); the clip gets
+//! its own id so that a retry after a crash cannot publish it twice.
+
+use serde_json::json;
+use tribune_client::{PublishErrorKind, Publisher};
+
+const BOARD: &str = "results.lausanne2020.speed-skating.mixed-team-sprint";
+const CLIPS: &str = "clips.lausanne2020.speed-skating";
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let url = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "nats://127.0.0.1:4222".into());
+    let publisher = Publisher::connect(&url).await?;
+
+    let board = json!({
+        "kind": "results",
+        "event": {
+            "id": "lausanne2020.speed-skating.mixed-team-sprint",
+            "name": "Speed skating, mixed NOC team sprint",
+            "sport": "speed-skating",
+            "venue": "St. Moritz",
+            "phase": "Heat 6",
+            "status": "live",
+            "updated_at": "2020-01-15T10:42:03.120Z"
+        },
+        "rows": [
+            {"rank": 1, "name": "Team 13", "noc": "MIX", "result": "2:09.47", "gap": null, "status": "ok"},
+            {"rank": 2, "name": "Team 5", "noc": "MIX", "result": "2:10.02", "gap": "+0.55", "status": "ok"}
+        ]
+    });
+    let first = publisher.publish(BOARD, &board).await?;
+    println!("board stored as seq {}", first.seq);
+    let again = publisher.publish(BOARD, &board).await?;
+    println!(
+        "same board again: seq {} (duplicate: {})",
+        again.seq, again.duplicate
+    );
+
+    let clip = json!({
+        "kind": "clip",
+        "id": "clip-2020-01-15-0042",
+        "title": "Final lap of heat 6",
+        "url": "https://media.example.org/clips/0042.mp4",
+        "duration_s": 18.5,
+        "event_id": "lausanne2020.speed-skating.mixed-team-sprint"
+    });
+    let stored = publisher
+        .publish_with_id(CLIPS, serde_json::to_vec(&clip)?, "clip-2020-01-15-0042")
+        .await?;
+    println!("clip stored as seq {}", stored.seq);
+
+    // Mistakes are refused before anything is sent.
+    match publisher.publish_json("clips.bad topic", "{}").await {
+        Err(e) if e.kind() == PublishErrorKind::InvalidTopic => {
+            println!("refused as expected: {e}")
+        }
+        other => println!("unexpected: {other:?}"),
+    }
+    Ok(())
+}

@@ -1,0 +1,105 @@
+//! Tribune client SDK: live results and clips for fan apps, publishing for
+//! editors, and the `tribune` command-line tool.
+//!
+//! # Quick start
+//!
+//! ```no_run
+//! use futures::StreamExt;
+//! use tribune_client::{Client, Event, SubscribeOptions};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let client = Client::builder("ws://127.0.0.1:8080").connect().await?;
+//!
+//! // A state topic: the latest board first, then every update.
+//! let mut board = client
+//!     .subscribe("results.lausanne2020.speed-skating.mixed-team-sprint")
+//!     .await?;
+//! // A feed: every clip once, in order, across reconnections.
+//! let mut clips = client
+//!     .subscribe_with("clips.lausanne2020.speed-skating", SubscribeOptions::new().history(10))
+//!     .await?;
+//! client.react("results.lausanne2020.speed-skating.mixed-team-sprint", "🔥").await?;
+//!
+//! loop {
+//!     tokio::select! {
+//!         Some(event) = board.next() => match event {
+//!             Event::Message(msg) => println!("board #{}: {}", msg.seq, msg.data),
+//!             Event::Stats(stats) => println!("{} watching", stats.audience),
+//!             _ => {}
+//!         },
+//!         Some(event) = clips.next() => match event {
+//!             Event::Message(msg) => println!("clip #{}: {}", msg.seq, msg.data),
+//!             Event::Gap { after_seq, .. } => println!("clips after #{after_seq} were lost"),
+//!             Event::Closed { reason, .. } => break println!("ended: {reason}"),
+//!             _ => {}
+//!         },
+//!         else => break,
+//!     }
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! An editor publishes on NATS:
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let publisher = tribune_client::Publisher::connect("nats://127.0.0.1:4222").await?;
+//! let stored = publisher
+//!     .publish("clips.lausanne2020.speed-skating", &serde_json::json!({"kind": "clip", "id": "c-42"}))
+//!     .await?;
+//! println!("stored as seq {}", stored.seq);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Guarantees
+//!
+//! - A `feed` subscription yields every message once and in order, or an
+//!   explicit [`Event::Gap`] where the bus no longer retains what was missed.
+//!   After a reconnection (any node) it resumes with `since`/`epoch`; a
+//!   `prev` that shows a hole makes it resubscribe with `since` on the spot.
+//! - A `state` subscription always ends on the latest state; superseded
+//!   states may be skipped.
+//! - Reconnection follows PROTOCOL.md section 6: full-jitter exponential
+//!   backoff, no retry after 1000/1008, at once after 4008, and after a
+//!   `drain` at a random instant in `[0, retry_ms)`.
+//! - Errors are [`Error<Kind>`](Error), one kind enum per operation: callers
+//!   `match err.kind()`.
+//!
+//! # Layout
+//!
+//! - [`client`]: the [`Client`] handle and its [`ClientBuilder`].
+//! - `connection`: the task that owns the socket; handles send it commands.
+//! - `connector`: one handshake, and when to reconnect (close codes, drain, backoff).
+//! - `backoff`: full-jitter exponential backoff, pure.
+//! - `tracker`: per-subscription continuity (`prev`, duplicates, gaps) and
+//!   resume bookkeeping, pure.
+//! - [`subscription`]: the [`Subscription`] stream, its [`Event`]s, its bounded queue.
+//! - [`events`]: connection states and events for the application.
+//! - [`publisher`]: the editors' [`Publisher`] (NATS JetStream) and [`HubPublisher`] (HTTP).
+//! - [`error`]: `Error<Kind>` and the kinds.
+//! - `src/bin/tribune.rs`: the CLI (`tribune tail`, `tribune publish`).
+
+mod backoff;
+pub mod client;
+mod connection;
+mod connector;
+pub mod error;
+pub mod events;
+pub mod publisher;
+pub mod subscription;
+mod tracker;
+
+pub use client::{Client, ClientBuilder};
+pub use error::{
+    ConnectError, ConnectErrorKind, Error, PingError, PingErrorKind, PublishError,
+    PublishErrorKind, ReactError, ReactErrorKind, SubscribeError, SubscribeErrorKind,
+    UnsubscribeError, UnsubscribeErrorKind,
+};
+pub use events::{ConnectionEvent, ConnectionEvents, ConnectionState, DisconnectReason};
+pub use publisher::{
+    HubPublisher, MAX_PAYLOAD_BYTES, Published, Publisher, PublisherBuilder, message_id,
+};
+pub use subscription::{Event, SubscribeInfo, SubscribeOptions, Subscription};
+pub use tribune_protocol::{ErrorCode, Message, Mode, Stats};

@@ -1,0 +1,565 @@
+//! The SDK against a scripted fake hub (a real websocket server on loopback
+//! whose frames the test writes by hand): close codes, `drain`, heartbeats,
+//! `prev` gaps, resume bookkeeping and local overflow, each forced exactly,
+//! which a real hub cannot be made to do on cue.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use serde_json::value::RawValue;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio::time::{Instant, timeout};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tribune_client::{
+    Client, ConnectionEvent, DisconnectReason, Event, SubscribeOptions, Subscription,
+};
+use tribune_protocol::{
+    Ack, ClientFrame, Drain, Message, Mode, ServerFrame, Subscribe, Welcome, decode_client,
+    encode_server,
+};
+
+const T: &str = "clips.lausanne2020.speed-skating";
+const WAIT: Duration = Duration::from_secs(5);
+
+struct FakeHub {
+    addr: SocketAddr,
+    conns: mpsc::UnboundedReceiver<FakeConn>,
+}
+
+struct FakeConn {
+    ws: WebSocketStream<TcpStream>,
+    accepted: Instant,
+}
+
+impl FakeHub {
+    // The handshake callback's error type is tungstenite's, not ours.
+    #[allow(clippy::result_large_err)]
+    async fn start() -> FakeHub {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let accepted = Instant::now();
+                // The SDK offers `tribune.v1`; a hub echoes it (PROTOCOL.md section 1).
+                let echo = |req: &Request, mut resp: Response| {
+                    let offered = req
+                        .headers()
+                        .get("sec-websocket-protocol")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_string();
+                    assert!(
+                        offered.split(',').any(|p| p.trim() == "tribune.v1"),
+                        "offered {offered:?}"
+                    );
+                    resp.headers_mut().insert(
+                        "sec-websocket-protocol",
+                        HeaderValue::from_static("tribune.v1"),
+                    );
+                    Ok(resp)
+                };
+                if let Ok(ws) = tokio_tungstenite::accept_hdr_async(tcp, echo).await
+                    && tx.send(FakeConn { ws, accepted }).is_err()
+                {
+                    return;
+                }
+            }
+        });
+        FakeHub { addr, conns: rx }
+    }
+
+    fn url(&self) -> String {
+        format!("ws://{}", self.addr)
+    }
+
+    async fn next_conn(&mut self) -> FakeConn {
+        timeout(WAIT, self.conns.recv())
+            .await
+            .expect("the client reconnects")
+            .expect("listener alive")
+    }
+
+    /// Asserts that no connection arrives within `d`.
+    async fn no_conn_within(&mut self, d: Duration) {
+        if let Ok(Some(_)) = timeout(d, self.conns.recv()).await {
+            panic!("unexpected reconnection");
+        }
+    }
+}
+
+impl FakeConn {
+    async fn send(&mut self, frame: ServerFrame) {
+        self.ws
+            .send(WsMessage::text(encode_server(&frame)))
+            .await
+            .unwrap();
+    }
+
+    async fn welcome(&mut self, heartbeat_ms: u64) {
+        self.send(ServerFrame::Welcome(Welcome {
+            protocol: 1,
+            node: "fake".into(),
+            conn: "c-1".into(),
+            heartbeat_ms,
+        }))
+        .await;
+    }
+
+    /// The next client frame (pings and pongs skipped).
+    async fn recv(&mut self) -> ClientFrame {
+        loop {
+            let msg = timeout(WAIT, self.ws.next())
+                .await
+                .expect("a client frame in time")
+                .expect("socket open")
+                .expect("socket healthy");
+            match msg {
+                WsMessage::Text(t) => return decode_client(&t).expect("a valid client frame"),
+                WsMessage::Close(_) => panic!("client closed"),
+                _ => continue,
+            }
+        }
+    }
+
+    async fn expect_subscribe(&mut self) -> Subscribe {
+        match self.recv().await {
+            ClientFrame::Subscribe(s) => s,
+            other => panic!("expected subscribe, got {other:?}"),
+        }
+    }
+
+    async fn ack_subscribe(
+        &mut self,
+        s: &Subscribe,
+        mode: Mode,
+        epoch: &str,
+        seq: u64,
+        recovered: Option<bool>,
+    ) {
+        self.send(ServerFrame::Ack(Ack {
+            id: s.id,
+            topic: Some(s.topic.clone()),
+            mode: Some(mode),
+            epoch: Some(epoch.into()),
+            seq: Some(seq),
+            recovered,
+        }))
+        .await;
+    }
+
+    async fn message(&mut self, seq: u64, prev: u64) {
+        self.send(ServerFrame::Message(msg(seq, prev))).await;
+    }
+
+    async fn close(&mut self, code: u16) {
+        let _ = self
+            .ws
+            .close(Some(CloseFrame {
+                code: code.into(),
+                reason: "".into(),
+            }))
+            .await;
+    }
+}
+
+fn msg(seq: u64, prev: u64) -> Message {
+    Message {
+        topic: T.into(),
+        seq,
+        prev,
+        ts: 1_579_098_123_456,
+        replay: false,
+        data: RawValue::from_string(format!("{{\"n\":{seq}}}")).unwrap(),
+    }
+}
+
+/// Connects a client to the fake hub and subscribes to `T` (feed, epoch E1, seq `at`).
+async fn connected(
+    hub: &mut FakeHub,
+    builder: tribune_client::ClientBuilder,
+    at: u64,
+) -> (Client, Subscription, FakeConn) {
+    let connecting = tokio::spawn(builder.connect());
+    let mut conn = hub.next_conn().await;
+    conn.welcome(25_000).await;
+    let client = timeout(WAIT, connecting).await.unwrap().unwrap().unwrap();
+    let subscribing = {
+        let client = client.clone();
+        tokio::spawn(async move { client.subscribe(T).await })
+    };
+    let s = conn.expect_subscribe().await;
+    assert_eq!((s.since, s.epoch.as_deref()), (None, None));
+    conn.ack_subscribe(&s, Mode::Feed, "E1", at, None).await;
+    let sub = timeout(WAIT, subscribing).await.unwrap().unwrap().unwrap();
+    (client, sub, conn)
+}
+
+async fn next_event(sub: &mut Subscription) -> Event {
+    timeout(WAIT, sub.next())
+        .await
+        .expect("an event in time")
+        .expect("stream open")
+}
+
+async fn next_seq(sub: &mut Subscription) -> u64 {
+    match next_event(sub).await {
+        Event::Message(m) => m.seq,
+        other => panic!("expected a message, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn drain_reconnects_within_retry_ms_not_after_backoff() {
+    let mut hub = FakeHub::start().await;
+    // A backoff this slow would show: only the drain path reconnects quickly.
+    let builder =
+        Client::builder(hub.url()).backoff(Duration::from_secs(20), Duration::from_secs(20));
+    let (client, mut sub, mut conn) = connected(&mut hub, builder, 10).await;
+    let mut events = client.events();
+    conn.message(11, 10).await;
+    assert_eq!(next_seq(&mut sub).await, 11);
+
+    const RETRY_MS: u64 = 400;
+    let mut delays = Vec::new();
+    for round in 0..5u64 {
+        let drained_at = Instant::now();
+        conn.send(ServerFrame::Drain(Drain { retry_ms: RETRY_MS }))
+            .await;
+        conn.close(1001).await;
+        let announced = loop {
+            match timeout(WAIT, events.next()).await.unwrap().unwrap() {
+                ConnectionEvent::Draining {
+                    retry_ms,
+                    reconnect_in,
+                } => {
+                    assert_eq!(retry_ms, RETRY_MS);
+                    assert!(
+                        reconnect_in < Duration::from_millis(RETRY_MS),
+                        "{reconnect_in:?}"
+                    );
+                    break reconnect_in;
+                }
+                _ => continue,
+            }
+        };
+        conn = hub.next_conn().await;
+        let measured = conn.accepted - drained_at;
+        delays.push(measured);
+        // Within [0, retry_ms) plus scheduling slack, and at the instant announced.
+        assert!(
+            measured < Duration::from_millis(RETRY_MS + 250),
+            "round {round}: {measured:?}"
+        );
+        assert!(
+            measured + Duration::from_millis(250) >= announced,
+            "round {round}: reconnected at {measured:?}, before the drawn {announced:?}"
+        );
+        conn.welcome(25_000).await;
+        // The subscription is renewed transparently, with since/epoch.
+        let s = conn.expect_subscribe().await;
+        let last = 11 + round;
+        assert_eq!((s.since, s.epoch.as_deref()), (Some(last), Some("E1")));
+        conn.ack_subscribe(&s, Mode::Feed, "E1", last, Some(true))
+            .await;
+        conn.message(last + 1, last).await;
+        assert_eq!(next_seq(&mut sub).await, last + 1);
+    }
+    // Random draws, not a fixed delay.
+    let spread = delays
+        .iter()
+        .max()
+        .unwrap()
+        .saturating_sub(*delays.iter().min().unwrap());
+    assert!(spread > Duration::from_millis(10), "{delays:?}");
+}
+
+#[tokio::test]
+async fn slow_consumer_close_resumes_at_once() {
+    let mut hub = FakeHub::start().await;
+    let builder =
+        Client::builder(hub.url()).backoff(Duration::from_secs(20), Duration::from_secs(20));
+    let (_client, mut sub, mut conn) = connected(&mut hub, builder, 0).await;
+    conn.message(1, 0).await;
+    conn.message(2, 1).await;
+    assert_eq!(next_seq(&mut sub).await, 1);
+    assert_eq!(next_seq(&mut sub).await, 2);
+    let closed_at = Instant::now();
+    conn.close(4008).await;
+    let mut conn = hub.next_conn().await;
+    assert!(conn.accepted - closed_at < Duration::from_secs(1));
+    conn.welcome(25_000).await;
+    let s = conn.expect_subscribe().await;
+    assert_eq!((s.since, s.epoch.as_deref()), (Some(2), Some("E1")));
+    conn.ack_subscribe(&s, Mode::Feed, "E1", 4, Some(true))
+        .await;
+    // The replay overlaps what was delivered: nothing twice.
+    for (seq, prev) in [(2, 1), (3, 2), (4, 3)] {
+        conn.message(seq, prev).await;
+    }
+    assert_eq!(next_seq(&mut sub).await, 3);
+    assert_eq!(next_seq(&mut sub).await, 4);
+}
+
+#[tokio::test]
+async fn normal_and_policy_closes_are_final() {
+    for code in [1000u16, 1008] {
+        let mut hub = FakeHub::start().await;
+        let builder = Client::builder(hub.url())
+            .backoff(Duration::from_millis(10), Duration::from_millis(20));
+        let (client, mut sub, mut conn) = connected(&mut hub, builder, 0).await;
+        let mut events = client.events();
+        conn.close(code).await;
+        match next_event(&mut sub).await {
+            Event::Closed { code: None, reason } => {
+                assert!(reason.contains(&code.to_string()), "{reason}")
+            }
+            other => panic!("expected Closed, got {other:?}"),
+        }
+        assert!(timeout(WAIT, sub.next()).await.unwrap().is_none());
+        loop {
+            match timeout(WAIT, events.next()).await.unwrap().unwrap() {
+                ConnectionEvent::Closed { reason } => {
+                    assert_eq!(
+                        reason,
+                        DisconnectReason::Closed {
+                            code,
+                            reason: String::new()
+                        }
+                    );
+                    break;
+                }
+                ConnectionEvent::Disconnected { retry_in, .. } => assert_eq!(retry_in, None),
+                other => panic!("{other:?}"),
+            }
+        }
+        // With a 10 ms backoff a retry would come at once; none does.
+        hub.no_conn_within(Duration::from_millis(500)).await;
+        assert_eq!(client.state(), tribune_client::ConnectionState::Closed);
+        let err = client.subscribe("clips.a.b").await.unwrap_err();
+        assert_eq!(err.kind(), tribune_client::SubscribeErrorKind::Closed);
+    }
+}
+
+#[tokio::test]
+async fn other_closes_reconnect_with_backoff_and_resume() {
+    let mut hub = FakeHub::start().await;
+    let builder =
+        Client::builder(hub.url()).backoff(Duration::from_millis(50), Duration::from_millis(100));
+    let (client, mut sub, mut conn) = connected(&mut hub, builder, 7).await;
+    let mut events = client.events();
+    conn.close(1011).await;
+    let mut conn = hub.next_conn().await;
+    conn.welcome(25_000).await;
+    let s = conn.expect_subscribe().await;
+    assert_eq!((s.since, s.epoch.as_deref()), (Some(7), Some("E1")));
+    conn.ack_subscribe(&s, Mode::Feed, "E1", 7, Some(true))
+        .await;
+    let mut seen = Vec::new();
+    loop {
+        let e = timeout(WAIT, events.next()).await.unwrap().unwrap();
+        let done = matches!(e, ConnectionEvent::Resumed { .. });
+        seen.push(e);
+        if done {
+            break;
+        }
+    }
+    assert!(
+        matches!(
+            &seen[0],
+            ConnectionEvent::Disconnected { reason: DisconnectReason::Closed { code: 1011, .. }, retry_in: Some(d) }
+                if *d <= Duration::from_millis(100)
+        ),
+        "{seen:?}"
+    );
+    assert!(
+        seen.iter()
+            .any(|e| matches!(e, ConnectionEvent::Connecting { .. })),
+        "{seen:?}"
+    );
+    assert!(
+        seen.iter()
+            .any(|e| matches!(e, ConnectionEvent::Connected { node, .. } if node == "fake")),
+        "{seen:?}"
+    );
+    assert_eq!(
+        seen.last().unwrap(),
+        &ConnectionEvent::Resumed {
+            subscriptions: 1,
+            recovered: 1,
+            gaps: 0,
+            refused: 0
+        }
+    );
+    conn.message(8, 7).await;
+    assert_eq!(next_seq(&mut sub).await, 8);
+}
+
+#[tokio::test]
+async fn prev_gap_resubscribes_with_since_on_the_same_connection() {
+    let mut hub = FakeHub::start().await;
+    let builder = Client::builder(hub.url());
+    let (_client, mut sub, mut conn) = connected(&mut hub, builder, 0).await;
+    conn.message(1, 0).await;
+    conn.message(2, 1).await;
+    // 3 was lost by the hub: 4 says its predecessor is 3.
+    conn.message(4, 3).await;
+    // Still in flight from the old subscription: ignored.
+    conn.message(5, 4).await;
+    match conn.recv().await {
+        ClientFrame::Unsubscribe(u) => assert_eq!(u.topic, T),
+        other => panic!("expected unsubscribe, got {other:?}"),
+    }
+    let s = conn.expect_subscribe().await;
+    assert_eq!((s.since, s.epoch.as_deref()), (Some(2), Some("E1")));
+    conn.ack_subscribe(&s, Mode::Feed, "E1", 5, Some(true))
+        .await;
+    for (seq, prev) in [(3, 2), (4, 3), (5, 4), (6, 5)] {
+        conn.message(seq, prev).await;
+    }
+    let got: Vec<u64> = {
+        let mut v = Vec::new();
+        for _ in 0..6 {
+            v.push(next_seq(&mut sub).await);
+        }
+        v
+    };
+    assert_eq!(got, [1, 2, 3, 4, 5, 6]);
+}
+
+#[tokio::test]
+async fn unrecovered_resume_yields_an_explicit_gap() {
+    let mut hub = FakeHub::start().await;
+    let builder =
+        Client::builder(hub.url()).backoff(Duration::from_millis(10), Duration::from_millis(20));
+    let (_client, mut sub, mut conn) = connected(&mut hub, builder, 0).await;
+    conn.message(1, 0).await;
+    assert_eq!(next_seq(&mut sub).await, 1);
+    conn.close(1011).await;
+    let mut conn = hub.next_conn().await;
+    conn.welcome(25_000).await;
+    let s = conn.expect_subscribe().await;
+    assert_eq!(s.since, Some(1));
+    conn.ack_subscribe(&s, Mode::Feed, "E1", 50, Some(false))
+        .await;
+    conn.message(51, 50).await;
+    match next_event(&mut sub).await {
+        Event::Gap {
+            topic,
+            after_seq,
+            epoch_changed,
+            epoch,
+        } => {
+            assert_eq!((topic.as_str(), after_seq, epoch_changed), (T, 1, false));
+            assert_eq!(epoch.as_deref(), Some("E1"));
+        }
+        other => panic!("expected Gap, got {other:?}"),
+    }
+    assert_eq!(next_seq(&mut sub).await, 51);
+}
+
+#[tokio::test]
+async fn silent_hub_is_left_after_two_heartbeats() {
+    let mut hub = FakeHub::start().await;
+    let builder = Client::builder(hub.url())
+        .heartbeat(Duration::from_millis(150))
+        .backoff(Duration::from_millis(10), Duration::from_millis(20));
+    let (client, _sub, conn) = connected(&mut hub, builder, 0).await;
+    let mut events = client.events();
+    let silent_since = Instant::now();
+    // The fake never reads again, so it never answers the client's pings.
+    let _conn = conn;
+    let reason = loop {
+        if let ConnectionEvent::Disconnected { reason, .. } =
+            timeout(WAIT, events.next()).await.unwrap().unwrap()
+        {
+            break reason;
+        }
+    };
+    assert_eq!(reason, DisconnectReason::HeartbeatTimeout);
+    let after = silent_since.elapsed();
+    assert!(
+        after >= Duration::from_millis(250) && after < Duration::from_secs(2),
+        "{after:?}"
+    );
+    let _next = hub.next_conn().await;
+}
+
+#[tokio::test]
+async fn a_slow_application_loses_nothing_on_a_feed() {
+    let mut hub = FakeHub::start().await;
+    let builder = Client::builder(hub.url()).subscription_buffer(4);
+    let (_client, mut sub, mut conn) = connected(&mut hub, builder, 0).await;
+    for seq in 1..=10 {
+        conn.message(seq, seq - 1).await;
+    }
+    // The buffer holds 4; the 5th overflows and the client stops the flow.
+    match conn.recv().await {
+        ClientFrame::Unsubscribe(u) => assert_eq!(u.topic, T),
+        other => panic!("expected unsubscribe, got {other:?}"),
+    }
+    assert_eq!(sub.pending(), 4);
+    // Consuming down to half the buffer renews it from the last queued seq.
+    assert_eq!(next_seq(&mut sub).await, 1);
+    assert_eq!(next_seq(&mut sub).await, 2);
+    let s = conn.expect_subscribe().await;
+    assert_eq!((s.since, s.epoch.as_deref()), (Some(4), Some("E1")));
+    conn.ack_subscribe(&s, Mode::Feed, "E1", 10, Some(true))
+        .await;
+    // The replay, at a pace the application keeps up with this time.
+    let mut got = vec![1, 2];
+    for pair in [[5, 6], [7, 8], [9, 10]] {
+        for seq in pair {
+            conn.message(seq, seq - 1).await;
+        }
+        while sub.pending() > 0 || got.len() < pair[1] as usize {
+            got.push(next_seq(&mut sub).await);
+        }
+    }
+    assert_eq!(got, (1..=10).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn subscription_refused_on_renewal_ends_with_closed() {
+    let mut hub = FakeHub::start().await;
+    let builder =
+        Client::builder(hub.url()).backoff(Duration::from_millis(10), Duration::from_millis(20));
+    let (client, mut sub, mut conn) = connected(&mut hub, builder, 3).await;
+    conn.close(1011).await;
+    let mut conn = hub.next_conn().await;
+    conn.welcome(25_000).await;
+    let s = conn.expect_subscribe().await;
+    conn.send(ServerFrame::Error(tribune_protocol::Error {
+        id: Some(s.id),
+        code: tribune_protocol::ErrorCode::Forbidden,
+        message: "token no longer grants it".into(),
+    }))
+    .await;
+    match next_event(&mut sub).await {
+        Event::Closed { code, reason } => {
+            assert_eq!(code, Some(tribune_protocol::ErrorCode::Forbidden));
+            assert_eq!(reason, "token no longer grants it");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(timeout(WAIT, sub.next()).await.unwrap().is_none());
+    // The topic is free again for a new subscription.
+    let again = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            client
+                .subscribe_with(T, SubscribeOptions::new().history(2))
+                .await
+        })
+    };
+    let s = conn.expect_subscribe().await;
+    assert_eq!((s.history, s.since), (Some(2), None));
+    conn.ack_subscribe(&s, Mode::Feed, "E1", 3, None).await;
+    timeout(WAIT, again).await.unwrap().unwrap().unwrap();
+}
