@@ -492,7 +492,9 @@ export class TribuneClient {
     const handle = new Subscription(this, state, options);
     state.handles.add(handle);
     if (fresh) {
-      if (this.#state === ConnectionState.CONNECTED) this.#sendSubscribe(state);
+      // An open socket takes subscriptions even before the welcome arrives:
+      // the ones that existed at open time were sent then, this one goes now.
+      if (this.#socketOpen()) this.#sendSubscribe(state);
       else if (this.#state === ConnectionState.IDLE && this.#opts.autoConnect) this.connect();
     } else {
       // A later handle on a topic already live starts from what is known:
@@ -537,7 +539,7 @@ export class TribuneClient {
     if (state.handles.size > 0 || this.#topics.get(state.topic) !== state) return;
     this.#topics.delete(state.topic);
     clearTimeout(state.retryTimer);
-    if (this.#state === ConnectionState.CONNECTED && state.subId !== null) {
+    if (this.#socketOpen() && state.subId !== null) {
       const id = this.#nextId++;
       this.#pending.set(id, { kind: 'unsubscribe', resolve() {}, reject() {} });
       this.#send({ type: 'unsubscribe', id, topic: state.topic });
@@ -985,6 +987,10 @@ export class TribuneClient {
     if (!ws || ws.readyState !== 1) return false;
     ws.send(this.#encode(frame));
     return true;
+  }
+
+  #socketOpen() {
+    return this.#ws !== null && this.#ws.readyState === 1;
   }
 
   #topicBySubId(id) {

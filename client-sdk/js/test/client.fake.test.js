@@ -387,3 +387,19 @@ test('an unbounded reader is bounded: overflow is said with a gap', async (t) =>
   }
   assert.deepEqual(got, ['gap:4', 5, 6]);
 });
+
+test('a subscription made between socket open and welcome is sent, and so is its unsubscribe', async (t) => {
+  const { fake, c } = await setup(t, { welcome: false });
+  const first = c.subscribe(CLIPS);
+  const conn = await fake.connection(0);
+  await conn.next('subscribe');
+  assert.equal(c.state, 'connecting');
+  const second = c.subscribe(RESULTS);
+  const sf = await conn.next((f) => f.type === 'subscribe' && f.topic === RESULTS);
+  assert.equal(sf.topic, RESULTS);
+  second.unsubscribe();
+  await conn.next((f) => f.type === 'unsubscribe' && f.topic === RESULTS);
+  conn.send({ type: 'welcome', protocol: 1, node: 'fake', conn: 'c-0', heartbeat_ms: 25000 });
+  await eventually(() => c.state === 'connected');
+  first.unsubscribe();
+});
