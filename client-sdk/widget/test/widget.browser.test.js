@@ -385,7 +385,9 @@ test('one script tag embeds the widget on a page of another origin', async (t) =
   const topic = topicFor('results');
   const hostPage = `<!doctype html><html><head><meta charset="utf-8">
 <script type="module" src="${hub.httpUrl}/widget/tribune-widget.js"></script></head>
-<body><main><tribune-results id="embedded" topic="${topic}" style="--tribune-accent:#e00"></tribune-results></main></body></html>`;
+<body><main><tribune-results id="embedded" topic="${topic}" style="--tribune-accent:#e00"></tribune-results>
+<tribune-results id="elsewhere" topic="${topic}" hub="http://127.0.0.1:9"></tribune-results>
+<tribune-clips id="proxied" topic="${topicFor('clips')}" ws-url="${proxy.wsUrl}"></tribune-clips></main></body></html>`;
   const server = http.createServer((req, res) => {
     res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
     res.end(hostPage);
@@ -402,7 +404,16 @@ test('one script tag embeds the widget on a page of another origin', async (t) =
   await page.waitForFunction(() => document.getElementById('embedded').shadowRoot.textContent.includes('Team Embedded'), null, {
     timeout: 5000,
   });
-  assert.deepEqual(errors, []);
+  // The attributes override the hub found from the script's URL.
+  await page.locator('#proxied .conn[data-state="connected"]').waitFor({ timeout: 10000 });
+  const urls = await page.evaluate(async () => {
+    const { resolveWsUrl } = await import(document.querySelector('script[type=module]').src);
+    return ['embedded', 'elsewhere', 'proxied'].map((id) => resolveWsUrl(document.getElementById(id)));
+  });
+  assert.deepEqual(urls, [hub.wsUrl, 'ws://127.0.0.1:9/v1/ws', proxy.wsUrl]);
+  assert.notEqual(await page.locator('#elsewhere .conn').getAttribute('data-state'), 'connected');
+  assert.ok(!(await page.locator('#elsewhere').evaluate((el) => el.shadowRoot.textContent)).includes('Team Embedded'));
+  assert.deepEqual(errors.filter((e) => !e.includes('127.0.0.1:9/')), []);
 });
 
 test('SDK in the browser: the served module speaks to the hub', async (t) => {
