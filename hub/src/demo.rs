@@ -167,7 +167,8 @@ fn clip(counter: u64, heat: u32, rng: &mut impl Rng) -> Value {
         "id": format!("clip-demo-{counter:04}"),
         "title": title,
         "url": format!("https://media.example.org/clips/{counter:04}.mp4"),
-        "thumbnail": format!("https://media.example.org/clips/{counter:04}.jpg"),
+        // Served by the hub itself, so the demo shows thumbnails offline.
+        "thumbnail": "/demo/thumb.svg",
         "duration_s": (rng.random_range(80..400) as f64) / 10.0,
         "source": "OBS",
         "event_id": "demo2026.speed-skating.mixed-team-sprint",

@@ -192,6 +192,8 @@ impl Stats {
         loop {
             tokio::select! {
                 item = feed.next() => match item {
+                    // Our own partial was absorbed when it was made.
+                    Some((node, _)) if node == self.config.node_name => {}
                     Some((_, payload)) => match serde_json::from_slice::<Partial>(&payload) {
                         Ok(p) => aggregate.absorb(p, Instant::now()),
                         Err(e) => tracing::debug!(error = %e, "ignoring a malformed stats partial"),
@@ -206,6 +208,9 @@ impl Stats {
                             tracing::debug!(error = %e, "stats partial not published");
                         }
                     }
+                    // Local figures count in this very window, without
+                    // waiting for the bus to bring them back.
+                    aggregate.absorb(partial, Instant::now());
                     self.send(&mut aggregate, window);
                 }
             }
