@@ -268,7 +268,8 @@ struct Monitor {
 }
 
 struct Bars {
-    _multi: MultiProgress,
+    visible: bool,
+    multi: MultiProgress,
     conns: ProgressBar,
     traffic: ProgressBar,
 }
@@ -293,7 +294,8 @@ impl Bars {
         );
         traffic.set_prefix(target.as_str());
         Bars {
-            _multi: multi,
+            visible,
+            multi,
             conns,
             traffic,
         }
@@ -301,6 +303,15 @@ impl Bars {
 }
 
 impl Monitor {
+    /// A line about the run's progress, above the bars (or plain on stderr).
+    fn note(&self, text: String) {
+        if self.bars.visible {
+            let _ = self.bars.multi.println(text);
+        } else {
+            eprintln!("{text}");
+        }
+    }
+
     fn totals(&self) -> Totals {
         let mut t = Totals::default();
         for p in &self.latest {
@@ -658,6 +669,14 @@ async fn run_target(
     mon.bars
         .conns
         .set_message(format!("connected in {:.1} s", rep.connect.connect_s));
+    let t = mon.totals();
+    mon.note(format!(
+        "{}: {} of {clients} clients connected in {:.1} s, {} subscriptions confirmed",
+        target.as_str(),
+        t.open,
+        rep.connect.connect_s,
+        t.subscribed
+    ));
 
     // Hold, then read memory with every client in place.
     let hold = if cli.scenario == Scenario::Idle {
@@ -667,6 +686,8 @@ async fn run_target(
     };
     mon.pump_for(hold).await;
     let connected = sample_all(&mon.watched);
+    let workers_connected: Vec<Option<ProcSample>> =
+        workers.pids.iter().map(|&p| procstat::sample(p)).collect();
 
     // Traffic.
     let schedule = |duration: Duration| Schedule {
@@ -676,6 +697,15 @@ async fn run_target(
         payload_size: cli.payload_size,
     };
     let pub_control = publisher::Control::default();
+    if cli.scenario != Scenario::Idle {
+        mon.note(format!(
+            "{}: publishing {:.0} msgs/s of {} B over {} topic(s)",
+            target.as_str(),
+            cli.rate,
+            cli.payload_size,
+            plan.count
+        ));
+    }
     let mut traffic_start: Option<Vec<Option<ProcSample>>> = None;
     let published: Published = match cli.scenario {
         Scenario::Idle => Published {
@@ -764,6 +794,13 @@ async fn run_target(
     let traffic_end_workers: Vec<Option<ProcSample>> =
         workers.pids.iter().map(|&p| procstat::sample(p)).collect();
 
+    mon.note(format!(
+        "{}: {} published ({} acked); waiting up to {} ms for deliveries to settle",
+        target.as_str(),
+        published.sent,
+        published.acked,
+        cli.settle_ms
+    ));
     // Finish.
     workers
         .send(&Command::Finish {
@@ -800,7 +837,7 @@ async fn run_target(
             end,
         },
         &worker_pids,
-        traffic_end_workers,
+        (workers_connected, traffic_end_workers),
     );
     rep.duration_s = started.elapsed().as_secs_f64();
     drop(hubs);
@@ -934,7 +971,7 @@ fn fill_report(
     published: &Published,
     s: Samples,
     worker_pids: &[u32],
-    workers_end: Vec<Option<ProcSample>>,
+    (workers_connected, workers_end): (Vec<Option<ProcSample>>, Vec<Option<ProcSample>>),
 ) {
     let finals: Vec<&Final> = mon.finals.iter().flatten().collect();
     let latency = merge(&finals, |f| &f.latency);
@@ -1027,9 +1064,16 @@ fn fill_report(
         role: "workers".into(),
         name: format!("{} worker process(es)", worker_pids.len()),
         pid: 0,
+        rss_kib_connected: workers_connected.iter().flatten().map(|p| p.rss_kib).sum(),
         rss_kib_end: workers_end.iter().flatten().map(|p| p.rss_kib).sum(),
         hwm_kib: workers_end.iter().flatten().map(|p| p.hwm_kib).sum(),
         cpu_s_run: workers_end.iter().flatten().map(|p| p.cpu_s).sum(),
+        cpu_s_traffic: workers_end.iter().flatten().map(|p| p.cpu_s).sum::<f64>()
+            - workers_connected
+                .iter()
+                .flatten()
+                .map(|p| p.cpu_s)
+                .sum::<f64>(),
         ..ProcUsage::default()
     };
     let open = mon.peak_open;

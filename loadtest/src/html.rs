@@ -211,6 +211,14 @@ fn nines(p: f64) -> f64 {
     -(1.0 - (p / 100.0).min(0.99999)).log10()
 }
 
+fn kib(v: u64) -> String {
+    if v == 0 {
+        "-".into()
+    } else {
+        format!("{v} KiB")
+    }
+}
+
 fn row(cells: &[String]) -> String {
     format!(
         "<tr>{}</tr>",
@@ -221,8 +229,11 @@ fn row(cells: &[String]) -> String {
     )
 }
 
+/// How one row of the figures table reads a run.
+type Cell = Box<dyn Fn(&RunReport) -> String>;
+
 fn run_rows(runs: &[RunReport]) -> String {
-    let mut rows: Vec<(&str, Box<dyn Fn(&RunReport) -> String>)> = vec![
+    let mut rows: Vec<(&str, Cell)> = vec![
         (
             "clients connected (peak) / requested",
             Box::new(|r| format!("{} / {}", r.connect.peak_open, r.connect.requested)),
@@ -533,10 +544,10 @@ pub fn render(report: &Report) -> String {
                 esc(r.target_name()),
                 esc(&p.name),
                 p.pid.to_string(),
-                format!("{} KiB", p.rss_kib_before),
-                format!("{} KiB", p.rss_kib_connected),
-                format!("{} KiB", p.rss_kib_end),
-                format!("{} KiB", p.hwm_kib),
+                kib(p.rss_kib_before),
+                kib(p.rss_kib_connected),
+                kib(p.rss_kib_end),
+                kib(p.hwm_kib),
                 format!("{:.2} s", p.cpu_s_run),
                 format!("{:.2} s", p.cpu_s_traffic),
             ]));

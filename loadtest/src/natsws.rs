@@ -69,7 +69,7 @@ impl NatsParser {
     }
 
     /// The next complete operation, `None` when more bytes are needed.
-    pub fn next(&mut self) -> Result<Option<NatsOp<'_>>, NatsError> {
+    pub fn next_op(&mut self) -> Result<Option<NatsOp<'_>>, NatsError> {
         let avail = &self.buf[self.pos..];
         let Some(eol) = avail.windows(2).position(|w| w == b"\r\n") else {
             if avail.len() > MAX_LINE {
@@ -185,7 +185,7 @@ mod tests {
 
     fn collect(p: &mut NatsParser) -> Vec<String> {
         let mut got = Vec::new();
-        while let Some(op) = p.next().unwrap() {
+        while let Some(op) = p.next_op().unwrap() {
             got.push(match op {
                 NatsOp::Msg {
                     subject,
@@ -242,10 +242,10 @@ mod tests {
     fn refuses_garbage() {
         let mut p = NatsParser::default();
         p.push(b"WHAT now\r\n");
-        assert!(p.next().is_err());
+        assert!(p.next_op().is_err());
         let mut p = NatsParser::default();
         p.push(b"MSG a\r\n");
-        assert!(p.next().is_err());
+        assert!(p.next_op().is_err());
     }
 
     #[test]

@@ -189,9 +189,8 @@ async fn run_nats(
     }
     let drain_until = Instant::now() + Duration::from_secs(15);
     while !acks.is_empty() && Instant::now() < drain_until {
-        match tokio::time::timeout(Duration::from_secs(1), acks.next()).await {
-            Ok(Some(r)) => settle_ack(&mut out, r),
-            Ok(None) | Err(_) => {}
+        if let Ok(Some(r)) = tokio::time::timeout(Duration::from_secs(1), acks.next()).await {
+            settle_ack(&mut out, r);
         }
     }
     if !acks.is_empty() {

@@ -643,7 +643,12 @@ async fn session(shared: &Shared, client: &mut Client, mut conn: WsConn, ctl: &S
     tokio::pin!(timer);
     let mut timer_at: Option<Instant> = None;
     loop {
-        // Orders and timers first, then flush, then wait for the socket.
+        // Frames already buffered first (a welcome may arrive with the 101),
+        // then orders and timers, then flush, then wait for the socket.
+        if let Some(o) = process_buffered(shared, client, &mut st, &mut conn, &mut out) {
+            let _ = conn.stream.write_all(&out).await;
+            return o;
+        }
         if let Some(o) = check_control(shared, client, &mut st, ctl, &mut out) {
             let _ = conn.stream.write_all(&out).await;
             return o;
@@ -685,39 +690,51 @@ async fn session(shared: &Shared, client: &mut Client, mut conn: WsConn, ctl: &S
             r = conn.fill() => match r {
                 Ok(0) => return lost("eof".into()),
                 Err(e) => return lost(format!("read_{:?}", e.kind()).to_lowercase()),
-                Ok(_) => {
-                    let now = now_us();
-                    loop {
-                        let ev = match conn.reader.next(&mut out) {
-                            Ok(Some(ev)) => ev,
-                            Ok(None) => break,
-                            Err(e) => {
-                                bump(&mut shared.stats.borrow_mut().errors, "bad_frame");
-                                eprintln!("client {}: {}", client.index, e.0);
-                                return lost("bad_frame".into());
-                            }
-                        };
-                        match ev {
-                            Incoming::Close(code) => {
-                                encode_close(&mut out, code.unwrap_or(1000));
-                                let _ = conn.stream.write_all(&out).await;
-                                return on_close(&st, code);
-                            }
-                            Incoming::Text(data) | Incoming::Binary(data) => {
-                                let r = match spec.target {
-                                    Target::Tribune => on_hub_frame(shared, client, &mut st, data, now),
-                                    Target::NatsWs => on_nats_bytes(shared, client, &mut st, data, now, &mut out),
-                                };
-                                if let Err(cause) = r {
-                                    return lost(cause);
-                                }
-                            }
-                        }
-                    }
-                }
+                Ok(_) => {}
             },
             _ = ctl.notify.notified() => {}
             _ = &mut timer, if timer_at.is_some() => { timer_at = None; }
+        }
+    }
+}
+
+/// Handles every complete frame in the read buffer; `Some` ends the
+/// session (a close, whose answer is left in `out`, or a protocol error).
+fn process_buffered(
+    shared: &Shared,
+    client: &mut Client,
+    st: &mut Conn,
+    conn: &mut WsConn,
+    out: &mut Vec<u8>,
+) -> Option<Outcome> {
+    if conn.reader.pending() == 0 {
+        return None;
+    }
+    let now = now_us();
+    loop {
+        let ev = match conn.reader.next(out) {
+            Ok(Some(ev)) => ev,
+            Ok(None) => return None,
+            Err(e) => {
+                bump(&mut shared.stats.borrow_mut().errors, "bad_frame");
+                eprintln!("client {}: {}", client.index, e.0);
+                return Some(lost("bad_frame".into()));
+            }
+        };
+        match ev {
+            Incoming::Close(code) => {
+                encode_close(out, code.unwrap_or(1000));
+                return Some(on_close(st, code));
+            }
+            Incoming::Text(data) | Incoming::Binary(data) => {
+                let r = match shared.spec.target {
+                    Target::Tribune => on_hub_frame(shared, client, st, data, now),
+                    Target::NatsWs => on_nats_bytes(shared, client, st, data, now, out),
+                };
+                if let Err(cause) = r {
+                    return Some(lost(cause));
+                }
+            }
         }
     }
 }
@@ -1010,7 +1027,7 @@ fn on_nats_bytes(
 ) -> Result<(), String> {
     st.nats.push(data);
     loop {
-        let op = match st.nats.next() {
+        let op = match st.nats.next_op() {
             Ok(Some(op)) => op,
             Ok(None) => return Ok(()),
             Err(e) => {
