@@ -427,6 +427,12 @@ async fn a_sigkilled_nats_server_loses_no_message() {
         let got = collect(fan, topic, &acked, Duration::from_secs(20)).await;
         assert_exactly_once_in_order(&got, &acked, 0, &format!("fan {i}"));
     }
+    assert!(hub.metric("tribune_bus_reconnects_total").await >= 1.0);
+    eprintln!(
+        "sigkill: gaps repaired {}, history requests {}",
+        hub.metric("tribune_gaps_repaired_total").await,
+        hub.metric("tribune_history_requests_total").await
+    );
 }
 
 #[tokio::test]
@@ -527,17 +533,26 @@ async fn a_recreated_stream_is_a_new_epoch_and_old_positions_do_not_recover() {
 async fn killing_the_stream_leader_of_a_3_node_cluster_loses_nothing() {
     let mut cluster = NatsCluster::start(3).await;
     let cfg = config(500, "replicas = 3");
-    let hub = hub_on(&cluster.urls(), &cfg, "hub-a").await;
+    // Hub A knows every node; it creates the R3 stream.
+    let hub_a = hub_on(&cluster.urls(), &cfg, "hub-a").await;
+    let editor = Arc::new(Editor::connect(&cluster.urls()).await);
+    let info = editor.api("$JS.API.STREAM.INFO.TRIBUNE").await;
+    assert_eq!(info["config"]["num_replicas"], json!(3), "{info}");
+    let leader = info["cluster"]["leader"]
+        .as_str()
+        .expect("a stream leader")
+        .to_string();
+    let index = cluster.index_of(&leader).expect("leader is one of ours");
+    // Hub B is given the leader's node only: it loses its connection with the
+    // leader and must find the others (from the server's INFO) by itself.
+    let hub_b = hub_on(&cluster.url(index), &cfg, "hub-b").await;
     let topic = "clips.e2e.cluster";
     let mut fans = Vec::new();
-    for _ in 0..3 {
+    for hub in [&hub_a, &hub_a, &hub_b, &hub_b] {
         let (mut fan, _) = WsClient::connect(&hub.ws_url()).await;
         fan.subscribe(topic, json!({})).await;
         fans.push(fan);
     }
-    let editor = Arc::new(Editor::connect(&cluster.urls()).await);
-    let info = editor.api("$JS.API.STREAM.INFO.TRIBUNE").await;
-    assert_eq!(info["config"]["num_replicas"], json!(3), "{info}");
     let progress = Arc::new(AtomicUsize::new(0));
     let publisher = feed(editor.clone(), topic, "l", 300, progress.clone());
     eventually(
@@ -546,12 +561,6 @@ async fn killing_the_stream_leader_of_a_3_node_cluster_loses_nothing() {
         || async { (progress.load(Ordering::SeqCst) >= 100).then_some(()) },
     )
     .await;
-    let info = editor.api("$JS.API.STREAM.INFO.TRIBUNE").await;
-    let leader = info["cluster"]["leader"]
-        .as_str()
-        .expect("a stream leader")
-        .to_string();
-    let index = cluster.index_of(&leader).expect("leader is one of ours");
     cluster.kill(index);
     let acked = publisher.await.unwrap();
     assert_eq!(acked.len(), 300);
@@ -564,6 +573,18 @@ async fn killing_the_stream_leader_of_a_3_node_cluster_loses_nothing() {
     for (i, fan) in fans.iter_mut().enumerate() {
         let got = collect(fan, topic, &acked, Duration::from_secs(20)).await;
         assert_exactly_once_in_order(&got, &acked, 0, &format!("fan {i}"));
+    }
+    assert!(
+        hub_b.metric("tribune_bus_reconnects_total").await >= 1.0,
+        "hub B moved to another node"
+    );
+    for hub in [&hub_a, &hub_b] {
+        eprintln!(
+            "leader killed: gaps repaired {}, history requests {}, bus reconnects {}",
+            hub.metric("tribune_gaps_repaired_total").await,
+            hub.metric("tribune_history_requests_total").await,
+            hub.metric("tribune_bus_reconnects_total").await
+        );
     }
 }
 
