@@ -13,8 +13,9 @@
 use serde_json::json;
 use tribune_client::{PublishErrorKind, Publisher};
 
-const BOARD: &str = "results.lausanne2020.speed-skating.mixed-team-sprint";
-const CLIPS: &str = "clips.lausanne2020.speed-skating";
+/// The topics the `results_board` example shows by default.
+const BOARD: &str = "results.demo2026.speed-skating.mixed-team-sprint";
+const CLIPS: &str = "clips.demo2026.speed-skating";
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -3,6 +3,7 @@
 //! ```text
 //! cargo run -p tribune-hub -- --demo            # a hub with a simulated event
 //! cargo run -p tribune-client --example results_board -- ws://127.0.0.1:8080
+//! # or another event: ... -- ws://HUB results.<event> clips.<event>
 //! ```
 //!
 //! The board (a `state` topic) is redrawn on every update; clips (a `feed`)
@@ -13,8 +14,9 @@ use futures::StreamExt;
 use serde::Deserialize;
 use tribune_client::{Client, ConnectionEvent, Event, SubscribeOptions};
 
-const BOARD: &str = "results.lausanne2020.speed-skating.mixed-team-sprint";
-const CLIPS: &str = "clips.lausanne2020.speed-skating";
+/// The topics of the hub's `--demo` event.
+const BOARD: &str = "results.demo2026.speed-skating.mixed-team-sprint";
+const CLIPS: &str = "clips.demo2026.speed-skating";
 
 /// The fields of PAYLOADS.md this example shows; unknown ones are ignored.
 #[derive(Debug, Deserialize)]
@@ -50,17 +52,18 @@ struct Clip {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let url = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "ws://127.0.0.1:8080".into());
+    let mut args = std::env::args().skip(1);
+    let url = args.next().unwrap_or_else(|| "ws://127.0.0.1:8080".into());
+    let board_topic = args.next().unwrap_or_else(|| BOARD.into());
+    let clips_topic = args.next().unwrap_or_else(|| CLIPS.into());
     let client = Client::builder(&url)
         .retry_initial_connect(true)
         .connect()
         .await?;
     let mut events = client.events();
-    let mut board = client.subscribe(BOARD).await?;
+    let mut board = client.subscribe(board_topic).await?;
     let mut clips = client
-        .subscribe_with(CLIPS, SubscribeOptions::new().history(5))
+        .subscribe_with(clips_topic, SubscribeOptions::new().history(5))
         .await?;
 
     loop {

@@ -38,10 +38,13 @@ struct FakeConn {
 }
 
 impl FakeHub {
+    async fn start() -> FakeHub {
+        Self::serve(TcpListener::bind("127.0.0.1:0").await.unwrap())
+    }
+
     // The handshake callback's error type is tungstenite's, not ours.
     #[allow(clippy::result_large_err)]
-    async fn start() -> FakeHub {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    fn serve(listener: TcpListener) -> FakeHub {
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(async move {
@@ -562,4 +565,51 @@ async fn subscription_refused_on_renewal_ends_with_closed() {
     assert_eq!((s.history, s.since), (Some(2), None));
     conn.ack_subscribe(&s, Mode::Feed, "E1", 3, None).await;
     timeout(WAIT, again).await.unwrap().unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn retry_initial_connect_waits_for_the_hub_and_sends_early_subscriptions() {
+    // A port with nobody listening yet.
+    let addr = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let client = Client::builder(format!("ws://{addr}"))
+        .backoff(Duration::from_millis(20), Duration::from_millis(100))
+        .retry_initial_connect(true)
+        .connect()
+        .await
+        .expect("returns at once");
+    let mut events = client.events();
+    let subscribing = {
+        let client = client.clone();
+        tokio::spawn(async move { client.subscribe(T).await })
+    };
+    // At least one attempt fails first.
+    loop {
+        match timeout(WAIT, events.next()).await.unwrap().unwrap() {
+            ConnectionEvent::Disconnected {
+                reason: DisconnectReason::Io(_),
+                retry_in: Some(d),
+            } => {
+                assert!(d <= Duration::from_millis(100));
+                break;
+            }
+            ConnectionEvent::Connecting { .. } => continue,
+            other => panic!("{other:?}"),
+        }
+    }
+    let err = client.react("results.a.b", "🔥").await.unwrap_err();
+    assert_eq!(err.kind(), tribune_client::ReactErrorKind::NotConnected);
+    let mut hub = FakeHub::serve(TcpListener::bind(addr).await.unwrap());
+    let mut conn = hub.next_conn().await;
+    conn.welcome(25_000).await;
+    let s = conn.expect_subscribe().await;
+    conn.ack_subscribe(&s, Mode::Feed, "E1", 0, None).await;
+    let mut sub = timeout(WAIT, subscribing).await.unwrap().unwrap().unwrap();
+    conn.message(1, 0).await;
+    assert_eq!(next_seq(&mut sub).await, 1);
+    assert_eq!(client.state(), tribune_client::ConnectionState::Connected);
+    assert_eq!(client.node().as_deref(), Some("fake"));
 }

@@ -287,19 +287,22 @@ async fn resume_after_retention_ran_out_is_a_gap_never_silence() {
         .unwrap();
     let feed = "tiny.sdk.gap";
     let mut sub = c.subscribe(feed).await.unwrap();
+    // Another fan, reading promptly: when it has seen the last message, the
+    // hub has forwarded everything and retains only the last 3.
+    let observer = client(&hub).await;
+    let mut watch = observer.subscribe(feed).await.unwrap();
     let mut seqs = Vec::new();
-    for n in 0..3 {
+    for n in 0..10 {
         seqs.push(hub.publish(feed, json!({"n": n})).await);
     }
-    // Wait until the third message overflowed the buffer (it is not queued).
-    tribune_tests::eventually("the first two messages queued", WAIT, || async {
-        (sub.pending() == 2).then_some(())
-    })
-    .await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    for n in 3..10 {
-        seqs.push(hub.publish(feed, json!({"n": n})).await);
+    for seq in &seqs {
+        assert_eq!(next_message(&mut watch).await.0, *seq);
     }
+    // A ping is answered after the frames queued before it: once it is
+    // back, the slow fan's client has seen all ten messages, holds the
+    // first two, and suspended the subscription at the third.
+    c.ping().await.unwrap();
+    assert_eq!(sub.pending(), 2);
     assert_eq!(next_message(&mut sub).await, (seqs[0], json!({"n": 0})));
     assert_eq!(next_message(&mut sub).await, (seqs[1], json!({"n": 1})));
     match next_event(&mut sub).await {

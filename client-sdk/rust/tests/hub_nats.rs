@@ -463,3 +463,42 @@ async fn cli_publishes_on_nats_and_tails_it_back() {
     assert_eq!(code, Some(0), "{stderr}");
     assert_eq!(stdout, format!("{topic} #{seq} {{\"status\":\"live\"}}\n"));
 }
+
+#[tokio::test]
+async fn publisher_retries_after_a_lost_ack_store_once() {
+    let nats = NatsServer::start().await;
+    let cfg = ConfigFile::new(CONFIG);
+    let hub = hub(&nats, &cfg, "n1").await;
+    let client = Client::connect(hub.ws_url()).await.unwrap();
+    let topic = "clips.sdk.retry";
+    let mut sub = client.subscribe(topic).await.unwrap();
+    let publisher = Publisher::builder()
+        .ack_timeout(Duration::from_millis(200))
+        .attempts(30)
+        .connect(&nats.url())
+        .await
+        .unwrap();
+    // A hung server: the first attempts time out, then it answers them all.
+    nats.pause();
+    let started = Instant::now();
+    let publishing = {
+        let publisher = publisher.clone();
+        tokio::spawn(async move { publisher.publish(topic, &json!({"n": 1})).await })
+    };
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    nats.resume();
+    let stored = timeout(WAIT, publishing)
+        .await
+        .unwrap()
+        .unwrap()
+        .expect("published after retries");
+    // It outlasted several 200 ms attempts: it was retried.
+    assert!(
+        started.elapsed() >= Duration::from_millis(600),
+        "{stored:?}"
+    );
+    assert_eq!(next_message(&mut sub).await, (stored.seq, json!({"n": 1})));
+    // Stored once: the next publication is the next message fans see.
+    let next = publisher.publish(topic, &json!({"n": 2})).await.unwrap();
+    assert_eq!(next_message(&mut sub).await, (next.seq, json!({"n": 2})));
+}
