@@ -648,6 +648,7 @@ async fn a_subscribe_storm_costs_a_handful_of_history_reads() {
         "every client: ack seq, replayed seq, payload = {want:?}"
     );
     let reads = hub.metric("tribune_history_requests_total").await - before;
+    eprintln!("storm: {clients} subscriptions, {reads} history requests");
     assert!(
         reads <= 5.0,
         "{reads} history requests for {clients} subscriptions"
