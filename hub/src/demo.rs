@@ -202,7 +202,7 @@ pub async fn run(node: Arc<Node>) {
             format!("demo-{run_id:x}-r{n}"),
         )
         .await;
-        if n % 3 == 0 {
+        if n.is_multiple_of(3) {
             clip_counter += 1;
             let c = clip(clip_counter, heat.number, &mut rng);
             publish(

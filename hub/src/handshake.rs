@@ -113,22 +113,24 @@ pub fn check(
         r.retry_after = Some(1);
         return Err(r);
     }
-    if !node.config.allowed_origins.is_empty() {
-        if let Some(origin) = headers.get(header::ORIGIN) {
-            let allowed = origin.to_str().is_ok_and(|o| {
-                node.config
-                    .allowed_origins
-                    .iter()
-                    .any(|a| a == o || a == "*")
-            });
-            if !allowed {
-                return Err(refuse(
-                    StatusCode::FORBIDDEN,
-                    ErrorCode::Forbidden,
-                    "origin",
-                    "origin not allowed",
-                ));
-            }
+    // Apps send no Origin; browsers always do, and only those are checked.
+    let origin = headers
+        .get(header::ORIGIN)
+        .filter(|_| !node.config.allowed_origins.is_empty());
+    if let Some(origin) = origin {
+        let allowed = origin.to_str().is_ok_and(|o| {
+            node.config
+                .allowed_origins
+                .iter()
+                .any(|a| a == o || a == "*")
+        });
+        if !allowed {
+            return Err(refuse(
+                StatusCode::FORBIDDEN,
+                ErrorCode::Forbidden,
+                "origin",
+                "origin not allowed",
+            ));
         }
     }
     let authorization = headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());

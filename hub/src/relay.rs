@@ -343,6 +343,9 @@ fn payload_ok(data: &Bytes, max: usize, metrics: &Metrics) -> bool {
     true
 }
 
+/// Called once when a relay ends, to take it out of the registry.
+pub type OnEnd = Box<dyn FnOnce(&Arc<Relay>) + Send>;
+
 /// The relay's task: loads history, then forwards live messages until the
 /// linger after the last subscriber ends it.
 pub struct RelayTask {
@@ -351,7 +354,7 @@ pub struct RelayTask {
     pub ctl: mpsc::UnboundedReceiver<Control>,
     pub linger: Duration,
     /// Called once when the relay ends, to take it out of the registry.
-    pub on_end: Box<dyn FnOnce(&Arc<Relay>) + Send>,
+    pub on_end: OnEnd,
     /// Last `seq` seen from the bus on this topic, forwarded or not.
     last_seen: u64,
     /// Last `seq` forwarded: the `prev` of the next frame.
@@ -364,7 +367,7 @@ impl RelayTask {
         bus: Arc<dyn Bus>,
         ctl: mpsc::UnboundedReceiver<Control>,
         linger: Duration,
-        on_end: Box<dyn FnOnce(&Arc<Relay>) + Send>,
+        on_end: OnEnd,
     ) -> Self {
         Self {
             relay,
@@ -609,16 +612,48 @@ mod tests {
         let metrics = Arc::new(Metrics::new());
         let topic = Topic::new("clips.relay.test").unwrap();
         let epoch = bus.status().borrow().epoch.clone();
-        let (relay, ctl) = Relay::new(1, topic.clone(), Mode::Feed, 100, 32, epoch, metrics.clone());
-        let task = RelayTask::new(relay.clone(), bus.clone(), ctl, Duration::from_secs(60), Box::new(|_| {}));
+        let (relay, ctl) = Relay::new(
+            1,
+            topic.clone(),
+            Mode::Feed,
+            100,
+            32,
+            epoch,
+            metrics.clone(),
+        );
+        let task = RelayTask::new(
+            relay.clone(),
+            bus.clone(),
+            ctl,
+            Duration::from_secs(60),
+            Box::new(|_| {}),
+        );
         tokio::spawn(task.run());
         relay.ready().await.unwrap();
         let outbox = Arc::new(Outbox::new(1 << 20, 1024));
-        relay.join(&outbox, &JoinRequest { id: 1, ..Default::default() }).unwrap();
-        let good1 = bus.publish(&topic, Bytes::from_static(b"{\"a\":1}"), None).await.unwrap();
-        bus.publish(&topic, Bytes::from_static(b"{broken"), None).await.unwrap();
-        bus.publish(&topic, Bytes::from(format!("\"{}\"", "x".repeat(64))), None).await.unwrap();
-        let good2 = bus.publish(&topic, Bytes::from_static(b"[2]"), None).await.unwrap();
+        relay
+            .join(
+                &outbox,
+                &JoinRequest {
+                    id: 1,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        let good1 = bus
+            .publish(&topic, Bytes::from_static(b"{\"a\":1}"), None)
+            .await
+            .unwrap();
+        bus.publish(&topic, Bytes::from_static(b"{broken"), None)
+            .await
+            .unwrap();
+        bus.publish(&topic, Bytes::from(format!("\"{}\"", "x".repeat(64))), None)
+            .await
+            .unwrap();
+        let good2 = bus
+            .publish(&topic, Bytes::from_static(b"[2]"), None)
+            .await
+            .unwrap();
         let mut frames = Vec::new();
         for _ in 0..100 {
             let mut batch = VecDeque::new();
@@ -629,14 +664,28 @@ mod tests {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        let messages: Vec<serde_json::Value> =
-            frames[1..].iter().map(|f| serde_json::from_str(f).unwrap()).collect();
+        let messages: Vec<serde_json::Value> = frames[1..]
+            .iter()
+            .map(|f| serde_json::from_str(f).unwrap())
+            .collect();
         assert_eq!(messages.len(), 2, "{frames:?}");
-        assert_eq!((messages[0]["seq"].as_u64(), messages[0]["prev"].as_u64()), (Some(good1), Some(0)));
-        assert_eq!((messages[1]["seq"].as_u64(), messages[1]["prev"].as_u64()), (Some(good2), Some(good1)));
+        assert_eq!(
+            (messages[0]["seq"].as_u64(), messages[0]["prev"].as_u64()),
+            (Some(good1), Some(0))
+        );
+        assert_eq!(
+            (messages[1]["seq"].as_u64(), messages[1]["prev"].as_u64()),
+            (Some(good2), Some(good1))
+        );
         let text = metrics.render();
-        assert!(text.contains("tribune_payloads_dropped_total{reason=\"invalid_json\"} 1"), "{text}");
-        assert!(text.contains("tribune_payloads_dropped_total{reason=\"too_large\"} 1"), "{text}");
+        assert!(
+            text.contains("tribune_payloads_dropped_total{reason=\"invalid_json\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("tribune_payloads_dropped_total{reason=\"too_large\"} 1"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -30,6 +30,9 @@ use crate::outbox::Outbox;
 use crate::registry::Registry;
 use crate::stats::Stats;
 
+/// Initial read buffer of a connection.
+const READ_BUFFER: usize = 512;
+
 /// Everything a node's connections share.
 pub struct Node {
     pub config: Arc<Config>,
@@ -149,10 +152,12 @@ async fn ws(
     node.metrics.connections_accepted.inc();
     let limits = &node.config.limits;
     // Small buffers: an idle fan's connection must cost a few KiB, not the
-    // 128 KiB tungstenite reserves by default.
+    // 128 KiB tungstenite reserves by default. The read buffer is allocated
+    // up front and grows on demand for a larger frame; fans' frames are
+    // small (a subscribe is ~100 bytes).
     let upgrade = upgrade
         .protocols([tribune_protocol::SUBPROTOCOL])
-        .read_buffer_size(limits.max_frame_bytes.min(4096))
+        .read_buffer_size(READ_BUFFER)
         .write_buffer_size(16 * 1024)
         .max_write_buffer_size(limits.queue_bytes * 2 + 64 * 1024)
         .max_message_size(limits.max_frame_bytes)

@@ -242,7 +242,7 @@ impl Session {
             self.error(Some(r.id), ErrorCode::Forbidden, msg);
             return Verdict::Continue;
         }
-        if !ns.reactions.iter().any(|a| *a == r.reaction) {
+        if !ns.reactions.contains(&r.reaction) {
             self.node.metrics.reaction("refused");
             return self.refuse(
                 Some(r.id),

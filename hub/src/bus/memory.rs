@@ -103,10 +103,8 @@ impl MemoryBus {
             let (_, id) = inner.dedupe_order.pop_front().expect("front exists");
             inner.dedupe.remove(&id);
         }
-        if let Some(id) = &msg_id {
-            if let Some((seq, _)) = inner.dedupe.get(id) {
-                return *seq;
-            }
+        if let Some((seq, _)) = msg_id.as_ref().and_then(|id| inner.dedupe.get(id)) {
+            return *seq;
         }
         inner.seq += 1;
         let seq = inner.seq;
