@@ -53,6 +53,8 @@ const BATCH_MAX: usize = 1024;
 const SUBSCRIPTION_CAPACITY: usize = 64 * 1024;
 /// How soon a failed status refresh (stream info after a reconnect) is retried.
 const REFRESH_RETRY: Duration = Duration::from_millis(250);
+/// How often dropped-message warnings are logged at most.
+const SLOW_LOG_EVERY: Duration = Duration::from_secs(5);
 
 /// The NATS JetStream bus. Cheap to share behind an `Arc`.
 pub struct NatsBus {
@@ -317,6 +319,7 @@ async fn watch_connection(
     mut connects_seen: u64,
 ) {
     let mut wait = check_every;
+    let (mut slow_drops, mut last_slow_log) = (0u64, None);
     loop {
         let event = tokio::select! {
             event = events.recv() => match event {
@@ -334,11 +337,17 @@ async fn watch_connection(
                     .send_if_modified(|s| std::mem::replace(&mut s.connected, false));
                 continue;
             }
-            Some(Event::SlowConsumer(sid)) => {
-                warn!(
-                    sid,
-                    "NATS subscription buffer full: messages dropped (gaps are repaired)"
-                );
+            Some(Event::SlowConsumer(_)) => {
+                // One event per dropped message: logged at most every 5 s.
+                slow_drops += 1;
+                if last_slow_log.is_none_or(|t: std::time::Instant| t.elapsed() >= SLOW_LOG_EVERY) {
+                    warn!(
+                        dropped = slow_drops,
+                        "NATS subscription buffer full: messages dropped (gaps are repaired)"
+                    );
+                    slow_drops = 0;
+                    last_slow_log = Some(std::time::Instant::now());
+                }
                 continue;
             }
             Some(Event::Connected) | None => {}
@@ -382,6 +391,10 @@ impl Inner {
             return false;
         }
         let connects = self.client.statistics().connects.load(Ordering::Relaxed);
+        // Err(_, true): the bus cannot serve (its stream is gone for good).
+        // Err(_, false): no answer now (a leader election, say), which is no
+        // reason to turn a serving node away; a node that is not serving yet
+        // stays so and retries soon.
         let created = match self.bounded(self.stream_info()).await {
             Ok(Some(info)) => Ok(info.created_ns),
             Ok(None) => match &self.managed_config {
@@ -389,14 +402,16 @@ impl Inner {
                 // server): recreate it; the new epoch tells clients.
                 Some(config) => {
                     warn!(stream = %self.stream, "stream missing: creating it again");
-                    self.bounded(self.create_or_update_stream(config)).await
+                    self.bounded(self.create_or_update_stream(config))
+                        .await
+                        .map_err(|e| (e, true))
                 }
-                None => Err(BusError::Unavailable(format!(
-                    "stream {} does not exist",
-                    self.stream
-                ))),
+                None => Err((
+                    BusError::Unavailable(format!("stream {} does not exist", self.stream)),
+                    true,
+                )),
             },
-            Err(e) => Err(e),
+            Err(e) => Err((e, false)),
         };
         match created {
             Ok(created) => {
@@ -420,18 +435,12 @@ impl Inner {
                 });
                 true
             }
-            Err(e) => {
+            Err((e, cannot_serve)) => {
                 warn!(error = %e, "NATS stream check failed");
-                // A missing stream or a connection that cannot answer cannot
-                // serve; a slow answer on a live connection is not a reason to
-                // turn a serving node away.
-                if self.status.borrow().connected
-                    && matches!(e, BusError::Unavailable(ref m) if !m.contains("does not exist"))
-                {
-                    return false;
+                if cannot_serve {
+                    self.status
+                        .send_if_modified(|s| std::mem::replace(&mut s.connected, false));
                 }
-                self.status
-                    .send_if_modified(|s| std::mem::replace(&mut s.connected, false));
                 false
             }
         }
