@@ -12,11 +12,18 @@
 //! - [`plan`]: topic names and which client subscribes to what (Zipf).
 //! - [`wire`]: coordinator ↔ worker messages and histogram transport.
 //! - [`worker`]: a worker process running its share of the clients.
+//! - [`cli`]: the command line; [`coordinator`]: phases of a run, workers,
+//!   sampling; [`servers`]: nats-server and hub processes it starts;
+//!   [`publisher`]: paced publications (JetStream or `POST /v1/publish`).
+//! - [`procstat`]: RSS and CPU from `/proc`, the machine's description.
+//! - [`report`]: the JSON report, comparison and target checks;
+//!   [`html`]: the self-contained HTML report; [`markdown`]: BENCHMARKS.md.
 
 pub mod account;
 pub mod cli;
 pub mod coordinator;
 pub mod html;
+pub mod markdown;
 pub mod natsws;
 pub mod payload;
 pub mod plan;

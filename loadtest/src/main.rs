@@ -14,6 +14,14 @@ fn main() {
         }
         return;
     }
+    if std::env::args().nth(1).as_deref() == Some("markdown") {
+        let args: Vec<String> = std::env::args().skip(2).collect();
+        if let Err(e) = tribune_loadtest::markdown::main(&args) {
+            eprintln!("markdown: {e:#}");
+            std::process::exit(1);
+        }
+        return;
+    }
     let cli = Cli::parse();
     std::process::exit(match run(cli) {
         Ok(code) => code,
