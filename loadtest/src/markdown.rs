@@ -91,7 +91,7 @@ fn group(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -216,8 +216,8 @@ pub fn render(title: &str, reports: &[Report], notes: &str) -> String {
         );
         row(
             "latency p50 / p90 / p99 / p99.9 / max",
-            cell(h, |x| lat(x)),
-            cell(p, |x| lat(x)),
+            cell(h, lat),
+            cell(p, lat),
             ratio(
                 h.map(|x| x.delivery.latency_us.p99 as f64),
                 p.map(|x| x.delivery.latency_us.p99 as f64),
