@@ -61,7 +61,10 @@ pub async fn connect_bus(config: &Config) -> anyhow::Result<Arc<dyn Bus>> {
 }
 
 async fn connect_nats(config: &Config) -> anyhow::Result<Arc<dyn Bus>> {
-    let bus = bus::nats::NatsBus::connect(&config.bus, config.deepest_retention()).await?;
+    // One message more than the deepest retention: the oldest message a relay
+    // caches then still has its predecessor stored, so its `prev` is exact and
+    // a resume from that predecessor recovers, as on the embedded bus.
+    let bus = bus::nats::NatsBus::connect(&config.bus, config.deepest_retention() + 1).await?;
     Ok(Arc::new(bus))
 }
 

@@ -14,6 +14,12 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Keys and files of [auth] are read here too, so --check-config refuses
+    // what the node would refuse at start.
+    if let Err(e) = tribune_hub::auth::Authenticator::from_config(&config.auth) {
+        eprintln!("tribune-hub: auth: {e}");
+        return ExitCode::from(2);
+    }
     if cli.check_config {
         print!("{}", config.to_toml());
         return ExitCode::SUCCESS;

@@ -34,6 +34,10 @@ use crate::outbox::{Frame, Outbox, Pushed};
 /// How many messages one repair read asks for.
 const REPAIR_BATCH: u32 = 256;
 
+/// How long a gap's repair insists when reads do not yet show the missing
+/// messages (a lagging replica) before taking them as aged out.
+const REPAIR_PATIENCE: Duration = Duration::from_secs(3);
+
 /// Where a relay is in its life; subscribers wait for `Ready`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Load {
@@ -491,9 +495,25 @@ impl RelayTask {
             return;
         }
         if msg.prev > self.last_seen {
-            self.repair(Some(msg.seq)).await;
-            if msg.seq <= self.last_seen {
-                return;
+            // The stream stored something the live feed missed. A read may be
+            // answered by a replica that lags: insist for a while before
+            // taking the hole for messages that aged out in between.
+            let deadline = Instant::now() + REPAIR_PATIENCE;
+            let mut wait = Duration::from_millis(20);
+            loop {
+                self.repair(Some(msg.seq)).await;
+                if msg.seq <= self.last_seen {
+                    return;
+                }
+                if msg.prev <= self.last_seen || Instant::now() >= deadline {
+                    break;
+                }
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_millis(500));
+            }
+            if msg.prev > self.last_seen {
+                tracing::warn!(topic = %self.relay.topic, prev = msg.prev, seen = self.last_seen,
+                    "messages before this one are no longer stored: taken as aged out");
             }
         }
         self.process(msg);
@@ -686,6 +706,194 @@ mod tests {
             text.contains("tribune_payloads_dropped_total{reason=\"too_large\"} 1"),
             "{text}"
         );
+    }
+
+    /// A bus that drops one live message (a missed republish) and answers
+    /// the first history read from a lagging replica (nothing yet).
+    struct LaggingBus {
+        inner: crate::bus::memory::MemoryBus,
+        drop_live: Arc<std::sync::atomic::AtomicU64>,
+        lagging_reads: std::sync::atomic::AtomicUsize,
+    }
+
+    impl Bus for LaggingBus {
+        fn kind(&self) -> &'static str {
+            "lagging"
+        }
+        fn status(&self) -> watch::Receiver<crate::bus::BusStatus> {
+            self.inner.status()
+        }
+        fn live(
+            &self,
+            topic: &Topic,
+        ) -> futures::future::BoxFuture<'_, crate::bus::BusResult<LiveFeed>> {
+            use futures::FutureExt;
+            let topic = topic.clone();
+            async move {
+                let feed = self.inner.live(&topic).await?;
+                let drop_seq = self.drop_live.clone();
+                Ok(feed
+                    .filter(move |m| {
+                        let dropped = drop_seq.load(std::sync::atomic::Ordering::SeqCst);
+                        futures::future::ready(m.seq != dropped)
+                    })
+                    .boxed())
+            }
+            .boxed()
+        }
+        fn last(
+            &self,
+            topic: &Topic,
+            n: u32,
+        ) -> futures::future::BoxFuture<'_, crate::bus::BusResult<Vec<BusMessage>>> {
+            self.inner.last(topic, n)
+        }
+        fn after(
+            &self,
+            topic: &Topic,
+            after: u64,
+            limit: u32,
+        ) -> futures::future::BoxFuture<'_, crate::bus::BusResult<Vec<BusMessage>>> {
+            use futures::FutureExt;
+            let lagging = self.lagging_reads.load(std::sync::atomic::Ordering::SeqCst);
+            if lagging > 0 {
+                self.lagging_reads
+                    .store(lagging - 1, std::sync::atomic::Ordering::SeqCst);
+                return futures::future::ready(Ok(Vec::new())).boxed();
+            }
+            self.inner.after(topic, after, limit)
+        }
+        fn last_seqs<'a>(
+            &'a self,
+            topics: &'a [Topic],
+        ) -> futures::future::BoxFuture<
+            'a,
+            crate::bus::BusResult<std::collections::HashMap<Topic, u64>>,
+        > {
+            self.inner.last_seqs(topics)
+        }
+        fn publish(
+            &self,
+            topic: &Topic,
+            data: Bytes,
+            msg_id: Option<String>,
+        ) -> futures::future::BoxFuture<'_, crate::bus::BusResult<u64>> {
+            self.inner.publish(topic, data, msg_id)
+        }
+        fn publish_inbound(
+            &self,
+            topic: &Topic,
+            data: Bytes,
+        ) -> futures::future::BoxFuture<'_, crate::bus::BusResult<()>> {
+            self.inner.publish_inbound(topic, data)
+        }
+        fn publish_stats(
+            &self,
+            node: &str,
+            payload: Bytes,
+        ) -> futures::future::BoxFuture<'_, crate::bus::BusResult<()>> {
+            self.inner.publish_stats(node, payload)
+        }
+        fn stats_feed(
+            &self,
+        ) -> futures::future::BoxFuture<'_, crate::bus::BusResult<crate::bus::StatsFeed>> {
+            self.inner.stats_feed()
+        }
+    }
+
+    async fn drain_frames(outbox: &Outbox, want: usize) -> Vec<serde_json::Value> {
+        let mut frames = Vec::new();
+        for _ in 0..300 {
+            let mut batch = VecDeque::new();
+            outbox.take(&mut batch);
+            frames.extend(
+                batch
+                    .into_iter()
+                    .map(|q| serde_json::from_str(q.frame.as_str()).unwrap()),
+            );
+            if frames.len() >= want {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        frames
+    }
+
+    /// A gap whose first repair read comes back short is retried, never
+    /// forwarded with a hole.
+    #[tokio::test]
+    async fn gap_repair_insists_on_a_lagging_read() {
+        let bus = Arc::new(LaggingBus {
+            inner: crate::bus::memory::MemoryBus::new(
+                std::collections::HashMap::from([("clips".to_string(), 100)]),
+                Duration::from_secs(60),
+            ),
+            drop_live: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+            lagging_reads: std::sync::atomic::AtomicUsize::new(0),
+        });
+        let metrics = Arc::new(Metrics::new());
+        let topic = Topic::new("clips.relay.gap").unwrap();
+        let epoch = bus.status().borrow().epoch.clone();
+        let (relay, ctl) = Relay::new(
+            1,
+            topic.clone(),
+            Mode::Feed,
+            100,
+            1 << 20,
+            epoch,
+            metrics.clone(),
+        );
+        let dyn_bus: Arc<dyn Bus> = bus.clone();
+        tokio::spawn(
+            RelayTask::new(
+                relay.clone(),
+                dyn_bus,
+                ctl,
+                Duration::from_secs(60),
+                Box::new(|_| {}),
+            )
+            .run(),
+        );
+        relay.ready().await.unwrap();
+        let outbox = Arc::new(Outbox::new(1 << 20, 1024));
+        relay
+            .join(
+                &outbox,
+                &JoinRequest {
+                    id: 1,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        let s1 = bus
+            .publish(&topic, Bytes::from_static(b"1"), None)
+            .await
+            .unwrap();
+        bus.drop_live
+            .store(s1 + 1, std::sync::atomic::Ordering::SeqCst);
+        bus.lagging_reads
+            .store(1, std::sync::atomic::Ordering::SeqCst);
+        let s2 = bus
+            .publish(&topic, Bytes::from_static(b"2"), None)
+            .await
+            .unwrap();
+        let s3 = bus
+            .publish(&topic, Bytes::from_static(b"3"), None)
+            .await
+            .unwrap();
+        assert_eq!(s2, s1 + 1);
+        let frames = drain_frames(&outbox, 4).await;
+        let seqs: Vec<(u64, u64)> = frames[1..]
+            .iter()
+            .map(|m| (m["seq"].as_u64().unwrap(), m["prev"].as_u64().unwrap()))
+            .collect();
+        assert_eq!(
+            seqs,
+            vec![(s1, 0), (s2, s1), (s3, s2)],
+            "the missed message was repaired in order"
+        );
+        let text = metrics.render();
+        assert!(text.contains("tribune_gaps_repaired_total 1"), "{text}");
     }
 
     #[test]

@@ -463,3 +463,39 @@ async fn web_assets_are_served() {
     );
     assert_eq!(hub.get("/sdk/does-not-exist.js").await.0, 404);
 }
+
+#[tokio::test]
+async fn check_config_refuses_unusable_auth_and_unknown_keys() {
+    let bin = tribune_tests::hub::binary();
+    for (toml, needle) in [
+        (
+            "[auth]\nalgorithm = \"HS256\"\nsecret = \"short\"\n",
+            "auth",
+        ),
+        ("heartbeat = 5\n", "heartbeat"),
+    ] {
+        let cfg = ConfigFile::new(toml);
+        let out = std::process::Command::new(&bin)
+            .args(["--check-config", "--config", cfg.path()])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{toml}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+        assert!(err.contains(needle), "{err}");
+    }
+    let cfg = ConfigFile::new(
+        "[auth]\nalgorithm = \"HS256\"\nsecret = \"0123456789abcdef0123456789abcdef\"\n",
+    );
+    let out = std::process::Command::new(&bin)
+        .args(["--check-config", "--config", cfg.path()])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("algorithm = \"HS256\""));
+}
