@@ -117,7 +117,10 @@ async fn read_loop(
                 if frames.check().is_err() {
                     Verdict::Close(CloseCode::FLOOD)
                 } else {
-                    session.handle(text.as_str()).await
+                    // Boxed: the request's future (a subscribe may wait for
+                    // history) is large and only lives while a frame is
+                    // handled; inline, every idle connection would carry it.
+                    Box::pin(session.handle(text.as_str())).await
                 }
             }
             Ok(Message::Binary(_)) => Verdict::Close(CloseCode::BINARY_FRAME),
@@ -159,15 +162,16 @@ async fn write_loop(
     let heartbeat = Duration::from_millis(node.config.heartbeat_ms);
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let expiry = expiry_deadline(expires_at, node.config.auth.expiry_grace_ms);
-    let expiry_sleep = tokio::time::sleep_until(expiry.unwrap_or_else(far_future));
-    tokio::pin!(expiry_sleep);
+    // Allocated only for connections whose token expires.
+    let mut expiry = expiry_deadline(expires_at, node.config.auth.expiry_grace_ms)
+        .map(|at| Box::pin(tokio::time::sleep_until(at)));
     let mut batch: VecDeque<Queued> = VecDeque::new();
     loop {
         let close = outbox.take(&mut batch);
         if !batch.is_empty() {
-            let write = write_batch(&mut sink, &mut batch);
-            tokio::pin!(write);
+            // Boxed: one allocation per flush (not per frame) keeps the
+            // sink's write futures out of every idle connection's task.
+            let mut write = Box::pin(write_batch(&mut sink, &mut batch));
             let ok = tokio::select! {
                 ok = &mut write => ok,
                 () = outbox.closed(), if close.is_none() => {
@@ -203,15 +207,12 @@ async fn write_loop(
                     return;
                 }
             }
-            () = &mut expiry_sleep, if expiry.is_some() => {
+            () = async { expiry.as_mut().expect("guarded").await }, if expiry.is_some() => {
+                expiry = None;
                 outbox.close(CloseCode::POLICY, false);
             }
         }
     }
-}
-
-fn far_future() -> tokio::time::Instant {
-    tokio::time::Instant::now() + Duration::from_secs(86400 * 365)
 }
 
 /// When a connection whose token expires at `exp` (Unix seconds) must close.

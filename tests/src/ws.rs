@@ -19,6 +19,9 @@ pub type Stream = WebSocketStream<MaybeTlsStream<TcpStream>>;
 pub struct WsClient {
     pub stream: Stream,
     next_id: u64,
+    /// Skip `stats` frames in `recv`: they come every window on namespaces
+    /// with audience or reactions, whatever else a test checks.
+    pub skip_stats: bool,
 }
 
 /// A refused handshake: the HTTP status and body.
@@ -72,6 +75,7 @@ impl WsClient {
         let mut c = WsClient {
             stream,
             next_id: 1000,
+            skip_stats: false,
         };
         let welcome = c.recv().await;
         assert_eq!(welcome["type"], "welcome");
@@ -91,6 +95,7 @@ impl WsClient {
             Ok((stream, _)) => Ok(WsClient {
                 stream,
                 next_id: 1000,
+                skip_stats: false,
             }),
             Err(tokio_tungstenite::tungstenite::Error::Http(res)) => Err(Refused {
                 status: res.status().as_u16(),
@@ -111,6 +116,12 @@ impl WsClient {
                 retry_after: None,
             }),
         }
+    }
+
+    /// The same client, skipping `stats` frames (see [`WsClient::skip_stats`]).
+    pub fn without_stats(mut self) -> Self {
+        self.skip_stats = true;
+        self
     }
 
     /// A fresh request id.

@@ -9,6 +9,12 @@ use serde_json::json;
 use tribune_tests::hub::ConfigFile;
 use tribune_tests::{Hub, WsClient};
 
+/// A client of `hub` that skips `stats` frames: this suite is not about them.
+async fn connect(hub: &Hub) -> (WsClient, serde_json::Value) {
+    let (c, w) = WsClient::connect(&hub.ws_url()).await;
+    (c.without_stats(), w)
+}
+
 const SECRET: &str = "0123456789abcdef0123456789abcdef-test";
 
 fn now() -> u64 {
@@ -87,7 +93,7 @@ async fn token_grants_only_its_topics() {
     // Namespaces without tokens do not care.
     c.subscribe("results.a.b", json!({})).await;
     // No token: the token namespace refuses, the others serve.
-    let (mut anon, _) = WsClient::connect(&hub.ws_url()).await;
+    let (mut anon, _) = connect(&hub).await;
     assert_eq!(
         anon.request(json!({"type": "subscribe", "topic": "premium.exact.topic"}))
             .await["code"],

@@ -9,13 +9,24 @@ use tokio_tungstenite::tungstenite::Message;
 use tribune_tests::hub::ConfigFile;
 use tribune_tests::{Hub, WsClient, eventually};
 
+/// A client of `hub` that skips `stats` frames: this suite is not about them.
+async fn connect(hub: &Hub) -> (WsClient, serde_json::Value) {
+    let (c, w) = WsClient::connect(&hub.ws_url()).await;
+    (c.without_stats(), w)
+}
+
+async fn connect_small(hub: &Hub, rcvbuf: u32) -> (WsClient, serde_json::Value) {
+    let (c, w) = WsClient::connect_small_buffer(&hub.ws_url(), rcvbuf).await;
+    (c.without_stats(), w)
+}
+
 const CLIPS: &str = "clips.limits.feed";
 const RESULTS: &str = "results.limits.board";
 
 #[tokio::test]
 async fn binary_frame_closes_with_1003() {
     let hub = Hub::start(&[]).await;
-    let (mut c, _) = WsClient::connect(&hub.ws_url()).await;
+    let (mut c, _) = connect(&hub).await;
     c.send_raw(Message::binary(vec![1, 2, 3])).await;
     assert_eq!(c.close_code().await, Some(1003));
 }
@@ -23,7 +34,7 @@ async fn binary_frame_closes_with_1003() {
 #[tokio::test]
 async fn oversized_frame_closes_with_1009() {
     let hub = Hub::start(&[]).await;
-    let (mut c, _) = WsClient::connect(&hub.ws_url()).await;
+    let (mut c, _) = connect(&hub).await;
     let big = format!(
         "{{\"type\":\"ping\",\"id\":1,\"pad\":\"{}\"}}",
         "x".repeat(5000)
@@ -31,7 +42,7 @@ async fn oversized_frame_closes_with_1009() {
     c.send_text(&big).await;
     assert_eq!(c.close_code().await, Some(1009));
     // A frame just under the limit is fine.
-    let (mut d, _) = WsClient::connect(&hub.ws_url()).await;
+    let (mut d, _) = connect(&hub).await;
     let ok = format!(
         "{{\"type\":\"ping\",\"id\":1,\"pad\":\"{}\"}}",
         "x".repeat(4000)
@@ -43,7 +54,7 @@ async fn oversized_frame_closes_with_1009() {
 #[tokio::test]
 async fn frame_flood_closes_with_4029() {
     let hub = Hub::start(&[]).await;
-    let (mut c, _) = WsClient::connect(&hub.ws_url()).await;
+    let (mut c, _) = connect(&hub).await;
     // The burst of 40 is served...
     for i in 0..40 {
         c.send(json!({"type": "ping", "id": i})).await;
@@ -64,7 +75,7 @@ async fn frame_flood_closes_with_4029() {
 #[tokio::test]
 async fn repeated_bad_frames_close_with_4029() {
     let hub = Hub::start(&[]).await;
-    let (mut c, _) = WsClient::connect(&hub.ws_url()).await;
+    let (mut c, _) = connect(&hub).await;
     for _ in 0..10 {
         c.send_text("nonsense").await;
         assert_eq!(c.recv().await["code"], "bad_request");
@@ -77,8 +88,8 @@ async fn repeated_bad_frames_close_with_4029() {
 async fn connection_limit_answers_503_before_the_upgrade() {
     let cfg = ConfigFile::new("[limits]\nmax_connections = 2\n");
     let hub = Hub::start(&["--config", cfg.path()]).await;
-    let (_a, _) = WsClient::connect(&hub.ws_url()).await;
-    let (_b, _) = WsClient::connect(&hub.ws_url()).await;
+    let (_a, _) = connect(&hub).await;
+    let (_b, _) = connect(&hub).await;
     let refused = WsClient::connect_with(&hub.ws_url(), &[])
         .await
         .err()
@@ -143,10 +154,10 @@ async fn silent_peers_are_closed_after_two_heartbeats() {
     let cfg = ConfigFile::new("heartbeat_ms = 200\n");
     let hub = Hub::start(&["--config", cfg.path()]).await;
     // A reading client answers pings (tungstenite does) and stays.
-    let (mut alive, w) = WsClient::connect(&hub.ws_url()).await;
+    let (mut alive, w) = connect(&hub).await;
     assert_eq!(w["heartbeat_ms"], 200);
     // A client that never reads never answers pings.
-    let (mut silent, _) = WsClient::connect(&hub.ws_url()).await;
+    let (mut silent, _) = connect(&hub).await;
     alive.expect_silence(Duration::from_millis(1200)).await;
     assert_eq!(alive.request(json!({"type": "ping"})).await["type"], "pong");
     assert_eq!(silent.close_code().await, Some(1001));
@@ -158,9 +169,9 @@ async fn slow_feed_client_gets_4008_and_fast_client_everything() {
         "slow_close_grace_ms = 20000\n[limits]\nqueue_messages = 64\nqueue_bytes = 65536\n",
     );
     let hub = Hub::start(&["--config", cfg.path()]).await;
-    let (mut fast, _) = WsClient::connect(&hub.ws_url()).await;
+    let (mut fast, _) = connect(&hub).await;
     fast.subscribe(CLIPS, json!({})).await;
-    let (mut slow, _) = WsClient::connect_small_buffer(&hub.ws_url(), 4096).await;
+    let (mut slow, _) = connect_small(&hub, 4096).await;
     slow.subscribe(CLIPS, json!({})).await;
     // Large messages, so that the sockets' buffers fill and the hub's queue
     // is what overflows.
@@ -192,7 +203,7 @@ async fn slow_feed_client_gets_4008_and_fast_client_everything() {
 async fn slow_state_client_ends_on_the_latest_state() {
     let cfg = ConfigFile::new("[limits]\nqueue_messages = 16\nqueue_bytes = 65536\n");
     let hub = Hub::start(&["--config", cfg.path()]).await;
-    let (mut slow, _) = WsClient::connect_small_buffer(&hub.ws_url(), 4096).await;
+    let (mut slow, _) = connect_small(&hub, 4096).await;
     slow.subscribe(RESULTS, json!({})).await;
     let pad = "p".repeat(20_000);
     let mut last = 0;
@@ -231,7 +242,7 @@ async fn sigterm_drains_clients_then_exits_zero() {
     let mut hub = Hub::start(&["--config", cfg.path()]).await;
     let mut clients = Vec::new();
     for _ in 0..5 {
-        clients.push(WsClient::connect(&hub.ws_url()).await.0);
+        clients.push(connect(&hub).await.0);
     }
     hub.terminate();
     for c in &mut clients {
@@ -250,7 +261,7 @@ async fn sigterm_drains_clients_then_exits_zero() {
 async fn draining_node_is_not_ready_and_refuses_handshakes() {
     let cfg = ConfigFile::new("[drain]\nwindow_ms = 3000\ngrace_ms = 6000\n");
     let hub = Hub::start(&["--config", cfg.path()]).await;
-    let (_keep, _) = WsClient::connect(&hub.ws_url()).await;
+    let (_keep, _) = connect(&hub).await;
     let http = reqwest::Client::new();
     let ready = format!("{}/readyz", hub.http_url());
     assert_eq!(http.get(&ready).send().await.unwrap().status(), 200);

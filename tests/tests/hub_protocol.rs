@@ -8,6 +8,12 @@ use serde_json::{Value, json};
 use tribune_tests::hub::ConfigFile;
 use tribune_tests::{Hub, WsClient};
 
+/// A client of `hub` that skips `stats` frames: this suite is not about them.
+async fn connect(hub: &Hub) -> (WsClient, serde_json::Value) {
+    let (c, w) = WsClient::connect(&hub.ws_url()).await;
+    (c.without_stats(), w)
+}
+
 const RESULTS: &str = "results.t2026.speed-skating.sprint";
 const CLIPS: &str = "clips.t2026.speed-skating";
 
@@ -25,12 +31,12 @@ fn assert_message(m: &Value, topic: &str, seq: u64, prev: u64) {
 #[tokio::test]
 async fn welcome_has_every_field() {
     let hub = Hub::start(&["--node-name", "hub-test-1"]).await;
-    let (_c, w) = WsClient::connect(&hub.ws_url()).await;
+    let (_c, w) = connect(&hub).await;
     assert_eq!(w["protocol"], 1);
     assert_eq!(w["node"], "hub-test-1");
     assert!(w["conn"].as_str().unwrap().starts_with("c-"));
     assert_eq!(w["heartbeat_ms"], 25_000);
-    let (_c2, w2) = WsClient::connect(&hub.ws_url()).await;
+    let (_c2, w2) = connect(&hub).await;
     assert_ne!(w["conn"], w2["conn"], "connection ids are unique");
 }
 
@@ -51,7 +57,7 @@ async fn ack_then_history_then_live_in_order() {
     for i in 0..4 {
         seqs.push(hub.publish(CLIPS, json!({"n": i})).await);
     }
-    let (mut c, _) = WsClient::connect(&hub.ws_url()).await;
+    let (mut c, _) = connect(&hub).await;
     let ack = c.subscribe(CLIPS, json!({"history": 2})).await;
     assert_eq!(ack["topic"], CLIPS);
     assert_eq!(ack["mode"], "feed");
@@ -80,7 +86,7 @@ async fn state_replays_latest_by_default_and_feed_nothing() {
     let s1 = hub.publish(RESULTS, json!({"v": 1})).await;
     let s2 = hub.publish(RESULTS, json!({"v": 2})).await;
     hub.publish(CLIPS, json!({"c": 1})).await;
-    let (mut c, _) = WsClient::connect(&hub.ws_url()).await;
+    let (mut c, _) = connect(&hub).await;
     let ack = c.subscribe(RESULTS, json!({})).await;
     assert_eq!(ack["mode"], "state");
     let m = c.recv().await;
@@ -93,7 +99,7 @@ async fn state_replays_latest_by_default_and_feed_nothing() {
     for i in 0..12 {
         hub.publish(RESULTS, json!({"v": i})).await;
     }
-    let (mut d, _) = WsClient::connect(&hub.ws_url()).await;
+    let (mut d, _) = connect(&hub).await;
     d.subscribe(RESULTS, json!({"history": 50})).await;
     for _ in 0..10 {
         assert_eq!(d.recv().await["replay"], true);
@@ -104,7 +110,7 @@ async fn state_replays_latest_by_default_and_feed_nothing() {
 #[tokio::test]
 async fn resume_recovers_exactly_what_was_missed() {
     let hub = Hub::start(&[]).await;
-    let (mut c, _) = WsClient::connect(&hub.ws_url()).await;
+    let (mut c, _) = connect(&hub).await;
     let ack = c.subscribe(CLIPS, json!({})).await;
     let epoch = ack["epoch"].as_str().unwrap().to_string();
     let first = hub.publish(CLIPS, json!({"n": 1})).await;
@@ -117,7 +123,7 @@ async fn resume_recovers_exactly_what_was_missed() {
     .to_vec();
     hub.publish(RESULTS, json!({"other": true})).await;
 
-    let (mut c, _) = WsClient::connect(&hub.ws_url()).await;
+    let (mut c, _) = connect(&hub).await;
     let ack = c
         .subscribe(CLIPS, json!({"since": first, "epoch": epoch}))
         .await;
@@ -133,7 +139,7 @@ async fn resume_recovers_exactly_what_was_missed() {
     assert_message(&c.recv().await, CLIPS, live, missed[1]);
 
     // Up to date: recovered, nothing replayed.
-    let (mut d, _) = WsClient::connect(&hub.ws_url()).await;
+    let (mut d, _) = connect(&hub).await;
     let ack = d
         .subscribe(CLIPS, json!({"since": live, "epoch": epoch}))
         .await;
@@ -148,7 +154,7 @@ async fn resume_with_wrong_epoch_or_aged_out_since_is_not_recovered() {
     for i in 0..15 {
         seqs.push(hub.publish(RESULTS, json!({"v": i})).await);
     }
-    let (mut c, _) = WsClient::connect(&hub.ws_url()).await;
+    let (mut c, _) = connect(&hub).await;
     let ack = c
         .subscribe(RESULTS, json!({"since": seqs[10], "epoch": "TRIBUNE@1"}))
         .await;
@@ -159,7 +165,7 @@ async fn resume_with_wrong_epoch_or_aged_out_since_is_not_recovered() {
     c.expect_silence(Duration::from_millis(200)).await;
     let epoch = ack["epoch"].as_str().unwrap().to_string();
 
-    let (mut d, _) = WsClient::connect(&hub.ws_url()).await;
+    let (mut d, _) = connect(&hub).await;
     let ack = d
         .subscribe(
             RESULTS,
@@ -175,7 +181,7 @@ async fn resume_with_wrong_epoch_or_aged_out_since_is_not_recovered() {
     assert_eq!(d.recv().await["seq"], seqs[14]);
 
     // The message before the oldest retained one still recovers.
-    let (mut e, _) = WsClient::connect(&hub.ws_url()).await;
+    let (mut e, _) = connect(&hub).await;
     let ack = e
         .subscribe(RESULTS, json!({"since": seqs[4], "epoch": epoch}))
         .await;
@@ -195,7 +201,7 @@ async fn resume_with_wrong_epoch_or_aged_out_since_is_not_recovered() {
 async fn resubscribe_acks_and_changes_nothing() {
     let hub = Hub::start(&[]).await;
     let s = hub.publish(RESULTS, json!({"v": 1})).await;
-    let (mut c, _) = WsClient::connect(&hub.ws_url()).await;
+    let (mut c, _) = connect(&hub).await;
     c.subscribe(RESULTS, json!({})).await;
     assert_eq!(c.recv().await["seq"], s);
     let again = c.subscribe(RESULTS, json!({"history": 5})).await;
@@ -209,7 +215,7 @@ async fn resubscribe_acks_and_changes_nothing() {
 #[tokio::test]
 async fn unsubscribe_stops_delivery() {
     let hub = Hub::start(&[]).await;
-    let (mut c, _) = WsClient::connect(&hub.ws_url()).await;
+    let (mut c, _) = connect(&hub).await;
     c.subscribe(CLIPS, json!({})).await;
     let answer = c
         .request(json!({"type": "unsubscribe", "topic": CLIPS}))
@@ -232,7 +238,7 @@ async fn unsubscribe_stops_delivery() {
 #[tokio::test]
 async fn ping_answers_pong_with_the_id() {
     let hub = Hub::start(&[]).await;
-    let (mut c, _) = WsClient::connect(&hub.ws_url()).await;
+    let (mut c, _) = connect(&hub).await;
     c.send(json!({"type": "ping", "id": 77})).await;
     assert_eq!(c.recv().await, json!({"type": "pong", "id": 77}));
 }
@@ -255,7 +261,7 @@ async fn every_error_code_from_bad_frames() {
         "#,
     );
     let hub = Hub::start(&["--config", cfg.path()]).await;
-    let (mut c, _) = WsClient::connect(&hub.ws_url()).await;
+    let (mut c, _) = connect(&hub).await;
     let cases: Vec<(Value, &str)> = vec![
         (
             json!({"type": "subscribe", "topic": "results.*"}),
@@ -402,7 +408,7 @@ async fn http_publish_checks_key_body_topic_and_size() {
 #[tokio::test]
 async fn invalid_publications_are_never_forwarded() {
     let hub = Hub::start(&[]).await;
-    let (mut c, _) = WsClient::connect(&hub.ws_url()).await;
+    let (mut c, _) = connect(&hub).await;
     c.subscribe(CLIPS, json!({})).await;
     let http = reqwest::Client::new();
     let res = http
@@ -425,7 +431,7 @@ async fn health_ready_and_metrics() {
     let hub = Hub::start(&[]).await;
     assert_eq!(hub.get("/healthz").await.0, 200);
     assert_eq!(hub.get("/readyz").await.0, 200);
-    let (mut c, _) = WsClient::connect(&hub.ws_url()).await;
+    let (mut c, _) = connect(&hub).await;
     c.subscribe(RESULTS, json!({})).await;
     hub.publish(RESULTS, json!({"v": 1})).await;
     c.recv().await;
