@@ -134,8 +134,9 @@ pub struct Cli {
     /// Where publications enter (default: nats, or http with the embedded bus).
     #[arg(long, value_enum)]
     pub publish: Option<PublishVia>,
-    /// Time allowed after the last publication for deliveries to arrive.
-    #[arg(long, default_value_t = 10_000)]
+    /// Time allowed after the last publication for deliveries to arrive
+    /// (the wait ends earlier, 2 s after the last delivery).
+    #[arg(long, default_value_t = 60_000)]
     pub settle_ms: u64,
 
     // --- scenarios ---

@@ -784,6 +784,22 @@ async fn run_target(
             task.await??
         }
     };
+    let mut published = published;
+    if let Via::Nats {
+        url,
+        subject_prefix,
+    } = &via
+        && cli.scenario != Scenario::Idle
+    {
+        // The stream's own last message per topic is the truth about what
+        // subscribers are owed; acks that timed out said nothing either way.
+        match publisher::stored_counters(url, subject_prefix, &plan).await {
+            Ok(stored) => published.last_counter = stored,
+            Err(e) => rep
+                .problems
+                .push(format!("reading the stream's last counters: {e:#}")),
+        }
+    }
     if published.errors > 0 {
         rep.problems.push(format!(
             "publisher: {} errors (first: {})",
@@ -794,18 +810,30 @@ async fn run_target(
     let traffic_end_workers: Vec<Option<ProcSample>> =
         workers.pids.iter().map(|&p| procstat::sample(p)).collect();
 
+    // Deliveries may lag far behind a saturated server: wait until they
+    // stop coming (2 s without one), within the settle time.
+    let settle_until = (Instant::now() + Duration::from_millis(cli.settle_ms)).min(hard_deadline);
+    let mut last = (mon.totals().deliveries, Instant::now());
+    while Instant::now() < settle_until && cli.scenario != Scenario::Idle {
+        mon.pump_for(Duration::from_millis(250)).await;
+        let d = mon.totals().deliveries;
+        if d != last.0 {
+            last = (d, Instant::now());
+        } else if last.1.elapsed() >= Duration::from_secs(2) {
+            break;
+        }
+    }
     mon.note(format!(
-        "{}: {} published ({} acked); waiting up to {} ms for deliveries to settle",
+        "{}: {} published ({} acked); deliveries settled, finishing",
         target.as_str(),
         published.sent,
-        published.acked,
-        cli.settle_ms
+        published.acked
     ));
     // Finish.
     workers
         .send(&Command::Finish {
             published: published.last_counter.clone(),
-            settle_ms: cli.settle_ms,
+            settle_ms: cli.settle_ms.min(3_000),
         })
         .await;
     let finals_deadline =

@@ -109,6 +109,32 @@ pub async fn ensure_stream(url: &str, prefix: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The counter of the last message the stream stores on each topic: what
+/// every subscriber is owed, whatever became of the publisher's
+/// acknowledgements (an ack that timed out may still have been stored).
+pub async fn stored_counters(
+    url: &str,
+    subject_prefix: &str,
+    plan: &TopicPlan,
+) -> anyhow::Result<Vec<u64>> {
+    use async_nats::jetstream::stream::LastRawMessageErrorKind;
+    let client = async_nats::connect(url)
+        .await
+        .context("connecting to NATS")?;
+    let js = async_nats::jetstream::new(client);
+    let stream = js.get_stream("TRIBUNE").await.context("stream TRIBUNE")?;
+    let mut out = vec![0u64; plan.count as usize];
+    for (t, slot) in out.iter_mut().enumerate() {
+        let subject = format!("{subject_prefix}{}", plan.name(t as u32));
+        match stream.get_last_raw_message_by_subject(&subject).await {
+            Ok(m) => *slot = payload::parse(&m.payload).map_or(0, |s| s.counter),
+            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => {}
+            Err(e) => return Err(anyhow::anyhow!("last message of {subject}: {e}")),
+        }
+    }
+    Ok(out)
+}
+
 /// Publishes the schedule; returns when done or stopped.
 pub async fn run(via: &Via, schedule: &Schedule, control: &Control) -> anyhow::Result<Published> {
     match via {

@@ -346,6 +346,17 @@ impl WsConn {
         }
         .map_err(ConnectError::Tcp)?;
         if let Some(ip) = source {
+            // Without this, bind() reserves a port for the address alone and
+            // searches the port range for a free one each time: quadratic
+            // CPU in the kernel once thousands are taken, and at most ~28,000
+            // per address. Deferred to connect(), the port only has to make
+            // the 4-tuple unique.
+            nix::sys::socket::setsockopt(
+                &socket,
+                nix::sys::socket::sockopt::IpBindAddressNoPort,
+                &true,
+            )
+            .map_err(|e| ConnectError::Tcp(e.into()))?;
             socket
                 .bind(SocketAddr::new(ip, 0))
                 .map_err(ConnectError::Tcp)?;
