@@ -159,7 +159,11 @@ impl WsClient {
                 .ok()??;
             match msg {
                 Ok(Message::Text(t)) => {
-                    return Some(serde_json::from_str(t.as_str()).expect("hub frames are JSON"));
+                    let v: Value = serde_json::from_str(t.as_str()).expect("hub frames are JSON");
+                    if self.skip_stats && v["type"] == "stats" {
+                        continue;
+                    }
+                    return Some(v);
                 }
                 Ok(Message::Close(c)) => panic!("closed by the hub: {c:?}"),
                 Ok(_) => continue,

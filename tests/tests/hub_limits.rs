@@ -177,6 +177,10 @@ async fn slow_feed_client_gets_4008_and_fast_client_everything() {
     // is what overflows.
     let pad = "p".repeat(20_000);
     let total = 400;
+    // The publisher never runs more than two messages ahead of the fast
+    // client, so only the stalled one can fall behind, however busy the
+    // machine is.
+    let (progress_tx, mut progress) = tokio::sync::watch::channel(0usize);
     let reader = tokio::spawn(async move {
         let mut prev = None;
         for i in 0..total {
@@ -189,9 +193,14 @@ async fn slow_feed_client_gets_4008_and_fast_client_everything() {
                 assert_eq!(m["prev"], p);
             }
             prev = Some(m["seq"].clone());
+            let _ = progress_tx.send(i + 1);
         }
     });
     for i in 0..total {
+        progress
+            .wait_for(|got| got + 2 >= i)
+            .await
+            .expect("fast reader alive");
         hub.publish(CLIPS, json!({"i": i, "pad": pad})).await;
     }
     reader.await.unwrap();
@@ -215,7 +224,9 @@ async fn slow_state_client_ends_on_the_latest_state() {
     loop {
         let m = slow.recv().await;
         received += 1;
-        let seq = m["seq"].as_u64().unwrap();
+        let seq = m["seq"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("a message: {m}"));
         assert!(seq > prev_seq, "seq strictly increases even when conflated");
         prev_seq = seq;
         if seq == last {

@@ -99,6 +99,9 @@ async fn state_replays_latest_by_default_and_feed_nothing() {
     for i in 0..12 {
         hub.publish(RESULTS, json!({"v": i})).await;
     }
+    // Barrier: the relay forwards asynchronously; once `c` has the last one,
+    // the relay's cache holds all of them.
+    while c.recv().await["data"]["v"] != 11 {}
     let (mut d, _) = connect(&hub).await;
     d.subscribe(RESULTS, json!({"history": 50})).await;
     for _ in 0..10 {
@@ -110,6 +113,10 @@ async fn state_replays_latest_by_default_and_feed_nothing() {
 #[tokio::test]
 async fn resume_recovers_exactly_what_was_missed() {
     let hub = Hub::start(&[]).await;
+    // An observer fan stays subscribed: once it has a message, the relay has
+    // processed it (the relay forwards asynchronously after the bus stored it).
+    let (mut observer, _) = connect(&hub).await;
+    observer.subscribe(CLIPS, json!({})).await;
     let (mut c, _) = connect(&hub).await;
     let ack = c.subscribe(CLIPS, json!({})).await;
     let epoch = ack["epoch"].as_str().unwrap().to_string();
@@ -121,6 +128,9 @@ async fn resume_recovers_exactly_what_was_missed() {
         hub.publish(CLIPS, json!({"n": 3})).await,
     ]
     .to_vec();
+    for s in [first, missed[0], missed[1]] {
+        assert_eq!(observer.recv().await["seq"], s);
+    }
     hub.publish(RESULTS, json!({"other": true})).await;
 
     let (mut c, _) = connect(&hub).await;
@@ -139,6 +149,7 @@ async fn resume_recovers_exactly_what_was_missed() {
     assert_message(&c.recv().await, CLIPS, live, missed[1]);
 
     // Up to date: recovered, nothing replayed.
+    while observer.recv().await["seq"] != live {}
     let (mut d, _) = connect(&hub).await;
     let ack = d
         .subscribe(CLIPS, json!({"since": live, "epoch": epoch}))
