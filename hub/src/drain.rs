@@ -17,24 +17,37 @@ use crate::server::Node;
 /// Interval between two batches of closes.
 const BATCH_EVERY: Duration = Duration::from_millis(100);
 
-/// Resolves at SIGTERM or Ctrl-C.
-pub async fn signal() {
+/// SIGTERM and Ctrl-C, caught from the node's first instant: a signal that
+/// came before the handler existed would kill the process without a drain.
+pub struct Shutdown {
     #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("installing a SIGTERM handler");
+    term: tokio::signal::unix::Signal,
+}
+
+impl Shutdown {
+    /// Installs the handlers; call before the node announces itself.
+    pub fn install() -> std::io::Result<Shutdown> {
+        Ok(Shutdown {
+            #[cfg(unix)]
+            term: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?,
+        })
+    }
+
+    /// Resolves at the next SIGTERM or Ctrl-C.
+    pub async fn requested(&mut self) {
+        #[cfg(unix)]
         tokio::select! {
-            _ = term.recv() => {}
+            _ = self.term.recv() => {}
             _ = tokio::signal::ctrl_c() => {}
         }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
     }
-    #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
 }
 
 /// Drains the node; returns when every connection is closed or time is up.
 /// The caller has already stopped the listener.
-pub async fn drain(node: &Arc<Node>) {
+pub async fn drain(node: &Arc<Node>, shutdown: &mut Shutdown) {
     let cfg = &node.config.drain;
     node.start_draining();
     let deadline = Instant::now() + Duration::from_millis(cfg.grace_ms);
@@ -60,6 +73,6 @@ pub async fn drain(node: &Arc<Node>) {
     tokio::select! {
         () = paced => tracing::info!("drained"),
         () = tokio::time::sleep_until(deadline) => tracing::warn!(left = node.connection_count(), "drain grace period over"),
-        () = signal() => tracing::warn!(left = node.connection_count(), "second signal: closing now"),
+        () = shutdown.requested() => tracing::warn!(left = node.connection_count(), "second signal: closing now"),
     }
 }

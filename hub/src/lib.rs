@@ -70,6 +70,7 @@ async fn connect_nats(config: &Config) -> anyhow::Result<Arc<dyn Bus>> {
 
 /// Runs a node until SIGTERM and its drain; prints `listening on http://<addr>`.
 pub async fn run(config: Config) -> anyhow::Result<()> {
+    let mut shutdown = drain::Shutdown::install()?;
     let config = Arc::new(config);
     let auth = auth::Authenticator::from_config(&config.auth).map_err(|e| anyhow::anyhow!(e))?;
     let bus = connect_bus(&config).await?;
@@ -103,11 +104,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         let _ = stop_rx.await;
     });
     let server = tokio::spawn(server.into_future());
-    drain::signal().await;
+    shutdown.requested().await;
     tracing::info!("SIGTERM: not ready, no new connections, draining");
     node.start_draining();
     let _ = stop_tx.send(());
-    drain::drain(&node).await;
+    drain::drain(&node, &mut shutdown).await;
     server.abort();
     Ok(())
 }
