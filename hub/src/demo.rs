@@ -15,6 +15,9 @@ use crate::server::Node;
 
 /// The results board of the demo event.
 pub const RESULTS_TOPIC: &str = "results.demo2026.speed-skating.mixed-team-sprint";
+/// The simulated crowd's node name in the statistics partials.
+const CROWD_NODE: &str = "demo-crowd";
+
 /// The clips feed of the demo event.
 pub const CLIPS_TOPIC: &str = "clips.demo2026.speed-skating";
 
@@ -184,8 +187,35 @@ async fn publish(node: &Node, topic: &Topic, value: &Value, id: String) {
     }
 }
 
+/// A simulated audience, published every window as one more node's partial,
+/// so that it goes through the same cross-node sums as real nodes' figures.
+async fn crowd(node: Arc<Node>) {
+    let mut rng = StdRng::from_os_rng();
+    let mut crowd: u64 = 84_000;
+    let mut tick = tokio::time::interval(Duration::from_millis(node.config.stats.window_ms));
+    loop {
+        tick.tick().await;
+        crowd = (crowd as i64 + rng.random_range(-400..=600)).clamp(20_000, 120_000) as u64;
+        let partial = crate::stats::Partial {
+            node: CROWD_NODE.to_string(),
+            topics: std::collections::BTreeMap::from([(
+                RESULTS_TOPIC.to_string(),
+                crate::stats::TopicFigures {
+                    audience: crowd,
+                    reactions: Default::default(),
+                },
+            )]),
+        };
+        let bytes = Bytes::from(serde_json::to_vec(&partial).unwrap_or_default());
+        if let Err(e) = node.bus.publish_stats(CROWD_NODE, bytes).await {
+            tracing::debug!(error = %e, "demo crowd not published");
+        }
+    }
+}
+
 /// Runs the simulated event until the node stops.
 pub async fn run(node: Arc<Node>) {
+    tokio::spawn(crowd(node.clone()));
     let results = Topic::new(RESULTS_TOPIC).expect("valid demo topic");
     let clips = Topic::new(CLIPS_TOPIC).expect("valid demo topic");
     let mut rng = StdRng::from_os_rng();
@@ -213,7 +243,7 @@ pub async fn run(node: Arc<Node>) {
             )
             .await;
         }
-        // A simulated crowd: a few reactions a tick, counted like real ones.
+        // A simulated crowd reacting: counted like real fans' reactions.
         for _ in 0..rng.random_range(0..6) {
             let reaction = ["🔥", "👏", "😮", "😢"][rng.random_range(0..4)];
             node.stats.react(&results, reaction);

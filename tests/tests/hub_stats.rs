@@ -79,3 +79,31 @@ async fn reactions_are_summed_exactly_once() {
         7.0
     );
 }
+
+#[tokio::test]
+async fn demo_simulates_an_audience_and_reactions() {
+    let hub = Hub::start(&["--demo"]).await;
+    let (mut c, _) = WsClient::connect(&hub.ws_url()).await;
+    c.subscribe(
+        "results.demo2026.speed-skating.mixed-team-sprint",
+        json!({}),
+    )
+    .await;
+    let (mut audience, mut reactions) = (0, 0);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while (audience < 1000 || reactions == 0) && tokio::time::Instant::now() < deadline {
+        let s = next_stats(&mut c).await;
+        audience = s["audience"].as_u64().unwrap();
+        reactions += s["reactions"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|v| v.as_u64().unwrap())
+            .sum::<u64>();
+    }
+    assert!(
+        audience >= 20_000,
+        "the simulated crowd plus this fan: {audience}"
+    );
+    assert!(reactions > 0, "the simulated crowd reacts");
+}
