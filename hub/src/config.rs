@@ -346,6 +346,18 @@ impl Config {
     /// Refuses settings that cannot work, with a one-line reason.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let fail = |m: String| Err(ConfigError(m));
+        // The name is a token of bus subjects (`<prefix>.stats.<node>`).
+        let name_ok = (1..=64).contains(&self.node_name.len())
+            && self
+                .node_name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !name_ok && !self.node_name.is_empty() {
+            return fail(format!(
+                "node_name '{}' must be 1 to 64 characters of [A-Za-z0-9_-]",
+                self.node_name
+            ));
+        }
         for (name, ns) in &self.namespaces {
             if tribune_protocol::validate_topic(&format!("{name}.x")).is_err() || name.contains('.')
             {

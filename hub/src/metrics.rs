@@ -57,6 +57,8 @@ pub struct Metrics {
     pub reactions: Family<Labels, Counter>,
     /// `stats` frames queued to clients.
     pub stats_sent: Counter,
+    /// Statistics partials the bus refused (other nodes miss these figures).
+    pub stats_partials_failed: Counter,
 }
 
 impl Metrics {
@@ -85,6 +87,7 @@ impl Metrics {
             client_publishes: Counter::default(),
             reactions: Family::default(),
             stats_sent: Counter::default(),
+            stats_partials_failed: Counter::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -194,6 +197,11 @@ impl Metrics {
             "stats frames queued to clients",
             m.stats_sent.clone(),
         );
+        r.register(
+            "stats_partials_failed",
+            "Statistics partials the bus refused",
+            m.stats_partials_failed.clone(),
+        );
         Self { registry, ..m }
     }
 
@@ -262,6 +270,7 @@ mod tests {
             "tribune_handshakes_refused_total{reason=\"rate\"} 1",
             "tribune_closes_total{code=\"4008\"} 1",
             "tribune_gap_repair_seconds_bucket",
+            "tribune_stats_partials_failed_total 0",
         ] {
             assert!(text.contains(name), "{name} missing in\n{text}");
         }

@@ -9,7 +9,7 @@
 //! once and shared by all local subscribers, when a figure changed. No leader,
 //! no extra service: the bus carries the partials.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -44,10 +44,14 @@ pub struct TopicFigures {
 }
 
 /// What every node knows of the others, folded into per-topic figures.
+///
+/// Audiences are kept per (topic, node) with the time they were heard, so a
+/// node may send its figures in several parts (a bus message has a size
+/// limit) and a node that falls silent drops out topic by topic.
 #[derive(Debug, Default)]
 pub struct Aggregate {
-    /// node → (latest audience per topic, when last heard).
-    audiences: HashMap<String, (HashMap<String, u64>, Instant)>,
+    /// topic → node → (latest audience, when heard).
+    audiences: HashMap<String, HashMap<String, (u64, Instant)>>,
     /// Reactions received since the last window was sent, per topic.
     pending: HashMap<String, BTreeMap<String, u64>>,
     /// What was last sent per topic: (audience, reactions).
@@ -55,9 +59,9 @@ pub struct Aggregate {
 }
 
 impl Aggregate {
-    /// Takes in one node's partial; its reactions are counted once, here.
+    /// Takes in one node's partial (or part of it); its reactions are
+    /// counted once, here.
     pub fn absorb(&mut self, partial: Partial, now: Instant) {
-        let mut audience = HashMap::with_capacity(partial.topics.len());
         for (topic, figures) in partial.topics {
             if !figures.reactions.is_empty() {
                 let pending = self.pending.entry(topic.clone()).or_default();
@@ -65,44 +69,88 @@ impl Aggregate {
                     *pending.entry(reaction).or_default() += n;
                 }
             }
-            audience.insert(topic, figures.audience);
+            self.audiences
+                .entry(topic)
+                .or_default()
+                .insert(partial.node.clone(), (figures.audience, now));
         }
-        self.audiences.insert(partial.node, (audience, now));
     }
 
-    /// Ends a window: drops silent nodes and returns, for each of `topics`,
-    /// the figures to send (only those that changed or carry reactions).
+    /// Ends a window: drops figures not heard for `silence` and returns, for
+    /// each local topic, the figures to send (only those that changed or
+    /// carry reactions). Linear in the topics and figures held.
     pub fn window(
         &mut self,
-        topics: &[String],
+        topics: &HashSet<&str>,
         now: Instant,
         silence: Duration,
     ) -> Vec<(String, u64, BTreeMap<String, u64>)> {
-        self.audiences
-            .retain(|_, (_, seen)| now.duration_since(*seen) < silence);
+        // Figures of topics without local subscribers are nobody's here.
+        self.audiences.retain(|t, _| topics.contains(t.as_str()));
+        self.pending.retain(|t, _| topics.contains(t.as_str()));
+        self.sent.retain(|t, _| topics.contains(t.as_str()));
         let mut out = Vec::new();
         for topic in topics {
-            let audience: u64 = self
-                .audiences
-                .values()
-                .filter_map(|(a, _)| a.get(topic))
-                .sum();
-            let reactions = self.pending.remove(topic).unwrap_or_default();
-            let changed = match self.sent.get(topic) {
+            let audience: u64 = match self.audiences.get_mut(*topic) {
+                Some(nodes) => {
+                    nodes.retain(|_, (_, seen)| now.duration_since(*seen) < silence);
+                    nodes.values().map(|(a, _)| a).sum()
+                }
+                None => 0,
+            };
+            let reactions = self.pending.remove(*topic).unwrap_or_default();
+            let changed = match self.sent.get(*topic) {
                 Some((a, r)) => *a != audience || *r != reactions || !reactions.is_empty(),
                 None => audience > 0 || !reactions.is_empty(),
             };
             if changed {
                 self.sent
-                    .insert(topic.clone(), (audience, reactions.clone()));
-                out.push((topic.clone(), audience, reactions));
+                    .insert(topic.to_string(), (audience, reactions.clone()));
+                out.push((topic.to_string(), audience, reactions));
             }
         }
-        self.sent.retain(|t, _| topics.contains(t));
-        // Reactions for topics without local subscribers are nobody's here.
-        self.pending.retain(|t, _| topics.contains(t));
         out
     }
+}
+
+/// Largest serialized part of a node's partial: well under nats-server's
+/// default `max_payload` (1 MiB), whatever the number of topics.
+const MAX_PART_BYTES: usize = 256 * 1024;
+
+/// Splits a partial into parts that each serialize under `max_bytes`.
+pub fn split(partial: Partial, max_bytes: usize) -> Vec<Partial> {
+    let mut parts = Vec::new();
+    let mut current = Partial {
+        node: partial.node.clone(),
+        topics: BTreeMap::new(),
+    };
+    let mut size = 0;
+    for (topic, figures) in partial.topics {
+        // JSON of one entry: "topic":{"a":N,"r":{"reaction":N,...}} and commas.
+        let entry = topic.len()
+            + 40
+            + figures
+                .reactions
+                .keys()
+                .map(|r| r.len() + 26)
+                .sum::<usize>();
+        if size + entry > max_bytes && !current.topics.is_empty() {
+            parts.push(std::mem::replace(
+                &mut current,
+                Partial {
+                    node: partial.node.clone(),
+                    topics: BTreeMap::new(),
+                },
+            ));
+            size = 0;
+        }
+        size += entry;
+        current.topics.insert(topic, figures);
+    }
+    if !current.topics.is_empty() {
+        parts.push(current);
+    }
+    parts
 }
 
 /// The node's statistics: local counting and the window loop.
@@ -187,6 +235,7 @@ impl Stats {
             }
         };
         let mut aggregate = Aggregate::default();
+        let mut last_warning: Option<Instant> = None;
         let mut tick = tokio::time::interval(window);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -201,16 +250,19 @@ impl Stats {
                     None => return,
                 },
                 _ = tick.tick() => {
-                    let partial = self.partial();
-                    if !partial.topics.is_empty() {
-                        let bytes = Bytes::from(serde_json::to_vec(&partial).unwrap_or_default());
+                    for part in split(self.partial(), MAX_PART_BYTES) {
+                        let bytes = Bytes::from(serde_json::to_vec(&part).unwrap_or_default());
                         if let Err(e) = self.bus.publish_stats(&self.config.node_name, bytes).await {
-                            tracing::debug!(error = %e, "stats partial not published");
+                            self.metrics.stats_partials_failed.inc();
+                            if last_warning.is_none_or(|t: Instant| t.elapsed() > Duration::from_secs(10)) {
+                                last_warning = Some(Instant::now());
+                                tracing::warn!(error = %e, "statistics partial not published: other nodes miss this node's figures");
+                            }
                         }
+                        // Local figures count in this very window, without
+                        // waiting for the bus to bring them back.
+                        aggregate.absorb(part, Instant::now());
                     }
-                    // Local figures count in this very window, without
-                    // waiting for the bus to bring them back.
-                    aggregate.absorb(partial, Instant::now());
                     self.send(&mut aggregate, window);
                 }
             }
@@ -225,8 +277,9 @@ impl Stats {
             .filter(|r| self.engaged(&r.topic))
             .map(|r| (r.topic.to_string(), r))
             .collect();
-        let topics: Vec<String> = relays.keys().cloned().collect();
-        for (topic, audience, reactions) in aggregate.window(&topics, Instant::now(), window * 3) {
+        let topics: HashSet<&str> = relays.keys().map(String::as_str).collect();
+        let figures = aggregate.window(&topics, Instant::now(), window * 3);
+        for (topic, audience, reactions) in figures {
             let Some(relay) = relays.get(&topic) else {
                 continue;
             };
@@ -267,7 +320,7 @@ mod tests {
     fn audiences_add_up_and_reactions_count_once() {
         let mut agg = Aggregate::default();
         let now = Instant::now();
-        let t = vec!["results.a.b".to_string()];
+        let t = HashSet::from(["results.a.b"]);
         agg.absorb(partial("n1", "results.a.b", 10, &[("🔥", 2)]), now);
         agg.absorb(
             partial("n2", "results.a.b", 5, &[("🔥", 1), ("👏", 4)]),
@@ -291,10 +344,45 @@ mod tests {
     }
 
     #[test]
+    fn partials_split_under_the_size_limit_and_add_up() {
+        let mut big = Partial {
+            node: "n1".into(),
+            topics: BTreeMap::new(),
+        };
+        for i in 0..5000 {
+            let topic = format!("results.{}.t{i}", "x".repeat(150));
+            big.topics.insert(
+                topic,
+                TopicFigures {
+                    audience: 1,
+                    reactions: BTreeMap::from([("🔥".into(), 2)]),
+                },
+            );
+        }
+        let parts = split(big.clone(), MAX_PART_BYTES);
+        assert!(parts.len() > 1);
+        for p in &parts {
+            assert!(
+                serde_json::to_vec(p).unwrap().len() <= MAX_PART_BYTES,
+                "each part fits"
+            );
+        }
+        let topics: HashSet<&str> = big.topics.keys().map(String::as_str).collect();
+        let mut agg = Aggregate::default();
+        let now = Instant::now();
+        for p in parts {
+            agg.absorb(p, now);
+        }
+        let out = agg.window(&topics, now, Duration::from_secs(3));
+        assert_eq!(out.len(), 5000);
+        assert!(out.iter().all(|(_, a, r)| *a == 1 && r["🔥"] == 2));
+    }
+
+    #[test]
     fn silent_nodes_drop_out() {
         let mut agg = Aggregate::default();
         let t0 = Instant::now();
-        let t = vec!["results.a.b".to_string()];
+        let t = HashSet::from(["results.a.b"]);
         agg.absorb(partial("n1", "results.a.b", 10, &[]), t0);
         agg.absorb(
             partial("n2", "results.a.b", 5, &[]),
