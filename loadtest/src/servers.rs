@@ -243,17 +243,27 @@ impl HubLauncher {
     /// Writes the harness's hub configuration: limits raised so that the
     /// handshake rate limit and connection cap measure nothing but the
     /// hub, and a short drain so that `resume` runs take seconds.
+    ///
+    /// `max_connections` stays below the open-files limit the hub inherits
+    /// (with room for its listener, NATS and logs): past it, accept() fails
+    /// with EMFILE and clients time out, where a 503 sends them elsewhere.
     pub fn write_default_config(
         run_dir: &Path,
         drain_window_ms: u64,
         drain_retry_ms: u64,
     ) -> anyhow::Result<PathBuf> {
+        let nofile = crate::procstat::Machine::read().nofile_limit;
+        let max_connections = if nofile > 1_000 {
+            nofile - 400
+        } else {
+            1_000_000
+        };
         let path = run_dir.join("hub-loadtest.toml");
         std::fs::write(
             &path,
             format!(
                 "# Written by tribune-loadtest.\n\
-                 [limits]\nhandshakes_per_second = 1000000\nmax_connections = 1000000\n\n\
+                 [limits]\nhandshakes_per_second = 1000000\nmax_connections = {max_connections}\n\n\
                  [drain]\nwindow_ms = {drain_window_ms}\nretry_ms = {drain_retry_ms}\ngrace_ms = {}\n",
                 drain_window_ms + 10_000
             ),
