@@ -371,7 +371,8 @@ impl Monitor {
         let last = self
             .buckets
             .values()
-            .next_back()
+            .rev()
+            .find(|b| !b.0.is_empty())
             .map(|b| b.0.value_at_quantile(0.99))
             .unwrap_or(0);
         self.bars.traffic.set_message(format!(
