@@ -103,7 +103,7 @@ pub fn check(
         r.retry_after = Some(1);
         return Err(r);
     }
-    if node.connection_count() >= node.config.limits.max_connections {
+    if node.connection_count() >= node.max_connections {
         let mut r = refuse(
             StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Unavailable,

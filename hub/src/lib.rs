@@ -85,7 +85,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         writeln!(out, "listening on http://{addr}")?;
         out.flush()?;
     }
-    tracing::info!(%addr, node = %config.node_name, bus = node.bus.kind(), "hub node started");
+    tracing::info!(%addr, node = %config.node_name, bus = node.bus.kind(),
+        max_connections = node.max_connections, "hub node started");
+    if node.max_connections < config.limits.max_connections {
+        tracing::warn!(
+            configured = config.limits.max_connections,
+            effective = node.max_connections,
+            "the open-files limit caps connections: raise it (ulimit -n, LimitNOFILE) for more"
+        );
+    }
     tokio::spawn(node.registry.clone().watch_bus());
     tokio::spawn(node.stats.clone().run());
     if config.demo {

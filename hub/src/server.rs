@@ -48,10 +48,15 @@ pub struct Node {
     open: AtomicUsize,
     draining: AtomicBool,
     next_conn: AtomicU64,
+    /// `limits.max_connections`, lowered to what the process's file limit
+    /// can hold with room for handshakes in flight: past it the node answers
+    /// 503 rather than failing `accept` with EMFILE.
+    pub max_connections: usize,
 }
 
 impl Node {
     pub fn new(config: Arc<Config>, bus: Arc<dyn Bus>, auth: Option<Authenticator>) -> Arc<Node> {
+        let config_max = config.limits.max_connections;
         let metrics = Arc::new(Metrics::new());
         let registry = Registry::new(bus.clone(), config.clone(), metrics.clone());
         let stats = Stats::new(
@@ -72,6 +77,7 @@ impl Node {
             open: AtomicUsize::new(0),
             draining: AtomicBool::new(false),
             next_conn: AtomicU64::new(1),
+            max_connections: connection_cap(config_max, file_limit()),
         })
     }
 
@@ -105,6 +111,26 @@ impl Node {
 
     fn is_ready(&self) -> bool {
         !self.is_draining() && self.bus.status().borrow().connected
+    }
+}
+
+/// The process's soft limit on open files, if it can be read.
+fn file_limit() -> Option<u64> {
+    nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .ok()
+        .map(|(soft, _)| soft)
+}
+
+/// The connection cap: the configured one, or fewer if the file limit cannot
+/// hold that many sockets plus a reserve (5%, at least 256) for handshakes
+/// in flight, the listener, the bus and the log.
+pub fn connection_cap(configured: usize, file_limit: Option<u64>) -> usize {
+    match file_limit {
+        Some(limit) => {
+            let reserve = (limit / 20).max(256);
+            configured.min(limit.saturating_sub(reserve) as usize)
+        }
+        None => configured,
     }
 }
 
@@ -309,6 +335,20 @@ async fn publish(
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::connection_cap;
+
+    #[test]
+    fn connection_cap_leaves_room_under_the_file_limit() {
+        assert_eq!(connection_cap(200_000, Some(20_000)), 19_000);
+        assert_eq!(connection_cap(100, Some(20_000)), 100);
+        assert_eq!(connection_cap(200_000, Some(1_024)), 768);
+        assert_eq!(connection_cap(200_000, Some(1_048_576)), 200_000);
+        assert_eq!(connection_cap(200_000, None), 200_000);
+    }
 }
 
 #[derive(RustEmbed)]

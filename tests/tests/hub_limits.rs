@@ -292,3 +292,49 @@ async fn draining_node_is_not_ready_and_refuses_handshakes() {
     .await;
     assert!(WsClient::connect_with(&hub.ws_url(), &[]).await.is_err());
 }
+
+#[tokio::test]
+async fn file_limit_caps_connections_with_503_not_emfile() {
+    use tokio::io::AsyncBufReadExt;
+    // 300 files: the hub keeps a reserve of 256, so 44 connections fit.
+    let bin = tribune_tests::hub::binary();
+    let cfg = ConfigFile::new("[limits]\nhandshakes_per_second = 1000\n");
+    let command = format!(
+        "ulimit -n 300 && exec {} --listen 127.0.0.1:0 --config {}",
+        bin.display(),
+        cfg.path()
+    );
+    let mut child = tokio::process::Command::new("bash")
+        .args(["-c", &command])
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = lines.next_line().await.unwrap().unwrap();
+    let addr = line
+        .strip_prefix("listening on http://")
+        .unwrap()
+        .to_string();
+    let url = format!("ws://{addr}/v1/ws");
+    let mut open = Vec::new();
+    let mut refused = None;
+    for _ in 0..60 {
+        match WsClient::connect_with(&url, &[]).await {
+            Ok(c) => open.push(c),
+            Err(r) => {
+                refused = Some(r);
+                break;
+            }
+        }
+    }
+    let refused = refused.expect("the cap refuses before the file limit");
+    assert_eq!(refused.status, 503, "{refused:?}");
+    assert_eq!(open.len(), 44);
+    // The node still works for the connections it holds.
+    let c = &mut open[0];
+    assert_eq!(c.recv().await["type"], "welcome");
+    assert_eq!(c.request(json!({"type": "ping"})).await["type"], "pong");
+}
