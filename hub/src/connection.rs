@@ -33,7 +33,18 @@ enum ReaderEnd {
 }
 
 /// Serves one upgraded connection until it closes.
-pub async fn serve(socket: WebSocket, node: Arc<Node>, conn_id: u64, grant: Option<Grant>) {
+///
+/// The setup runs before the returned future exists, and that future holds
+/// only what the connection needs while it lives: an `async fn` would keep
+/// its arguments (the upgraded socket, the grant) and setup locals in its
+/// state for the connection's whole life, which is most of an idle fan's
+/// memory.
+pub fn serve(
+    socket: WebSocket,
+    node: Arc<Node>,
+    conn_id: u64,
+    grant: Option<Grant>,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
     let limits = &node.config.limits;
     let outbox = Arc::new(Outbox::new(limits.queue_bytes, limits.queue_messages));
     node.attach(conn_id, outbox.clone());
@@ -49,9 +60,25 @@ pub async fn serve(socket: WebSocket, node: Arc<Node>, conn_id: u64, grant: Opti
     let started = Instant::now();
     // Milliseconds since `started` of the last sign of life from the peer.
     let last_seen = AtomicU64::new(0);
-    let (sink, mut stream) = socket.split();
-    let mut session = Session::new(node.clone(), outbox.clone(), grant);
+    let (sink, stream) = socket.split();
+    let session = Session::new(node.clone(), outbox.clone(), grant);
+    run(
+        node, conn_id, outbox, session, sink, stream, started, last_seen, expires_at,
+    )
+}
 
+#[allow(clippy::too_many_arguments)]
+async fn run(
+    node: Arc<Node>,
+    conn_id: u64,
+    outbox: Arc<Outbox>,
+    mut session: Session,
+    sink: futures::stream::SplitSink<WebSocket, Message>,
+    mut stream: futures::stream::SplitStream<WebSocket>,
+    started: Instant,
+    last_seen: AtomicU64,
+    expires_at: Option<u64>,
+) {
     {
         let reader = read_loop(
             &mut stream,
@@ -194,6 +221,9 @@ async fn write_loop(
             let _ = sink.send(Message::Close(Some(frame))).await;
             return;
         }
+        // An idle connection keeps no queue storage; a busy one allocates
+        // once per batch.
+        batch = VecDeque::new();
         tokio::select! {
             () = outbox.ready() => {}
             _ = ping.tick() => {

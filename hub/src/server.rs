@@ -30,8 +30,9 @@ use crate::outbox::Outbox;
 use crate::registry::Registry;
 use crate::stats::Stats;
 
-/// Initial read buffer of a connection.
-const READ_BUFFER: usize = 512;
+/// Initial read buffer of a connection: a fan's frames are small (a
+/// subscribe is ~100 bytes); a larger frame grows it on demand.
+const READ_BUFFER: usize = 128;
 
 /// Everything a node's connections share.
 pub struct Node {
@@ -197,10 +198,9 @@ async fn ws(
                 node.metrics.connections.dec();
             }
         })
-        .on_upgrade(move |socket| async move {
-            let node = guard.disarm();
-            crate::connection::serve(socket, node, id, grant).await;
-        })
+        // The connection's future itself, not a block wrapping it: a
+        // wrapper would hold the socket and the grant for the connection's life.
+        .on_upgrade(move |socket| crate::connection::serve(socket, guard.disarm(), id, grant))
 }
 
 /// Undoes the open-connection count if an upgrade future is dropped unrun.
