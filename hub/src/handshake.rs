@@ -55,6 +55,19 @@ fn refuse(
     }
 }
 
+/// A refusal that tells the client to retry in a second (429, 503).
+fn retry_later(
+    status: StatusCode,
+    code: ErrorCode,
+    reason: &'static str,
+    message: &str,
+) -> Refusal {
+    Refusal {
+        retry_after: Some(1),
+        ..refuse(status, code, reason, message)
+    }
+}
+
 /// The client's address: the peer, or the first untrusted hop of
 /// `X-Forwarded-For` when the peer is a configured proxy.
 pub fn client_ip(node: &Node, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
@@ -83,35 +96,29 @@ pub fn check(
     query: Option<&str>,
 ) -> Result<Option<Grant>, Refusal> {
     if node.is_draining() {
-        let mut r = refuse(
+        return Err(retry_later(
             StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Unavailable,
             "draining",
             "node is draining; connect to another node",
-        );
-        r.retry_after = Some(1);
-        return Err(r);
+        ));
     }
     let ip = client_ip(node, peer, headers);
     if node.handshakes.check_key(&ip).is_err() {
-        let mut r = refuse(
+        return Err(retry_later(
             StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::RateLimited,
             "rate",
             "too many handshakes from this address",
-        );
-        r.retry_after = Some(1);
-        return Err(r);
+        ));
     }
     if node.connection_count() >= node.max_connections {
-        let mut r = refuse(
+        return Err(retry_later(
             StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Unavailable,
             "capacity",
             "node is at its connection limit",
-        );
-        r.retry_after = Some(1);
-        return Err(r);
+        ));
     }
     // Apps send no Origin; browsers always do, and only those are checked.
     let origin = headers

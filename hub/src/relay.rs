@@ -620,30 +620,27 @@ mod tests {
         );
     }
 
-    /// Invalid JSON and oversized payloads from the (real, embedded) bus are
-    /// counted and dropped; the `prev` chain clients see stays whole.
-    #[tokio::test]
-    async fn invalid_payloads_are_dropped_and_chain_kept() {
-        use crate::bus::memory::MemoryBus;
-        let bus: Arc<dyn Bus> = Arc::new(MemoryBus::new(
-            std::collections::HashMap::from([("clips".to_string(), 100)]),
-            Duration::from_secs(60),
-        ));
+    /// A feed relay on `topic` running over `bus`, with one subscriber's
+    /// outbox joined (its `ack` queued first).
+    async fn feed_subscriber(
+        bus: Arc<dyn Bus>,
+        topic: &Topic,
+        max_payload: usize,
+    ) -> (Arc<Outbox>, Arc<Metrics>) {
         let metrics = Arc::new(Metrics::new());
-        let topic = Topic::new("clips.relay.test").unwrap();
         let epoch = bus.status().borrow().epoch.clone();
         let (relay, ctl) = Relay::new(
             1,
             topic.clone(),
             Mode::Feed,
             100,
-            32,
+            max_payload,
             epoch,
             metrics.clone(),
         );
         let task = RelayTask::new(
             relay.clone(),
-            bus.clone(),
+            bus,
             ctl,
             Duration::from_secs(60),
             Box::new(|_| {}),
@@ -660,6 +657,20 @@ mod tests {
                 },
             )
             .unwrap();
+        (outbox, metrics)
+    }
+
+    /// Invalid JSON and oversized payloads from the (real, embedded) bus are
+    /// counted and dropped; the `prev` chain clients see stays whole.
+    #[tokio::test]
+    async fn invalid_payloads_are_dropped_and_chain_kept() {
+        use crate::bus::memory::MemoryBus;
+        let bus: Arc<dyn Bus> = Arc::new(MemoryBus::new(
+            std::collections::HashMap::from([("clips".to_string(), 100)]),
+            Duration::from_secs(60),
+        ));
+        let topic = Topic::new("clips.relay.test").unwrap();
+        let (outbox, metrics) = feed_subscriber(bus.clone(), &topic, 32).await;
         let good1 = bus
             .publish(&topic, Bytes::from_static(b"{\"a\":1}"), None)
             .await
@@ -831,40 +842,8 @@ mod tests {
             drop_live: Arc::new(std::sync::atomic::AtomicU64::new(0)),
             lagging_reads: std::sync::atomic::AtomicUsize::new(0),
         });
-        let metrics = Arc::new(Metrics::new());
         let topic = Topic::new("clips.relay.gap").unwrap();
-        let epoch = bus.status().borrow().epoch.clone();
-        let (relay, ctl) = Relay::new(
-            1,
-            topic.clone(),
-            Mode::Feed,
-            100,
-            1 << 20,
-            epoch,
-            metrics.clone(),
-        );
-        let dyn_bus: Arc<dyn Bus> = bus.clone();
-        tokio::spawn(
-            RelayTask::new(
-                relay.clone(),
-                dyn_bus,
-                ctl,
-                Duration::from_secs(60),
-                Box::new(|_| {}),
-            )
-            .run(),
-        );
-        relay.ready().await.unwrap();
-        let outbox = Arc::new(Outbox::new(1 << 20, 1024));
-        relay
-            .join(
-                &outbox,
-                &JoinRequest {
-                    id: 1,
-                    ..Default::default()
-                },
-            )
-            .unwrap();
+        let (outbox, metrics) = feed_subscriber(bus.clone(), &topic, 1 << 20).await;
         let s1 = bus
             .publish(&topic, Bytes::from_static(b"1"), None)
             .await
