@@ -249,6 +249,22 @@ mod tests {
     }
 
     #[test]
+    fn stats_conflate_apart_from_messages() {
+        // Stats frames use their own key: the newest stats of a topic win,
+        // and the topic's latest state message is never evicted by them.
+        let o = Outbox::new(1 << 20, 3);
+        let stats_key = 1 | (1 << 31);
+        o.push_message(1, true, frame("state1"));
+        o.push_message(stats_key, true, frame("stats1"));
+        o.push_message(stats_key, true, frame("stats2"));
+        assert_eq!(
+            o.push_message(stats_key, true, frame("stats3")),
+            Pushed::Conflated(2)
+        );
+        assert_eq!(texts(&o), (vec!["state1".into(), "stats3".into()], None));
+    }
+
+    #[test]
     fn close_keeps_pending_unless_discarded() {
         let o = Outbox::new(1 << 20, 10);
         o.push_control(frame("drain"));

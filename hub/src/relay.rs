@@ -31,6 +31,9 @@ use crate::bus::{Bus, BusMessage, Epoch, LiveFeed};
 use crate::metrics::Metrics;
 use crate::outbox::{Frame, Outbox, Pushed};
 
+/// Marks an outbox conflation key as a topic's `stats` rather than its messages.
+const STATS_KEY: u32 = 1 << 31;
+
 /// How many messages one repair read asks for.
 const REPAIR_BATCH: u32 = 256;
 
@@ -282,11 +285,14 @@ impl Relay {
         self.state.lock().subscribers.len()
     }
 
-    /// Queues a frame that is not a message (stats) to every subscriber.
-    pub fn broadcast_control(&self, frame: &Frame) -> usize {
+    /// Queues a `stats` frame to every subscriber. Live figures, never
+    /// replayed: a slow client keeps only the newest of each topic (they are
+    /// conflated under their own key, so they never evict the topic's
+    /// messages), and a stalled state-only client is never closed for them.
+    pub fn broadcast_stats(&self, frame: &Frame) -> usize {
         let st = self.state.lock();
         for (_, outbox) in st.subscribers.iter() {
-            outbox.push_control(frame.clone());
+            outbox.push_message(self.id | STATS_KEY, true, frame.clone());
         }
         st.subscribers.len()
     }

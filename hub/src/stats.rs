@@ -293,7 +293,7 @@ impl Stats {
                     window_ms: window.as_millis() as u64,
                 },
             )));
-            let n = relay.broadcast_control(&frame);
+            let n = relay.broadcast_stats(&frame);
             self.metrics.stats_sent.inc_by(n as u64);
         }
     }

@@ -69,7 +69,13 @@ async fn frame_flood_closes_with_4029() {
         let _ = futures::SinkExt::send(&mut c.stream, Message::text(frame)).await;
     }
     assert_eq!(c.close_code().await, Some(4029));
-    assert_eq!(hub.metric("tribune_closes_total{code=\"4029\"}").await, 1.0);
+    // Counted once the connection is done, just after its close frame left.
+    eventually(
+        "the 4029 close is counted",
+        Duration::from_secs(5),
+        || async { (hub.metric("tribune_closes_total{code=\"4029\"}").await == 1.0).then_some(()) },
+    )
+    .await;
 }
 
 #[tokio::test]
