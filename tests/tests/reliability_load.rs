@@ -49,6 +49,10 @@ use tribune_tests::nats::NatsServer;
 
 type Ws = WebSocketStream<TcpStream>;
 
+/// The two tests of this file run one at a time: each alone loads the
+/// 2-core machine, and together they would hold 12,000 sockets.
+static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// How long any one frame may take to arrive while a client expects one.
 const FRAME_WITHIN: Duration = Duration::from_secs(30);
 
@@ -388,6 +392,7 @@ async fn slow_client(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_consumers_among_2000_clients() {
+    let _alone = HEAVY.lock().await;
     let cfg = ConfigFile::new(
         "slow_close_grace_ms = 120000\n\
          [limits]\n\
@@ -756,6 +761,13 @@ async fn drain_client(idx: usize, shared: Arc<DrainShared>) -> Moved {
         report.resumed_at = Some(term_at.elapsed());
         report.recovered = ack["recovered"].as_bool();
         shared.moved.fetch_add(1, Ordering::SeqCst);
+        if report.recovered != Some(true) {
+            // Same epoch, nothing aged out: PROTOCOL.md section 3 owes `true`.
+            return Err(format!(
+                "resume on B since {prev}: recovered {}, ack seq {}",
+                ack["recovered"], ack["seq"]
+            ));
+        }
         match follow(&mut ws, &mut report, &mut prev, &mut last, false).await? {
             None => {
                 let _ = ws.close(None).await;
@@ -823,6 +835,7 @@ fn editor(url: &str, stop: &AtomicBool, rate: u64) -> (Vec<u64>, Duration) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drain_moves_5000_clients_to_the_other_node() {
+    let _alone = HEAVY.lock().await;
     let clients: usize = std::env::var("RELIABILITY_DRAIN_CLIENTS")
         .ok()
         .and_then(|v| v.parse().ok())
