@@ -65,6 +65,7 @@ impl Registry {
         for _ in 0..8 {
             let relay = self.relay(topic, ns);
             relay.ready().await.map_err(JoinError::Unavailable)?;
+            relay.catch_up(req).await;
             if let Ok(key) = relay.join(outbox, req) {
                 return Ok((relay, key));
             }

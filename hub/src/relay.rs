@@ -31,6 +31,10 @@ use crate::bus::{Bus, BusMessage, Epoch, LiveFeed};
 use crate::metrics::Metrics;
 use crate::outbox::{Frame, Outbox, Pushed};
 
+/// How long a resume from ahead of this node waits for the relay to catch
+/// up; past it (a `since` the stream never stored), it answers `recovered: false`.
+const CATCH_UP_PATIENCE: Duration = Duration::from_secs(2);
+
 /// Marks an outbox conflation key as a topic's `stats` rather than its messages.
 const STATS_KEY: u32 = 1 << 31;
 
@@ -255,6 +259,31 @@ impl Relay {
             outbox.push_message(self.id, state, cached.replay_frame());
         }
         Ok(st.subscribers.insert(outbox.clone()))
+    }
+
+    /// A resume whose `since` lies beyond what this relay has forwarded
+    /// (the fan comes from a node that was a message or two ahead) makes the
+    /// relay read the stream, and waits a little for it: the resume then
+    /// recovers exactly, instead of replaying as history what the fan holds.
+    pub async fn catch_up(&self, req: &JoinRequest) {
+        let Some((since, epoch)) = &req.since else {
+            return;
+        };
+        let behind = {
+            let st = self.state.lock();
+            epoch == st.epoch.as_str() && *since > st.last_seq
+        };
+        if !behind {
+            return;
+        }
+        self.control(Control::Check(*since));
+        let deadline = Instant::now() + CATCH_UP_PATIENCE;
+        while Instant::now() < deadline {
+            if self.state.lock().last_seq >= *since {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// The `ack` of a subscription that already exists on a connection.
@@ -879,6 +908,82 @@ mod tests {
         );
         let text = metrics.render();
         assert!(text.contains("tribune_gaps_repaired_total 1"), "{text}");
+    }
+
+    /// A fan resuming from a node that was ahead of this one recovers: the
+    /// relay reads what it had not seen yet instead of answering
+    /// `recovered: false` and replaying what the fan already holds.
+    #[tokio::test]
+    async fn resume_from_ahead_catches_up_and_recovers() {
+        let bus = Arc::new(LaggingBus {
+            inner: crate::bus::memory::MemoryBus::new(
+                std::collections::HashMap::from([("clips".to_string(), 100)]),
+                Duration::from_secs(60),
+            ),
+            drop_live: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+            lagging_reads: std::sync::atomic::AtomicUsize::new(0),
+        });
+        let topic = Topic::new("clips.relay.ahead").unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let epoch = bus.status().borrow().epoch.clone();
+        let (relay, ctl) = Relay::new(
+            1,
+            topic.clone(),
+            Mode::Feed,
+            100,
+            1 << 20,
+            epoch.clone(),
+            metrics,
+        );
+        let dyn_bus: Arc<dyn Bus> = bus.clone();
+        tokio::spawn(
+            RelayTask::new(
+                relay.clone(),
+                dyn_bus,
+                ctl,
+                Duration::from_secs(60),
+                Box::new(|_| {}),
+            )
+            .run(),
+        );
+        relay.ready().await.unwrap();
+        let s1 = bus
+            .publish(&topic, Bytes::from_static(b"1"), None)
+            .await
+            .unwrap();
+        // The live feed misses the next one: this node is behind the stream.
+        bus.drop_live
+            .store(s1 + 1, std::sync::atomic::Ordering::SeqCst);
+        let s2 = bus
+            .publish(&topic, Bytes::from_static(b"2"), None)
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let req = JoinRequest {
+            id: 7,
+            history: None,
+            since: Some((s2, epoch.to_string())),
+        };
+        relay.catch_up(&req).await;
+        let outbox = Arc::new(Outbox::new(1 << 20, 1024));
+        relay.join(&outbox, &req).unwrap();
+        let frames = drain_frames(&outbox, 1).await;
+        assert_eq!(frames[0]["recovered"], true, "{:?}", frames[0]);
+        assert_eq!(frames[0]["seq"], s2);
+        assert_eq!(
+            frames.len(),
+            1,
+            "nothing the fan holds is replayed: {frames:?}"
+        );
+        let s3 = bus
+            .publish(&topic, Bytes::from_static(b"3"), None)
+            .await
+            .unwrap();
+        let frames = drain_frames(&outbox, 1).await;
+        assert_eq!(
+            (frames[0]["seq"].as_u64(), frames[0]["prev"].as_u64()),
+            (Some(s3), Some(s2))
+        );
     }
 
     #[test]

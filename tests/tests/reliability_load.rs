@@ -606,7 +606,7 @@ const MAX_PUBLICATIONS: u64 = 6000;
 /// Share of all reconnects allowed in any one 100 ms bucket.
 const MAX_BUCKET_SHARE: f64 = 0.25;
 /// Beyond window + retry: the time a loaded machine may need to reconnect.
-const MOVE_SLACK: Duration = Duration::from_secs(15);
+const MOVE_SLACK: Duration = Duration::from_secs(60);
 
 fn drain_config() -> String {
     format!(
