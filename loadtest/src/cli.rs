@@ -23,6 +23,9 @@ pub enum Scenario {
     Churn,
     /// Kill or drain a hub node; time until every client is back, no loss.
     Resume,
+    /// N clients react at `--rate` (all together); every node's summed `stats`
+    /// windows must equal the reactions accepted.
+    Reactions,
 }
 
 impl Scenario {
@@ -34,12 +37,13 @@ impl Scenario {
             Scenario::Storm => "storm",
             Scenario::Churn => "churn",
             Scenario::Resume => "resume",
+            Scenario::Reactions => "reactions",
         }
     }
 
     /// Scenarios whose messages are a feed: any loss fails the run.
     pub fn is_feed(self) -> bool {
-        self != Scenario::Idle
+        !matches!(self, Scenario::Idle | Scenario::Reactions)
     }
 }
 
@@ -78,7 +82,8 @@ pub enum ResumeAction {
 /// Starts nats-server and hub nodes itself unless given their URLs, runs the
 /// scenario against each target in turn with the same clients, and writes
 /// `report.json` and `report.html` into the output directory. Exit status: 0,
-/// 3 when a feed scenario lost or duplicated messages on the tribune target,
+/// 3 when a feed scenario lost or duplicated messages on the tribune target
+/// or when a node's summed `stats` differ from the accepted reactions,
 /// 1 on errors.
 #[derive(Debug, Clone, Parser, Serialize)]
 #[command(name = "tribune-loadtest", version)]
@@ -176,6 +181,9 @@ pub struct Cli {
     /// handshake and connection limits and a 2 s drain window).
     #[arg(long)]
     pub hub_config: Option<PathBuf>,
+    /// `[stats] window_ms` of the harness's hub configuration (default: the hub's).
+    #[arg(long)]
+    pub stats_window_ms: Option<u64>,
     /// Extra argument for every hub (repeatable).
     #[arg(long, allow_hyphen_values = true)]
     pub hub_arg: Vec<String>,
@@ -216,7 +224,8 @@ pub struct Cli {
     pub seed: u64,
 
     // --- test hooks ---
-    /// Test hook: one client discards one received message (must count as lost == 1).
+    /// Test hook: one client discards one received message (must count as lost
+    /// == 1); reactions: node 0's watcher discards its first `stats` frame.
     #[arg(long, hide = true)]
     pub test_drop_one: bool,
     /// Test hook: one client accounts one message twice (must count as duplicated == 1).
@@ -289,6 +298,9 @@ impl Cli {
             if self.resume_node >= self.hubs.max(self.hub_url.len()) {
                 return Err("--resume-node is not one of the hubs".into());
             }
+        }
+        if self.scenario == Scenario::Reactions && self.target != [Target::Tribune] {
+            return Err("reactions measures hub nodes: use --target tribune".into());
         }
         if self.target.contains(&Target::Tribune)
             && self.bus == Bus::Embedded

@@ -104,7 +104,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<(Report, PathBuf)> {
         )?;
         let config = match &cli.hub_config {
             Some(c) => c.clone(),
-            None => HubLauncher::write_default_config(&run_dir, 2_000, 1_000)?,
+            None => {
+                let path = HubLauncher::write_default_config(&run_dir, 2_000, 1_000)?;
+                if let Some(w) = cli.stats_window_ms {
+                    let mut text = std::fs::read_to_string(&path)?;
+                    text.push_str(&format!("\n[stats]\nwindow_ms = {w}\n"));
+                    std::fs::write(&path, text)?;
+                }
+                path
+            }
         };
         let l = HubLauncher {
             bin,
@@ -134,6 +142,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<(Report, PathBuf)> {
     let hard_deadline = Instant::now() + Duration::from_secs(cli.max_seconds);
     for &target in &cli.target {
         eprintln!("== {} against {}", cli.scenario.as_str(), target.as_str());
+        if cli.scenario == Scenario::Reactions {
+            let r = crate::reactions::run_target(&cli, launcher.as_ref(), hard_deadline).await?;
+            report.runs.push(r);
+            continue;
+        }
         let r = run_target(
             &cli,
             target,
@@ -709,6 +722,7 @@ async fn run_target(
     }
     let mut traffic_start: Option<Vec<Option<ProcSample>>> = None;
     let published: Published = match cli.scenario {
+        Scenario::Reactions => bail!("reactions runs in crate::reactions"),
         Scenario::Idle => Published {
             last_counter: vec![0; plan.count as usize],
             ..Published::default()

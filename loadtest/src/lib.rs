@@ -15,6 +15,7 @@
 //! - [`cli`]: the command line; [`coordinator`]: phases of a run, workers,
 //!   sampling; [`servers`]: nats-server and hub processes it starts;
 //!   [`publisher`]: paced publications (JetStream or `POST /v1/publish`).
+//! - [`reactions`]: the `reactions` scenario (reacts against summed `stats`).
 //! - [`procstat`]: RSS and CPU from `/proc`, the machine's description.
 //! - [`report`]: the JSON report, comparison and target checks;
 //!   [`html`]: the self-contained HTML report; [`markdown`]: BENCHMARKS.md.
@@ -29,6 +30,7 @@ pub mod payload;
 pub mod plan;
 pub mod procstat;
 pub mod publisher;
+pub mod reactions;
 pub mod report;
 pub mod servers;
 pub mod tribune;

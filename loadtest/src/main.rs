@@ -51,5 +51,15 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         .iter()
         .filter(|r| r.target == Some(Target::Tribune))
         .any(|r| r.delivery.loss.lost > 0 || r.delivery.loss.duplicated > 0);
-    Ok(if feed && hub_lost { 3 } else { 0 })
+    // Summed `stats` windows that differ from the accepted reactions too.
+    let reactions_off = report
+        .runs
+        .iter()
+        .filter_map(|r| r.reactions.as_ref())
+        .any(|r| !r.all_equal);
+    Ok(if (feed && hub_lost) || reactions_off {
+        3
+    } else {
+        0
+    })
 }

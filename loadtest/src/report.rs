@@ -181,6 +181,8 @@ pub struct RunReport {
     pub errors: BTreeMap<String, u64>,
     pub churned: u64,
     pub resume: Option<ResumeReport>,
+    #[serde(default)]
+    pub reactions: Option<crate::reactions::ReactionsReport>,
     pub resources: ResourceReport,
     pub timeline: Vec<TimelinePoint>,
     pub duration_s: f64,
@@ -295,7 +297,21 @@ impl Report {
                     ok: b <= 4096.0,
                 });
             }
-            if self.scenario != "idle" {
+            if let Some(r) = &h.reactions {
+                let off = r.nodes.iter().filter(|n| !n.equal).count();
+                checks.push(Check {
+                    name: "reactions: every node's summed stats equal the accepted".into(),
+                    measured: format!(
+                        "{} accepted, {} of {} node(s) differ",
+                        r.accepted_total,
+                        off,
+                        r.nodes.len()
+                    ),
+                    target: "0 differ".into(),
+                    ok: r.all_equal,
+                });
+            }
+            if self.scenario != "idle" && self.scenario != "reactions" {
                 let l = &h.delivery.loss;
                 checks.push(Check {
                     name: "hub: lost / duplicated messages".into(),
@@ -386,6 +402,9 @@ pub fn summary(report: &Report) -> String {
                 rs.recovered,
                 rs.not_recovered
             ));
+        }
+        if let Some(x) = &r.reactions {
+            s.push_str(&crate::reactions::summary_line(x));
         }
         s.push('\n');
         for p in &r.problems {
