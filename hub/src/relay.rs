@@ -762,6 +762,20 @@ mod tests {
         lagging_reads: std::sync::atomic::AtomicUsize,
     }
 
+    impl LaggingBus {
+        /// Drops nothing and lags nowhere until a test says so.
+        fn new() -> Arc<LaggingBus> {
+            Arc::new(LaggingBus {
+                inner: crate::bus::memory::MemoryBus::new(
+                    std::collections::HashMap::from([("clips".to_string(), 100)]),
+                    Duration::from_secs(60),
+                ),
+                drop_live: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+                lagging_reads: std::sync::atomic::AtomicUsize::new(0),
+            })
+        }
+    }
+
     impl Bus for LaggingBus {
         fn kind(&self) -> &'static str {
             "lagging"
@@ -869,14 +883,7 @@ mod tests {
     /// forwarded with a hole.
     #[tokio::test]
     async fn gap_repair_insists_on_a_lagging_read() {
-        let bus = Arc::new(LaggingBus {
-            inner: crate::bus::memory::MemoryBus::new(
-                std::collections::HashMap::from([("clips".to_string(), 100)]),
-                Duration::from_secs(60),
-            ),
-            drop_live: Arc::new(std::sync::atomic::AtomicU64::new(0)),
-            lagging_reads: std::sync::atomic::AtomicUsize::new(0),
-        });
+        let bus = LaggingBus::new();
         let topic = Topic::new("clips.relay.gap").unwrap();
         let (outbox, metrics) = feed_subscriber(bus.clone(), &topic, 1 << 20).await;
         let s1 = bus
@@ -915,14 +922,7 @@ mod tests {
     /// `recovered: false` and replaying what the fan already holds.
     #[tokio::test]
     async fn resume_from_ahead_catches_up_and_recovers() {
-        let bus = Arc::new(LaggingBus {
-            inner: crate::bus::memory::MemoryBus::new(
-                std::collections::HashMap::from([("clips".to_string(), 100)]),
-                Duration::from_secs(60),
-            ),
-            drop_live: Arc::new(std::sync::atomic::AtomicU64::new(0)),
-            lagging_reads: std::sync::atomic::AtomicUsize::new(0),
-        });
+        let bus = LaggingBus::new();
         let topic = Topic::new("clips.relay.ahead").unwrap();
         let metrics = Arc::new(Metrics::new());
         let epoch = bus.status().borrow().epoch.clone();
