@@ -32,6 +32,33 @@ pub struct Refused {
     pub retry_after: Option<String>,
 }
 
+impl Refused {
+    /// What a failed client handshake says: the HTTP refusal (status, body,
+    /// `Retry-After`), or status 0 with the error for anything else.
+    pub fn from_handshake(err: tokio_tungstenite::tungstenite::Error) -> Refused {
+        match err {
+            tokio_tungstenite::tungstenite::Error::Http(res) => Refused {
+                status: res.status().as_u16(),
+                retry_after: res
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok())
+                    .map(String::from),
+                body: res
+                    .body()
+                    .as_ref()
+                    .map(|b| String::from_utf8_lossy(b).into_owned())
+                    .unwrap_or_default(),
+            },
+            e => Refused {
+                status: 0,
+                body: e.to_string(),
+                retry_after: None,
+            },
+        }
+    }
+}
+
 impl WsClient {
     /// Connects and reads the `welcome` frame (returned by [`WsClient::welcome`]).
     pub async fn connect(url: &str) -> (WsClient, Value) {
@@ -97,24 +124,7 @@ impl WsClient {
                 next_id: 1000,
                 skip_stats: false,
             }),
-            Err(tokio_tungstenite::tungstenite::Error::Http(res)) => Err(Refused {
-                status: res.status().as_u16(),
-                retry_after: res
-                    .headers()
-                    .get("retry-after")
-                    .and_then(|v| v.to_str().ok())
-                    .map(String::from),
-                body: res
-                    .body()
-                    .as_ref()
-                    .map(|b| String::from_utf8_lossy(b).into_owned())
-                    .unwrap_or_default(),
-            }),
-            Err(e) => Err(Refused {
-                status: 0,
-                body: e.to_string(),
-                retry_after: None,
-            }),
+            Err(e) => Err(Refused::from_handshake(e)),
         }
     }
 

@@ -25,11 +25,11 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
-use tokio_tungstenite::tungstenite::{self, Message};
 use tribune_tests::hub::ConfigFile;
 use tribune_tests::{Hub, WsClient, eventually};
 
@@ -909,12 +909,7 @@ impl Sources {
     }
 }
 
-#[derive(Debug)]
-struct Refusal {
-    status: u16,
-    body: String,
-    retry_after: Option<String>,
-}
+use tribune_tests::ws::Refused as Refusal;
 
 struct Conn {
     ws: WebSocketStream<TcpStream>,
@@ -945,24 +940,7 @@ async fn open(hub: SocketAddr, source: Ipv4Addr, hs: &Hs) -> Result<Conn, Refusa
     })?;
     match tokio_tungstenite::client_async(req, tcp).await {
         Ok((ws, _)) => Ok(Conn { ws }),
-        Err(tungstenite::Error::Http(res)) => Err(Refusal {
-            status: res.status().as_u16(),
-            retry_after: res
-                .headers()
-                .get("retry-after")
-                .and_then(|v| v.to_str().ok())
-                .map(String::from),
-            body: res
-                .body()
-                .as_ref()
-                .map(|b| String::from_utf8_lossy(b).into_owned())
-                .unwrap_or_default(),
-        }),
-        Err(e) => Err(Refusal {
-            status: 0,
-            body: e.to_string(),
-            retry_after: None,
-        }),
+        Err(e) => Err(Refusal::from_handshake(e)),
     }
 }
 

@@ -62,6 +62,24 @@ pub struct NatsBus {
 }
 
 impl NatsBus {
+    /// A core-NATS publication (fans' own messages, statistics partials):
+    /// at most once, within the request timeout, refused while disconnected.
+    fn core_publish(&self, subject: String, data: Bytes) -> BoxFuture<'_, BusResult<()>> {
+        async move {
+            self.inner.require_connection()?;
+            self.inner
+                .bounded(async {
+                    self.inner
+                        .client
+                        .publish(subject, data)
+                        .await
+                        .map_err(|e| BusError::Rejected(e.to_string()))
+                })
+                .await
+        }
+        .boxed()
+    }
+
     /// See [`connect`].
     pub async fn connect(cfg: &BusConfig, max_retained: u32) -> anyhow::Result<NatsBus> {
         connect(cfg, max_retained).await
@@ -1061,37 +1079,11 @@ impl Bus for NatsBus {
     }
 
     fn publish_inbound(&self, topic: &Topic, data: Bytes) -> BoxFuture<'_, BusResult<()>> {
-        let subject = format!("{}{}", self.inner.subjects.inbound, topic);
-        async move {
-            self.inner.require_connection()?;
-            self.inner
-                .bounded(async {
-                    self.inner
-                        .client
-                        .publish(subject, data)
-                        .await
-                        .map_err(|e| BusError::Rejected(e.to_string()))
-                })
-                .await
-        }
-        .boxed()
+        self.core_publish(format!("{}{}", self.inner.subjects.inbound, topic), data)
     }
 
     fn publish_stats(&self, node: &str, payload: Bytes) -> BoxFuture<'_, BusResult<()>> {
-        let subject = format!("{}{}", self.inner.subjects.stats, node);
-        async move {
-            self.inner.require_connection()?;
-            self.inner
-                .bounded(async {
-                    self.inner
-                        .client
-                        .publish(subject, payload)
-                        .await
-                        .map_err(|e| BusError::Rejected(e.to_string()))
-                })
-                .await
-        }
-        .boxed()
+        self.core_publish(format!("{}{}", self.inner.subjects.stats, node), payload)
     }
 
     fn stats_feed(&self) -> BoxFuture<'_, BusResult<StatsFeed>> {
