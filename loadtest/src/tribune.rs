@@ -83,6 +83,12 @@ pub enum HubFrame<'a> {
     },
     Pong,
     Stats,
+    /// Messages of a feed the hub could not deliver (PROTOCOL.md section 5).
+    Gap {
+        topic: String,
+        after: u64,
+        before: u64,
+    },
     /// Not JSON, or not a frame of PROTOCOL.md.
     Invalid(String),
 }
@@ -125,6 +131,11 @@ pub fn classify(text: &[u8]) -> HubFrame<'_> {
         },
         ServerFrame::Pong(_) => HubFrame::Pong,
         ServerFrame::Stats(_) => HubFrame::Stats,
+        ServerFrame::Gap(g) => HubFrame::Gap {
+            topic: g.topic,
+            after: g.after,
+            before: g.before,
+        },
     }
 }
 

@@ -969,6 +969,8 @@ fn on_hub_frame(
             confirmed(shared, client, k, baseline_zero);
         }
         HubFrame::OtherAck | HubFrame::Pong | HubFrame::Stats => {}
+        // An announced loss is still a loss: the run reports it as an error.
+        HubFrame::Gap { .. } => bump(&mut shared.stats.borrow_mut().errors, "gap"),
         HubFrame::Error { code, .. } => {
             bump(&mut shared.stats.borrow_mut().errors, &code);
         }

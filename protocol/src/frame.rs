@@ -101,6 +101,7 @@ pub enum ServerFrame {
     Pong(Pong),
     Drain(Drain),
     Stats(Stats),
+    Gap(Gap),
 }
 
 /// `welcome`: the first frame on every connection.
@@ -169,6 +170,17 @@ pub struct Stats {
     pub audience: u64,
     pub reactions: BTreeMap<String, u64>,
     pub window_ms: u64,
+}
+
+/// `gap`: messages of a `feed` topic that this subscription will never
+/// receive (aged out of the bus before the hub could repair, or unreadable).
+/// Every message with `after < seq < before` is lost; the message with seq
+/// `before` follows, and its `prev` is what the bus knows, not `after`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Gap {
+    pub topic: String,
+    pub after: u64,
+    pub before: u64,
 }
 
 /// Error codes of PROTOCOL.md section 4.
@@ -308,6 +320,7 @@ impl<'de> Deserialize<'de> for ServerFrame {
             "pong" => ServerFrame::Pong(body(&raw)?),
             "drain" => ServerFrame::Drain(body(&raw)?),
             "stats" => ServerFrame::Stats(body(&raw)?),
+            "gap" => ServerFrame::Gap(body(&raw)?),
             other => {
                 return Err(serde::de::Error::custom(format_args!(
                     "unknown frame type '{other}'"

@@ -22,7 +22,8 @@ pub mod topic;
 pub use close::CloseCode;
 pub use codec::{DecodeError, decode_client, encode_message, encode_server};
 pub use frame::{
-    Ack, Drain, Error, Message, Ping, Pong, Publish, React, Stats, Subscribe, Unsubscribe, Welcome,
+    Ack, Drain, Error, Gap, Message, Ping, Pong, Publish, React, Stats, Subscribe, Unsubscribe,
+    Welcome,
 };
 pub use frame::{ClientFrame, ErrorCode, Mode, ServerFrame};
 pub use topic::{Topic, TopicError, validate_topic};

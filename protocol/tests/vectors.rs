@@ -47,7 +47,7 @@ fn server_frames_round_trip_byte_for_byte() {
             assert_eq!(std::str::from_utf8(&fast).unwrap(), text);
         }
     }
-    assert_eq!(kinds.len(), 7, "every server frame type has a vector");
+    assert_eq!(kinds.len(), 8, "every server frame type has a vector");
 }
 
 #[test]

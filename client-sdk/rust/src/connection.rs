@@ -451,6 +451,11 @@ impl ConnectionTask {
         match frame {
             ServerFrame::Message(msg) => self.on_message(msg, ws).await?,
             ServerFrame::Ack(ack) => self.on_ack(ack),
+            // No hub sends `gap` yet; the SDK's handling of it comes with
+            // the hub's (PROTOCOL.md section 5).
+            ServerFrame::Gap(gap) => {
+                tracing::debug!(topic = %gap.topic, after = gap.after, before = gap.before, "gap frame");
+            }
             ServerFrame::Error(err) => self.on_error(err),
             ServerFrame::Stats(stats) => {
                 if let Some(sub) = self.subs.get(&stats.topic)
