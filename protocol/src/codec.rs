@@ -4,6 +4,9 @@
 //! `bad_request` error the client is owed, with its `id` when one can be read.
 //! `message` frames, the hot path, are written by [`encode_message`] without a
 //! serializer: the hub encodes each message once per node and shares the bytes.
+//! That layout is known here and nowhere else: [`encode_replay`] turns a live
+//! frame into its replay form (the hub's cache), and [`message_view`] reads
+//! one in place (the load-test client, millions of times per run).
 
 use serde::Deserialize;
 
@@ -75,10 +78,121 @@ pub fn encode_message(
     out
 }
 
+/// The text that ends a `message` frame's header, before its payload.
+const DATA_KEY: &str = r#","data":"#;
+/// What a replayed `message` frame has before [`DATA_KEY`].
+const REPLAY_KEY: &str = r#","replay":true"#;
+
+/// The replay form of a live `message` frame written by [`encode_message`]:
+/// the same bytes with `"replay":true` before `"data"`, equal to
+/// `encode_message(.., true, ..)` of the same message. `None` when `live` is
+/// not laid out as [`encode_message`] writes it.
+pub fn encode_replay(live: &str) -> Option<String> {
+    // The topic (validated: no quotes) and the numbers hold no `,"data":`,
+    // so the first one ends the header.
+    let at = live.find(DATA_KEY)?;
+    let (head, tail) = live.split_at(at);
+    if !head.starts_with(r#"{"type":"message","#) || head.ends_with(REPLAY_KEY) {
+        return None;
+    }
+    let mut out = String::with_capacity(live.len() + REPLAY_KEY.len());
+    out.push_str(head);
+    out.push_str(REPLAY_KEY);
+    out.push_str(tail);
+    Some(out)
+}
+
+/// A `message` frame read in place, borrowing the frame's bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MessageView<'a> {
+    pub topic: &'a [u8],
+    pub seq: u64,
+    pub prev: u64,
+    pub ts: u64,
+    pub replay: bool,
+    /// The payload's JSON text, as published.
+    pub data: &'a [u8],
+}
+
+/// Reads a `message` frame laid out exactly as [`encode_message`] writes it,
+/// without parsing the payload; `None` for anything else (the caller falls
+/// back to the serde types).
+pub fn message_view(text: &[u8]) -> Option<MessageView<'_>> {
+    let rest = text.strip_prefix(br#"{"type":"message","topic":""#)?;
+    let q = rest.iter().position(|&b| b == b'"')?;
+    let topic = &rest[..q];
+    if topic.contains(&b'\\') {
+        return None;
+    }
+    let rest = rest[q..].strip_prefix(br#"","seq":"#)?;
+    let (seq, rest) = leading_u64(rest)?;
+    let rest = rest.strip_prefix(br#","prev":"#)?;
+    let (prev, rest) = leading_u64(rest)?;
+    let rest = rest.strip_prefix(br#","ts":"#)?;
+    let (ts, rest) = leading_u64(rest)?;
+    let (replay, rest) = match rest.strip_prefix(REPLAY_KEY.as_bytes()) {
+        Some(r) => (true, r),
+        None => (false, rest),
+    };
+    let rest = rest.strip_prefix(DATA_KEY.as_bytes())?;
+    let data = rest.strip_suffix(b"}")?;
+    Some(MessageView {
+        topic,
+        seq,
+        prev,
+        ts,
+        replay,
+        data,
+    })
+}
+
+/// The decimal number at the start of `s` (as `itoa` writes a `u64`) and
+/// what follows it.
+fn leading_u64(s: &[u8]) -> Option<(u64, &[u8])> {
+    let n = s.iter().take_while(|b| b.is_ascii_digit()).count();
+    if n == 0 || n > 20 {
+        return None;
+    }
+    let text = std::str::from_utf8(&s[..n]).ok()?;
+    Some((text.parse().ok()?, &s[n..]))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::frame::Message;
+
+    #[test]
+    fn replay_form_and_view_match_the_encoder() {
+        let data = br#"{"a":[1,",\"data\":",{"b":2}]}"#;
+        let live = String::from_utf8(encode_message("clips.x.y", 12, 9, 77, false, data)).unwrap();
+        let replay = String::from_utf8(encode_message("clips.x.y", 12, 9, 77, true, data)).unwrap();
+        assert_eq!(encode_replay(&live).as_deref(), Some(replay.as_str()));
+        assert_eq!(encode_replay(&replay), None, "already a replay");
+        assert_eq!(encode_replay(r#"{"type":"gap","data":1}"#), None);
+        for (text, is_replay) in [(&live, false), (&replay, true)] {
+            let view = message_view(text.as_bytes()).unwrap();
+            assert_eq!(
+                (
+                    view.topic,
+                    view.seq,
+                    view.prev,
+                    view.ts,
+                    view.replay,
+                    view.data
+                ),
+                (&b"clips.x.y"[..], 12, 9, 77, is_replay, &data[..])
+            );
+        }
+        assert_eq!(
+            message_view(br#"{"type":"message","topic":"a","seq":x}"#),
+            None
+        );
+        assert_eq!(
+            message_view(&encode_message("a.b", u64::MAX, 0, 1, false, b"1")).map(|v| v.seq),
+            Some(u64::MAX)
+        );
+    }
 
     #[test]
     fn decode_error_keeps_id() {

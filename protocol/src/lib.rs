@@ -20,7 +20,10 @@ pub mod frame;
 pub mod topic;
 
 pub use close::CloseCode;
-pub use codec::{DecodeError, decode_client, encode_message, encode_server};
+pub use codec::{
+    DecodeError, MessageView, decode_client, encode_message, encode_replay, encode_server,
+    message_view,
+};
 pub use frame::{
     Ack, Drain, Error, Gap, Message, Ping, Pong, Publish, React, Stats, Subscribe, Unsubscribe,
     Welcome,

@@ -1,0 +1,243 @@
+//! A relay's recent messages: the namespace's `retained` latest, each
+//! encoded once as a live frame and (lazily) as a replay frame, with the
+//! holes announced before them. `history` and resume are served from here.
+
+use std::collections::VecDeque;
+use std::sync::OnceLock;
+
+use tribune_protocol::{Gap, ServerFrame, encode_message, encode_replay, encode_server};
+
+use crate::outbox::Frame;
+
+/// One forwarded message.
+pub(super) struct Cached {
+    pub(super) seq: u64,
+    pub(super) prev: u64,
+    /// The frame live subscribers got, shared by all of them.
+    pub(super) live: Frame,
+    /// The same with `"replay":true`, made on the first replay.
+    replay: OnceLock<Frame>,
+    /// The `gap` frame that came before this message: messages before it
+    /// were lost. Replays send it in place; a `state` resume across it is
+    /// not recovered.
+    pub(super) gap: Option<Frame>,
+}
+
+impl Cached {
+    /// Encodes a message whose payload was validated as JSON; with
+    /// `hole_after`, messages after that seq and before this one were lost.
+    pub(super) fn new(
+        topic: &str,
+        seq: u64,
+        prev: u64,
+        ts: u64,
+        data: &[u8],
+        hole_after: Option<u64>,
+    ) -> Self {
+        let live = encode_message(topic, seq, prev, ts, false, data);
+        // Validated JSON is UTF-8.
+        let live = String::from_utf8(live).expect("validated JSON is UTF-8");
+        Self {
+            seq,
+            prev,
+            live: Frame::from(live),
+            replay: OnceLock::new(),
+            gap: hole_after.map(|after| {
+                Frame::from(encode_server(&ServerFrame::Gap(Gap {
+                    topic: topic.to_string(),
+                    after,
+                    before: seq,
+                })))
+            }),
+        }
+    }
+
+    pub(super) fn replay_frame(&self) -> Frame {
+        self.replay
+            .get_or_init(|| {
+                let replay = encode_replay(self.live.as_str())
+                    .expect("live frames are laid out by encode_message");
+                Frame::from(replay)
+            })
+            .clone()
+    }
+
+    /// Whether a replay that reaches this entry crosses its hole: always,
+    /// but for the first entry of a replay whose client holds nothing
+    /// before it (`since` None: a history replay) or holds its real
+    /// predecessor (`since == prev`).
+    fn hole_crossed(&self, first: bool, since: Option<u64>) -> bool {
+        self.gap.is_some() && !(first && since.is_none_or(|s| s == self.prev))
+    }
+}
+
+/// The retained messages of one topic, oldest first.
+pub(super) struct Cache {
+    entries: VecDeque<Cached>,
+    retained: usize,
+}
+
+/// One frame of a replay, in order.
+pub(super) enum Replayed {
+    /// A `gap` frame: the hole before the next message.
+    Gap(Frame),
+    /// A message's replay frame.
+    Message(Frame),
+}
+
+impl Cache {
+    pub(super) fn new(retained: usize) -> Self {
+        Self {
+            entries: VecDeque::new(),
+            retained,
+        }
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Adds the newest message, dropping the oldest past `retained`.
+    pub(super) fn push(&mut self, cached: Cached) {
+        self.entries.push_back(cached);
+        while self.entries.len() > self.retained {
+            self.entries.pop_front();
+        }
+    }
+
+    /// Where a resume at `since` starts, if every message after it is still
+    /// here (PROTOCOL.md section 3: recovery is all or nothing). `latest` is
+    /// the last seq forwarded. With `strict` (a `state` topic, which has no
+    /// `gap` frames), a resume across a hole does not recover either.
+    pub(super) fn resume_point(&self, latest: u64, since: u64, strict: bool) -> Option<usize> {
+        let point = if since == latest {
+            Some(self.entries.len())
+        } else if since > latest {
+            None
+        } else if let Some(pos) = self.entries.iter().position(|c| c.seq == since) {
+            Some(pos + 1)
+        } else {
+            match self.entries.front() {
+                Some(first) if first.prev == since => Some(0),
+                _ => None,
+            }
+        }?;
+        let crosses = self
+            .entries
+            .range(point..)
+            .enumerate()
+            .any(|(i, c)| c.hole_crossed(i == 0, Some(since)));
+        (!(strict && crosses)).then_some(point)
+    }
+
+    /// The frames replaying the entries from `start` on to a client that
+    /// resumed after `since` (None: a history replay), `gap` frames in
+    /// place unless `with_gaps` is false (a `state` topic).
+    pub(super) fn replay(
+        &self,
+        start: usize,
+        since: Option<u64>,
+        with_gaps: bool,
+    ) -> impl Iterator<Item = Replayed> + '_ {
+        self.entries
+            .range(start..)
+            .enumerate()
+            .flat_map(move |(i, c)| {
+                let gap = c
+                    .gap
+                    .as_ref()
+                    .filter(|_| with_gaps && c.hole_crossed(i == 0, since))
+                    .map(|g| Replayed::Gap(g.clone()));
+                gap.into_iter()
+                    .chain(std::iter::once(Replayed::Message(c.replay_frame())))
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cache(items: &[(u64, u64)]) -> Cache {
+        let mut c = Cache::new(100);
+        for &(seq, prev) in items {
+            c.push(Cached::new("clips.a", seq, prev, 1, b"{}", None));
+        }
+        c
+    }
+
+    #[test]
+    fn resume_point_rules() {
+        let c = cache(&[(5, 3), (8, 5), (9, 8)]);
+        assert_eq!(c.resume_point(9, 9, false), Some(3), "up to date");
+        assert_eq!(c.resume_point(9, 8, false), Some(2));
+        assert_eq!(c.resume_point(9, 5, false), Some(1));
+        assert_eq!(
+            c.resume_point(9, 3, false),
+            Some(0),
+            "the message before the oldest kept"
+        );
+        assert_eq!(c.resume_point(9, 2, false), None, "aged out");
+        assert_eq!(
+            c.resume_point(9, 4, false),
+            None,
+            "never a message of this topic"
+        );
+        assert_eq!(c.resume_point(9, 10, false), None, "from the future");
+        assert_eq!(
+            cache(&[]).resume_point(0, 0, false),
+            Some(0),
+            "empty topic, nothing missed"
+        );
+    }
+
+    #[test]
+    fn holes_in_replays_and_strict_resumes() {
+        let mut c = cache(&[(5, 3)]);
+        c.push(Cached::new("clips.a", 20, 12, 1, b"{}", Some(5)));
+        c.push(Cached::new("clips.a", 21, 20, 1, b"{}", None));
+        let kinds = |start, since| {
+            c.replay(start, since, true)
+                .map(|r| match r {
+                    Replayed::Gap(f) => f.as_str().to_string(),
+                    Replayed::Message(f) => serde_json::from_str::<serde_json::Value>(f.as_str())
+                        .unwrap()["seq"]
+                        .to_string(),
+                })
+                .collect::<Vec<_>>()
+        };
+        let gap = r#"{"type":"gap","topic":"clips.a","after":5,"before":20}"#;
+        assert_eq!(kinds(0, None), ["5", gap, "20", "21"]);
+        assert_eq!(
+            kinds(1, Some(5)),
+            [gap, "20", "21"],
+            "resumed right before the hole"
+        );
+        assert_eq!(kinds(1, None), ["20", "21"], "history starting at the hole");
+        assert_eq!(
+            kinds(1, Some(12)),
+            ["20", "21"],
+            "held the real predecessor"
+        );
+        assert_eq!(c.resume_point(21, 5, false), Some(1));
+        assert_eq!(
+            c.resume_point(21, 5, true),
+            None,
+            "state: not across a hole"
+        );
+        assert_eq!(c.resume_point(21, 20, true), Some(2));
+    }
+
+    #[test]
+    fn replay_frame_marks_replay() {
+        let c = Cached::new("clips.a", 7, 3, 99, br#"{"x":1}"#, None);
+        assert_eq!(
+            c.live.as_str(),
+            r#"{"type":"message","topic":"clips.a","seq":7,"prev":3,"ts":99,"data":{"x":1}}"#
+        );
+        assert_eq!(
+            c.replay_frame().as_str(),
+            r#"{"type":"message","topic":"clips.a","seq":7,"prev":3,"ts":99,"replay":true,"data":{"x":1}}"#
+        );
+    }
+}

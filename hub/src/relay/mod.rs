@@ -1,0 +1,346 @@
+//! One relay per topic with local subscribers: ordering, gap repair, the
+//! topic's recent messages, and encode-once fan-out.
+//!
+//! The relay task is the only writer of a topic's state. It receives the
+//! bus's live messages, skips duplicates (`seq` not above what it has seen),
+//! repairs gaps (`prev` above what it has seen: the bus stored something the
+//! live feed did not deliver) from the bus's history before going on, drops
+//! payloads that are not JSON or too large, encodes each message **once** and
+//! queues the same bytes to every subscriber's outbox without awaiting them.
+//!
+//! The cache holds the namespace's `retained` latest messages, so `history`
+//! and resume (`since` + `epoch`) are served from memory: the bus is read once
+//! per relay life, by the first subscriber (others arriving meanwhile wait for
+//! the same read: request coalescing), and again only to repair a gap.
+//!
+//! `prev` in the frames the relay sends is the `seq` of the message it sent
+//! before on this topic, so a payload it refused never breaks a client's chain.
+//!
+//! A hole is never silent (PROTOCOL.md section 5). When stored messages can
+//! no longer be delivered (removed from the bus before the repair read them,
+//! or unreadable after retrying), the next message goes out with the `prev`
+//! the bus gave it, never one that claims continuity, and on `feed` topics
+//! after a `gap` frame naming the lost range. The cache keeps the hole with
+//! that message, so replays say it in place and a `state` resume never
+//! answers `recovered: true` across it.
+//!
+//! Files: this one, the shared handle ([`Relay`]: joins, replays, fan-out
+//! under one lock); `task`, the relay's task ([`RelayTask`]: history load,
+//! live feed, gap repair, holes); `cache`, the retained messages and the
+//! resume rules.
+
+mod cache;
+mod task;
+#[cfg(test)]
+mod testing;
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use slab::Slab;
+use tokio::sync::{mpsc, watch};
+use tribune_protocol::{Ack, Mode, ServerFrame, Topic, encode_server};
+
+use crate::bus::{BusMessage, Epoch};
+use crate::metrics::Metrics;
+use crate::outbox::{Frame, Outbox, Pushed};
+use cache::{Cache, Cached, Replayed};
+
+pub use task::{OnEnd, RelayTask};
+
+/// How long a resume from ahead of this node waits for the relay to catch
+/// up; past it (a `since` the stream never stored), it answers `recovered: false`.
+const CATCH_UP_PATIENCE: Duration = Duration::from_secs(2);
+
+/// Marks an outbox conflation key as a topic's `stats` rather than its messages.
+const STATS_KEY: u32 = 1 << 31;
+
+/// Where a relay is in its life; subscribers wait for `Ready`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Load {
+    Loading,
+    Ready,
+    Failed(String),
+}
+
+/// Instructions from the registry and the relay's subscribers.
+#[derive(Debug)]
+pub enum Control {
+    /// The last subscriber left: start the linger.
+    Idle,
+    /// The bus's last stored `seq` of this topic, from a periodic or
+    /// post-reconnect check.
+    Check(u64),
+    /// The bus's epoch changed: every `seq` this relay knows is void.
+    Reset,
+}
+
+/// What a subscriber asks for when it joins.
+#[derive(Debug, Clone, Default)]
+pub struct JoinRequest {
+    pub id: u64,
+    pub history: Option<u32>,
+    pub since: Option<(u64, String)>,
+}
+
+/// The relay closed between lookup and join; the caller looks again.
+#[derive(Debug)]
+pub struct RelayClosed;
+
+/// A topic's relay, shared by the registry and its subscribers' sessions.
+pub struct Relay {
+    /// Small id, unique on this node, that outboxes use to conflate frames.
+    pub id: u32,
+    pub topic: Topic,
+    pub mode: Mode,
+    /// The namespace's retention: the cache's depth and the deepest history.
+    retained: usize,
+    /// Payloads above this many bytes are dropped (PROTOCOL.md section 8).
+    max_payload: usize,
+    /// Everything joins and the task change together, under one lock.
+    state: Mutex<RelayState>,
+    /// The task's progress through its history load.
+    load: watch::Sender<Load>,
+    /// The last `seq` forwarded, for resumes waiting to catch up.
+    forwarded: watch::Sender<u64>,
+    /// Instructions to the task.
+    ctl: mpsc::UnboundedSender<Control>,
+    metrics: Arc<Metrics>,
+}
+
+struct RelayState {
+    subscribers: Slab<Arc<Outbox>>,
+    cache: Cache,
+    /// `seq` of the last message forwarded (0: none yet).
+    last_seq: u64,
+    epoch: Epoch,
+    /// Set when the relay leaves the registry; joins must look again.
+    closed: bool,
+}
+
+impl Relay {
+    /// Creates a relay and its task; the caller inserts the relay in the
+    /// registry and spawns the task.
+    pub fn new(
+        id: u32,
+        topic: Topic,
+        mode: Mode,
+        retained: u32,
+        max_payload: usize,
+        epoch: Epoch,
+        metrics: Arc<Metrics>,
+    ) -> (Arc<Relay>, mpsc::UnboundedReceiver<Control>) {
+        let (ctl, rx) = mpsc::unbounded_channel();
+        let relay = Arc::new(Relay {
+            id,
+            topic,
+            mode,
+            retained: retained as usize,
+            max_payload,
+            state: Mutex::new(RelayState {
+                subscribers: Slab::new(),
+                cache: Cache::new(retained as usize),
+                last_seq: 0,
+                epoch,
+                closed: false,
+            }),
+            load: watch::channel(Load::Loading).0,
+            forwarded: watch::channel(0).0,
+            ctl,
+            metrics,
+        });
+        (relay, rx)
+    }
+
+    /// Waits until the relay has read its history (or failed to).
+    pub async fn ready(&self) -> Result<(), String> {
+        let mut rx = self.load.subscribe();
+        let state = rx
+            .wait_for(|l| *l != Load::Loading)
+            .await
+            .map(|l| l.clone())
+            .unwrap_or(Load::Failed("relay stopped".into()));
+        match state {
+            Load::Failed(why) => Err(why),
+            _ => Ok(()),
+        }
+    }
+
+    pub fn control(&self, c: Control) {
+        let _ = self.ctl.send(c);
+    }
+
+    /// Adds a subscriber: queues its `ack`, then the replayed messages, then
+    /// (from the next forward on) live ones, all under the relay's lock so
+    /// that nothing is missed or sent twice between replay and live.
+    pub fn join(&self, outbox: &Arc<Outbox>, req: &JoinRequest) -> Result<usize, RelayClosed> {
+        let mut st = self.state.lock();
+        if st.closed {
+            return Err(RelayClosed);
+        }
+        let latest = st.last_seq;
+        let state = self.mode == Mode::State;
+        let default_history = if state { 1 } else { 0 };
+        let depth = (req.history.unwrap_or(default_history) as usize)
+            .min(self.retained)
+            .min(st.cache.len());
+        let history_start = st.cache.len() - depth;
+        let resumed = req.since.as_ref().map(|(since, epoch)| {
+            let point = (epoch == st.epoch.as_str())
+                .then(|| st.cache.resume_point(latest, *since, state))
+                .flatten();
+            (point, *since)
+        });
+        let (recovered, start, since) = match resumed {
+            None => (None, history_start, None),
+            Some((Some(point), since)) => (Some(true), point, Some(since)),
+            Some((None, _)) => (Some(false), history_start, None),
+        };
+        let ack = ServerFrame::Ack(Ack {
+            id: req.id,
+            topic: Some(self.topic.to_string()),
+            mode: Some(self.mode),
+            epoch: Some(st.epoch.to_string()),
+            seq: Some(latest),
+            recovered,
+        });
+        outbox.push_control(Frame::from(encode_server(&ack)));
+        for frame in st.cache.replay(start, since, !state) {
+            match frame {
+                Replayed::Gap(gap) => outbox.push_message(self.id, false, gap),
+                Replayed::Message(m) => outbox.push_message(self.id, state, m),
+            };
+        }
+        Ok(st.subscribers.insert(outbox.clone()))
+    }
+
+    /// A resume whose `since` lies beyond what this relay has forwarded
+    /// (the fan comes from a node that was a message or two ahead) makes the
+    /// relay read the stream, and waits a little for it: the resume then
+    /// recovers exactly, instead of replaying as history what the fan holds.
+    pub async fn catch_up(&self, req: &JoinRequest) {
+        let Some((since, epoch)) = &req.since else {
+            return;
+        };
+        let behind = {
+            let st = self.state.lock();
+            epoch == st.epoch.as_str() && *since > st.last_seq
+        };
+        if !behind {
+            return;
+        }
+        let mut forwarded = self.forwarded.subscribe();
+        self.control(Control::Check(*since));
+        // Past the patience (or with the task gone) the join answers
+        // `recovered: false`: the stream never stored that `since`.
+        let _ = tokio::time::timeout(
+            CATCH_UP_PATIENCE,
+            forwarded.wait_for(|last| *last >= *since),
+        )
+        .await;
+    }
+
+    /// The `ack` of a subscription that already exists on a connection.
+    pub fn ack_existing(&self, id: u64) -> Frame {
+        let st = self.state.lock();
+        Frame::from(encode_server(&ServerFrame::Ack(Ack {
+            id,
+            topic: Some(self.topic.to_string()),
+            mode: Some(self.mode),
+            epoch: Some(st.epoch.to_string()),
+            seq: Some(st.last_seq),
+            recovered: None,
+        })))
+    }
+
+    /// Removes a subscriber; the last one out starts the linger.
+    pub fn leave(&self, key: usize) {
+        let mut st = self.state.lock();
+        st.subscribers.try_remove(key);
+        if st.subscribers.is_empty() {
+            drop(st);
+            self.control(Control::Idle);
+        }
+    }
+
+    /// Local subscribers now (the node's audience of this topic).
+    pub fn audience(&self) -> usize {
+        self.state.lock().subscribers.len()
+    }
+
+    /// Queues a `stats` frame to every subscriber. Live figures, never
+    /// replayed: a slow client keeps only the newest of each topic (they are
+    /// conflated under their own key, so they never evict the topic's
+    /// messages), and a stalled state-only client is never closed for them.
+    pub fn broadcast_stats(&self, frame: &Frame) -> usize {
+        let st = self.state.lock();
+        for (_, outbox) in st.subscribers.iter() {
+            outbox.push_message(self.id | STATS_KEY, true, frame.clone());
+        }
+        st.subscribers.len()
+    }
+
+    fn is_ready(&self) -> bool {
+        *self.load.borrow() == Load::Ready
+    }
+
+    /// Whether the relay serves subscribers now (registry checks skip loading ones).
+    pub fn serving(&self) -> bool {
+        self.is_ready() && !self.state.lock().closed
+    }
+
+    /// Forwards one validated message to the cache and every subscriber;
+    /// with `hole_after`, messages after that seq and before this one were
+    /// lost, and `feed` subscribers get a `gap` frame first.
+    fn forward(&self, msg: &BusMessage, prev: u64, hole_after: Option<u64>) {
+        let cached = Cached::new(
+            self.topic.as_str(),
+            msg.seq,
+            prev,
+            msg.ts,
+            &msg.data,
+            hole_after,
+        );
+        let gap = cached.gap.clone().filter(|_| self.mode == Mode::Feed);
+        let frame = cached.live.clone();
+        let state = self.mode == Mode::State;
+        let mut st = self.state.lock();
+        st.cache.push(cached);
+        st.last_seq = msg.seq;
+        let mut conflated = 0;
+        for (_, outbox) in st.subscribers.iter() {
+            if let Some(gap) = &gap
+                && outbox.push_message(self.id, false, gap.clone()) == Pushed::Overflowed
+            {
+                self.metrics.slow_consumers.inc();
+                continue;
+            }
+            match outbox.push_message(self.id, state, frame.clone()) {
+                Pushed::Queued | Pushed::Closed => {}
+                Pushed::Conflated(n) => conflated += n,
+                Pushed::Overflowed => {
+                    self.metrics.slow_consumers.inc();
+                }
+            }
+        }
+        let delivered = st.subscribers.len();
+        drop(st);
+        self.forwarded.send_replace(msg.seq);
+        self.metrics.deliveries.inc_by(delivered as u64);
+        if conflated > 0 {
+            self.metrics.conflated.inc_by(conflated as u64);
+        }
+    }
+
+    /// Closes every subscriber's connection and refuses new joins.
+    fn shut(&self, code: tribune_protocol::CloseCode) {
+        let mut st = self.state.lock();
+        st.closed = true;
+        for (_, outbox) in st.subscribers.iter() {
+            outbox.close(code, false);
+        }
+    }
+}
