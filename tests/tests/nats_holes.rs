@@ -818,6 +818,70 @@ async fn fans_of_a_sigkilled_hub_resume_on_another_and_lose_nothing() {
     }
 }
 
+/// Found while writing the tests above; ignored until the hub is fixed (see
+/// the h-t22 report). Hubs with different `clips` retention share the
+/// stream during a rolling config change, and the last one started sets its
+/// per-subject limit. Hub B (default retention) starts first, hub A
+/// (`retained = 20`) then lowers the stream to 21 per subject; B's link is
+/// cut for 3 s. B judges "may messages have been removed?" from the limit of
+/// its own config, read once at connect, so it repairs from the oldest stored
+/// message with a `prev` that claims continuity: 340 messages lost, no gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "fails on 7a7758a: a stream limit lowered by another hub makes a silent hole"]
+async fn a_stream_limit_lowered_by_another_hub_still_makes_no_silent_hole() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let started = Instant::now();
+    let server = NatsServer::start().await;
+    let proxy = TcpProxy::start(&server.url()).await;
+    let hub_b = Hub::start(&["--nats", &proxy.url(), "--node-name", "hub-b"]).await;
+    let cfg = ConfigFile::new("[namespaces.clips]\nmode = \"feed\"\nretained = 20\n");
+    let hub_a = Hub::start(&[
+        "--nats",
+        &server.url(),
+        "--config",
+        cfg.path(),
+        "--node-name",
+        "hub-a",
+    ])
+    .await;
+    wait_ready(&[&hub_a, &hub_b]).await;
+    let topic = "clips.holes.mixed";
+    let urls = [hub_a.ws_url(), hub_b.ws_url()];
+    let fans = Fans::start(topic, |i| vec![urls[i % 2].clone()]).await;
+
+    let editor = Editor::connect(&server.url()).await;
+    let progress = Arc::new(AtomicUsize::new(0));
+    let publisher = publish_feed(editor, topic, progress.clone());
+    wait_progress(&progress, FAULT_AFTER).await;
+    proxy.cut();
+    eventually(
+        "hub B sees the link cut",
+        Duration::from_secs(10),
+        || async { (!ready(&hub_b).await).then_some(()) },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    proxy.restore();
+    let stored = publisher.await.expect("editor");
+    assert_all_stored(&stored);
+
+    let records = fans.settle(*stored.last().unwrap(), SETTLE_WITHIN).await;
+    let verdicts = check_all(&records, &stored);
+    summary(
+        "stream limit lowered by another hub",
+        &verdicts,
+        &stored,
+        started,
+    );
+    assert!(
+        hub_b
+            .metric("tribune_gaps_unrepairable_total{mode=\"feed\"}")
+            .await
+            >= 1.0,
+        "hub B counts the gap"
+    );
+}
+
 /// The checker itself, on records written by hand: it passes a whole chain
 /// and a truthful gap, and catches each way a hub could mislead a fan.
 #[test]
