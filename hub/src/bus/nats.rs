@@ -53,6 +53,10 @@ const BATCH_MAX: usize = 1024;
 const SUBSCRIPTION_CAPACITY: usize = 64 * 1024;
 /// How soon a failed status refresh (stream info after a reconnect) is retried.
 const REFRESH_RETRY: Duration = Duration::from_millis(250);
+/// Reconnect delays grow by this step per attempt...
+const RECONNECT_STEP_MS: u64 = 50;
+/// ...up to this, plus up to one step of jitter.
+const RECONNECT_MAX_MS: u64 = 200;
 /// How often dropped-message warnings are logged at most.
 const SLOW_LOG_EVERY: Duration = Duration::from_secs(5);
 
@@ -203,9 +207,7 @@ pub async fn connect(cfg: &BusConfig, max_retained: u32) -> anyhow::Result<NatsB
         .request_timeout(Some(timeout))
         .subscription_capacity(SUBSCRIPTION_CAPACITY)
         .max_reconnects(None)
-        // A restarted server or a cluster peer should be found within a second,
-        // not after async-nats' default exponential backoff of up to 4 s.
-        .reconnect_delay_callback(|attempts| Duration::from_millis(100 * attempts.min(10) as u64))
+        .reconnect_delay_callback(reconnect_delay)
         // Forwarded at once: async-nats runs the callback in line and drops
         // events while it is busy; the watcher task does the slow work.
         .event_callback(move |event| {
@@ -306,6 +308,18 @@ pub async fn connect(cfg: &BusConfig, max_retained: u32) -> anyhow::Result<NatsB
         connects,
     ));
     Ok(NatsBus { inner })
+}
+
+/// Wait before reconnect attempt `attempts`: a restarted server or a cluster
+/// peer is found within a quarter of a second. Every moment a hub stays away
+/// after the server is back, editors store messages its live feed misses
+/// (repaired from the stream, but only while the stream still holds them);
+/// async-nats' default backs off to 4 s, and a linear 100 ms step left a hub
+/// up to a second late after a 2-second restart. The jitter keeps a fleet of
+/// hubs from reconnecting in lockstep.
+fn reconnect_delay(attempts: usize) -> Duration {
+    let step = (RECONNECT_STEP_MS * attempts as u64).min(RECONNECT_MAX_MS);
+    Duration::from_millis(step + rand::random_range(0..=RECONNECT_STEP_MS))
 }
 
 /// The stream as PROTOCOL.md section 10 wants it; every field explicit, so an
@@ -1210,6 +1224,15 @@ mod tests {
         ] {
             assert_eq!(rfc3339_to_ns(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn reconnects_are_attempted_within_a_quarter_second() {
+        for attempts in 0..100 {
+            let d = reconnect_delay(attempts);
+            assert!(d <= Duration::from_millis(250), "attempt {attempts}: {d:?}");
+        }
+        assert!(reconnect_delay(1) <= Duration::from_millis(100));
     }
 
     #[test]
