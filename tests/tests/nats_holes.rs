@@ -56,9 +56,10 @@ struct Editor {
 impl Editor {
     async fn connect(url: &str) -> Editor {
         let client = async_nats::ConnectOptions::new()
-            // Back as soon as a restarted server listens, before the hubs
-            // (whose backoff grows to 1 s): the order of the issue, where
-            // what waited in the editor is stored before the hubs return.
+            // Back as soon as a restarted server listens, most likely before
+            // the hubs (whose reconnect steps are longer): the order of the
+            // issue, where what waited in the editor is stored in a burst
+            // before the hubs return.
             .reconnect_delay_callback(|_| Duration::from_millis(25))
             .connect(url)
             .await
