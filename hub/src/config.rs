@@ -447,7 +447,7 @@ mod tests {
         assert_eq!(c.namespaces["clips"].mode, Mode::Feed);
         assert_eq!(c.namespaces["clips"].retained, 10_000);
         assert_eq!(c.limits.max_frame_bytes, 4096);
-        assert_eq!(c.deepest_retention(), 100);
+        assert_eq!(c.deepest_retention(), CLIPS_RETAINED);
     }
 
     #[test]
