@@ -4,12 +4,12 @@
 //! send [`Command`]s over a channel; this task turns them into frames, reads
 //! the hub's frames, routes acks and errors to the requests waiting for them,
 //! checks every message with the subscription's [`Tracker`] and queues it for
-//! the application. When the connection ends it asks the
-//! [`Reconnector`](crate::connector::Reconnector) when to try again, connects,
-//! and renews every subscription with `since`/`epoch`.
+//! the application. When the connection ends it asks the [`Reconnector`]
+//! when to try again, connects, and renews every subscription with
+//! `since`/`epoch`.
 //!
 //! The task never waits on the application: subscription queues are bounded
-//! and handle overflow themselves (see `subscription.rs`).
+//! and handle overflow themselves (see `queue.rs`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,7 +18,6 @@ use std::time::Duration;
 use futures::{SinkExt, StreamExt};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use serde_json::value::RawValue;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, sleep_until};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
@@ -30,51 +29,15 @@ use tribune_protocol::{
 };
 
 use crate::backoff::jitter_below;
+use crate::command::{Command, SubscribeInfo, SubscribeOptions};
 use crate::connector::{ConnectFailure, Plan, Reconnector, WsStream, connect_once};
 use crate::error::{
     PingError, PingErrorKind, PublishError, PublishErrorKind, ReactError, ReactErrorKind,
     SubscribeError, SubscribeErrorKind, UnsubscribeError,
 };
 use crate::events::{ConnectionEvent, DisconnectReason, EventHub};
-use crate::subscription::{Event, Offer, SubQueue, SubscribeInfo, SubscribeOptions};
+use crate::queue::{Event, Offer, SubQueue};
 use crate::tracker::{Phase, Tracker, Verdict};
-
-/// A request from a handle to the connection task.
-pub(crate) enum Command {
-    Subscribe {
-        topic: String,
-        key: u64,
-        options: SubscribeOptions,
-        queue: Arc<SubQueue>,
-        reply: oneshot::Sender<Result<SubscribeInfo, SubscribeError>>,
-    },
-    Unsubscribe {
-        topic: String,
-        key: u64,
-        reply: Option<oneshot::Sender<Result<(), UnsubscribeError>>>,
-    },
-    /// The application drained an overflowed feed subscription.
-    CaughtUp {
-        topic: String,
-        key: u64,
-    },
-    Publish {
-        topic: String,
-        data: Box<RawValue>,
-        reply: oneshot::Sender<Result<(), PublishError>>,
-    },
-    React {
-        topic: String,
-        reaction: String,
-        reply: oneshot::Sender<Result<(), ReactError>>,
-    },
-    Ping {
-        reply: oneshot::Sender<Result<Duration, PingError>>,
-    },
-    Close {
-        reply: oneshot::Sender<()>,
-    },
-}
 
 /// Settings the task needs, fixed at build time.
 #[derive(Debug, Clone)]

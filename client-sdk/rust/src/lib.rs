@@ -70,12 +70,17 @@
 //! # Layout
 //!
 //! - [`client`]: the [`Client`] handle and its [`ClientBuilder`].
+//! - `command`: what handles ask of the connection task, and the options and
+//!   answer of a subscribe request.
 //! - `connection`: the task that owns the socket; handles send it commands.
 //! - `connector`: one handshake, and when to reconnect (close codes, drain, backoff).
 //! - `backoff`: full-jitter exponential backoff, pure.
 //! - `tracker`: per-subscription continuity (`prev`, duplicates, gaps) and
 //!   resume bookkeeping, pure.
-//! - [`subscription`]: the [`Subscription`] stream, its [`Event`]s, its bounded queue.
+//! - `queue`: a subscription's [`Event`]s and the bounded queue that carries
+//!   them from the task to the application (conflation, feed suspension).
+//! - [`subscription`]: the [`Subscription`] stream, with its [`Event`]s and
+//!   options re-exported.
 //! - [`events`]: connection states and events for the application.
 //! - [`publisher`]: the editors' [`Publisher`] (NATS JetStream) and [`HubPublisher`] (HTTP).
 //! - [`error`]: `Error<Kind>` and the kinds.
@@ -83,11 +88,13 @@
 
 mod backoff;
 pub mod client;
+mod command;
 mod connection;
 mod connector;
 pub mod error;
 pub mod events;
 pub mod publisher;
+mod queue;
 pub mod subscription;
 mod tracker;
 
