@@ -24,8 +24,8 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
 use tribune_protocol::{
-    Ack, ClientFrame, ErrorCode, Message, Mode, Ping, Publish, React, ServerFrame, Unsubscribe,
-    Welcome,
+    Ack, ClientFrame, ErrorCode, Gap, Message, Mode, Ping, Publish, React, ServerFrame,
+    Unsubscribe, Welcome,
 };
 
 use crate::backoff::jitter_below;
@@ -37,7 +37,7 @@ use crate::error::{
 };
 use crate::events::{ConnectionEvent, DisconnectReason, EventHub};
 use crate::queue::{Event, Offer, SubQueue};
-use crate::tracker::{Phase, Tracker, Verdict};
+use crate::tracker::{GapVerdict, Phase, Tracker, Verdict};
 
 /// Settings the task needs, fixed at build time.
 #[derive(Debug, Clone)]
@@ -511,11 +511,7 @@ impl ConnectionTask {
         match frame {
             ServerFrame::Message(msg) => self.on_message(msg, ws).await?,
             ServerFrame::Ack(ack) => self.on_ack(ack),
-            // No hub sends `gap` yet; the SDK's handling of it comes with
-            // the hub's (PROTOCOL.md section 5).
-            ServerFrame::Gap(gap) => {
-                tracing::debug!(topic = %gap.topic, after = gap.after, before = gap.before, "gap frame");
-            }
+            ServerFrame::Gap(gap) => self.on_gap(gap, ws).await?,
             ServerFrame::Error(err) => self.on_error(err),
             ServerFrame::Stats(stats) => {
                 if let Some(sub) = self.subs.get(&stats.topic)
@@ -583,23 +579,61 @@ impl ConnectionTask {
                 // `prev` says messages were missed: renew with `since` so the
                 // hub replays them from the bus (PROTOCOL.md section 5).
                 tracing::debug!(topic = %msg.topic, seq = msg.seq, prev = msg.prev, "gap, resubscribing with since");
-                let unsub_id = self.next_id();
-                self.pending
-                    .insert(unsub_id, Pending::Reply(Reply::Unsubscribe(None)));
-                let (_, subscribe) = self.subscribe_request(&msg.topic);
-                self.feed_frame(
-                    ws,
-                    &ClientFrame::Unsubscribe(Unsubscribe {
-                        id: unsub_id,
-                        topic: msg.topic.clone(),
-                    }),
-                )
-                .await?;
-                self.feed_frame(ws, &subscribe).await?;
-                self.flush(ws).await?;
+                self.resubscribe(&msg.topic, ws).await?;
             }
         }
         Ok(())
+    }
+
+    /// A hole the hub announced on a feed: what the bus lost is reported to
+    /// the application, and the subscription goes on (PROTOCOL.md section 5).
+    async fn on_gap(&mut self, gap: Gap, ws: &mut WsStream) -> Result<(), SendFailed> {
+        let Some(sub) = self.subs.get_mut(&gap.topic) else {
+            return Ok(());
+        };
+        match sub.tracker.on_gap(&gap) {
+            GapVerdict::Report {
+                after_seq,
+                before_seq,
+            } => {
+                let epoch = sub.tracker.epoch().map(str::to_string);
+                sub.queue.push_always(Event::Gap {
+                    topic: gap.topic,
+                    after_seq,
+                    before_seq: Some(before_seq),
+                    epoch_changed: false,
+                    epoch,
+                });
+            }
+            GapVerdict::Ignore => {}
+            GapVerdict::Renew => {
+                // The hole starts after messages this subscription never got:
+                // those may still be on the bus, so ask for them.
+                tracing::debug!(topic = %gap.topic, after = gap.after, before = gap.before, "gap frame past the position, resubscribing with since");
+                self.resubscribe(&gap.topic, ws).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Renews the subscription of `topic` on this connection with `since`:
+    /// `unsubscribe` then `subscribe`, in one write. Messages until the new
+    /// `ack` belong to the old subscription and are ignored.
+    async fn resubscribe(&mut self, topic: &str, ws: &mut WsStream) -> Result<(), SendFailed> {
+        let unsub_id = self.next_id();
+        self.pending
+            .insert(unsub_id, Pending::Reply(Reply::Unsubscribe(None)));
+        let (_, subscribe) = self.subscribe_request(topic);
+        self.feed_frame(
+            ws,
+            &ClientFrame::Unsubscribe(Unsubscribe {
+                id: unsub_id,
+                topic: topic.to_string(),
+            }),
+        )
+        .await?;
+        self.feed_frame(ws, &subscribe).await?;
+        self.flush(ws).await
     }
 
     fn on_ack(&mut self, ack: Ack) {
@@ -645,6 +679,7 @@ impl ConnectionTask {
                 sub.queue.push_always(Event::Gap {
                     topic: topic.to_string(),
                     after_seq: lost.after_seq,
+                    before_seq: None,
                     epoch_changed: lost.epoch_changed,
                     epoch: lost.epoch,
                 });

@@ -26,15 +26,25 @@ pub enum Event {
     /// A message, in order, once. `message.data` is the publisher's JSON,
     /// byte for byte (`serde_json::from_str(message.data.get())`).
     Message(Message),
-    /// Messages of a `feed` were lost: the subscription resumed after
-    /// `after_seq`, but the bus no longer retains everything after it (or its
-    /// epoch changed). What follows is the hub's replay for the subscription's
-    /// `history` and then live messages. Never sent for `state` topics, whose
-    /// replay always ends on the latest state.
+    /// Messages of a `feed` were lost: they will never be delivered to this
+    /// subscription. Never sent for `state` topics, whose latest state always
+    /// arrives.
+    ///
+    /// - `before_seq: Some(b)`: the hub announced a hole in the bus (messages
+    ///   that aged out before it could repair, or that could not be read):
+    ///   every message of the topic with `after_seq < seq < b` is lost, and
+    ///   the message with seq `b` comes next. Seqs are stream-wide, so the
+    ///   range may hold seqs of other topics too.
+    /// - `before_seq: None`: a resume after `after_seq` could not be served:
+    ///   the bus no longer retains everything after it, or its epoch changed.
+    ///   What follows is the hub's replay for the subscription's `history`,
+    ///   then live messages.
     Gap {
         topic: String,
         /// The last seq delivered before the loss.
         after_seq: u64,
+        /// The first seq after the loss, where the hub knows it.
+        before_seq: Option<u64>,
         /// The bus was recreated: `after_seq` belongs to the old epoch.
         epoch_changed: bool,
         /// The epoch from here on.
@@ -289,6 +299,7 @@ mod tests {
         q.push_always(Event::Gap {
             topic: "results.a.b".into(),
             after_seq: 3,
+            before_seq: None,
             epoch_changed: false,
             epoch: None,
         });
