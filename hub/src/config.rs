@@ -248,6 +248,9 @@ pub struct Namespace {
     pub reactions: Vec<String>,
 }
 
+/// Messages the built-in `clips` namespace retains per topic.
+pub const CLIPS_RETAINED: u32 = 10_000;
+
 pub fn default_namespaces() -> BTreeMap<String, Namespace> {
     BTreeMap::from([
         (
@@ -265,7 +268,10 @@ pub fn default_namespaces() -> BTreeMap<String, Namespace> {
             "clips".to_string(),
             Namespace {
                 mode: Mode::Feed,
-                retained: 100,
+                // A feed's retention is what a fan, or a hub whose live feed
+                // went dark (a NATS restart), can still get back: 10,000
+                // covers 100 s of a 100 msg/s topic, minutes of a busy one.
+                retained: CLIPS_RETAINED,
                 token: false,
                 publish: false,
                 audience: false,
@@ -439,7 +445,7 @@ mod tests {
         assert_eq!(c.namespaces["results"].mode, Mode::State);
         assert_eq!(c.namespaces["results"].retained, 10);
         assert_eq!(c.namespaces["clips"].mode, Mode::Feed);
-        assert_eq!(c.namespaces["clips"].retained, 100);
+        assert_eq!(c.namespaces["clips"].retained, 10_000);
         assert_eq!(c.limits.max_frame_bytes, 4096);
         assert_eq!(c.deepest_retention(), 100);
     }

@@ -14,6 +14,7 @@
 //! - `bus`: the `Bus` trait and its contract; `bus::memory` (embedded) and
 //!   `bus::nats` (NATS JetStream); `bus::conformance`, the shared suite.
 //! - `limits`: every limit of PROTOCOL.md section 8.
+//! - `log_limit`: warnings that hostile input could flood, at most one per interval.
 //! - `metrics`: every metric name.
 //! - `drain`: SIGTERM and the paced drain.
 //! - `stats`: audience and reaction windows summed across nodes.
@@ -27,6 +28,7 @@ pub mod demo;
 pub mod drain;
 pub mod handshake;
 pub mod limits;
+pub(crate) mod log_limit;
 pub mod metrics;
 pub mod outbox;
 pub mod registry;

@@ -43,6 +43,9 @@ pub struct Metrics {
     pub gaps_repaired: Counter,
     /// Time from detecting a gap to having forwarded its messages.
     pub gap_repair_seconds: Histogram,
+    /// Holes the relay could not repair (aged out, unreadable), by topic mode;
+    /// `feed` subscribers were sent a `gap` frame for each.
+    pub gaps_unrepairable: Family<Labels, Counter>,
     /// Bus reconnections seen (the bus generation grew).
     pub bus_reconnects: Counter,
     /// 1 while the bus is connected.
@@ -80,6 +83,7 @@ impl Metrics {
             history_requests: Counter::default(),
             gaps_repaired: Counter::default(),
             gap_repair_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+            gaps_unrepairable: Family::default(),
             bus_reconnects: Counter::default(),
             bus_connected: Gauge::default(),
             draining: Gauge::default(),
@@ -167,6 +171,11 @@ impl Metrics {
             m.gap_repair_seconds.clone(),
         );
         r.register(
+            "gaps_unrepairable",
+            "Holes no longer repairable from the bus (feed subscribers get a gap frame)",
+            m.gaps_unrepairable.clone(),
+        );
+        r.register(
             "bus_reconnects",
             "Bus reconnections",
             m.bus_reconnects.clone(),
@@ -232,6 +241,13 @@ impl Metrics {
             _ => "other",
         };
         self.closes.get_or_create(&vec![("code", code)]).inc();
+    }
+
+    /// Counts a hole the relay could not repair, by topic mode.
+    pub fn gap_unrepairable(&self, mode: &'static str) {
+        self.gaps_unrepairable
+            .get_or_create(&vec![("mode", mode)])
+            .inc();
     }
 
     pub fn dropped(&self, reason: &'static str) {

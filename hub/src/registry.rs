@@ -25,6 +25,13 @@ use crate::relay::{Control, JoinRequest, Relay, RelayTask};
 /// Topics per batched last-sequence request.
 const CHECK_BATCH: usize = 1024;
 
+/// First retry of a check that failed right after a reconnect (the server's
+/// JetStream may still be recovering its streams); doubles up to the
+/// check interval. Waiting for the periodic check instead would leave what
+/// the live feed missed unrepaired for seconds, long enough for a busy
+/// topic's retention to move past it.
+const RECHECK_FIRST: Duration = Duration::from_millis(100);
+
 /// Why a subscription could not be joined.
 #[derive(Debug, thiserror::Error)]
 pub enum JoinError {
@@ -132,9 +139,13 @@ impl Registry {
             self.metrics.bus_connected.set(i64::from(s.connected));
             (s.generation, s.epoch.clone())
         };
-        let mut tick =
-            tokio::time::interval(Duration::from_millis(self.config.bus.check_interval_ms));
+        let every = Duration::from_millis(self.config.bus.check_interval_ms);
+        let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Set while a post-reconnect check has not succeeded yet.
+        let mut recheck: Option<Duration> = None;
+        let retry = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(retry);
         loop {
             tokio::select! {
                 changed = status.changed() => {
@@ -153,20 +164,31 @@ impl Registry {
                     if s.generation != generation {
                         generation = s.generation;
                         self.metrics.bus_reconnects.inc();
-                        if s.connected {
-                            self.check_all().await;
-                        }
+                        recheck = Some(RECHECK_FIRST);
+                        retry.as_mut().reset(tokio::time::Instant::now());
                     }
                 }
-                _ = tick.tick() => self.check_all().await,
+                () = &mut retry, if recheck.is_some() => {
+                    let wait = recheck.unwrap_or(RECHECK_FIRST);
+                    recheck = if self.check_all().await {
+                        None
+                    } else {
+                        retry.as_mut().reset(tokio::time::Instant::now() + wait);
+                        Some((wait * 2).min(every))
+                    };
+                }
+                _ = tick.tick() => {
+                    self.check_all().await;
+                }
             }
         }
     }
 
     /// One batched last-sequence read per 1,024 active topics; each relay
-    /// repairs what moved.
-    pub async fn check_all(&self) {
+    /// repairs what moved. Whether every read was answered.
+    pub async fn check_all(&self) -> bool {
         let relays: Vec<Arc<Relay>> = self.relays().into_iter().filter(|r| r.serving()).collect();
+        let mut answered = true;
         for chunk in relays.chunks(CHECK_BATCH) {
             let topics: Vec<Topic> = chunk.iter().map(|r| r.topic.clone()).collect();
             match self.bus.last_seqs(&topics).await {
@@ -177,8 +199,12 @@ impl Registry {
                         }
                     }
                 }
-                Err(e) => tracing::debug!(error = %e, "last-sequence check failed"),
+                Err(e) => {
+                    answered = false;
+                    tracing::debug!(error = %e, "last-sequence check failed");
+                }
             }
         }
+        answered
     }
 }

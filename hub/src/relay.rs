@@ -15,6 +15,14 @@
 //!
 //! `prev` in the frames the relay sends is the `seq` of the message it sent
 //! before on this topic, so a payload it refused never breaks a client's chain.
+//!
+//! A hole is never silent (PROTOCOL.md section 5). When stored messages can
+//! no longer be delivered (removed from the bus before the repair read them,
+//! or unreadable after retrying), the next message goes out with the `prev`
+//! the bus gave it, never one that claims continuity, and on `feed` topics
+//! after a `gap` frame naming the lost range. The cache keeps the hole with
+//! that message, so replays say it in place and a `state` resume never
+//! answers `recovered: true` across it.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, OnceLock};
@@ -25,9 +33,10 @@ use futures::StreamExt;
 use parking_lot::Mutex;
 use slab::Slab;
 use tokio::sync::{mpsc, watch};
-use tribune_protocol::{Ack, Mode, ServerFrame, Topic, encode_message, encode_server};
+use tribune_protocol::{Ack, Gap, Mode, ServerFrame, Topic, encode_message, encode_server};
 
 use crate::bus::{Bus, BusMessage, Epoch, LiveFeed};
+use crate::log_limit::LogLimit;
 use crate::metrics::Metrics;
 use crate::outbox::{Frame, Outbox, Pushed};
 
@@ -44,6 +53,18 @@ const REPAIR_BATCH: u32 = 256;
 /// How long a gap's repair insists when reads do not yet show the missing
 /// messages (a lagging replica) before taking them as aged out.
 const REPAIR_PATIENCE: Duration = Duration::from_secs(3);
+
+/// How long a repair retries failing reads while a live message waits
+/// behind the hole; past it the hole is announced and the feed goes on.
+const UNREADABLE_PATIENCE: Duration = Duration::from_secs(10);
+
+/// Failing reads a periodic check retries before leaving the repair to the
+/// next check (nothing is known lost yet, so nothing is announced).
+const CHECK_READ_TRIES: u32 = 3;
+
+/// Unrepairable holes are logged at most once a second across the node: a
+/// hostile bus could otherwise flood the log.
+static HOLE_LOG: LogLimit = LogLimit::new(Duration::from_secs(1));
 
 /// Where a relay is in its life; subscribers wait for `Ready`.
 #[derive(Debug, Clone, PartialEq)]
@@ -109,6 +130,10 @@ struct Cached {
     /// Length of the live frame before `,"data":`, where `"replay":true` goes.
     head: usize,
     replay: OnceLock<Frame>,
+    /// The `gap` frame that preceded this message: messages before it were
+    /// lost. Replays send it in place; a `state` resume across it is not
+    /// recovered.
+    gap: Option<Frame>,
 }
 
 impl Cached {
@@ -121,7 +146,14 @@ impl Cached {
             live: frame_from(bytes),
             head,
             replay: OnceLock::new(),
+            gap: None,
         }
+    }
+
+    /// Whether a replay starting at this entry after `since` (None: a
+    /// history replay, the client holds nothing before) crosses its hole.
+    fn hole_crossed(&self, first: bool, since: Option<u64>) -> bool {
+        self.gap.is_some() && !(first && since.is_none_or(|s| s == self.prev))
     }
 
     fn replay_frame(&self) -> Frame {
@@ -233,15 +265,26 @@ impl Relay {
             .min(self.retained)
             .min(st.cache.len());
         let history_start = st.cache.len() - depth;
-        let (recovered, start) = match &req.since {
-            None => (None, history_start),
+        let state = self.mode == Mode::State;
+        let (recovered, start, since) = match &req.since {
+            None => (None, history_start, None),
             Some((since, epoch)) => {
                 let point = (epoch == st.epoch.as_str())
                     .then(|| resume_point(&st.cache, latest, *since))
-                    .flatten();
+                    .flatten()
+                    // A state topic has no gap frames: a resume across a hole
+                    // is not recovered (the replay still ends on the latest).
+                    .filter(|&p| {
+                        !state
+                            || !st
+                                .cache
+                                .range(p..)
+                                .enumerate()
+                                .any(|(i, c)| c.hole_crossed(i == 0, Some(*since)))
+                    });
                 match point {
-                    Some(p) => (Some(true), p),
-                    None => (Some(false), history_start),
+                    Some(p) => (Some(true), p, Some(*since)),
+                    None => (Some(false), history_start, None),
                 }
             }
         };
@@ -254,8 +297,13 @@ impl Relay {
             recovered,
         });
         outbox.push_control(Frame::from(encode_server(&ack)));
-        let state = self.mode == Mode::State;
-        for cached in st.cache.range(start..) {
+        for (i, cached) in st.cache.range(start..).enumerate() {
+            if let Some(gap) = &cached.gap
+                && !state
+                && cached.hole_crossed(i == 0, since)
+            {
+                outbox.push_message(self.id, false, gap.clone());
+            }
             outbox.push_message(self.id, state, cached.replay_frame());
         }
         Ok(st.subscribers.insert(outbox.clone()))
@@ -330,9 +378,19 @@ impl Relay {
         *self.load.borrow() == Load::Ready
     }
 
-    /// Forwards one validated message to the cache and every subscriber.
-    fn forward(&self, msg: &BusMessage, prev: u64) {
-        let cached = Cached::new(self.topic.as_str(), msg.seq, prev, msg.ts, &msg.data);
+    /// Forwards one validated message to the cache and every subscriber;
+    /// with `hole_after`, messages after that seq and before this one were
+    /// lost, and `feed` subscribers get a `gap` frame first.
+    fn forward(&self, msg: &BusMessage, prev: u64, hole_after: Option<u64>) {
+        let mut cached = Cached::new(self.topic.as_str(), msg.seq, prev, msg.ts, &msg.data);
+        cached.gap = hole_after.map(|after| {
+            Frame::from(encode_server(&ServerFrame::Gap(Gap {
+                topic: self.topic.to_string(),
+                after,
+                before: msg.seq,
+            })))
+        });
+        let gap = cached.gap.clone().filter(|_| self.mode == Mode::Feed);
         let frame = cached.live.clone();
         let state = self.mode == Mode::State;
         let mut st = self.state.lock();
@@ -343,6 +401,12 @@ impl Relay {
         st.last_seq = msg.seq;
         let mut conflated = 0;
         for (_, outbox) in st.subscribers.iter() {
+            if let Some(gap) = &gap
+                && outbox.push_message(self.id, false, gap.clone()) == Pushed::Overflowed
+            {
+                self.metrics.slow_consumers.inc();
+                continue;
+            }
             match outbox.push_message(self.id, state, frame.clone()) {
                 Pushed::Queued | Pushed::Closed => {}
                 Pushed::Conflated(n) => conflated += n,
@@ -398,6 +462,18 @@ pub struct RelayTask {
     last_seen: u64,
     /// Last `seq` forwarded: the `prev` of the next frame.
     last_forwarded: u64,
+    /// Messages after `last_forwarded` were lost: the next message forwarded
+    /// carries the bus's `prev` and, on a feed, follows a `gap` frame.
+    hole: bool,
+}
+
+/// What a repair learnt besides the messages it forwarded.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Repaired {
+    /// The bus said messages were removed before they could be read.
+    hole: bool,
+    /// Reads kept failing; the repair gave up for now.
+    unreadable: bool,
 }
 
 impl RelayTask {
@@ -416,6 +492,7 @@ impl RelayTask {
             on_end,
             last_seen: 0,
             last_forwarded: 0,
+            hole: false,
         }
     }
 
@@ -532,26 +609,39 @@ impl RelayTask {
         if msg.prev > self.last_seen {
             // The stream stored something the live feed missed. A read may be
             // answered by a replica that lags: insist for a while before
-            // taking the hole for messages that aged out in between.
+            // taking the hole for messages that are gone, unless the bus
+            // already said they were removed.
             let deadline = Instant::now() + REPAIR_PATIENCE;
             let mut wait = Duration::from_millis(20);
             loop {
-                self.repair(Some(msg.seq)).await;
-                if msg.seq <= self.last_seen {
-                    return;
+                let repaired = self.repair(Some(msg.seq)).await;
+                if msg.prev <= self.last_seen || repaired.hole {
+                    break;
                 }
-                if msg.prev <= self.last_seen || Instant::now() >= deadline {
+                if repaired.unreadable || Instant::now() >= deadline {
+                    self.lost("the stream did not give them back in time");
                     break;
                 }
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(Duration::from_millis(500));
             }
-            if msg.prev > self.last_seen {
-                tracing::warn!(topic = %self.relay.topic, prev = msg.prev, seen = self.last_seen,
-                    "messages before this one are no longer stored: taken as aged out");
-            }
         }
         self.process(msg);
+    }
+
+    /// Messages after `last_forwarded` can no longer be delivered: the next
+    /// message forwarded says so. Counted and logged once per hole.
+    fn lost(&mut self, why: &str) {
+        if self.hole {
+            return;
+        }
+        self.hole = true;
+        let mode = self.relay.mode.as_str();
+        self.relay.metrics.gap_unrepairable(mode);
+        if let Some(held_back) = HOLE_LOG.allow() {
+            tracing::warn!(topic = %self.relay.topic, mode, after = self.last_forwarded,
+                seen = self.last_seen, held_back, "messages lost, fans are told: {why}");
+        }
     }
 
     fn process(&mut self, msg: BusMessage) {
@@ -560,35 +650,58 @@ impl RelayTask {
         if !payload_ok(&msg.data, self.relay.max_payload, &self.relay.metrics) {
             return;
         }
-        self.relay.forward(&msg, self.last_forwarded);
+        // Across a hole, `prev` is the bus's: never a claim of continuity.
+        let (prev, hole_after) = if std::mem::take(&mut self.hole) {
+            (msg.prev, Some(self.last_forwarded))
+        } else {
+            (self.last_forwarded, None)
+        };
+        self.relay.forward(&msg, prev, hole_after);
         self.last_forwarded = msg.seq;
     }
 
     /// Reads what the bus stored after `last_seen` (up to `until`, exclusive)
-    /// and forwards it, retrying while the bus is unavailable: a feed client
-    /// must never see a hole.
-    async fn repair(&mut self, until: Option<u64>) {
+    /// and forwards it. Failing reads are retried: while a live message waits
+    /// (`until`), for [`UNREADABLE_PATIENCE`]; for a periodic check, a few
+    /// times, the next check trying again. A read that says messages were
+    /// removed marks the hole, announced with the next message forwarded.
+    async fn repair(&mut self, until: Option<u64>) -> Repaired {
         let started = Instant::now();
         let mut backoff = Duration::from_millis(50);
-        let mut repaired_any = false;
+        let (mut failures, mut repaired_any) = (0u32, false);
+        let mut outcome = Repaired::default();
         loop {
             self.relay.metrics.history_requests.inc();
-            let batch = match self
+            let read = match self
                 .bus
                 .after(&self.relay.topic, self.last_seen, REPAIR_BATCH)
                 .await
             {
-                Ok(b) => b,
+                Ok(read) => read,
                 Err(e) => {
-                    tracing::warn!(topic = %self.relay.topic, error = %e, "gap repair failed, retrying");
+                    failures += 1;
+                    let give_up = match until {
+                        Some(_) => started.elapsed() >= UNREADABLE_PATIENCE,
+                        None => failures >= CHECK_READ_TRIES,
+                    };
+                    if give_up {
+                        tracing::warn!(topic = %self.relay.topic, error = %e, "gap repair failed, giving up for now");
+                        outcome.unreadable = true;
+                        break;
+                    }
+                    tracing::debug!(topic = %self.relay.topic, error = %e, "gap repair failed, retrying");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(2));
                     continue;
                 }
             };
-            let full = batch.len() == REPAIR_BATCH as usize;
+            if read.hole {
+                outcome.hole = true;
+                self.lost("removed from the bus before the repair");
+            }
+            let full = read.messages.len() == REPAIR_BATCH as usize;
             let mut reached = false;
-            for msg in batch {
+            for msg in read.messages {
                 if until.is_some_and(|u| msg.seq >= u) {
                     reached = true;
                     break;
@@ -609,6 +722,7 @@ impl RelayTask {
                 .gap_repair_seconds
                 .observe(started.elapsed().as_secs_f64());
         }
+        outcome
     }
 }
 
@@ -662,12 +776,24 @@ mod tests {
         topic: &Topic,
         max_payload: usize,
     ) -> (Arc<Outbox>, Arc<Metrics>) {
+        let (_, outbox, metrics) = subscriber(bus, topic, Mode::Feed, max_payload).await;
+        (outbox, metrics)
+    }
+
+    /// A relay of `mode` on `topic` running over `bus` (caching 100), with
+    /// one subscriber's outbox joined (its `ack` queued first).
+    async fn subscriber(
+        bus: Arc<dyn Bus>,
+        topic: &Topic,
+        mode: Mode,
+        max_payload: usize,
+    ) -> (Arc<Relay>, Arc<Outbox>, Arc<Metrics>) {
         let metrics = Arc::new(Metrics::new());
         let epoch = bus.status().borrow().epoch.clone();
         let (relay, ctl) = Relay::new(
             1,
             topic.clone(),
-            Mode::Feed,
+            mode,
             100,
             max_payload,
             epoch,
@@ -688,11 +814,12 @@ mod tests {
                 &outbox,
                 &JoinRequest {
                     id: 1,
+                    history: Some(0),
                     ..Default::default()
                 },
             )
             .unwrap();
-        (outbox, metrics)
+        (relay, outbox, metrics)
     }
 
     /// Invalid JSON and oversized payloads from the (real, embedded) bus are
@@ -754,25 +881,40 @@ mod tests {
         );
     }
 
-    /// A bus that drops one live message (a missed republish) and answers
-    /// the first history read from a lagging replica (nothing yet).
+    /// A bus whose live feed misses the seqs in `drop_live` (missed
+    /// republishes) and whose next `lagging_reads` history reads come from a
+    /// lagging replica (nothing yet).
     struct LaggingBus {
         inner: crate::bus::memory::MemoryBus,
-        drop_live: Arc<std::sync::atomic::AtomicU64>,
+        drop_live: Arc<Mutex<std::collections::HashSet<u64>>>,
         lagging_reads: std::sync::atomic::AtomicUsize,
     }
 
     impl LaggingBus {
-        /// Drops nothing and lags nowhere until a test says so.
+        /// Drops nothing and lags nowhere until a test says so; keeps 100
+        /// messages per topic.
         fn new() -> Arc<LaggingBus> {
+            Self::keeping(100)
+        }
+
+        /// Like [`LaggingBus::new`], keeping `retained` messages per topic.
+        fn keeping(retained: u32) -> Arc<LaggingBus> {
             Arc::new(LaggingBus {
                 inner: crate::bus::memory::MemoryBus::new(
-                    std::collections::HashMap::from([("clips".to_string(), 100)]),
+                    std::collections::HashMap::from([
+                        ("clips".to_string(), retained),
+                        ("results".to_string(), retained),
+                    ]),
                     Duration::from_secs(60),
                 ),
-                drop_live: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+                drop_live: Arc::default(),
                 lagging_reads: std::sync::atomic::AtomicUsize::new(0),
             })
+        }
+
+        /// The live feed misses the `count` messages from `next_seq` on.
+        fn drop_live_from(&self, next_seq: u64, count: u64) {
+            self.drop_live.lock().extend(next_seq..next_seq + count);
         }
     }
 
@@ -791,12 +933,9 @@ mod tests {
             let topic = topic.clone();
             async move {
                 let feed = self.inner.live(&topic).await?;
-                let drop_seq = self.drop_live.clone();
+                let dropped = self.drop_live.clone();
                 Ok(feed
-                    .filter(move |m| {
-                        let dropped = drop_seq.load(std::sync::atomic::Ordering::SeqCst);
-                        futures::future::ready(m.seq != dropped)
-                    })
+                    .filter(move |m| futures::future::ready(!dropped.lock().contains(&m.seq)))
                     .boxed())
             }
             .boxed()
@@ -813,13 +952,13 @@ mod tests {
             topic: &Topic,
             after: u64,
             limit: u32,
-        ) -> futures::future::BoxFuture<'_, crate::bus::BusResult<Vec<BusMessage>>> {
+        ) -> futures::future::BoxFuture<'_, crate::bus::BusResult<crate::bus::After>> {
             use futures::FutureExt;
             let lagging = self.lagging_reads.load(std::sync::atomic::Ordering::SeqCst);
             if lagging > 0 {
                 self.lagging_reads
                     .store(lagging - 1, std::sync::atomic::Ordering::SeqCst);
-                return futures::future::ready(Ok(Vec::new())).boxed();
+                return futures::future::ready(Ok(crate::bus::After::default())).boxed();
             }
             self.inner.after(topic, after, limit)
         }
@@ -890,8 +1029,7 @@ mod tests {
             .publish(&topic, Bytes::from_static(b"1"), None)
             .await
             .unwrap();
-        bus.drop_live
-            .store(s1 + 1, std::sync::atomic::Ordering::SeqCst);
+        bus.drop_live_from(s1 + 1, 1);
         bus.lagging_reads
             .store(1, std::sync::atomic::Ordering::SeqCst);
         let s2 = bus
@@ -952,8 +1090,7 @@ mod tests {
             .await
             .unwrap();
         // The live feed misses the next one: this node is behind the stream.
-        bus.drop_live
-            .store(s1 + 1, std::sync::atomic::Ordering::SeqCst);
+        bus.drop_live_from(s1 + 1, 1);
         let s2 = bus
             .publish(&topic, Bytes::from_static(b"2"), None)
             .await
@@ -984,6 +1121,172 @@ mod tests {
             (frames[0]["seq"].as_u64(), frames[0]["prev"].as_u64()),
             (Some(s3), Some(s2))
         );
+    }
+
+    /// Publishes `n` messages on `topic`; their seqs.
+    async fn publish_n(bus: &LaggingBus, topic: &Topic, n: usize) -> Vec<u64> {
+        let mut seqs = Vec::new();
+        for i in 0..n {
+            seqs.push(
+                bus.publish(topic, Bytes::from(format!("{i}")), None)
+                    .await
+                    .unwrap(),
+            );
+        }
+        seqs
+    }
+
+    fn kinds(frames: &[serde_json::Value]) -> Vec<(String, u64, u64)> {
+        frames
+            .iter()
+            .map(|f| {
+                let t = f["type"].as_str().unwrap().to_string();
+                match t.as_str() {
+                    "gap" => (
+                        t,
+                        f["after"].as_u64().unwrap(),
+                        f["before"].as_u64().unwrap(),
+                    ),
+                    "message" => (t, f["seq"].as_u64().unwrap(), f["prev"].as_u64().unwrap()),
+                    _ => (t, f["seq"].as_u64().unwrap_or(0), 0),
+                }
+            })
+            .collect()
+    }
+
+    /// Messages the live feed missed and the bus removed before the repair:
+    /// one `gap` names them, and the next message carries the bus's `prev`
+    /// (its real predecessor), not the seq before the hole. A resume across
+    /// the hole replays the `gap` in place; so does a history replay.
+    #[tokio::test]
+    async fn unrepairable_hole_yields_one_gap_and_the_true_prev() {
+        let bus = LaggingBus::keeping(3);
+        let topic = Topic::new("clips.relay.hole").unwrap();
+        let (relay, outbox, metrics) = subscriber(bus.clone(), &topic, Mode::Feed, 1 << 20).await;
+        let s1 = publish_n(&bus, &topic, 1).await[0];
+        assert_eq!(drain_frames(&outbox, 2).await.len(), 2, "ack and s1");
+        // Five messages the live feed misses; the bus keeps only 3 per topic,
+        // so when the next live message shows the hole, s2 and s3 are gone.
+        bus.drop_live_from(s1 + 1, 5);
+        let missed = publish_n(&bus, &topic, 5).await;
+        let s7 = publish_n(&bus, &topic, 1).await[0];
+        let frames = drain_frames(&outbox, 4).await;
+        assert_eq!(
+            kinds(&frames),
+            vec![
+                ("gap".into(), s1, missed[3]),
+                ("message".into(), missed[3], missed[2]),
+                ("message".into(), missed[4], missed[3]),
+                ("message".into(), s7, missed[4]),
+            ],
+            "{frames:?}"
+        );
+        assert_eq!(frames[0]["topic"], topic.as_str());
+        let text = metrics.render();
+        assert!(
+            text.contains("tribune_gaps_unrepairable_total{mode=\"feed\"} 1"),
+            "{text}"
+        );
+        let epoch = bus.status().borrow().epoch.to_string();
+        let resumed = Arc::new(Outbox::new(1 << 20, 1024));
+        relay
+            .join(
+                &resumed,
+                &JoinRequest {
+                    id: 2,
+                    history: None,
+                    since: Some((s1, epoch)),
+                },
+            )
+            .unwrap();
+        let frames = drain_frames(&resumed, 5).await;
+        assert_eq!(frames[0]["recovered"], true, "{frames:?}");
+        assert_eq!(
+            kinds(&frames[1..]),
+            vec![
+                ("gap".into(), s1, missed[3]),
+                ("message".into(), missed[3], missed[2]),
+                ("message".into(), missed[4], missed[3]),
+                ("message".into(), s7, missed[4]),
+            ]
+        );
+        let history = Arc::new(Outbox::new(1 << 20, 1024));
+        relay
+            .join(
+                &history,
+                &JoinRequest {
+                    id: 3,
+                    history: Some(3),
+                    since: None,
+                },
+            )
+            .unwrap();
+        let frames = drain_frames(&history, 4).await;
+        assert_eq!(
+            kinds(&frames[1..]),
+            vec![
+                ("message".into(), missed[3], missed[2]),
+                ("message".into(), missed[4], missed[3]),
+                ("message".into(), s7, missed[4]),
+            ],
+            "a history replay starting at the hole owes no gap"
+        );
+    }
+
+    /// A `state` topic sends no `gap` (the next state supersedes), but a
+    /// resume across the hole is not `recovered: true`.
+    #[tokio::test]
+    async fn state_resume_across_a_hole_is_not_recovered() {
+        let bus = LaggingBus::keeping(2);
+        let topic = Topic::new("results.relay.hole").unwrap();
+        let (relay, outbox, metrics) = subscriber(bus.clone(), &topic, Mode::State, 1 << 20).await;
+        let s1 = publish_n(&bus, &topic, 1).await[0];
+        bus.drop_live_from(s1 + 1, 4);
+        let missed = publish_n(&bus, &topic, 4).await;
+        let s6 = publish_n(&bus, &topic, 1).await[0];
+        let frames = drain_frames(&outbox, 4).await;
+        assert!(
+            frames.iter().all(|f| f["type"] != "gap"),
+            "no gap frame on a state topic: {frames:?}"
+        );
+        assert_eq!(
+            kinds(&frames).last().cloned(),
+            Some(("message".into(), s6, missed[3]))
+        );
+        assert!(
+            metrics
+                .render()
+                .contains("tribune_gaps_unrepairable_total{mode=\"state\"} 1")
+        );
+        let epoch = bus.status().borrow().epoch.to_string();
+        let resumed = Arc::new(Outbox::new(1 << 20, 1024));
+        relay
+            .join(
+                &resumed,
+                &JoinRequest {
+                    id: 2,
+                    history: None,
+                    since: Some((s1, epoch.clone())),
+                },
+            )
+            .unwrap();
+        let frames = drain_frames(&resumed, 2).await;
+        assert_eq!(frames[0]["recovered"], false, "{frames:?}");
+        assert_eq!(frames[1]["seq"], s6, "the replay ends on the latest state");
+        // A resume after the hole recovers.
+        let after = Arc::new(Outbox::new(1 << 20, 1024));
+        relay
+            .join(
+                &after,
+                &JoinRequest {
+                    id: 3,
+                    history: None,
+                    since: Some((missed[3], epoch)),
+                },
+            )
+            .unwrap();
+        let frames = drain_frames(&after, 2).await;
+        assert_eq!(frames[0]["recovered"], true, "{frames:?}");
     }
 
     #[test]

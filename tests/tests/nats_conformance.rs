@@ -51,6 +51,7 @@ conformance!(
     payload_byte_for_byte,
     live_delivery,
     history_reads,
+    removed_messages_are_a_hole,
     last_seqs_batched,
     duplicate_publications_stored_once,
     inbound_stays_out_of_the_stream,

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use tribune_protocol::Topic;
 
-use super::{Bus, BusMessage, LiveFeed};
+use super::{After, Bus, BusMessage, LiveFeed};
 
 fn topic(ns: &str, unique: &str, name: &str) -> Topic {
     Topic::new(&format!("{ns}.{unique}.{name}")).expect("valid test topic")
@@ -139,14 +139,52 @@ pub async fn history_reads(bus: &dyn Bus, unique: &str) {
     );
     let after = bus.after(&t, seqs[10], 3).await.unwrap();
     assert_eq!(
-        after.iter().map(|m| m.seq).collect::<Vec<_>>(),
+        after.messages.iter().map(|m| m.seq).collect::<Vec<_>>(),
         seqs[11..14].to_vec()
     );
-    assert_eq!(after[0].prev, seqs[10]);
-    assert!(bus.after(&t, seqs[14], 10).await.unwrap().is_empty());
+    assert_eq!(after.messages[0].prev, seqs[10]);
+    assert!(!after.hole, "nothing was removed after seqs[10]");
+    assert_eq!(bus.after(&t, seqs[14], 10).await.unwrap(), After::default());
     let empty = topic("results", unique, "never");
     assert!(bus.last(&empty, 5).await.unwrap().is_empty());
-    assert!(bus.after(&empty, 0, 5).await.unwrap().is_empty());
+    assert_eq!(bus.after(&empty, 0, 5).await.unwrap(), After::default());
+}
+
+/// A read after a message that was removed says `hole`; a read that follows
+/// on from what is stored does not. `HOLE_DEPTH` messages are more than
+/// either bus keeps of a `results` topic in these tests (the embedded bus
+/// 10, the NATS stream 100 per subject).
+pub async fn removed_messages_are_a_hole(bus: &dyn Bus, unique: &str) {
+    const HOLE_DEPTH: usize = 105;
+    let t = topic("results", unique, "evicted");
+    let mut seqs = Vec::new();
+    for i in 0..HOLE_DEPTH {
+        seqs.push(
+            bus.publish(&t, Bytes::from(format!("{i}")), None)
+                .await
+                .unwrap(),
+        );
+    }
+    let from_removed = bus.after(&t, seqs[0], 5).await.unwrap();
+    assert!(from_removed.hole, "seqs[0] and its successors were removed");
+    assert!(from_removed.messages[0].seq > seqs[1]);
+    let from_start = bus.after(&t, 0, 5).await.unwrap();
+    assert!(from_start.hole, "the topic's first messages were removed");
+    let kept = bus.after(&t, seqs[HOLE_DEPTH - 3], 5).await.unwrap();
+    assert!(!kept.hole);
+    assert_eq!(
+        kept.messages.iter().map(|m| m.seq).collect::<Vec<_>>(),
+        seqs[HOLE_DEPTH - 2..].to_vec()
+    );
+    // A short topic lost nothing: reading it from the start is no hole.
+    let short = topic("results", unique, "short");
+    for i in 0..3 {
+        bus.publish(&short, Bytes::from(format!("{i}")), None)
+            .await
+            .unwrap();
+    }
+    let whole = bus.after(&short, 0, 5).await.unwrap();
+    assert_eq!((whole.messages.len(), whole.hole), (3, false));
 }
 
 /// One batched answer with the last seq of every topic that has messages.
@@ -253,6 +291,7 @@ macro_rules! bus_conformance_tests {
     ($make:expr) => {
         $crate::bus_conformance_tests!(@each $make;
             sequence_prev_and_ts, payload_byte_for_byte, live_delivery, history_reads,
+            removed_messages_are_a_hole,
             last_seqs_batched, duplicate_publications_stored_once,
             inbound_stays_out_of_the_stream, stats_partials, status_and_epoch);
     };

@@ -17,7 +17,7 @@ use parking_lot::Mutex;
 use tokio::sync::{broadcast, watch};
 use tribune_protocol::Topic;
 
-use super::{Bus, BusMessage, BusResult, BusStatus, Epoch, LiveFeed, StatsFeed};
+use super::{After, Bus, BusMessage, BusResult, BusStatus, Epoch, LiveFeed, StatsFeed};
 
 /// Stream name used in the embedded bus's epoch, like the NATS stream's.
 const STREAM: &str = "TRIBUNE";
@@ -159,14 +159,9 @@ impl Bus for MemoryBus {
         futures::future::ready(Ok(out)).boxed()
     }
 
-    fn after(
-        &self,
-        topic: &Topic,
-        after: u64,
-        limit: u32,
-    ) -> BoxFuture<'_, BusResult<Vec<BusMessage>>> {
+    fn after(&self, topic: &Topic, after: u64, limit: u32) -> BoxFuture<'_, BusResult<After>> {
         let inner = self.inner.lock();
-        let out = inner.topics.get(topic).map_or_else(Vec::new, |log| {
+        let messages: Vec<BusMessage> = inner.topics.get(topic).map_or_else(Vec::new, |log| {
             log.messages
                 .iter()
                 .filter(|m| m.seq > after)
@@ -174,7 +169,10 @@ impl Bus for MemoryBus {
                 .cloned()
                 .collect()
         });
-        futures::future::ready(Ok(out)).boxed()
+        // `prev` here is exact (the predecessor when stored): above `after`,
+        // that predecessor was evicted, and so was anything before it.
+        let hole = messages.first().is_some_and(|m| m.prev > after);
+        futures::future::ready(Ok(After { messages, hole })).boxed()
     }
 
     fn last_seqs<'a>(

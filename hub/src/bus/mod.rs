@@ -30,6 +30,12 @@
 //!   periodically it compares [`Bus::last_seqs`] with what it has seen.
 //! - **History reads are exact.** [`Bus::last`] and [`Bus::after`] return stored
 //!   messages of one topic in ascending `seq` order, with their `prev`.
+//! - **Holes are said.** [`Bus::after`] tells whether messages of the topic
+//!   stored after the requested `seq` may have been removed (aged out, purged)
+//!   before its first answer: reading on from there would leave a hole, which
+//!   the relay announces to fans instead of hiding it (PROTOCOL.md section 5).
+//!   A bus that cannot tell for sure says `hole`: a false alarm costs a fan a
+//!   notice, a missed one costs it messages without a word.
 //! - **Timeouts.** Every method returns within the bus's request timeout; a
 //!   failure is [`BusError::Unavailable`], never a hang.
 //! - **Publications by fans** ([`Bus::publish_inbound`]) never enter the
@@ -101,6 +107,17 @@ pub struct BusStatus {
     pub generation: u64,
 }
 
+/// What [`Bus::after`] read.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct After {
+    /// Stored messages after the requested `seq`, oldest first.
+    pub messages: Vec<BusMessage>,
+    /// Messages of the topic stored after the requested `seq` and before the
+    /// first of `messages` may have been removed before this read: whoever
+    /// held the requested `seq` cannot go on from `messages` without a hole.
+    pub hole: bool,
+}
+
 /// Why a bus call failed.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum BusError {
@@ -137,13 +154,9 @@ pub trait Bus: Send + Sync + 'static {
     /// The latest `n` stored messages of `topic`, oldest first.
     fn last(&self, topic: &Topic, n: u32) -> BoxFuture<'_, BusResult<Vec<BusMessage>>>;
 
-    /// Stored messages of `topic` with `seq > after`, oldest first, at most `limit`.
-    fn after(
-        &self,
-        topic: &Topic,
-        after: u64,
-        limit: u32,
-    ) -> BoxFuture<'_, BusResult<Vec<BusMessage>>>;
+    /// Stored messages of `topic` with `seq > after`, oldest first, at most
+    /// `limit`, and whether some after `after` were removed before them.
+    fn after(&self, topic: &Topic, after: u64, limit: u32) -> BoxFuture<'_, BusResult<After>>;
 
     /// The last stored `seq` of each topic; topics with nothing stored are
     /// absent. One batched request, whatever the number of topics.

@@ -39,7 +39,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 use tribune_protocol::Topic;
 
-use super::{Bus, BusError, BusMessage, BusResult, BusStatus, Epoch, LiveFeed, StatsFeed};
+use super::{After, Bus, BusError, BusMessage, BusResult, BusStatus, Epoch, LiveFeed, StatsFeed};
 use crate::config::BusConfig;
 
 /// The oldest nats-server with the batched direct get (ADR-31).
@@ -99,6 +99,44 @@ struct Inner {
     timeout: Duration,
     /// Connection state, epoch and generation, watched by registry and /readyz.
     status: watch::Sender<BusStatus>,
+    /// How the stream removes a subject's oldest messages, from its config;
+    /// unset (before the stream is read): assume anything may be removed.
+    eviction: std::sync::OnceLock<Eviction>,
+}
+
+/// What removes a subject's oldest messages besides `max_age`: decides
+/// whether an `after` read that starts at the subject's oldest stored
+/// message may follow messages that were removed (a hole).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Eviction {
+    /// `max_msgs_per_subject`: a subject holding that many lost its oldest.
+    PerSubject(u64),
+    /// Stream-wide `max_msgs` or `max_bytes` may remove any subject's oldest.
+    Any,
+    /// Nothing but age.
+    AgeOnly,
+}
+
+impl Eviction {
+    fn of(config: &Value) -> Eviction {
+        let limit = |key: &str| config.get(key).and_then(Value::as_i64).unwrap_or(-1);
+        if limit("max_msgs") > 0 || limit("max_bytes") > 0 {
+            Eviction::Any
+        } else if limit("max_msgs_per_subject") > 0 {
+            Eviction::PerSubject(limit("max_msgs_per_subject") as u64)
+        } else {
+            Eviction::AgeOnly
+        }
+    }
+
+    /// Whether a subject that holds `stored` messages may have lost older ones.
+    fn may_have_removed(self, stored: u64) -> bool {
+        match self {
+            Eviction::PerSubject(limit) => stored >= limit,
+            Eviction::Any => true,
+            Eviction::AgeOnly => false,
+        }
+    }
 }
 
 /// Every subject the bus uses, derived from the prefix and stream name.
@@ -225,13 +263,17 @@ pub async fn connect(cfg: &BusConfig, max_retained: u32) -> anyhow::Result<NatsB
         managed_config,
         timeout,
         status,
+        eviction: std::sync::OnceLock::new(),
     });
 
     let created = match &inner.managed_config {
-        Some(config) => inner
-            .bounded(inner.create_or_update_stream(config))
-            .await
-            .map_err(|e| anyhow!("cannot provision stream {}: {e}", cfg.stream))?,
+        Some(config) => {
+            let _ = inner.eviction.set(Eviction::of(config));
+            inner
+                .bounded(inner.create_or_update_stream(config))
+                .await
+                .map_err(|e| anyhow!("cannot provision stream {}: {e}", cfg.stream))?
+        }
         None => {
             let info = inner
                 .bounded(inner.stream_info())
@@ -244,6 +286,7 @@ pub async fn connect(cfg: &BusConfig, max_retained: u32) -> anyhow::Result<NatsB
                     )
                 })?;
             check_operator_stream(&info, cfg)?;
+            let _ = inner.eviction.set(Eviction::of(&info.config));
             info.created_ns
         }
     };
@@ -679,10 +722,10 @@ impl Inner {
         Ok(lo)
     }
 
-    async fn after(&self, topic: &Topic, after: u64, limit: u32) -> BusResult<Vec<BusMessage>> {
+    async fn after(&self, topic: &Topic, after: u64, limit: u32) -> BusResult<After> {
         let limit = limit as usize;
         if limit == 0 {
-            return Ok(Vec::new());
+            return Ok(After::default());
         }
         let subject = self.subjects.fan(topic);
         // Starting at `after` itself: when it is a message of this topic (the
@@ -690,17 +733,35 @@ impl Inner {
         let mut msgs = self
             .read_forward(&subject, after.max(1), limit.saturating_add(1), None)
             .await?;
-        let prev = match msgs.first() {
-            None => return Ok(Vec::new()),
+        let (prev, hole) = match msgs.first() {
+            None => return Ok(After::default()),
             Some(m) if m.seq == after => {
                 msgs.remove(0);
-                after
+                (after, false)
             }
-            Some(_) if after == 0 => 0,
-            Some(m) => self.prev_of(&subject, m.seq).await?,
+            Some(m) => {
+                // From sequence 1 on, the first reply is the subject's oldest.
+                let prev = if after == 0 {
+                    0
+                } else {
+                    self.prev_of(&subject, m.seq).await?
+                };
+                // `after` is not stored. Removal takes a subject's oldest
+                // first: if an older message is still stored, `after` was
+                // never one of this subject's. If `m` is the oldest, what
+                // lay between `after` and `m` may have been removed, unless
+                // the stream's limits cannot have removed anything yet. The
+                // stored predecessor a direct get cannot give.
+                let oldest = prev == 0;
+                let eviction = self.eviction.get().copied().unwrap_or(Eviction::Any);
+                (prev, oldest && eviction.may_have_removed(m.pending + 1))
+            }
         };
         msgs.truncate(limit);
-        Ok(chain(topic, msgs.into_iter(), prev))
+        Ok(After {
+            messages: chain(topic, msgs.into_iter(), prev),
+            hole,
+        })
     }
 
     async fn last_seqs(&self, topics: &[Topic]) -> BusResult<HashMap<Topic, u64>> {
@@ -1035,12 +1096,7 @@ impl Bus for NatsBus {
         async move { self.inner.bounded(self.inner.last(&topic, n)).await }.boxed()
     }
 
-    fn after(
-        &self,
-        topic: &Topic,
-        after: u64,
-        limit: u32,
-    ) -> BoxFuture<'_, BusResult<Vec<BusMessage>>> {
+    fn after(&self, topic: &Topic, after: u64, limit: u32) -> BoxFuture<'_, BusResult<After>> {
         let topic = topic.clone();
         async move {
             self.inner
