@@ -87,6 +87,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                         println!("▶ {} ({:.0} s)", clip.title, clip.duration_s.unwrap_or(0.0));
                     }
                 }
+                Event::Gap { after_seq, before_seq: Some(before), .. } => {
+                    println!("(clips between #{after_seq} and #{before} were lost)")
+                }
                 Event::Gap { after_seq, .. } => println!("(clips after #{after_seq} are no longer available)"),
                 Event::Closed { reason, .. } => break eprintln!("clips ended: {reason}"),
                 _ => {}

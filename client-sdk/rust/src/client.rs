@@ -11,14 +11,16 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tribune_protocol::{ClientFrame, Publish, validate_topic};
 
 use crate::backoff::Backoff;
-use crate::connection::{Command, ConnectionTask, TaskConfig};
+use crate::command::{Command, SubscribeOptions};
+use crate::connection::{ConnectionTask, TaskConfig};
 use crate::connector::{Reconnector, connect_once, ws_url};
 use crate::error::{
     ConnectError, PingError, PingErrorKind, PublishError, PublishErrorKind, ReactError,
     ReactErrorKind, SubscribeError, SubscribeErrorKind, UnsubscribeError,
 };
 use crate::events::{ConnectionEvent, ConnectionEvents, ConnectionState, EventHub};
-use crate::subscription::{SubQueue, SubscribeOptions, Subscription};
+use crate::queue::SubQueue;
+use crate::subscription::Subscription;
 
 /// Settings of a [`Client`]; every one has a default suited to a fan app.
 #[derive(Debug, Clone)]

@@ -4,12 +4,12 @@
 //! send [`Command`]s over a channel; this task turns them into frames, reads
 //! the hub's frames, routes acks and errors to the requests waiting for them,
 //! checks every message with the subscription's [`Tracker`] and queues it for
-//! the application. When the connection ends it asks the
-//! [`Reconnector`](crate::connector::Reconnector) when to try again, connects,
-//! and renews every subscription with `since`/`epoch`.
+//! the application. When the connection ends it asks the [`Reconnector`]
+//! when to try again, connects, and renews every subscription with
+//! `since`/`epoch`.
 //!
 //! The task never waits on the application: subscription queues are bounded
-//! and handle overflow themselves (see `subscription.rs`).
+//! and handle overflow themselves (see `queue.rs`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,63 +18,26 @@ use std::time::Duration;
 use futures::{SinkExt, StreamExt};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use serde_json::value::RawValue;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, sleep_until};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
 use tribune_protocol::{
-    Ack, ClientFrame, ErrorCode, Message, Mode, Ping, Publish, React, ServerFrame, Unsubscribe,
-    Welcome,
+    Ack, ClientFrame, ErrorCode, Gap, Message, Mode, Ping, Publish, React, ServerFrame,
+    Unsubscribe, Welcome,
 };
 
 use crate::backoff::jitter_below;
+use crate::command::{Command, SubscribeInfo, SubscribeOptions};
 use crate::connector::{ConnectFailure, Plan, Reconnector, WsStream, connect_once};
 use crate::error::{
     PingError, PingErrorKind, PublishError, PublishErrorKind, ReactError, ReactErrorKind,
     SubscribeError, SubscribeErrorKind, UnsubscribeError,
 };
 use crate::events::{ConnectionEvent, DisconnectReason, EventHub};
-use crate::subscription::{Event, Offer, SubQueue, SubscribeInfo, SubscribeOptions};
-use crate::tracker::{Phase, Tracker, Verdict};
-
-/// A request from a handle to the connection task.
-pub(crate) enum Command {
-    Subscribe {
-        topic: String,
-        key: u64,
-        options: SubscribeOptions,
-        queue: Arc<SubQueue>,
-        reply: oneshot::Sender<Result<SubscribeInfo, SubscribeError>>,
-    },
-    Unsubscribe {
-        topic: String,
-        key: u64,
-        reply: Option<oneshot::Sender<Result<(), UnsubscribeError>>>,
-    },
-    /// The application drained an overflowed feed subscription.
-    CaughtUp {
-        topic: String,
-        key: u64,
-    },
-    Publish {
-        topic: String,
-        data: Box<RawValue>,
-        reply: oneshot::Sender<Result<(), PublishError>>,
-    },
-    React {
-        topic: String,
-        reaction: String,
-        reply: oneshot::Sender<Result<(), ReactError>>,
-    },
-    Ping {
-        reply: oneshot::Sender<Result<Duration, PingError>>,
-    },
-    Close {
-        reply: oneshot::Sender<()>,
-    },
-}
+use crate::queue::{Event, Offer, SubQueue};
+use crate::tracker::{GapVerdict, Phase, Tracker, Verdict};
 
 /// Settings the task needs, fixed at build time.
 #[derive(Debug, Clone)]
@@ -102,18 +65,81 @@ struct Sub {
 /// A request sent to the hub and not yet answered.
 enum Pending {
     /// Routed to the topic's subscription, whose tracker knows the request id.
-    Subscribe {
-        topic: String,
-    },
-    Unsubscribe {
-        reply: Option<oneshot::Sender<Result<(), UnsubscribeError>>>,
-    },
+    Subscribe { topic: String },
+    /// Any other request: its caller only waits for the answer.
+    Reply(Reply),
+}
+
+/// The caller of a request other than `subscribe`. Its answer depends only on
+/// how the request ended (acked, refused, connection lost), so each of those
+/// is answered in one place.
+enum Reply {
+    /// `None` for the task's own unsubscribes (a renewal, a suspension, a
+    /// dropped handle).
+    Unsubscribe(Option<oneshot::Sender<Result<(), UnsubscribeError>>>),
     Publish(oneshot::Sender<Result<(), PublishError>>),
     React(oneshot::Sender<Result<(), ReactError>>),
     Ping {
         reply: oneshot::Sender<Result<Duration, PingError>>,
+        /// When the ping left: the caller gets the round trip.
         sent: Instant,
     },
+}
+
+impl Reply {
+    /// The hub answered with an `ack` (`refusal` is `None`) or an `error`.
+    fn answer(self, refusal: Option<tribune_protocol::Error>) {
+        match self {
+            // Whatever the hub says, the subscription is gone locally.
+            Reply::Unsubscribe(reply) => {
+                if let Some(reply) = reply {
+                    let _ = reply.send(Ok(()));
+                }
+            }
+            Reply::Publish(reply) => {
+                let _ = reply.send(match refusal {
+                    None => Ok(()),
+                    Some(err) => Err(PublishError::new(
+                        PublishErrorKind::Refused(err.code),
+                        err.message,
+                    )),
+                });
+            }
+            Reply::React(reply) => {
+                let _ = reply.send(match refusal {
+                    None => Ok(()),
+                    Some(err) => Err(ReactError::new(
+                        ReactErrorKind::Refused(err.code),
+                        err.message,
+                    )),
+                });
+            }
+            // Only a `pong` measures a round trip; a hub that answers
+            // otherwise still proves it is alive, so the connection stays.
+            Reply::Ping { reply, .. } => {
+                let detail =
+                    refusal.map_or_else(|| "ack instead of pong".to_string(), |e| e.message);
+                let _ = reply.send(Err(PingError::new(PingErrorKind::Disconnected, detail)));
+            }
+        }
+    }
+
+    /// The connection dropped first: the outcome is unknown.
+    fn lost(self) {
+        match self {
+            // Locally it is gone, and the next connection never sends it.
+            unsubscribe @ Reply::Unsubscribe(_) => unsubscribe.answer(None),
+            Reply::Publish(reply) => {
+                let _ = reply.send(Err(PublishError::new(PublishErrorKind::Disconnected, "")));
+            }
+            Reply::React(reply) => {
+                let _ = reply.send(Err(ReactError::new(ReactErrorKind::Disconnected, "")));
+            }
+            Reply::Ping { reply, .. } => {
+                let _ = reply.send(Err(PingError::new(PingErrorKind::Disconnected, "")));
+            }
+        }
+    }
 }
 
 /// Counts the renewals after a reconnection, for [`ConnectionEvent::Resumed`].
@@ -125,6 +151,31 @@ struct ResumeRound {
     recovered: usize,
     gaps: usize,
     refused: usize,
+}
+
+/// How the renewal of one subscription ended, for its [`ResumeRound`].
+#[derive(Debug, Clone, Copy)]
+enum Renewal {
+    Recovered,
+    Gap,
+    Refused,
+}
+
+impl ResumeRound {
+    /// Counts the answer to request `id`; false when `id` is not one of this
+    /// round's renewals.
+    fn count(&mut self, id: u64, renewal: Renewal) -> bool {
+        let Some(i) = self.waiting.iter().position(|w| *w == id) else {
+            return false;
+        };
+        self.waiting.swap_remove(i);
+        match renewal {
+            Renewal::Recovered => self.recovered += 1,
+            Renewal::Gap => self.gaps += 1,
+            Renewal::Refused => self.refused += 1,
+        }
+        true
+    }
 }
 
 /// Why `serve` returned.
@@ -397,10 +448,7 @@ impl ConnectionTask {
             .collect();
         let mut round = self.reconnected.then(ResumeRound::default);
         for topic in topics {
-            let id = self.next_id();
-            let sub = self.subs.get_mut(&topic).expect("listed above");
-            let frame = ClientFrame::Subscribe(sub.tracker.subscribe_frame(id));
-            self.pending.insert(id, Pending::Subscribe { topic });
+            let (id, frame) = self.subscribe_request(&topic);
             if let Some(round) = round.as_mut() {
                 round.waiting.push(id);
                 round.subscriptions += 1;
@@ -415,6 +463,21 @@ impl ConnectionTask {
         Ok(())
     }
 
+    /// Registers a `subscribe` of `topic`, whose subscription the caller holds,
+    /// under a fresh request id; returns the id and the frame to send.
+    fn subscribe_request(&mut self, topic: &str) -> (u64, ClientFrame) {
+        let id = self.next_id();
+        let sub = self.subs.get_mut(topic).expect("the caller holds it");
+        let frame = ClientFrame::Subscribe(sub.tracker.subscribe_frame(id));
+        self.pending.insert(
+            id,
+            Pending::Subscribe {
+                topic: topic.to_string(),
+            },
+        );
+        (id, frame)
+    }
+
     /// Tries again the renewals the hub could not serve earlier.
     async fn retry_due(&mut self, ws: &mut WsStream) -> Result<(), SendFailed> {
         let now = Instant::now();
@@ -425,11 +488,8 @@ impl ConnectionTask {
             .map(|(t, _)| t.clone())
             .collect();
         for topic in due {
-            let id = self.next_id();
-            let sub = self.subs.get_mut(&topic).expect("listed above");
-            sub.retry_at = None;
-            let frame = ClientFrame::Subscribe(sub.tracker.subscribe_frame(id));
-            self.pending.insert(id, Pending::Subscribe { topic });
+            self.subs.get_mut(&topic).expect("listed above").retry_at = None;
+            let (_, frame) = self.subscribe_request(&topic);
             self.send_frame(ws, &frame).await?;
         }
         Ok(())
@@ -451,11 +511,7 @@ impl ConnectionTask {
         match frame {
             ServerFrame::Message(msg) => self.on_message(msg, ws).await?,
             ServerFrame::Ack(ack) => self.on_ack(ack),
-            // No hub sends `gap` yet; the SDK's handling of it comes with
-            // the hub's (PROTOCOL.md section 5).
-            ServerFrame::Gap(gap) => {
-                tracing::debug!(topic = %gap.topic, after = gap.after, before = gap.before, "gap frame");
-            }
+            ServerFrame::Gap(gap) => self.on_gap(gap, ws).await?,
             ServerFrame::Error(err) => self.on_error(err),
             ServerFrame::Stats(stats) => {
                 if let Some(sub) = self.subs.get(&stats.topic)
@@ -465,7 +521,9 @@ impl ConnectionTask {
                 }
             }
             ServerFrame::Pong(pong) => {
-                if let Some(Pending::Ping { reply, sent }) = self.pending.remove(&pong.id) {
+                if let Some(Pending::Reply(Reply::Ping { reply, sent })) =
+                    self.pending.remove(&pong.id)
+                {
                     let _ = reply.send(Ok(sent.elapsed()));
                 }
             }
@@ -503,7 +561,7 @@ impl ConnectionTask {
                             let topic = sub_topic(sub);
                             let id = self.next_id();
                             self.pending
-                                .insert(id, Pending::Unsubscribe { reply: None });
+                                .insert(id, Pending::Reply(Reply::Unsubscribe(None)));
                             self.send_frame(
                                 ws,
                                 &ClientFrame::Unsubscribe(Unsubscribe { id, topic }),
@@ -521,91 +579,67 @@ impl ConnectionTask {
                 // `prev` says messages were missed: renew with `since` so the
                 // hub replays them from the bus (PROTOCOL.md section 5).
                 tracing::debug!(topic = %msg.topic, seq = msg.seq, prev = msg.prev, "gap, resubscribing with since");
-                let unsub_id = self.next_id();
-                let sub_id = self.next_id();
-                let sub = self.subs.get_mut(&msg.topic).expect("looked up above");
-                let subscribe = sub.tracker.subscribe_frame(sub_id);
-                self.pending
-                    .insert(unsub_id, Pending::Unsubscribe { reply: None });
-                self.pending.insert(
-                    sub_id,
-                    Pending::Subscribe {
-                        topic: msg.topic.clone(),
-                    },
-                );
-                self.feed_frame(
-                    ws,
-                    &ClientFrame::Unsubscribe(Unsubscribe {
-                        id: unsub_id,
-                        topic: msg.topic.clone(),
-                    }),
-                )
-                .await?;
-                self.feed_frame(ws, &ClientFrame::Subscribe(subscribe))
-                    .await?;
-                self.flush(ws).await?;
+                self.resubscribe(&msg.topic, ws).await?;
             }
         }
         Ok(())
     }
 
+    /// A hole the hub announced on a feed: what the bus lost is reported to
+    /// the application, and the subscription goes on (PROTOCOL.md section 5).
+    async fn on_gap(&mut self, gap: Gap, ws: &mut WsStream) -> Result<(), SendFailed> {
+        let Some(sub) = self.subs.get_mut(&gap.topic) else {
+            return Ok(());
+        };
+        match sub.tracker.on_gap(&gap) {
+            GapVerdict::Report {
+                after_seq,
+                before_seq,
+            } => {
+                let epoch = sub.tracker.epoch().map(str::to_string);
+                sub.queue.push_always(Event::Gap {
+                    topic: gap.topic,
+                    after_seq,
+                    before_seq: Some(before_seq),
+                    epoch_changed: false,
+                    epoch,
+                });
+            }
+            GapVerdict::Ignore => {}
+            GapVerdict::Renew => {
+                // The hole starts after messages this subscription never got:
+                // those may still be on the bus, so ask for them.
+                tracing::debug!(topic = %gap.topic, after = gap.after, before = gap.before, "gap frame past the position, resubscribing with since");
+                self.resubscribe(&gap.topic, ws).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Renews the subscription of `topic` on this connection with `since`:
+    /// `unsubscribe` then `subscribe`, in one write. Messages until the new
+    /// `ack` belong to the old subscription and are ignored.
+    async fn resubscribe(&mut self, topic: &str, ws: &mut WsStream) -> Result<(), SendFailed> {
+        let unsub_id = self.next_id();
+        self.pending
+            .insert(unsub_id, Pending::Reply(Reply::Unsubscribe(None)));
+        let (_, subscribe) = self.subscribe_request(topic);
+        self.feed_frame(
+            ws,
+            &ClientFrame::Unsubscribe(Unsubscribe {
+                id: unsub_id,
+                topic: topic.to_string(),
+            }),
+        )
+        .await?;
+        self.feed_frame(ws, &subscribe).await?;
+        self.flush(ws).await
+    }
+
     fn on_ack(&mut self, ack: Ack) {
         match self.pending.remove(&ack.id) {
-            Some(Pending::Subscribe { topic }) => {
-                let Some(sub) = self.subs.get_mut(&topic) else {
-                    return;
-                };
-                let Some(outcome) = sub.tracker.on_ack(&ack) else {
-                    return;
-                };
-                sub.queue.set_epoch(ack.epoch.clone());
-                if let Some(first) = sub.first.take() {
-                    let info = SubscribeInfo {
-                        mode: ack.mode.or(sub.tracker.mode()).unwrap_or(Mode::Feed),
-                        epoch: ack.epoch.clone().unwrap_or_default(),
-                        seq: ack.seq.unwrap_or(0),
-                        recovered: ack.recovered,
-                    };
-                    let _ = first.send(Ok(info));
-                }
-                let gap = outcome.lost.is_some();
-                if let Some(lost) = outcome.lost {
-                    sub.queue.push_always(Event::Gap {
-                        topic: topic.clone(),
-                        after_seq: lost.after_seq,
-                        epoch_changed: lost.epoch_changed,
-                        epoch: lost.epoch,
-                    });
-                }
-                if let Some(round) = self.resume.as_mut()
-                    && let Some(i) = round.waiting.iter().position(|id| *id == ack.id)
-                {
-                    round.waiting.swap_remove(i);
-                    if gap {
-                        round.gaps += 1;
-                    } else {
-                        round.recovered += 1;
-                    }
-                    self.finish_round_if_done();
-                }
-            }
-            Some(Pending::Unsubscribe { reply: Some(reply) }) => {
-                let _ = reply.send(Ok(()));
-            }
-            Some(Pending::Unsubscribe { reply: None }) => {}
-            Some(Pending::Publish(reply)) => {
-                let _ = reply.send(Ok(()));
-            }
-            Some(Pending::React(reply)) => {
-                let _ = reply.send(Ok(()));
-            }
-            Some(Pending::Ping { reply, .. }) => {
-                // A hub that acks a ping still proves it is alive.
-                let _ = reply.send(Err(PingError::new(
-                    PingErrorKind::Disconnected,
-                    "ack instead of pong",
-                )));
-            }
+            Some(Pending::Subscribe { topic }) => self.on_subscribed(&topic, &ack),
+            Some(Pending::Reply(reply)) => reply.answer(None),
             None => {}
         }
     }
@@ -616,65 +650,85 @@ impl ConnectionTask {
             return;
         };
         match self.pending.remove(&id) {
-            Some(Pending::Subscribe { topic }) => {
-                let Some(sub) = self.subs.get_mut(&topic) else {
-                    return;
-                };
-                if !sub.tracker.on_refused(id) {
-                    return;
-                }
-                if let Some(first) = sub.first.take() {
-                    let _ = first.send(Err(SubscribeError::new(
-                        SubscribeErrorKind::Refused(err.code),
-                        format!("{topic}: {}", err.message),
-                    )));
-                    self.subs.remove(&topic);
-                } else if matches!(err.code, ErrorCode::Unavailable | ErrorCode::RateLimited) {
-                    // The hub cannot serve it *yet* (bus down, too fast): try again.
-                    let bound = self.config.backoff_max.min(Duration::from_secs(2));
-                    sub.retry_at = Some(
-                        Instant::now()
-                            + Duration::from_millis(50)
-                            + jitter_below(bound, &mut self.rng),
-                    );
-                } else {
-                    let sub = self.subs.remove(&topic).expect("found above");
-                    sub.queue.end(Some(Event::Closed {
-                        code: Some(err.code),
-                        reason: err.message.clone(),
-                    }));
-                    if let Some(round) = self.resume.as_mut()
-                        && let Some(i) = round.waiting.iter().position(|w| *w == id)
-                    {
-                        round.waiting.swap_remove(i);
-                        round.refused += 1;
-                        self.finish_round_if_done();
-                    }
-                }
-            }
-            Some(Pending::Unsubscribe { reply: Some(reply) }) => {
-                let _ = reply.send(Ok(()));
-            }
-            Some(Pending::Unsubscribe { reply: None }) => {}
-            Some(Pending::Publish(reply)) => {
-                let _ = reply.send(Err(PublishError::new(
-                    PublishErrorKind::Refused(err.code),
-                    err.message,
-                )));
-            }
-            Some(Pending::React(reply)) => {
-                let _ = reply.send(Err(ReactError::new(
-                    ReactErrorKind::Refused(err.code),
-                    err.message,
-                )));
-            }
-            Some(Pending::Ping { reply, .. }) => {
-                let _ = reply.send(Err(PingError::new(
-                    PingErrorKind::Disconnected,
-                    err.message,
-                )));
-            }
+            Some(Pending::Subscribe { topic }) => self.on_subscribe_refused(id, &topic, &err),
+            Some(Pending::Reply(reply)) => reply.answer(Some(err)),
             None => {}
+        }
+    }
+
+    /// The hub acknowledged a `subscribe` of `topic`.
+    fn on_subscribed(&mut self, topic: &str, ack: &Ack) {
+        let Some(sub) = self.subs.get_mut(topic) else {
+            return;
+        };
+        let Some(outcome) = sub.tracker.on_ack(ack) else {
+            return;
+        };
+        sub.queue.set_epoch(ack.epoch.clone());
+        if let Some(first) = sub.first.take() {
+            let info = SubscribeInfo {
+                mode: ack.mode.or(sub.tracker.mode()).unwrap_or(Mode::Feed),
+                epoch: ack.epoch.clone().unwrap_or_default(),
+                seq: ack.seq.unwrap_or(0),
+                recovered: ack.recovered,
+            };
+            let _ = first.send(Ok(info));
+        }
+        let renewal = match outcome.lost {
+            Some(lost) => {
+                sub.queue.push_always(Event::Gap {
+                    topic: topic.to_string(),
+                    after_seq: lost.after_seq,
+                    before_seq: None,
+                    epoch_changed: lost.epoch_changed,
+                    epoch: lost.epoch,
+                });
+                Renewal::Gap
+            }
+            None => Renewal::Recovered,
+        };
+        self.count_renewal(ack.id, renewal);
+    }
+
+    /// The hub refused the `subscribe` request `id` of `topic`.
+    fn on_subscribe_refused(&mut self, id: u64, topic: &str, err: &tribune_protocol::Error) {
+        let Some(sub) = self.subs.get_mut(topic) else {
+            return;
+        };
+        if !sub.tracker.on_refused(id) {
+            return;
+        }
+        if let Some(first) = sub.first.take() {
+            let _ = first.send(Err(SubscribeError::new(
+                SubscribeErrorKind::Refused(err.code),
+                format!("{topic}: {}", err.message),
+            )));
+            self.subs.remove(topic);
+        } else if matches!(err.code, ErrorCode::Unavailable | ErrorCode::RateLimited) {
+            // The hub cannot serve it *yet* (bus down, too fast): try again.
+            let bound = self.config.backoff_max.min(Duration::from_secs(2));
+            sub.retry_at = Some(
+                Instant::now() + Duration::from_millis(50) + jitter_below(bound, &mut self.rng),
+            );
+        } else {
+            let sub = self.subs.remove(topic).expect("found above");
+            sub.queue.end(Some(Event::Closed {
+                code: Some(err.code),
+                reason: err.message.clone(),
+            }));
+            self.count_renewal(id, Renewal::Refused);
+        }
+    }
+
+    /// Counts the answer to a renewal of the current resume round, if `id`
+    /// is one, and announces the round once every renewal is answered.
+    fn count_renewal(&mut self, id: u64, renewal: Renewal) {
+        if self
+            .resume
+            .as_mut()
+            .is_some_and(|round| round.count(id, renewal))
+        {
+            self.finish_round_if_done();
         }
     }
 
@@ -703,10 +757,7 @@ impl ConnectionTask {
                 if !self.add_sub(topic.clone(), key, options, queue, reply) {
                     return Ok(());
                 }
-                let id = self.next_id();
-                let sub = self.subs.get_mut(&topic).expect("just added");
-                let frame = ClientFrame::Subscribe(sub.tracker.subscribe_frame(id));
-                self.pending.insert(id, Pending::Subscribe { topic });
+                let (_, frame) = self.subscribe_request(&topic);
                 self.send_frame(ws, &frame).await
             }
             Command::Unsubscribe { topic, key, reply } => {
@@ -718,7 +769,8 @@ impl ConnectionTask {
                 };
                 if matches!(sub.tracker.phase(), Phase::Pending { .. } | Phase::Live) {
                     let id = self.next_id();
-                    self.pending.insert(id, Pending::Unsubscribe { reply });
+                    self.pending
+                        .insert(id, Pending::Reply(Reply::Unsubscribe(reply)));
                     self.send_frame(ws, &ClientFrame::Unsubscribe(Unsubscribe { id, topic }))
                         .await
                 } else {
@@ -736,15 +788,13 @@ impl ConnectionTask {
                     return Ok(());
                 }
                 sub.queue.clear_overflow();
-                let id = self.next_id();
-                let sub = self.subs.get_mut(&topic).expect("found above");
-                let frame = ClientFrame::Subscribe(sub.tracker.subscribe_frame(id));
-                self.pending.insert(id, Pending::Subscribe { topic });
+                let (_, frame) = self.subscribe_request(&topic);
                 self.send_frame(ws, &frame).await
             }
             Command::Publish { topic, data, reply } => {
                 let id = self.next_id();
-                self.pending.insert(id, Pending::Publish(reply));
+                self.pending
+                    .insert(id, Pending::Reply(Reply::Publish(reply)));
                 self.send_frame(ws, &ClientFrame::Publish(Publish { id, topic, data }))
                     .await
             }
@@ -754,7 +804,7 @@ impl ConnectionTask {
                 reply,
             } => {
                 let id = self.next_id();
-                self.pending.insert(id, Pending::React(reply));
+                self.pending.insert(id, Pending::Reply(Reply::React(reply)));
                 self.send_frame(
                     ws,
                     &ClientFrame::React(React {
@@ -769,10 +819,10 @@ impl ConnectionTask {
                 let id = self.next_id();
                 self.pending.insert(
                     id,
-                    Pending::Ping {
+                    Pending::Reply(Reply::Ping {
                         reply,
                         sent: Instant::now(),
-                    },
+                    }),
                 );
                 self.send_frame(ws, &ClientFrame::Ping(Ping { id })).await
             }
@@ -867,23 +917,8 @@ impl ConnectionTask {
     /// unknown), subscriptions wait for the next connection.
     fn link_down(&mut self) {
         for (_, pending) in self.pending.drain() {
-            match pending {
-                Pending::Subscribe { .. } => {}
-                Pending::Unsubscribe { reply } => {
-                    // Locally it is gone, and the next connection never sends it.
-                    if let Some(reply) = reply {
-                        let _ = reply.send(Ok(()));
-                    }
-                }
-                Pending::Publish(reply) => {
-                    let _ = reply.send(Err(PublishError::new(PublishErrorKind::Disconnected, "")));
-                }
-                Pending::React(reply) => {
-                    let _ = reply.send(Err(ReactError::new(ReactErrorKind::Disconnected, "")));
-                }
-                Pending::Ping { reply, .. } => {
-                    let _ = reply.send(Err(PingError::new(PingErrorKind::Disconnected, "")));
-                }
+            if let Pending::Reply(reply) = pending {
+                reply.lost();
             }
         }
         for sub in self.subs.values_mut() {

@@ -88,8 +88,11 @@ pub enum ConnectionEvent {
         reconnect_in: Duration,
     },
     /// After a reconnection, every subscription was renewed: `recovered` of
-    /// them lost nothing, `gaps` reported an [`Event::Gap`](crate::Event::Gap),
-    /// `refused` were ended by the hub.
+    /// them resumed where they were, `gaps` could not and reported an
+    /// [`Event::Gap`](crate::Event::Gap) (with `before_seq: None`), `refused`
+    /// were ended by the hub. A hole the hub announces inside a replay (a
+    /// `gap` frame after the `ack`) is reported on its subscription only,
+    /// not counted here.
     Resumed {
         subscriptions: usize,
         recovered: usize,

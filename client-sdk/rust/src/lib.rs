@@ -29,6 +29,9 @@
 //!         },
 //!         Some(event) = clips.next() => match event {
 //!             Event::Message(msg) => println!("clip #{}: {}", msg.seq, msg.data),
+//!             Event::Gap { after_seq, before_seq: Some(before), .. } => {
+//!                 println!("clips between #{after_seq} and #{before} were lost")
+//!             }
 //!             Event::Gap { after_seq, .. } => println!("clips after #{after_seq} were lost"),
 //!             Event::Closed { reason, .. } => break println!("ended: {reason}"),
 //!             _ => {}
@@ -56,9 +59,12 @@
 //! # Guarantees
 //!
 //! - A `feed` subscription yields every message once and in order, or an
-//!   explicit [`Event::Gap`] where the bus no longer retains what was missed.
-//!   After a reconnection (any node) it resumes with `since`/`epoch`; a
-//!   `prev` that shows a hole makes it resubscribe with `since` on the spot.
+//!   explicit [`Event::Gap`] where the bus lost what was missed (no longer
+//!   retained at a resume, or aged out or unreadable before the hub could
+//!   repair its own hole). After a reconnection (any node) it resumes with
+//!   `since`/`epoch`; a `prev` that shows a hole makes it resubscribe with
+//!   `since` on the spot; a hole the hub announces (`gap`) is reported and
+//!   the subscription goes on from the message after it.
 //! - A `state` subscription always ends on the latest state; superseded
 //!   states may be skipped.
 //! - Reconnection follows PROTOCOL.md section 6: full-jitter exponential
@@ -70,12 +76,17 @@
 //! # Layout
 //!
 //! - [`client`]: the [`Client`] handle and its [`ClientBuilder`].
+//! - `command`: what handles ask of the connection task, and the options and
+//!   answer of a subscribe request.
 //! - `connection`: the task that owns the socket; handles send it commands.
 //! - `connector`: one handshake, and when to reconnect (close codes, drain, backoff).
 //! - `backoff`: full-jitter exponential backoff, pure.
 //! - `tracker`: per-subscription continuity (`prev`, duplicates, gaps) and
 //!   resume bookkeeping, pure.
-//! - [`subscription`]: the [`Subscription`] stream, its [`Event`]s, its bounded queue.
+//! - `queue`: a subscription's [`Event`]s and the bounded queue that carries
+//!   them from the task to the application (conflation, feed suspension).
+//! - [`subscription`]: the [`Subscription`] stream, with its [`Event`]s and
+//!   options re-exported.
 //! - [`events`]: connection states and events for the application.
 //! - [`publisher`]: the editors' [`Publisher`] (NATS JetStream) and [`HubPublisher`] (HTTP).
 //! - [`error`]: `Error<Kind>` and the kinds.
@@ -83,11 +94,13 @@
 
 mod backoff;
 pub mod client;
+mod command;
 mod connection;
 mod connector;
 pub mod error;
 pub mod events;
 pub mod publisher;
+mod queue;
 pub mod subscription;
 mod tracker;
 

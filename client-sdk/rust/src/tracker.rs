@@ -10,9 +10,15 @@
 //!   `prev` is history that aged out on the bus: removal, not loss;
 //! - a resume (`since` + `epoch`) answered `recovered: false` on a feed is an
 //!   explicit gap for the application; on a `state` topic it is not, because
-//!   the replay ends on the latest state anyway.
+//!   the replay ends on the latest state anyway;
+//! - a `gap` frame (`after`, `before`) on a feed is the hub saying that the
+//!   bus lost what lies between: it is reported to the application, and the
+//!   message `before` that follows is let through whatever its `prev` (the
+//!   bus's, which may be anything below `before`). Its `after` must be the
+//!   position held: a higher one means something was missed before the hole,
+//!   a discontinuity like any other.
 
-use tribune_protocol::{Ack, Message, Mode, Subscribe};
+use tribune_protocol::{Ack, Gap, Message, Mode, Subscribe};
 
 /// The continuity state of one subscription, across connections.
 #[derive(Debug, Clone)]
@@ -30,6 +36,11 @@ pub(crate) struct Tracker {
     position: Option<u64>,
     /// The highest seq delivered in `epoch`; anything at or below is a duplicate.
     floor: Option<u64>,
+    /// A hole the hub announced and the application was told about, not yet
+    /// passed: its `before` message is let through whatever its `prev`. Kept
+    /// across reconnections within the epoch, so that the same `gap` frame in
+    /// a resume's replay is not reported twice.
+    hole: Option<Hole>,
     /// What the hub knows of this subscription on the current connection.
     phase: Phase,
 }
@@ -61,6 +72,28 @@ pub(crate) enum Verdict {
     Ignore,
     /// Messages were missed on a feed: renew the subscription with `since`.
     Gap,
+}
+
+/// A hole announced by a `gap` frame and reported to the application.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Hole {
+    /// The seq the next message continues from: the message with this seq
+    /// follows the hole, whatever its `prev`.
+    before: u64,
+}
+
+/// What to do with one `gap` frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum GapVerdict {
+    /// Tell the application that every message with `after_seq < seq <
+    /// before_seq` is lost; the message `before_seq` is let through.
+    Report { after_seq: u64, before_seq: u64 },
+    /// Old news (already passed, or already reported), not a feed, or not for
+    /// the current subscription: drop.
+    Ignore,
+    /// The hole starts above the position held: messages before it were
+    /// missed. Renew the subscription with `since`, as for a `prev` gap.
+    Renew,
 }
 
 /// A feed resume that the bus could not serve: messages were lost.
@@ -97,6 +130,7 @@ impl Tracker {
             epoch,
             position,
             floor,
+            hole: None,
             phase: Phase::Idle,
         }
     }
@@ -113,7 +147,7 @@ impl Tracker {
         self.mode
     }
 
-    #[cfg(test)]
+    /// The bus epoch of the position held.
     pub(crate) fn epoch(&self) -> Option<&str> {
         self.epoch.as_deref()
     }
@@ -200,6 +234,15 @@ impl Tracker {
         if ack.epoch.is_some() {
             self.epoch = ack.epoch.clone();
         }
+        // A hole reported in this epoch stays pending while the position is
+        // still before it: the replay may announce it again.
+        let hole_ahead = matches!(
+            (self.hole, self.position),
+            (Some(hole), Some(pos)) if pos < hole.before
+        );
+        if !(same_epoch && hole_ahead) {
+            self.hole = None;
+        }
         self.phase = Phase::Live;
         Some(AckOutcome {
             lost,
@@ -226,16 +269,47 @@ impl Tracker {
         if self.floor.is_some_and(|floor| msg.seq <= floor) {
             return Verdict::Duplicate;
         }
+        // The message right after an announced hole carries the bus's `prev`,
+        // which says nothing about what this subscription holds.
+        if self.hole.is_some_and(|h| h.before == msg.seq) {
+            return Verdict::Deliver;
+        }
         if self.mode == Some(Mode::Feed) && self.position.is_some_and(|pos| msg.prev > pos) {
             return Verdict::Gap;
         }
         Verdict::Deliver
     }
 
+    /// Judges one `gap` frame of this topic (see the module doc).
+    pub(crate) fn on_gap(&mut self, gap: &Gap) -> GapVerdict {
+        if self.phase != Phase::Live || self.mode != Some(Mode::Feed) {
+            return GapVerdict::Ignore;
+        }
+        let Some(pos) = self.position else {
+            return GapVerdict::Ignore;
+        };
+        if gap.before <= pos || self.hole.is_some_and(|h| h.before == gap.before) {
+            return GapVerdict::Ignore;
+        }
+        if gap.after > pos {
+            return GapVerdict::Renew;
+        }
+        // `after` below the position: the start of the hole was delivered
+        // already (an overlap), what is lost for the application starts here.
+        self.hole = Some(Hole { before: gap.before });
+        GapVerdict::Report {
+            after_seq: pos,
+            before_seq: gap.before,
+        }
+    }
+
     /// Records that the message with this seq reached the application.
     pub(crate) fn advance(&mut self, seq: u64) {
         self.position = Some(seq);
         self.floor = Some(self.floor.map_or(seq, |f| f.max(seq)));
+        if self.hole.is_some_and(|h| seq >= h.before) {
+            self.hole = None;
+        }
     }
 
     /// The connection dropped: the next one subscribes again (unless suspended).
@@ -499,6 +573,114 @@ mod tests {
         assert!(!tr.unsuspend());
         assert_eq!(tr.phase(), &Phase::Idle);
         assert_eq!(tr.subscribe_frame(3).since, Some(1));
+    }
+
+    fn gap(after: u64, before: u64) -> Gap {
+        Gap {
+            topic: T.into(),
+            after,
+            before,
+        }
+    }
+
+    /// A live feed subscription that delivered up to `at`.
+    fn live_feed_at(at: u64) -> Tracker {
+        let mut tr = Tracker::new(T.into(), None, None);
+        tr.subscribe_frame(1);
+        tr.on_ack(&ack(1, Mode::Feed, "E1", at, None)).unwrap();
+        tr
+    }
+
+    #[test]
+    fn announced_hole_lets_the_next_message_through_whatever_its_prev() {
+        let mut tr = live_feed_at(5);
+        assert_eq!(feed(&mut tr, &[msg(6, 5)]), (vec![6], None));
+        assert_eq!(
+            tr.on_gap(&gap(6, 9)),
+            GapVerdict::Report {
+                after_seq: 6,
+                before_seq: 9
+            }
+        );
+        // 9's prev is the bus's (8 is inside the hole, above the position):
+        // no renewal. After it, `prev` is checked again.
+        let (got, renew) = feed(&mut tr, &[msg(9, 8), msg(10, 9), msg(13, 12)]);
+        assert_eq!((got, renew), (vec![9, 10], Some(13)));
+    }
+
+    #[test]
+    fn the_hole_passes_only_its_before_message() {
+        let mut tr = live_feed_at(6);
+        tr.on_gap(&gap(6, 9));
+        assert_eq!(tr.check(&msg(11, 10)), Verdict::Gap);
+        assert_eq!(tr.check(&msg(9, 7)), Verdict::Deliver);
+    }
+
+    #[test]
+    fn gap_starting_above_the_position_renews_with_since() {
+        let mut tr = live_feed_at(6);
+        assert_eq!(tr.on_gap(&gap(7, 9)), GapVerdict::Renew);
+        // Nothing was recorded: 9 is a discontinuity too.
+        assert_eq!(tr.check(&msg(9, 8)), Verdict::Gap);
+        assert_eq!(tr.subscribe_frame(2).since, Some(6));
+    }
+
+    #[test]
+    fn gap_overlapping_what_was_delivered_reports_from_the_position() {
+        let mut tr = live_feed_at(5);
+        feed(&mut tr, &[msg(7, 5)]);
+        assert_eq!(
+            tr.on_gap(&gap(5, 9)),
+            GapVerdict::Report {
+                after_seq: 7,
+                before_seq: 9
+            }
+        );
+        // Already passed: old news.
+        assert_eq!(tr.on_gap(&gap(3, 7)), GapVerdict::Ignore);
+        assert_eq!(tr.on_gap(&gap(3, 6)), GapVerdict::Ignore);
+    }
+
+    #[test]
+    fn gap_frames_are_ignored_on_state_topics_and_outside_live() {
+        let mut tr = Tracker::new(T.into(), None, None);
+        tr.subscribe_frame(1);
+        // Before the ack: it belongs to an older subscription.
+        assert_eq!(tr.on_gap(&gap(0, 9)), GapVerdict::Ignore);
+        tr.on_ack(&ack(1, Mode::State, "E1", 6, None)).unwrap();
+        assert_eq!(tr.on_gap(&gap(6, 9)), GapVerdict::Ignore);
+        assert_eq!(tr.on_gap(&gap(7, 9)), GapVerdict::Ignore);
+
+        let mut tr = live_feed_at(6);
+        tr.suspend();
+        assert_eq!(tr.on_gap(&gap(6, 9)), GapVerdict::Ignore);
+    }
+
+    #[test]
+    fn the_same_gap_in_a_resume_replay_is_reported_once() {
+        let mut tr = live_feed_at(6);
+        assert!(matches!(tr.on_gap(&gap(6, 9)), GapVerdict::Report { .. }));
+        // The connection drops before 9 arrives; the resume's replay
+        // announces the hole again, at its place.
+        tr.on_disconnect();
+        assert_eq!(tr.subscribe_frame(2).since, Some(6));
+        tr.on_ack(&ack(2, Mode::Feed, "E1", 9, Some(true))).unwrap();
+        assert_eq!(tr.on_gap(&gap(6, 9)), GapVerdict::Ignore);
+        assert_eq!(feed(&mut tr, &[msg(9, 8), msg(10, 9)]), (vec![9, 10], None));
+        // A later replay that overlaps it again: passed, old news.
+        assert_eq!(tr.on_gap(&gap(6, 9)), GapVerdict::Ignore);
+    }
+
+    #[test]
+    fn a_new_epoch_forgets_the_announced_hole() {
+        let mut tr = live_feed_at(6);
+        tr.on_gap(&gap(6, 9));
+        tr.on_disconnect();
+        tr.subscribe_frame(2);
+        tr.on_ack(&ack(2, Mode::Feed, "E2", 0, Some(false)))
+            .unwrap();
+        // Seq 9 of the new epoch is an ordinary message: its prev counts.
+        assert_eq!(tr.check(&msg(9, 8)), Verdict::Gap);
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The SDK against a scripted fake hub (a real websocket server on loopback
 //! whose frames the test writes by hand): close codes, `drain`, heartbeats,
-//! `prev` gaps, resume bookkeeping and local overflow, each forced exactly,
-//! which a real hub cannot be made to do on cue.
+//! `prev` gaps, announced `gap` frames, resume bookkeeping and local
+//! overflow, each forced exactly, which a real hub cannot be made to do on
+//! cue.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -20,8 +21,8 @@ use tribune_client::{
     Client, ConnectionEvent, DisconnectReason, Event, SubscribeOptions, Subscription,
 };
 use tribune_protocol::{
-    Ack, ClientFrame, Drain, Message, Mode, ServerFrame, Subscribe, Welcome, decode_client,
-    encode_server,
+    Ack, ClientFrame, Drain, Gap, Message, Mode, Pong, ServerFrame, Subscribe, Welcome,
+    decode_client, encode_server,
 };
 
 const T: &str = "clips.lausanne2020.speed-skating";
@@ -138,6 +139,15 @@ impl FakeConn {
         }
     }
 
+    /// A renewal on the same connection: `unsubscribe` of `T`, then `subscribe`.
+    async fn expect_resubscribe(&mut self) -> Subscribe {
+        match self.recv().await {
+            ClientFrame::Unsubscribe(u) => assert_eq!(u.topic, T),
+            other => panic!("expected unsubscribe, got {other:?}"),
+        }
+        self.expect_subscribe().await
+    }
+
     async fn ack_subscribe(
         &mut self,
         s: &Subscribe,
@@ -159,6 +169,15 @@ impl FakeConn {
 
     async fn message(&mut self, seq: u64, prev: u64) {
         self.send(ServerFrame::Message(msg(seq, prev))).await;
+    }
+
+    async fn gap(&mut self, after: u64, before: u64) {
+        self.send(ServerFrame::Gap(Gap {
+            topic: T.into(),
+            after,
+            before,
+        }))
+        .await;
     }
 
     async fn close(&mut self, code: u16) {
@@ -415,11 +434,7 @@ async fn prev_gap_resubscribes_with_since_on_the_same_connection() {
     conn.message(4, 3).await;
     // Still in flight from the old subscription: ignored.
     conn.message(5, 4).await;
-    match conn.recv().await {
-        ClientFrame::Unsubscribe(u) => assert_eq!(u.topic, T),
-        other => panic!("expected unsubscribe, got {other:?}"),
-    }
-    let s = conn.expect_subscribe().await;
+    let s = conn.expect_resubscribe().await;
     assert_eq!((s.since, s.epoch.as_deref()), (Some(2), Some("E1")));
     conn.ack_subscribe(&s, Mode::Feed, "E1", 5, Some(true))
         .await;
@@ -434,6 +449,77 @@ async fn prev_gap_resubscribes_with_since_on_the_same_connection() {
         v
     };
     assert_eq!(got, [1, 2, 3, 4, 5, 6]);
+}
+
+#[tokio::test]
+async fn announced_gap_is_reported_and_the_feed_goes_on_without_resubscribing() {
+    let mut hub = FakeHub::start().await;
+    let builder = Client::builder(hub.url());
+    let (client, mut sub, mut conn) = connected(&mut hub, builder, 0).await;
+    conn.message(1, 0).await;
+    conn.message(2, 1).await;
+    // 3..6 aged out of the bus before the hub could repair: it says so, then
+    // sends 7 with the `prev` the bus knows (5, inside the hole, above 2).
+    conn.gap(2, 7).await;
+    conn.message(7, 5).await;
+    conn.message(8, 7).await;
+    assert_eq!(next_seq(&mut sub).await, 1);
+    assert_eq!(next_seq(&mut sub).await, 2);
+    match next_event(&mut sub).await {
+        Event::Gap {
+            topic,
+            after_seq,
+            before_seq,
+            epoch_changed,
+            epoch,
+        } => {
+            assert_eq!((topic.as_str(), after_seq, before_seq), (T, 2, Some(7)));
+            assert!(!epoch_changed);
+            assert_eq!(epoch.as_deref(), Some("E1"));
+        }
+        other => panic!("expected Gap, got {other:?}"),
+    }
+    assert_eq!(next_seq(&mut sub).await, 7);
+    assert_eq!(next_seq(&mut sub).await, 8);
+    // The task handled 7 and 8 before this ping: had it resubscribed, an
+    // unsubscribe and a subscribe would come first.
+    let pinging = tokio::spawn(async move { client.ping().await });
+    let id = match conn.recv().await {
+        ClientFrame::Ping(p) => p.id,
+        other => panic!("expected only the ping, got {other:?}"),
+    };
+    conn.send(ServerFrame::Pong(Pong { id })).await;
+    timeout(WAIT, pinging).await.unwrap().unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn gap_frame_past_what_was_received_resubscribes_with_since() {
+    let mut hub = FakeHub::start().await;
+    let builder = Client::builder(hub.url());
+    let (_client, mut sub, mut conn) = connected(&mut hub, builder, 0).await;
+    conn.message(1, 0).await;
+    assert_eq!(next_seq(&mut sub).await, 1);
+    // The hole starts after 3, but 2 and 3 never arrived.
+    conn.gap(3, 7).await;
+    let s = conn.expect_resubscribe().await;
+    assert_eq!((s.since, s.epoch.as_deref()), (Some(1), Some("E1")));
+    conn.ack_subscribe(&s, Mode::Feed, "E1", 7, Some(true))
+        .await;
+    conn.message(2, 1).await;
+    conn.message(3, 2).await;
+    conn.gap(3, 7).await;
+    conn.message(7, 0).await;
+    assert_eq!(next_seq(&mut sub).await, 2);
+    assert_eq!(next_seq(&mut sub).await, 3);
+    assert!(matches!(
+        next_event(&mut sub).await,
+        Event::Gap {
+            after_seq: 3,
+            before_seq: Some(7),
+            ..
+        }
+    ));
+    assert_eq!(next_seq(&mut sub).await, 7);
 }
 
 #[tokio::test]
@@ -456,10 +542,15 @@ async fn unrecovered_resume_yields_an_explicit_gap() {
         Event::Gap {
             topic,
             after_seq,
+            before_seq,
             epoch_changed,
             epoch,
         } => {
             assert_eq!((topic.as_str(), after_seq, epoch_changed), (T, 1, false));
+            assert_eq!(
+                before_seq, None,
+                "a failed resume does not know where loss ends"
+            );
             assert_eq!(epoch.as_deref(), Some("E1"));
         }
         other => panic!("expected Gap, got {other:?}"),

@@ -1,7 +1,8 @@
 //! The SDK and the editors' `Publisher` against real hubs on a real
 //! nats-server (JetStream): publish and receive, exactly-once delivery across
-//! a hub restart, a takeover by a second node and a drain, and the explicit
-//! gap when retention ran out while the hub was away.
+//! a hub restart, a takeover by a second node and a drain, the explicit gap
+//! when retention ran out while the hub was away, and the hub's `gap` frame
+//! when the bus removed messages while the hub's link to it was cut.
 //!
 //! Needs `target/debug/tribune-hub` and nats-server 2.11+ (`scripts/install-nats`).
 
@@ -14,9 +15,9 @@ use tokio::time::{Instant, timeout};
 use tribune_client::{
     Client, ConnectionEvent, DisconnectReason, Event, PublishErrorKind, Publisher, Subscription,
 };
-use tribune_tests::Hub;
 use tribune_tests::hub::ConfigFile;
-use tribune_tests::nats::NatsServer;
+use tribune_tests::nats::{NatsServer, TcpProxy};
+use tribune_tests::{Hub, eventually};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -400,6 +401,73 @@ async fn retention_run_out_while_the_hub_was_down_is_a_gap() {
         .unwrap()
         .seq;
     assert_eq!(next_message(&mut sub).await, (live, json!({"n": 12})));
+}
+
+#[tokio::test]
+async fn messages_removed_from_the_bus_while_the_link_was_cut_are_an_announced_gap() {
+    let nats = NatsServer::start().await;
+    // The hub reaches NATS through a proxy that the test cuts; the fan's
+    // websocket and the editor are not behind it.
+    let proxy = TcpProxy::start(&nats.url()).await;
+    // Every namespace retains 3, so the stream keeps 4 per subject and
+    // removes older messages while the hub is away.
+    let cfg = ConfigFile::new(
+        "[namespaces.results]\nmode = \"state\"\nretained = 3\n\
+         [namespaces.clips]\nmode = \"feed\"\nretained = 3\n\
+         [bus]\nrequest_timeout_ms = 1000\nping_interval_ms = 500\n",
+    );
+    let hub = Hub::start(&["--nats", &proxy.url(), "--config", cfg.path()]).await;
+    let client = Client::builder(hub.ws_url()).connect().await.unwrap();
+    let topic = "clips.sdk.hole";
+    let mut sub = client.subscribe(topic).await.unwrap();
+    let publisher = Publisher::connect(&nats.url()).await.unwrap();
+    let mut seqs = Vec::new();
+    for n in 0..12 {
+        if n == 2 {
+            proxy.cut();
+            eventually(
+                "/readyz 503 while the hub's link to NATS is cut",
+                WAIT,
+                || async { (hub.get("/readyz").await.0 == 503).then_some(()) },
+            )
+            .await;
+        }
+        let seq = publisher
+            .publish(topic, &json!({ "n": n }))
+            .await
+            .unwrap()
+            .seq;
+        seqs.push(seq);
+        if n < 2 {
+            assert_eq!(next_message(&mut sub).await.0, seq);
+        }
+    }
+    proxy.restore();
+    let before = match next_event(&mut sub).await {
+        Event::Gap {
+            after_seq,
+            before_seq: Some(before),
+            epoch_changed: false,
+            ..
+        } => {
+            assert_eq!(after_seq, seqs[1]);
+            before
+        }
+        other => panic!("expected the hub's gap after {}, got {other:?}", seqs[1]),
+    };
+    // The bus kept the last 4: what follows the gap is them, in order, the
+    // first one whatever the `prev` the bus gave it.
+    let kept = seqs
+        .iter()
+        .position(|s| *s == before)
+        .expect("before is a seq");
+    assert!(
+        kept > 2,
+        "the hole holds removed messages: {before} in {seqs:?}"
+    );
+    for &seq in &seqs[kept..] {
+        assert_eq!(next_message(&mut sub).await.0, seq);
+    }
 }
 
 #[tokio::test]

@@ -209,14 +209,18 @@ async fn tail(args: Tail) -> Result<(), Failure> {
                             Some(format!("{} #{} {}", msg.topic, msg.seq, msg.data.get()))
                         }
                     }
-                    Event::Gap { topic, after_seq, epoch_changed, epoch } => {
+                    Event::Gap { topic, after_seq, before_seq, epoch_changed, epoch } => {
                         if args.json {
                             Some(serde_json::json!({
                                 "type": "gap", "topic": topic, "after_seq": after_seq,
-                                "epoch_changed": epoch_changed, "epoch": epoch,
+                                "before_seq": before_seq, "epoch_changed": epoch_changed, "epoch": epoch,
                             }).to_string())
                         } else {
-                            eprintln!("tribune: {topic}: messages after #{after_seq} are no longer retained{}",
+                            let lost = match before_seq {
+                                Some(before) => format!("messages after #{after_seq} and before #{before} were lost on the bus"),
+                                None => format!("messages after #{after_seq} are no longer retained"),
+                            };
+                            eprintln!("tribune: {topic}: {lost}{}",
                                 if epoch_changed { " (the bus epoch changed)" } else { "" });
                             None
                         }

@@ -1,0 +1,97 @@
+//! What handles ask of the connection task: the [`Command`]s that
+//! [`Client`](crate::Client) and [`Subscription`](crate::Subscription) send it,
+//! with what a subscribe request carries ([`SubscribeOptions`]) and answers
+//! ([`SubscribeInfo`]).
+//!
+//! It sits below both the handles and the task, so that neither imports the
+//! other to talk.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::value::RawValue;
+use tokio::sync::oneshot;
+use tribune_protocol::Mode;
+
+use crate::error::{PingError, PublishError, ReactError, SubscribeError, UnsubscribeError};
+use crate::queue::SubQueue;
+
+/// A request from a handle to the connection task.
+pub(crate) enum Command {
+    Subscribe {
+        topic: String,
+        key: u64,
+        options: SubscribeOptions,
+        queue: Arc<SubQueue>,
+        reply: oneshot::Sender<Result<SubscribeInfo, SubscribeError>>,
+    },
+    Unsubscribe {
+        topic: String,
+        key: u64,
+        reply: Option<oneshot::Sender<Result<(), UnsubscribeError>>>,
+    },
+    /// The application drained an overflowed feed subscription.
+    CaughtUp {
+        topic: String,
+        key: u64,
+    },
+    Publish {
+        topic: String,
+        data: Box<RawValue>,
+        reply: oneshot::Sender<Result<(), PublishError>>,
+    },
+    React {
+        topic: String,
+        reaction: String,
+        reply: oneshot::Sender<Result<(), ReactError>>,
+    },
+    Ping {
+        reply: oneshot::Sender<Result<Duration, PingError>>,
+    },
+    Close {
+        reply: oneshot::Sender<()>,
+    },
+}
+
+/// Options of [`Client::subscribe_with`](crate::Client::subscribe_with).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SubscribeOptions {
+    /// Replay the latest N retained messages first (hub default: 1 for
+    /// `state`, 0 for `feed`).
+    pub history: Option<u32>,
+    /// Resume after this seq of this epoch (from an earlier session): the hub
+    /// replays everything after it, or the stream starts with [`Event::Gap`](crate::Event::Gap)
+    /// on a feed.
+    pub since: Option<(u64, String)>,
+}
+
+impl SubscribeOptions {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Replay the latest `n` retained messages.
+    pub fn history(mut self, n: u32) -> Self {
+        self.history = Some(n);
+        self
+    }
+
+    /// Resume after `seq` of `epoch`.
+    pub fn since(mut self, seq: u64, epoch: impl Into<String>) -> Self {
+        self.since = Some((seq, epoch.into()));
+        self
+    }
+}
+
+/// What the hub said when the subscription started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscribeInfo {
+    /// `state` or `feed`, from the namespace.
+    pub mode: Mode,
+    /// The bus epoch: with a seq, the resume point of a later session.
+    pub epoch: String,
+    /// The latest seq of the topic when the subscription started (0 if none).
+    pub seq: u64,
+    /// Present when `since` was given: whether everything after it was replayed.
+    pub recovered: Option<bool>,
+}
