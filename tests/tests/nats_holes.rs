@@ -828,7 +828,6 @@ async fn fans_of_a_sigkilled_hub_resume_on_another_and_lose_nothing() {
 /// its own config, read once at connect, so it repairs from the oldest stored
 /// message with a `prev` that claims continuity: 340 messages lost, no gap.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fails on 7a7758a: a stream limit lowered by another hub makes a silent hole"]
 async fn a_stream_limit_lowered_by_another_hub_still_makes_no_silent_hole() {
     let _alone = ONE_AT_A_TIME.lock().await;
     let started = Instant::now();

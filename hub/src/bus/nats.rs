@@ -103,9 +103,6 @@ struct Inner {
     timeout: Duration,
     /// Connection state, epoch and generation, watched by registry and /readyz.
     status: watch::Sender<BusStatus>,
-    /// How the stream removes a subject's oldest messages, from its config;
-    /// unset (before the stream is read): assume anything may be removed.
-    eviction: std::sync::OnceLock<Eviction>,
 }
 
 /// What removes a subject's oldest messages besides `max_age`: decides
@@ -265,17 +262,13 @@ pub async fn connect(cfg: &BusConfig, max_retained: u32) -> anyhow::Result<NatsB
         managed_config,
         timeout,
         status,
-        eviction: std::sync::OnceLock::new(),
     });
 
     let created = match &inner.managed_config {
-        Some(config) => {
-            let _ = inner.eviction.set(Eviction::of(config));
-            inner
-                .bounded(inner.create_or_update_stream(config))
-                .await
-                .map_err(|e| anyhow!("cannot provision stream {}: {e}", cfg.stream))?
-        }
+        Some(config) => inner
+            .bounded(inner.create_or_update_stream(config))
+            .await
+            .map_err(|e| anyhow!("cannot provision stream {}: {e}", cfg.stream))?,
         None => {
             let info = inner
                 .bounded(inner.stream_info())
@@ -288,7 +281,6 @@ pub async fn connect(cfg: &BusConfig, max_retained: u32) -> anyhow::Result<NatsB
                     )
                 })?;
             check_operator_stream(&info, cfg)?;
-            let _ = inner.eviction.set(Eviction::of(&info.config));
             info.created_ns
         }
     };
@@ -767,8 +759,7 @@ impl Inner {
                 // the stream's limits cannot have removed anything yet. The
                 // stored predecessor a direct get cannot give.
                 let oldest = prev == 0;
-                let eviction = self.eviction.get().copied().unwrap_or(Eviction::Any);
-                (prev, oldest && eviction.may_have_removed(m.pending + 1))
+                (prev, oldest && self.may_have_removed(m.pending + 1).await)
             }
         };
         msgs.truncate(limit);
@@ -776,6 +767,19 @@ impl Inner {
             messages: chain(topic, msgs.into_iter(), prev),
             hole,
         })
+    }
+
+    /// Whether a subject holding `stored` messages may have lost older ones,
+    /// by the stream's limits as they are now: another hub with a smaller
+    /// retention, or an operator, may have lowered them since this hub
+    /// connected. Asked only where a hole is possible (rare), so one stream
+    /// info request is cheap; unanswered, assume the worst.
+    async fn may_have_removed(&self, stored: u64) -> bool {
+        let eviction = match self.stream_info().await {
+            Ok(Some(info)) => Eviction::of(&info.config),
+            Ok(None) | Err(_) => Eviction::Any,
+        };
+        eviction.may_have_removed(stored)
     }
 
     async fn last_seqs(&self, topics: &[Topic]) -> BusResult<HashMap<Topic, u64>> {
