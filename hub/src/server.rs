@@ -189,15 +189,12 @@ async fn ws(
         .max_write_buffer_size(limits.queue_bytes * 2 + 64 * 1024)
         .max_message_size(limits.max_frame_bytes)
         .max_frame_size(limits.max_frame_bytes);
+    // The guard alone gives the place back when no connection comes of the
+    // upgrade: axum drops this closure unrun both when the upgrade fails
+    // (after its `on_failed_upgrade` callback) and when the runtime drops the
+    // upgrade task. Counting back in that callback too would count twice.
     let guard = OpenGuard(Some(node.clone()));
     upgrade
-        .on_failed_upgrade({
-            let node = node.clone();
-            move |_| {
-                node.open.fetch_sub(1, Ordering::Relaxed);
-                node.metrics.connections.dec();
-            }
-        })
         // The connection's future itself, not a block wrapping it: a
         // wrapper would hold the socket and the grant for the connection's life.
         .on_upgrade(move |socket| crate::connection::serve(socket, guard.disarm(), id, grant))
