@@ -3,7 +3,8 @@
 //!
 //! Layout (one concern per file):
 //! - `config`: every setting with its default (file, env, flags).
-//! - `server`: listener, HTTP routes, the shared [`server::Node`].
+//! - `node`: the [`node::Node`] every connection shares; its connection count.
+//! - `server`: HTTP routes; the websocket upgrade.
 //! - `handshake`: checks before the upgrade (origin, token, rate, capacity).
 //! - `auth`: token verification and topic grants.
 //! - `connection`: one socket: reader, writer, heartbeats, close codes.
@@ -28,6 +29,7 @@ pub mod drain;
 pub mod handshake;
 pub mod limits;
 pub mod metrics;
+pub mod node;
 pub mod outbox;
 pub mod registry;
 pub mod relay;
@@ -74,7 +76,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let config = Arc::new(config);
     let auth = auth::Authenticator::from_config(&config.auth).map_err(|e| anyhow::anyhow!(e))?;
     let bus = connect_bus(&config).await?;
-    let node = server::Node::new(config.clone(), bus, auth);
+    let node = node::Node::new(config.clone(), bus, auth);
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;

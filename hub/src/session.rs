@@ -18,9 +18,9 @@ use tribune_protocol::{
 
 use crate::auth::Grant;
 use crate::limits::{self, BadFrames};
+use crate::node::Node;
 use crate::outbox::{Frame, Outbox};
 use crate::relay::{JoinRequest, Relay};
-use crate::server::Node;
 
 /// One subscription of this connection.
 struct Sub {
