@@ -3,7 +3,7 @@
 //!
 //! Layout (one concern per file):
 //! - `config`: every setting with its default (file, env, flags).
-//! - `node`: the [`node::Node`] every connection shares; its connection count.
+//! - `node`: the `Node` every connection shares; its connection count.
 //! - `server`: HTTP routes; the websocket upgrade.
 //! - `handshake`: checks before the upgrade (origin, token, rate, capacity).
 //! - `auth`: token verification and topic grants.
@@ -19,23 +19,31 @@
 //! - `drain`: SIGTERM and the paced drain.
 //! - `stats`: audience and reaction windows summed across nodes.
 //! - `demo`: the simulated live event behind `--demo`.
+//!
+//! Public, for `main.rs`, the integration tests and the fuzz targets:
+//! [`run`], `config`, `auth` and `bus`. Every other module is private to the
+//! crate.
 
 pub mod auth;
 pub mod bus;
 pub mod config;
-pub mod connection;
-pub mod demo;
-pub mod drain;
-pub mod handshake;
-pub mod limits;
-pub mod metrics;
-pub mod node;
-pub mod outbox;
-pub mod registry;
-pub mod relay;
-pub mod server;
-pub mod session;
-pub mod stats;
+pub(crate) mod connection;
+pub(crate) mod demo;
+pub(crate) mod drain;
+pub(crate) mod handshake;
+pub(crate) mod limits;
+pub(crate) mod metrics;
+pub(crate) mod node;
+pub(crate) mod outbox;
+// `Registry::get` has no caller left now that the module is private; it
+// goes with the registry's own restructuring (this `expect` then fails and
+// goes too).
+#[expect(dead_code, reason = "Registry::get is unused")]
+pub(crate) mod registry;
+pub(crate) mod relay;
+pub(crate) mod server;
+pub(crate) mod session;
+pub(crate) mod stats;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -46,7 +54,7 @@ use crate::bus::memory::MemoryBus;
 use crate::config::Config;
 
 /// Builds the bus the configuration asks for.
-pub async fn connect_bus(config: &Config) -> anyhow::Result<Arc<dyn Bus>> {
+async fn connect_bus(config: &Config) -> anyhow::Result<Arc<dyn Bus>> {
     // BUS SELECTION
     match &config.bus.url {
         None => {

@@ -263,11 +263,6 @@ impl Session {
         self.ack(r.id);
         Verdict::Continue
     }
-
-    /// Topics this connection is subscribed to.
-    pub fn topics(&self) -> impl Iterator<Item = &Topic> {
-        self.subs.keys()
-    }
 }
 
 impl Drop for Session {
