@@ -3,6 +3,7 @@
 //!
 //! Layout (one concern per file):
 //! - `config`: every setting with its default (file, env, flags).
+//! - `error`: the one error type, `Error<Kind>`, and each area's kinds.
 //! - `node`: the `Node` every connection shares; its connection count.
 //! - `server`: HTTP routes; the websocket upgrade.
 //! - `handshake`: checks before the upgrade (origin, token, rate, capacity).
@@ -21,8 +22,8 @@
 //! - `demo`: the simulated live event behind `--demo`.
 //!
 //! Public, for `main.rs`, the integration tests and the fuzz targets:
-//! [`run`], `config`, `auth` and `bus`. Every other module is private to the
-//! crate.
+//! [`run`], `config`, `auth`, `bus` and `error`. Every other module is
+//! private to the crate.
 
 pub mod auth;
 pub mod bus;
@@ -30,6 +31,7 @@ pub mod config;
 pub(crate) mod connection;
 pub(crate) mod demo;
 pub(crate) mod drain;
+pub mod error;
 pub(crate) mod handshake;
 pub(crate) mod limits;
 pub(crate) mod metrics;

@@ -10,7 +10,7 @@ fn main() -> ExitCode {
     let config = match Config::load(&cli) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("tribune-hub: {e}");
+            eprintln!("tribune-hub: {e:#}");
             return ExitCode::from(2);
         }
     };
