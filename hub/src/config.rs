@@ -304,10 +304,8 @@ impl Config {
     pub fn load(cli: &Cli) -> Result<Config, ConfigError> {
         let mut config = match &cli.config {
             Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|e| {
-                    let message = format!("cannot read {}", path.display());
-                    ConfigError::with_source(ConfigErrorKind::Unreadable, message, e)
-                })?;
+                let text =
+                    std::fs::read_to_string(path).map_err(|e| ConfigError::unreadable(path, e))?;
                 Config::from_toml(&text)
                     .map_err(|e| ConfigError::new(e.kind(), format!("{}: {e}", path.display())))?
             }
@@ -346,7 +344,7 @@ impl Config {
 
     /// Refuses settings that cannot work, with a one-line reason.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let fail = |m: String| Err(ConfigError::new(ConfigErrorKind::Invalid, m));
+        let fail = |m: String| Err(ConfigError::invalid(m));
         // The name is a token of bus subjects (`<prefix>.stats.<node>`).
         let name_ok = (1..=64).contains(&self.node_name.len())
             && self

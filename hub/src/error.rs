@@ -7,7 +7,9 @@
 //!
 //! The text is the line an operator or a client reads, and it is part of the
 //! contract (`--check-config` prints it, a 401 body carries it):
-//! - `{}` is the message, or the kind's own text when there is none;
+//! - `{}` is the message, or the kind's own text when there is none (the
+//!   message is the whole line, not a detail after the kind as in the SDK:
+//!   the hub's texts were written as whole lines and are kept);
 //! - `{:#}` adds `: <cause>` for each cause, as anyhow's `{:#}` does: the
 //!   form for a line that must say everything (`cannot read tribune.toml: No
 //!   such file or directory (os error 2)`).
@@ -17,6 +19,7 @@
 
 use std::error::Error as StdError;
 use std::fmt;
+use std::path::Path;
 use std::sync::Arc;
 
 /// An error of one area, with its kind `K`.
@@ -119,6 +122,25 @@ impl fmt::Display for ConfigErrorKind {
     }
 }
 
+/// A configuration that cannot run.
+pub type ConfigError = Error<ConfigErrorKind>;
+
+impl ConfigError {
+    /// `cannot read <path>`, caused by the I/O error: the TOML file or a key file.
+    pub(crate) fn unreadable(path: &Path, err: std::io::Error) -> Self {
+        Self::with_source(
+            ConfigErrorKind::Unreadable,
+            format!("cannot read {}", path.display()),
+            err,
+        )
+    }
+
+    /// A value out of its range, or settings that cannot go together.
+    pub(crate) fn invalid(message: impl Into<String>) -> Self {
+        Self::new(ConfigErrorKind::Invalid, message)
+    }
+}
+
 /// Why a fan's token was refused at the handshake. The text is the
 /// `message` of the 401 body: it says what is wrong without echoing the token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -154,7 +176,7 @@ impl fmt::Display for AuthErrorKind {
     }
 }
 
-pub type ConfigError = Error<ConfigErrorKind>;
+/// A fan's token refused.
 pub type AuthError = Error<AuthErrorKind>;
 
 #[cfg(test)]

@@ -84,7 +84,7 @@ async fn connect_nats(config: &Config) -> anyhow::Result<Arc<dyn Bus>> {
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let mut shutdown = drain::Shutdown::install()?;
     let config = Arc::new(config);
-    let auth = auth::Authenticator::from_config(&config.auth).map_err(|e| anyhow::anyhow!(e))?;
+    let auth = auth::Authenticator::from_config(&config.auth)?;
     let bus = connect_bus(&config).await?;
     let node = node::Node::new(config.clone(), bus, auth);
     let listener = tokio::net::TcpListener::bind(config.listen)

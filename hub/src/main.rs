@@ -17,7 +17,7 @@ fn main() -> ExitCode {
     // Keys and files of [auth] are read here too, so --check-config refuses
     // what the node would refuse at start.
     if let Err(e) = tribune_hub::auth::Authenticator::from_config(&config.auth) {
-        eprintln!("tribune-hub: auth: {e}");
+        eprintln!("tribune-hub: auth: {e:#}");
         return ExitCode::from(2);
     }
     if cli.check_config {
