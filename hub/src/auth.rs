@@ -10,7 +10,7 @@
 //! Exactly one algorithm is accepted, the configured one: the `alg` of the
 //! token header is compared with it before any key is touched, so `alg: none`
 //! and the classic "RS256 public key used as an HS256 secret" confusion are
-//! refused as [`AuthError::WrongAlgorithm`], whatever the key.
+//! refused as [`AuthErrorKind::WrongAlgorithm`], whatever the key.
 //!
 //! Claims: `sub` (optional, shown in logs), `exp` and `nbf` (optional, checked
 //! with the configured leeway), `aud` (required and checked only when an
@@ -34,6 +34,7 @@ use serde::Deserialize;
 use tribune_protocol::Topic;
 
 use crate::config::AuthConfig;
+use crate::error::{AuthError, AuthErrorKind, ConfigError, ConfigErrorKind};
 
 /// Longest token accepted, in bytes. Real tokens are well under 2 KiB; the
 /// bound keeps a hostile handshake from costing more than a small request.
@@ -48,26 +49,6 @@ pub const MAX_LEEWAY_SECS: u64 = 24 * 3600;
 
 /// How often a JWKS file is looked at for changes, at most.
 const JWKS_CHECK_INTERVAL: Duration = Duration::from_secs(1);
-
-/// Why a token was refused. The `Display` text is the `message` of the 401
-/// body, so it says what is wrong without echoing the token.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum AuthError {
-    #[error("token expired")]
-    Expired,
-    #[error("token not yet valid (nbf is in the future)")]
-    NotYetValid,
-    #[error("token signature does not verify")]
-    BadSignature,
-    #[error("token is not signed with the algorithm this hub accepts")]
-    WrongAlgorithm,
-    #[error("token audience is not this hub")]
-    WrongAudience,
-    #[error("malformed token: {0}")]
-    Malformed(String),
-    #[error("no key to verify this token")]
-    NoKey,
-}
 
 /// What a verified token allows.
 #[derive(Debug, Clone)]
@@ -130,7 +111,7 @@ impl Authenticator {
     ///
     /// Reads the PEM or JWKS file (I/O). The error is the one line printed by
     /// `--check-config`.
-    pub fn from_config(cfg: &AuthConfig) -> Result<Option<Authenticator>, String> {
+    pub fn from_config(cfg: &AuthConfig) -> Result<Option<Authenticator>, ConfigError> {
         let sources = [
             cfg.secret.is_some(),
             cfg.public_key_file.is_some(),
@@ -143,47 +124,51 @@ impl Authenticator {
             // An algorithm or audience without a key is a configuration that
             // looks protected and is not: refuse it rather than run open.
             if cfg.algorithm.is_some() || cfg.audience.is_some() {
-                return Err("auth: algorithm or audience set without a key \
-                            (secret, public_key_file or jwks_file)"
-                    .into());
+                return Err(ConfigError::invalid(
+                    "auth: algorithm or audience set without a key \
+                     (secret, public_key_file or jwks_file)",
+                ));
             }
             return Ok(None);
         }
         if sources > 1 {
-            return Err("auth: set only one of secret, public_key_file, jwks_file".into());
+            return Err(ConfigError::invalid(
+                "auth: set only one of secret, public_key_file, jwks_file",
+            ));
         }
         if cfg.leeway_secs > MAX_LEEWAY_SECS {
-            return Err(format!(
+            return Err(ConfigError::invalid(format!(
                 "auth.leeway_secs must be at most {MAX_LEEWAY_SECS}"
-            ));
+            )));
         }
         let algorithm = match cfg.algorithm.as_deref() {
             None if cfg.secret.is_some() => Algorithm::HS256,
             None => {
-                return Err(
-                    "auth.algorithm is required with a key file (RS256, ES256, EdDSA or HS256)"
-                        .into(),
-                );
+                return Err(ConfigError::invalid(
+                    "auth.algorithm is required with a key file (RS256, ES256, EdDSA or HS256)",
+                ));
             }
             Some("HS256") => Algorithm::HS256,
             Some("RS256") => Algorithm::RS256,
             Some("ES256") => Algorithm::ES256,
             Some("EdDSA") => Algorithm::EdDSA,
             Some(other) => {
-                return Err(format!(
+                return Err(ConfigError::invalid(format!(
                     "auth.algorithm '{other}' is not supported: use HS256, RS256, ES256 or EdDSA"
-                ));
+                )));
             }
         };
 
         let keys = if let Some(secret) = &cfg.secret {
             if algorithm != Algorithm::HS256 {
-                return Err("auth.secret goes with algorithm HS256 only".into());
+                return Err(ConfigError::invalid(
+                    "auth.secret goes with algorithm HS256 only",
+                ));
             }
             if secret.len() < MIN_SECRET_BYTES {
-                return Err(format!(
+                return Err(ConfigError::invalid(format!(
                     "auth.secret must be at least {MIN_SECRET_BYTES} bytes (RFC 7518 section 3.2)"
-                ));
+                )));
             }
             KeySource::Single(Arc::new(DecodingKey::from_secret(secret.as_bytes())))
         } else if let Some(path) = &cfg.public_key_file {
@@ -230,7 +215,7 @@ impl Authenticator {
         check_token_shape(token)?;
         let header = peek_header(token)?;
         if header.alg != self.inner.algorithm_name {
-            return Err(AuthError::WrongAlgorithm);
+            return Err(AuthError::from(AuthErrorKind::WrongAlgorithm));
         }
         let key = match &self.inner.keys {
             KeySource::Single(key) => key.clone(),
@@ -288,23 +273,23 @@ fn peek_header(token: &str) -> Result<PeekedHeader, AuthError> {
     let mut text = |part: &str| -> Result<String, AuthError> {
         let bytes = URL_SAFE_NO_PAD
             .decode(segments.next().unwrap_or_default())
-            .map_err(|_| AuthError::Malformed(format!("{part}: not base64url")))?;
-        String::from_utf8(bytes).map_err(|_| AuthError::Malformed(format!("{part}: not UTF-8")))
+            .map_err(|_| malformed(format!("{part}: not base64url")))?;
+        String::from_utf8(bytes).map_err(|_| malformed(format!("{part}: not UTF-8")))
     };
     let header = text("header")?;
     text("claims")?;
     serde_json::from_str(&header)
-        .map_err(|_| AuthError::Malformed("header is not a JSON object with a string alg".into()))
+        .map_err(|_| malformed("header is not a JSON object with a string alg"))
 }
 
 /// Three base64url segments, within the size bound. Cheap, and it keeps
 /// obvious garbage away from the decoder.
 fn check_token_shape(token: &str) -> Result<(), AuthError> {
     if token.is_empty() {
-        return Err(AuthError::Malformed("empty token".into()));
+        return Err(malformed("empty token"));
     }
     if token.len() > MAX_TOKEN_BYTES {
-        return Err(AuthError::Malformed(format!(
+        return Err(malformed(format!(
             "token longer than {MAX_TOKEN_BYTES} bytes"
         )));
     }
@@ -312,26 +297,25 @@ fn check_token_shape(token: &str) -> Result<(), AuthError> {
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
     {
-        return Err(AuthError::Malformed(
-            "token holds characters outside base64url".into(),
-        ));
+        return Err(malformed("token holds characters outside base64url"));
     }
     if token.bytes().filter(|b| *b == b'.').count() != 2 {
-        return Err(AuthError::Malformed(
-            "token must have three dot-separated parts".into(),
-        ));
+        return Err(malformed("token must have three dot-separated parts"));
     }
     Ok(())
 }
 
+/// What `jsonwebtoken`'s refusal means to the fan.
 fn from_jwt_error(kind: ErrorKind) -> AuthError {
-    match kind {
-        ErrorKind::ExpiredSignature => AuthError::Expired,
-        ErrorKind::ImmatureSignature => AuthError::NotYetValid,
-        ErrorKind::InvalidSignature => AuthError::BadSignature,
-        ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => AuthError::WrongAlgorithm,
-        ErrorKind::InvalidAudience => AuthError::WrongAudience,
-        ErrorKind::MissingRequiredClaim(claim) if claim == "aud" => AuthError::WrongAudience,
+    let refused = match kind {
+        ErrorKind::ExpiredSignature => AuthErrorKind::Expired,
+        ErrorKind::ImmatureSignature => AuthErrorKind::NotYetValid,
+        ErrorKind::InvalidSignature => AuthErrorKind::BadSignature,
+        ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
+            AuthErrorKind::WrongAlgorithm
+        }
+        ErrorKind::InvalidAudience => AuthErrorKind::WrongAudience,
+        ErrorKind::MissingRequiredClaim(claim) if claim == "aud" => AuthErrorKind::WrongAudience,
         // A key that the crypto backend cannot use (a bad JWK, say): the
         // token cannot be verified, and the operator must hear of it.
         ErrorKind::InvalidEcdsaKey
@@ -339,19 +323,28 @@ fn from_jwt_error(kind: ErrorKind) -> AuthError {
         | ErrorKind::InvalidRsaKey(_)
         | ErrorKind::InvalidKeyFormat => {
             tracing::warn!(error = ?kind, "auth: configured key cannot verify tokens");
-            AuthError::BadSignature
+            AuthErrorKind::BadSignature
         }
-        ErrorKind::Base64(_) => AuthError::Malformed("a part is not base64url".into()),
-        ErrorKind::Json(err) => AuthError::Malformed(format!("claims: {err}")),
-        ErrorKind::Utf8(_) => AuthError::Malformed("claims are not UTF-8".into()),
+        ErrorKind::Base64(_) => return malformed("a part is not base64url"),
+        ErrorKind::Json(err) => return malformed(format!("claims: {err}")),
+        ErrorKind::Utf8(_) => return malformed("claims are not UTF-8"),
         ErrorKind::InvalidClaimFormat(claim) => {
-            AuthError::Malformed(format!("claim '{claim}' has the wrong type"))
+            return malformed(format!("claim '{claim}' has the wrong type"));
         }
         ErrorKind::MissingRequiredClaim(claim) => {
-            AuthError::Malformed(format!("claim '{claim}' is missing"))
+            return malformed(format!("claim '{claim}' is missing"));
         }
-        other => AuthError::Malformed(format!("{other:?}")),
-    }
+        other => return malformed(format!("{other:?}")),
+    };
+    refused.into()
+}
+
+/// A token that is not one: `malformed token: <what>`.
+fn malformed(what: impl Into<String>) -> AuthError {
+    AuthError::new(
+        AuthErrorKind::Malformed,
+        format!("malformed token: {}", what.into()),
+    )
 }
 
 fn algorithm_name(algorithm: Algorithm) -> &'static str {
@@ -366,20 +359,25 @@ fn algorithm_name(algorithm: Algorithm) -> &'static str {
 }
 
 /// Reads a PEM public key for `algorithm` (I/O).
-fn read_pem_key(path: &Path, algorithm: Algorithm) -> Result<DecodingKey, String> {
-    let pem = fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+fn read_pem_key(path: &Path, algorithm: Algorithm) -> Result<DecodingKey, ConfigError> {
+    let pem = fs::read(path).map_err(|e| ConfigError::unreadable(path, e))?;
     let key = match algorithm {
         Algorithm::RS256 => DecodingKey::from_rsa_pem(&pem),
         Algorithm::ES256 => DecodingKey::from_ec_pem(&pem),
         Algorithm::EdDSA => DecodingKey::from_ed_pem(&pem),
-        _ => return Err("auth.public_key_file goes with RS256, ES256 or EdDSA".into()),
+        _ => {
+            return Err(ConfigError::invalid(
+                "auth.public_key_file goes with RS256, ES256 or EdDSA",
+            ));
+        }
     };
     key.map_err(|e| {
-        format!(
-            "{}: not a {} public key in PEM: {e}",
+        let message = format!(
+            "{}: not a {} public key in PEM",
             path.display(),
             algorithm_name(algorithm)
-        )
+        );
+        ConfigError::with_source(ConfigErrorKind::Malformed, message, e)
     })
 }
 
@@ -431,17 +429,17 @@ impl FileStamp {
 
 impl JwksFile {
     /// Reads the file once; a node does not start with a JWKS it cannot use.
-    fn open(path: PathBuf, algorithm: Algorithm) -> Result<JwksFile, String> {
+    fn open(path: PathBuf, algorithm: Algorithm) -> Result<JwksFile, ConfigError> {
         let stamp = fs::metadata(&path)
             .map(|m| FileStamp::of(&m))
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            .map_err(|e| ConfigError::unreadable(&path, e))?;
         let keys = read_jwks(&path, algorithm)?;
         if keys.is_empty() {
-            return Err(format!(
+            return Err(ConfigError::invalid(format!(
                 "{}: no key usable with {}",
                 path.display(),
                 algorithm_name(algorithm)
-            ));
+            )));
         }
         Ok(JwksFile {
             path,
@@ -465,9 +463,9 @@ impl JwksFile {
                 .iter()
                 .find(|(id, _)| id.as_deref() == Some(kid))
                 .map(|(_, key)| key.clone())
-                .ok_or(AuthError::NoKey),
+                .ok_or_else(|| AuthErrorKind::NoKey.into()),
             None if state.keys.len() == 1 => Ok(state.keys[0].1.clone()),
-            None => Err(AuthError::NoKey),
+            None => Err(AuthError::from(AuthErrorKind::NoKey)),
         }
     }
 
@@ -512,17 +510,19 @@ impl JwksFile {
                 state.keys = keys;
             }
             Err(err) => {
-                tracing::warn!(path = %self.path.display(), %err, "auth: JWKS file invalid; keeping the current keys");
+                tracing::warn!(path = %self.path.display(), err = %format_args!("{err:#}"), "auth: JWKS file invalid; keeping the current keys");
             }
         }
     }
 }
 
 /// Reads a JWKS file and keeps the keys usable with `algorithm` (I/O).
-fn read_jwks(path: &Path, algorithm: Algorithm) -> Result<KeyRing, String> {
-    let text = fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let set: JwkSet = serde_json::from_slice(&text)
-        .map_err(|e| format!("{}: not a JWKS: {e}", path.display()))?;
+fn read_jwks(path: &Path, algorithm: Algorithm) -> Result<KeyRing, ConfigError> {
+    let text = fs::read(path).map_err(|e| ConfigError::unreadable(path, e))?;
+    let set: JwkSet = serde_json::from_slice(&text).map_err(|e| {
+        let message = format!("{}: not a JWKS", path.display());
+        ConfigError::with_source(ConfigErrorKind::Malformed, message, e)
+    })?;
     let mut keys = Vec::with_capacity(set.keys.len());
     for jwk in &set.keys {
         if !jwk_fits(jwk, algorithm) {
@@ -594,8 +594,8 @@ pub fn token_from_request(
         None => None,
     };
     match (from_query, from_header) {
-        (Some(q), Some(h)) if q != h => Err(AuthError::Malformed(
-            "different tokens in the query and the Authorization header".into(),
+        (Some(q), Some(h)) if q != h => Err(malformed(
+            "different tokens in the query and the Authorization header",
         )),
         (Some(token), _) | (None, Some(token)) => Ok(Some(token)),
         (None, None) => Ok(None),
@@ -614,9 +614,7 @@ fn token_from_query(query: &str) -> Result<Option<String>, AuthError> {
             continue;
         }
         if found.is_some() {
-            return Err(AuthError::Malformed(
-                "token given more than once in the query".into(),
-            ));
+            return Err(malformed("token given more than once in the query"));
         }
         let token = percent_decode(value)?;
         check_token_shape(&token)?;
@@ -627,7 +625,7 @@ fn token_from_query(query: &str) -> Result<Option<String>, AuthError> {
 
 fn token_from_authorization(value: &[u8]) -> Result<Option<String>, AuthError> {
     let value = std::str::from_utf8(value)
-        .map_err(|_| AuthError::Malformed("Authorization header is not text".into()))?
+        .map_err(|_| malformed("Authorization header is not text"))?
         .trim_matches(|c| c == ' ' || c == '\t');
     let (scheme, rest) = value.split_once([' ', '\t']).unwrap_or((value, ""));
     if !scheme.eq_ignore_ascii_case("bearer") {
@@ -659,9 +657,7 @@ fn percent_decode(text: &str) -> Result<String, AuthError> {
                     .and_then(|h| hex(*h))
                     .zip(bytes.get(i + 2).and_then(|l| hex(*l)))
                     .map(|(h, l)| (h << 4) | l)
-                    .ok_or_else(|| {
-                        AuthError::Malformed("bad percent-encoding in the query".into())
-                    })?;
+                    .ok_or_else(|| malformed("bad percent-encoding in the query"))?;
                 out.push(decoded);
                 i += 3;
             }
@@ -675,7 +671,7 @@ fn percent_decode(text: &str) -> Result<String, AuthError> {
             }
         }
     }
-    String::from_utf8(out).map_err(|_| AuthError::Malformed("query token is not UTF-8".into()))
+    String::from_utf8(out).map_err(|_| malformed("query token is not UTF-8"))
 }
 
 #[cfg(test)]
@@ -735,6 +731,11 @@ mod tests {
             URL_SAFE_NO_PAD.encode(header.to_string()),
             URL_SAFE_NO_PAD.encode(claims.to_string())
         )
+    }
+
+    /// Why a verification failed, if it did.
+    fn refusal<T>(result: Result<T, AuthError>) -> Option<AuthErrorKind> {
+        result.err().map(|e| e.kind())
     }
 
     fn pem_config(alg: &str, file: &str) -> AuthConfig {
@@ -810,8 +811,8 @@ mod tests {
             );
             parts[1] = &tampered_claims;
             assert_eq!(
-                a.verify(&parts.join(".")).unwrap_err(),
-                AuthError::BadSignature,
+                a.verify(&parts.join(".")).unwrap_err().kind(),
+                AuthErrorKind::BadSignature,
                 "{name}"
             );
         }
@@ -822,12 +823,12 @@ mod tests {
         let a = auth(&hs256_config());
         let at = |claims: Value| a.verify(&sign(Algorithm::HS256, &hs_key(), None, &claims));
         assert_eq!(
-            at(json!({"exp": now() - 3600})).unwrap_err(),
-            AuthError::Expired
+            at(json!({"exp": now() - 3600})).unwrap_err().kind(),
+            AuthErrorKind::Expired
         );
         assert_eq!(
-            at(json!({"nbf": now() + 3600})).unwrap_err(),
-            AuthError::NotYetValid
+            at(json!({"nbf": now() + 3600})).unwrap_err().kind(),
+            AuthErrorKind::NotYetValid
         );
         // Within the 60 s leeway both pass.
         assert!(at(json!({"exp": now() - 20})).is_ok());
@@ -843,7 +844,10 @@ mod tests {
             None,
             &json!({"exp": now() - 20}),
         );
-        assert_eq!(strict.verify(&token).unwrap_err(), AuthError::Expired);
+        assert_eq!(
+            strict.verify(&token).unwrap_err().kind(),
+            AuthErrorKind::Expired
+        );
         // A fractional NumericDate is read.
         let exp = now() + 100;
         let token = sign(
@@ -860,21 +864,27 @@ mod tests {
         let a = auth(&hs256_config());
         let other = EncodingKey::from_secret(b"another secret that is also 32+ bytes long");
         let token = sign(Algorithm::HS256, &other, None, &claims());
-        assert_eq!(a.verify(&token).unwrap_err(), AuthError::BadSignature);
+        assert_eq!(
+            a.verify(&token).unwrap_err().kind(),
+            AuthErrorKind::BadSignature
+        );
         let es = auth(&pem_config("ES256", "ec.public.pem"));
         let other_ec = EncodingKey::from_ec_pem(&read_key("ec2.private.pem")).unwrap();
         let token = sign(Algorithm::ES256, &other_ec, None, &claims());
-        assert_eq!(es.verify(&token).unwrap_err(), AuthError::BadSignature);
+        assert_eq!(
+            es.verify(&token).unwrap_err().kind(),
+            AuthErrorKind::BadSignature
+        );
         // A correct header and claims with an empty or garbage signature.
         let forged_token = forged(&json!({"alg": "HS256", "typ": "JWT"}), &claims(), "");
         assert_eq!(
-            a.verify(&forged_token).unwrap_err(),
-            AuthError::BadSignature
+            a.verify(&forged_token).unwrap_err().kind(),
+            AuthErrorKind::BadSignature
         );
         let forged_token = forged(&json!({"alg": "HS256"}), &claims(), "c2lnbmF0dXJl");
         assert_eq!(
-            a.verify(&forged_token).unwrap_err(),
-            AuthError::BadSignature
+            a.verify(&forged_token).unwrap_err().kind(),
+            AuthErrorKind::BadSignature
         );
     }
 
@@ -884,24 +894,33 @@ mod tests {
         for alg in ["none", "None", "NONE", "HS512", "RS256", "", "hs256"] {
             let token = forged(&json!({"alg": alg, "typ": "JWT"}), &claims(), "");
             assert_eq!(
-                a.verify(&token).unwrap_err(),
-                AuthError::WrongAlgorithm,
+                a.verify(&token).unwrap_err().kind(),
+                AuthErrorKind::WrongAlgorithm,
                 "{alg}"
             );
         }
         // Really signed with HS512 and the right secret: still refused.
         let token = sign(Algorithm::HS512, &hs_key(), None, &claims());
-        assert_eq!(a.verify(&token).unwrap_err(), AuthError::WrongAlgorithm);
+        assert_eq!(
+            a.verify(&token).unwrap_err().kind(),
+            AuthErrorKind::WrongAlgorithm
+        );
         // Key confusion: the RSA public key used as an HS256 secret.
         let rs = auth(&pem_config("RS256", "rsa.public.pem"));
         let confused = EncodingKey::from_secret(&read_key("rsa.public.pem"));
         let token = sign(Algorithm::HS256, &confused, None, &claims());
-        assert_eq!(rs.verify(&token).unwrap_err(), AuthError::WrongAlgorithm);
+        assert_eq!(
+            rs.verify(&token).unwrap_err().kind(),
+            AuthErrorKind::WrongAlgorithm
+        );
         // An ES256 token against an EdDSA key.
         let ed = auth(&pem_config("EdDSA", "ed.public.pem"));
         let ec = EncodingKey::from_ec_pem(&read_key("ec.private.pem")).unwrap();
         let token = sign(Algorithm::ES256, &ec, None, &claims());
-        assert_eq!(ed.verify(&token).unwrap_err(), AuthError::WrongAlgorithm);
+        assert_eq!(
+            ed.verify(&token).unwrap_err().kind(),
+            AuthErrorKind::WrongAlgorithm
+        );
     }
 
     #[test]
@@ -914,14 +933,17 @@ mod tests {
         assert!(at(json!({"aud": "tribune"})).is_ok());
         assert!(at(json!({"aud": ["ticketing", "tribune"]})).is_ok());
         assert_eq!(
-            at(json!({"aud": "ticketing"})).unwrap_err(),
-            AuthError::WrongAudience
+            at(json!({"aud": "ticketing"})).unwrap_err().kind(),
+            AuthErrorKind::WrongAudience
         );
         assert_eq!(
-            at(json!({"aud": ["a", "b"]})).unwrap_err(),
-            AuthError::WrongAudience
+            at(json!({"aud": ["a", "b"]})).unwrap_err().kind(),
+            AuthErrorKind::WrongAudience
         );
-        assert_eq!(at(json!({})).unwrap_err(), AuthError::WrongAudience);
+        assert_eq!(
+            at(json!({})).unwrap_err().kind(),
+            AuthErrorKind::WrongAudience
+        );
         let without = auth(&hs256_config());
         let token = sign(
             Algorithm::HS256,
@@ -946,13 +968,13 @@ mod tests {
             "eyJhbGciOiJIUzI1NiJ9.!!!.x",
         ] {
             assert!(
-                matches!(a.verify(token), Err(AuthError::Malformed(_))),
+                refusal(a.verify(token)) == Some(AuthErrorKind::Malformed),
                 "{token:?}: {:?}",
                 a.verify(token)
             );
         }
         let long = "a".repeat(MAX_TOKEN_BYTES) + ".b.c";
-        assert!(matches!(a.verify(&long), Err(AuthError::Malformed(_))));
+        assert!(refusal(a.verify(&long)) == Some(AuthErrorKind::Malformed));
         // Claims of the wrong type, correctly signed.
         for bad in [
             json!({"topics": "results.x"}),
@@ -962,7 +984,7 @@ mod tests {
         ] {
             let token = sign(Algorithm::HS256, &hs_key(), None, &bad);
             assert!(
-                matches!(a.verify(&token), Err(AuthError::Malformed(_))),
+                refusal(a.verify(&token)) == Some(AuthErrorKind::Malformed),
                 "{bad}"
             );
         }
@@ -975,14 +997,16 @@ mod tests {
         let signature =
             jsonwebtoken::crypto::sign(message.as_bytes(), &hs_key(), Algorithm::HS256).unwrap();
         assert_eq!(
-            a.verify(&format!("{message}.{signature}")).unwrap_err(),
-            AuthError::Malformed("claims: not UTF-8".into())
+            a.verify(&format!("{message}.{signature}"))
+                .unwrap_err()
+                .to_string(),
+            "malformed token: claims: not UTF-8"
         );
         // A JSON array as claims.
         let token = forged(&json!({"alg": "HS256"}), &json!([1]), "x");
         assert!(matches!(
-            a.verify(&token),
-            Err(AuthError::BadSignature | AuthError::Malformed(_))
+            refusal(a.verify(&token)),
+            Some(AuthErrorKind::BadSignature | AuthErrorKind::Malformed)
         ));
     }
 
@@ -1089,10 +1113,13 @@ mod tests {
             a.verify(&sign(Algorithm::ES256, &one, None, &claims()))
                 .is_ok()
         );
-        assert_eq!(a.verify(&by_two).unwrap_err(), AuthError::NoKey);
+        assert_eq!(a.verify(&by_two).unwrap_err().kind(), AuthErrorKind::NoKey);
         // The right kid with the wrong key's signature.
         let lying = sign(Algorithm::ES256, &two, Some("one"), &claims());
-        assert_eq!(a.verify(&lying).unwrap_err(), AuthError::BadSignature);
+        assert_eq!(
+            a.verify(&lying).unwrap_err().kind(),
+            AuthErrorKind::BadSignature
+        );
 
         // Rotation: key two joins, then key one leaves.
         replace(
@@ -1111,8 +1138,9 @@ mod tests {
         // Two keys: a token without kid is ambiguous.
         assert_eq!(
             a.verify(&sign(Algorithm::ES256, &one, None, &claims()))
-                .unwrap_err(),
-            AuthError::NoKey
+                .unwrap_err()
+                .kind(),
+            AuthErrorKind::NoKey
         );
 
         // A broken file keeps the keys in place.
@@ -1130,7 +1158,7 @@ mod tests {
             assert!(Instant::now() < deadline, "JWKS removal not picked up");
             std::thread::sleep(Duration::from_millis(50));
         }
-        assert_eq!(a.verify(&by_one).unwrap_err(), AuthError::NoKey);
+        assert_eq!(a.verify(&by_one).unwrap_err().kind(), AuthErrorKind::NoKey);
         assert!(a.verify(&by_two).is_ok());
     }
 
@@ -1164,8 +1192,9 @@ mod tests {
         );
         assert_eq!(
             rs.verify(&sign(Algorithm::RS256, &rsa, Some("enc"), &claims()))
-                .unwrap_err(),
-            AuthError::NoKey
+                .unwrap_err()
+                .kind(),
+            AuthErrorKind::NoKey
         );
         let ed = auth(&jwks_config("EdDSA", &path));
         let ed_key = EncodingKey::from_ed_pem(&read_key("ed.private.pem")).unwrap();
@@ -1184,12 +1213,15 @@ mod tests {
         );
         // No ES256 key at all: the node does not start.
         let err = Authenticator::from_config(&jwks_config("ES256", &path)).unwrap_err();
-        assert!(err.contains("no key usable"), "{err}");
+        assert_eq!(err.kind(), ConfigErrorKind::Invalid);
+        assert!(err.to_string().contains("no key usable"), "{err}");
     }
 
     #[test]
     fn bad_configurations_are_refused() {
-        let refused = |cfg: AuthConfig| Authenticator::from_config(&cfg).unwrap_err();
+        // The line `--check-config` prints.
+        let refused =
+            |cfg: AuthConfig| format!("{:#}", Authenticator::from_config(&cfg).unwrap_err());
         assert!(
             refused(AuthConfig {
                 secret: Some("short".into()),
@@ -1328,7 +1360,7 @@ mod tests {
             (None, Some(&b"Bearer \xff.b.c"[..])),
         ] {
             assert!(
-                matches!(t(query, header), Err(AuthError::Malformed(_))),
+                refusal(t(query, header)) == Some(AuthErrorKind::Malformed),
                 "{query:?} {header:?}: {:?}",
                 t(query, header)
             );
@@ -1339,12 +1371,15 @@ mod tests {
 
     #[test]
     fn messages_are_clear_for_the_401_body() {
-        assert_eq!(AuthError::Expired.to_string(), "token expired");
-        assert!(
-            AuthError::Malformed("x".into())
-                .to_string()
-                .contains("malformed token: x")
+        assert_eq!(
+            AuthError::from(AuthErrorKind::Expired).to_string(),
+            "token expired"
         );
-        assert!(AuthError::WrongAlgorithm.to_string().contains("algorithm"));
+        assert!(malformed("x").to_string().contains("malformed token: x"));
+        assert!(
+            AuthError::from(AuthErrorKind::WrongAlgorithm)
+                .to_string()
+                .contains("algorithm")
+        );
     }
 }

@@ -13,6 +13,8 @@ use clap::Parser;
 use serde::{Deserialize, Serialize};
 use tribune_protocol::Mode;
 
+use crate::error::{ConfigError, ConfigErrorKind};
+
 /// The command line (ARCHITECTURE.md section 3).
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -303,20 +305,15 @@ impl Default for Config {
     }
 }
 
-/// A configuration that cannot run; the message is the one line printed.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct ConfigError(pub String);
-
 impl Config {
     /// Builds the effective configuration from the command line.
     pub fn load(cli: &Cli) -> Result<Config, ConfigError> {
         let mut config = match &cli.config {
             Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
+                let text =
+                    std::fs::read_to_string(path).map_err(|e| ConfigError::unreadable(path, e))?;
                 Config::from_toml(&text)
-                    .map_err(|e| ConfigError(format!("{}: {}", path.display(), e.0)))?
+                    .map_err(|e| ConfigError::new(e.kind(), format!("{}: {e}", path.display())))?
             }
             None => Config::default(),
         };
@@ -341,8 +338,10 @@ impl Config {
 
     /// Parses a TOML file's text; namespaces not named keep their defaults.
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
-        let mut config: Config =
-            toml::from_str(text).map_err(|e| ConfigError(e.message().to_string()))?;
+        // The message alone: toml's own text spans several lines (it quotes
+        // the file), and the operator gets one.
+        let mut config: Config = toml::from_str(text)
+            .map_err(|e| ConfigError::new(ConfigErrorKind::Malformed, e.message()))?;
         let mut namespaces = default_namespaces();
         namespaces.append(&mut config.namespaces);
         config.namespaces = namespaces;
@@ -351,7 +350,7 @@ impl Config {
 
     /// Refuses settings that cannot work, with a one-line reason.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let fail = |m: String| Err(ConfigError(m));
+        let fail = |m: String| Err(ConfigError::invalid(m));
         // The name is a token of bus subjects (`<prefix>.stats.<node>`).
         let name_ok = (1..=64).contains(&self.node_name.len())
             && self
@@ -475,13 +474,19 @@ mod tests {
 
     #[test]
     fn bad_files_are_refused_with_a_reason() {
-        assert!(
-            Config::from_toml("nonsense = 1")
-                .unwrap_err()
-                .0
-                .contains("nonsense")
-        );
+        let err = Config::from_toml("nonsense = 1").unwrap_err();
+        assert_eq!(err.kind(), ConfigErrorKind::Malformed);
+        assert!(err.to_string().contains("nonsense"), "{err}");
         let c = Config::from_toml("[namespaces.x]\nmode = \"feed\"\nretained = 0\n").unwrap();
-        assert!(c.validate().unwrap_err().0.contains("retained"));
+        let err = c.validate().unwrap_err();
+        assert_eq!(err.kind(), ConfigErrorKind::Invalid);
+        assert!(err.to_string().contains("retained"), "{err}");
+        let cli = Cli::parse_from(["tribune-hub", "--config", "/nonexistent/tribune.toml"]);
+        let err = Config::load(&cli).unwrap_err();
+        assert_eq!(err.kind(), ConfigErrorKind::Unreadable);
+        assert!(
+            format!("{err:#}").starts_with("cannot read /nonexistent/tribune.toml: "),
+            "{err:#}"
+        );
     }
 }

@@ -17,8 +17,8 @@ use futures::{SinkExt, StreamExt};
 use tribune_protocol::{CloseCode, ServerFrame, Welcome, encode_server};
 
 use crate::auth::Grant;
+use crate::node::{Admission, Node};
 use crate::outbox::{Frame, Outbox, Queued};
-use crate::server::Node;
 use crate::session::{Session, Verdict};
 
 /// How long a closing connection waits for the peer's close frame.
@@ -41,13 +41,12 @@ enum ReaderEnd {
 /// memory.
 pub fn serve(
     socket: WebSocket,
-    node: Arc<Node>,
-    conn_id: u64,
+    admission: Admission,
     grant: Option<Grant>,
 ) -> impl std::future::Future<Output = ()> + Send + 'static {
-    let limits = &node.config.limits;
+    let limits = &admission.node().config.limits;
     let outbox = Arc::new(Outbox::new(limits.queue_bytes, limits.queue_messages));
-    node.attach(conn_id, outbox.clone());
+    let (node, conn_id) = admission.attach(outbox.clone());
     let expires_at = grant.as_ref().and_then(|g| g.expires_at);
     let welcome = ServerFrame::Welcome(Welcome {
         protocol: tribune_protocol::PROTOCOL_VERSION,

@@ -11,7 +11,7 @@ use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 use tribune_protocol::Topic;
 
-use crate::server::Node;
+use crate::node::Node;
 
 /// The results board of the demo event.
 pub const RESULTS_TOPIC: &str = "results.demo2026.speed-skating.mixed-team-sprint";

@@ -11,8 +11,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tribune_protocol::{CloseCode, Drain, ServerFrame, encode_server};
 
+use crate::node::Node;
 use crate::outbox::Frame;
-use crate::server::Node;
 
 /// Interval between two batches of closes.
 const BATCH_EVERY: Duration = Duration::from_millis(100);

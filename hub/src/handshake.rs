@@ -10,7 +10,7 @@ use tribune_protocol::ErrorCode;
 use tribune_protocol::frame::HttpError;
 
 use crate::auth::{Grant, token_from_request};
-use crate::server::Node;
+use crate::node::Node;
 
 /// A handshake refused before the upgrade.
 #[derive(Debug)]

@@ -3,7 +3,9 @@
 //!
 //! Layout (one concern per file):
 //! - `config`: every setting with its default (file, env, flags).
-//! - `server`: listener, HTTP routes, the shared [`server::Node`].
+//! - `error`: the one error type, `Error<Kind>`, and each area's kinds.
+//! - `node`: the `Node` every connection shares; its connection count.
+//! - `server`: HTTP routes; the websocket upgrade.
 //! - `handshake`: checks before the upgrade (origin, token, rate, capacity).
 //! - `auth`: token verification and topic grants.
 //! - `connection`: one socket: reader, writer, heartbeats, close codes.
@@ -19,23 +21,29 @@
 //! - `drain`: SIGTERM and the paced drain.
 //! - `stats`: audience and reaction windows summed across nodes.
 //! - `demo`: the simulated live event behind `--demo`.
+//!
+//! Public, for `main.rs`, the integration tests and the fuzz targets:
+//! [`run`], `config`, `auth`, `bus` and `error`. Every other module is
+//! private to the crate.
 
 pub mod auth;
 pub mod bus;
 pub mod config;
-pub mod connection;
-pub mod demo;
-pub mod drain;
-pub mod handshake;
-pub mod limits;
+pub(crate) mod connection;
+pub(crate) mod demo;
+pub(crate) mod drain;
+pub mod error;
+pub(crate) mod handshake;
+pub(crate) mod limits;
 pub(crate) mod log_limit;
-pub mod metrics;
-pub mod outbox;
-pub mod registry;
-pub mod relay;
-pub mod server;
-pub mod session;
-pub mod stats;
+pub(crate) mod metrics;
+pub(crate) mod node;
+pub(crate) mod outbox;
+pub(crate) mod registry;
+pub(crate) mod relay;
+pub(crate) mod server;
+pub(crate) mod session;
+pub(crate) mod stats;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -46,7 +54,7 @@ use crate::bus::memory::MemoryBus;
 use crate::config::Config;
 
 /// Builds the bus the configuration asks for.
-pub async fn connect_bus(config: &Config) -> anyhow::Result<Arc<dyn Bus>> {
+async fn connect_bus(config: &Config) -> anyhow::Result<Arc<dyn Bus>> {
     // BUS SELECTION
     match &config.bus.url {
         None => {
@@ -74,9 +82,9 @@ async fn connect_nats(config: &Config) -> anyhow::Result<Arc<dyn Bus>> {
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let mut shutdown = drain::Shutdown::install()?;
     let config = Arc::new(config);
-    let auth = auth::Authenticator::from_config(&config.auth).map_err(|e| anyhow::anyhow!(e))?;
+    let auth = auth::Authenticator::from_config(&config.auth)?;
     let bus = connect_bus(&config).await?;
-    let node = server::Node::new(config.clone(), bus, auth);
+    let node = node::Node::new(config.clone(), bus, auth);
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;

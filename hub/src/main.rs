@@ -10,14 +10,14 @@ fn main() -> ExitCode {
     let config = match Config::load(&cli) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("tribune-hub: {e}");
+            eprintln!("tribune-hub: {e:#}");
             return ExitCode::from(2);
         }
     };
     // Keys and files of [auth] are read here too, so --check-config refuses
     // what the node would refuse at start.
     if let Err(e) = tribune_hub::auth::Authenticator::from_config(&config.auth) {
-        eprintln!("tribune-hub: auth: {e}");
+        eprintln!("tribune-hub: auth: {e:#}");
         return ExitCode::from(2);
     }
     if cli.check_config {

@@ -179,16 +179,6 @@ impl Outbox {
         }
         notified.await;
     }
-
-    /// Frames and bytes queued now (metrics and tests).
-    pub fn len(&self) -> (usize, usize) {
-        let q = self.queue.lock();
-        (q.frames.len(), q.bytes)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.queue.lock().frames.is_empty()
-    }
 }
 
 #[cfg(test)]

@@ -126,11 +126,6 @@ impl Registry {
         self.relays.iter().map(|e| e.value().clone()).collect()
     }
 
-    /// The relay of a topic, if active.
-    pub fn get(&self, topic: &str) -> Option<Arc<Relay>> {
-        self.relays.get(topic).map(|e| e.value().clone())
-    }
-
     /// Watches the bus and checks active topics; runs for the node's life.
     pub async fn watch_bus(self: Arc<Self>) {
         let mut status = self.bus.status();

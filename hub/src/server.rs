@@ -1,4 +1,5 @@
-//! The listener, the HTTP routes and the node state every connection shares.
+//! The node's HTTP routes: the websocket upgrade, after the handshake's
+//! checks, and the plain HTTP endpoints.
 //!
 //! Routes (PROTOCOL.md sections 1 and 9): `GET /v1/ws`, `GET /healthz`,
 //! `GET /readyz`, `GET /metrics`, `POST /v1/publish`, and the web assets: the
@@ -6,7 +7,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use axum::Router;
 use axum::body::Bytes as Body;
@@ -16,124 +16,15 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bytes::Bytes;
-use dashmap::DashMap;
 use rust_embed::RustEmbed;
 use tribune_protocol::frame::{HttpError, PublishRequest, PublishResponse};
 use tribune_protocol::{ErrorCode, Topic};
 
-use crate::auth::Authenticator;
-use crate::bus::Bus;
-use crate::config::Config;
-use crate::limits::{self, HandshakeLimiter};
-use crate::metrics::Metrics;
-use crate::outbox::Outbox;
-use crate::registry::Registry;
-use crate::stats::Stats;
+use crate::node::Node;
 
 /// Initial read buffer of a connection: a fan's frames are small (a
 /// subscribe is ~100 bytes); a larger frame grows it on demand.
 const READ_BUFFER: usize = 128;
-
-/// Everything a node's connections share.
-pub struct Node {
-    pub config: Arc<Config>,
-    pub bus: Arc<dyn Bus>,
-    pub registry: Arc<Registry>,
-    pub metrics: Arc<Metrics>,
-    pub stats: Arc<Stats>,
-    pub auth: Option<Authenticator>,
-    pub handshakes: HandshakeLimiter,
-    /// Open connections' outboxes, for the paced drain.
-    connections: DashMap<u64, Arc<Outbox>>,
-    /// Connections accepted and not yet detached, including those upgrading.
-    open: AtomicUsize,
-    draining: AtomicBool,
-    next_conn: AtomicU64,
-    /// `limits.max_connections`, lowered to what the process's file limit
-    /// can hold with room for handshakes in flight: past it the node answers
-    /// 503 rather than failing `accept` with EMFILE.
-    pub max_connections: usize,
-}
-
-impl Node {
-    pub fn new(config: Arc<Config>, bus: Arc<dyn Bus>, auth: Option<Authenticator>) -> Arc<Node> {
-        let config_max = config.limits.max_connections;
-        let metrics = Arc::new(Metrics::new());
-        let registry = Registry::new(bus.clone(), config.clone(), metrics.clone());
-        let stats = Stats::new(
-            config.clone(),
-            registry.clone(),
-            bus.clone(),
-            metrics.clone(),
-        );
-        Arc::new(Node {
-            handshakes: limits::handshake_rate(&config.limits),
-            config,
-            bus,
-            registry,
-            metrics,
-            stats,
-            auth,
-            connections: DashMap::new(),
-            open: AtomicUsize::new(0),
-            draining: AtomicBool::new(false),
-            next_conn: AtomicU64::new(1),
-            max_connections: connection_cap(config_max, file_limit()),
-        })
-    }
-
-    pub fn is_draining(&self) -> bool {
-        self.draining.load(Ordering::Relaxed)
-    }
-
-    pub fn start_draining(&self) {
-        self.draining.store(true, Ordering::Relaxed);
-        self.metrics.draining.set(1);
-    }
-
-    pub fn connection_count(&self) -> usize {
-        self.open.load(Ordering::Relaxed)
-    }
-
-    pub(crate) fn attach(&self, id: u64, outbox: Arc<Outbox>) {
-        self.connections.insert(id, outbox);
-    }
-
-    pub(crate) fn detach(&self, id: u64) {
-        self.connections.remove(&id);
-        self.open.fetch_sub(1, Ordering::Relaxed);
-        self.metrics.connections.dec();
-    }
-
-    /// The outboxes of every open connection (drain).
-    pub fn outboxes(&self) -> Vec<Arc<Outbox>> {
-        self.connections.iter().map(|e| e.value().clone()).collect()
-    }
-
-    fn is_ready(&self) -> bool {
-        !self.is_draining() && self.bus.status().borrow().connected
-    }
-}
-
-/// The process's soft limit on open files, if it can be read.
-fn file_limit() -> Option<u64> {
-    nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
-        .ok()
-        .map(|(soft, _)| soft)
-}
-
-/// The connection cap: the configured one, or fewer if the file limit cannot
-/// hold that many sockets plus a reserve (5%, at least 256) for handshakes
-/// in flight, the listener, the bus and the log.
-pub fn connection_cap(configured: usize, file_limit: Option<u64>) -> usize {
-    match file_limit {
-        Some(limit) => {
-            let reserve = (limit / 20).max(256);
-            configured.min(limit.saturating_sub(reserve) as usize)
-        }
-        None => configured,
-    }
-}
 
 /// The node's HTTP routes.
 pub fn router(node: Arc<Node>) -> Router {
@@ -173,10 +64,7 @@ async fn ws(
             return refusal.into_response();
         }
     };
-    let id = node.next_conn.fetch_add(1, Ordering::Relaxed);
-    node.open.fetch_add(1, Ordering::Relaxed);
-    node.metrics.connections.inc();
-    node.metrics.connections_accepted.inc();
+    let admission = node.admit();
     let limits = &node.config.limits;
     // Small buffers: an idle fan's connection must cost a few KiB, not the
     // 128 KiB tungstenite reserves by default. The read buffer is allocated
@@ -189,36 +77,14 @@ async fn ws(
         .max_write_buffer_size(limits.queue_bytes * 2 + 64 * 1024)
         .max_message_size(limits.max_frame_bytes)
         .max_frame_size(limits.max_frame_bytes);
-    let guard = OpenGuard(Some(node.clone()));
-    upgrade
-        .on_failed_upgrade({
-            let node = node.clone();
-            move |_| {
-                node.open.fetch_sub(1, Ordering::Relaxed);
-                node.metrics.connections.dec();
-            }
-        })
-        // The connection's future itself, not a block wrapping it: a
-        // wrapper would hold the socket and the grant for the connection's life.
-        .on_upgrade(move |socket| crate::connection::serve(socket, guard.disarm(), id, grant))
-}
-
-/// Undoes the open-connection count if an upgrade future is dropped unrun.
-struct OpenGuard(Option<Arc<Node>>);
-
-impl OpenGuard {
-    fn disarm(mut self) -> Arc<Node> {
-        self.0.take().expect("disarmed once")
-    }
-}
-
-impl Drop for OpenGuard {
-    fn drop(&mut self) {
-        if let Some(node) = self.0.take() {
-            node.open.fetch_sub(1, Ordering::Relaxed);
-            node.metrics.connections.dec();
-        }
-    }
+    // The admission alone gives the place back when no connection comes of
+    // the upgrade: axum drops this closure unrun both when the upgrade fails
+    // (after its `on_failed_upgrade` callback) and when the runtime drops the
+    // upgrade task. Counting back in that callback too would count twice.
+    //
+    // The connection's future itself, not a block wrapping it: a wrapper
+    // would hold the socket and the grant for the connection's life.
+    upgrade.on_upgrade(move |socket| crate::connection::serve(socket, admission, grant))
 }
 
 async fn readyz(State(node): State<Arc<Node>>) -> Response {
@@ -335,20 +201,6 @@ async fn publish(
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-#[cfg(test)]
-mod tests {
-    use super::connection_cap;
-
-    #[test]
-    fn connection_cap_leaves_room_under_the_file_limit() {
-        assert_eq!(connection_cap(200_000, Some(20_000)), 19_000);
-        assert_eq!(connection_cap(100, Some(20_000)), 100);
-        assert_eq!(connection_cap(200_000, Some(1_024)), 768);
-        assert_eq!(connection_cap(200_000, Some(1_048_576)), 200_000);
-        assert_eq!(connection_cap(200_000, None), 200_000);
-    }
 }
 
 #[derive(RustEmbed)]

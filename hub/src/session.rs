@@ -18,9 +18,9 @@ use tribune_protocol::{
 
 use crate::auth::Grant;
 use crate::limits::{self, BadFrames};
+use crate::node::Node;
 use crate::outbox::{Frame, Outbox};
 use crate::relay::{JoinRequest, Relay};
-use crate::server::Node;
 
 /// One subscription of this connection.
 struct Sub {
@@ -262,11 +262,6 @@ impl Session {
         self.node.stats.react(&topic, &r.reaction);
         self.ack(r.id);
         Verdict::Continue
-    }
-
-    /// Topics this connection is subscribed to.
-    pub fn topics(&self) -> impl Iterator<Item = &Topic> {
-        self.subs.keys()
     }
 }
 

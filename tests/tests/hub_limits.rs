@@ -111,6 +111,43 @@ async fn connection_limit_answers_503_before_the_upgrade() {
 }
 
 #[tokio::test]
+async fn upgrades_reset_by_the_client_give_their_place_back_once() {
+    use tokio::io::AsyncWriteExt;
+    // A client that resets its socket while the hub answers 101 makes the
+    // upgrade fail after the handshake was counted. Its place must come back
+    // exactly once: counted back twice, the open count drops below zero and
+    // wraps, and the node answers 503 to every fan after.
+    let cfg = ConfigFile::new("[limits]\nhandshakes_per_second = 1000\n");
+    let hub = Hub::start(&["--config", cfg.path()]).await;
+    let request = format!(
+        "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+         Sec-WebSocket-Protocol: {}\r\n\r\n",
+        tribune_protocol::WS_PATH,
+        hub.addr(),
+        tribune_protocol::SUBPROTOCOL
+    );
+    // The race (the reset lands before the 101 is written) is won by a few
+    // attempts in a hundred on loopback.
+    for _ in 0..200 {
+        let mut tcp = tokio::net::TcpStream::connect(hub.addr()).await.unwrap();
+        tcp.write_all(request.as_bytes()).await.unwrap();
+        tcp.set_zero_linger().unwrap();
+        drop(tcp);
+    }
+    let (mut c, _) = connect(&hub).await;
+    c.send(json!({"type": "ping", "id": 1})).await;
+    assert_eq!(c.recv().await["type"], "pong");
+    // Once every reset upgrade has ended, only this one is open.
+    eventually(
+        "every reset upgrade is counted out",
+        Duration::from_secs(5),
+        || async { (hub.metric("tribune_connections").await == 1.0).then_some(()) },
+    )
+    .await;
+}
+
+#[tokio::test]
 async fn handshake_rate_per_address_answers_429() {
     let cfg = ConfigFile::new("[limits]\nhandshakes_per_second = 3\n");
     let hub = Hub::start(&["--config", cfg.path()]).await;

@@ -49,7 +49,7 @@ use crate::metrics::Metrics;
 use crate::outbox::{Frame, Outbox, Pushed};
 use cache::{Cache, Cached, Replayed};
 
-pub use task::{OnEnd, RelayTask};
+pub use task::RelayTask;
 
 /// How long a resume from ahead of this node waits for the relay to catch
 /// up; past it (a `since` the stream never stored), it answers `recovered: false`.
