@@ -207,3 +207,26 @@ mod tests {
         );
     }
 }
+
+/// Why a subscription could not join its topic's relay; the client gets
+/// `error` with `unavailable` and the text, and may retry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum JoinErrorKind {
+    /// The topic's history could not be read from the bus.
+    Unavailable,
+    /// The topic's relay kept closing under the join (its linger ended).
+    Restarting,
+}
+
+impl fmt::Display for JoinErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Unavailable => "history is unavailable",
+            Self::Restarting => "topic is restarting, retry",
+        })
+    }
+}
+
+/// A subscription that could not join.
+pub type JoinError = Error<JoinErrorKind>;

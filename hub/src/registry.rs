@@ -18,6 +18,7 @@ use tribune_protocol::Topic;
 
 use crate::bus::Bus;
 use crate::config::{Config, Namespace};
+use crate::error::{JoinError, JoinErrorKind};
 use crate::metrics::Metrics;
 use crate::outbox::Outbox;
 use crate::relay::{Control, JoinRequest, Relay, RelayTask};
@@ -31,13 +32,6 @@ const CHECK_BATCH: usize = 1024;
 /// the live feed missed unrepaired for seconds, long enough for a busy
 /// topic's retention to move past it.
 const RECHECK_FIRST: Duration = Duration::from_millis(100);
-
-/// Why a subscription could not be joined.
-#[derive(Debug, thiserror::Error)]
-pub enum JoinError {
-    #[error("history is unavailable: {0}")]
-    Unavailable(String),
-}
 
 /// The node's active topics.
 pub struct Registry {
@@ -71,14 +65,14 @@ impl Registry {
         // A relay may close between lookup and join (linger ended): look again.
         for _ in 0..8 {
             let relay = self.relay(topic, ns);
-            relay.ready().await.map_err(JoinError::Unavailable)?;
+            relay.ready().await?;
             relay.catch_up(req).await;
             if let Ok(key) = relay.join(outbox, req) {
                 return Ok((relay, key));
             }
             tokio::task::yield_now().await;
         }
-        Err(JoinError::Unavailable("topic is restarting, retry".into()))
+        Err(JoinErrorKind::Restarting.into())
     }
 
     fn relay(self: &Arc<Self>, topic: &Topic, ns: &Namespace) -> Arc<Relay> {

@@ -179,7 +179,7 @@ impl Session {
             Ok((relay, key)) => {
                 self.subs.insert(topic, Sub { relay, key });
             }
-            Err(e) => self.error(Some(s.id), ErrorCode::Unavailable, e.to_string()),
+            Err(e) => self.error(Some(s.id), ErrorCode::Unavailable, format!("{e:#}")),
         }
         Verdict::Continue
     }

@@ -45,6 +45,7 @@ use tokio::sync::{mpsc, watch};
 use tribune_protocol::{Ack, Mode, ServerFrame, Topic, encode_server};
 
 use crate::bus::{BusMessage, Epoch};
+use crate::error::{JoinError, JoinErrorKind};
 use crate::metrics::Metrics;
 use crate::outbox::{Frame, Outbox, Pushed};
 use cache::{Cache, Cached, Replayed};
@@ -59,11 +60,11 @@ const CATCH_UP_PATIENCE: Duration = Duration::from_secs(2);
 const STATS_KEY: u32 = 1 << 31;
 
 /// Where a relay is in its life; subscribers wait for `Ready`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub enum Load {
     Loading,
     Ready,
-    Failed(String),
+    Failed(JoinError),
 }
 
 /// Instructions from the registry and the relay's subscribers.
@@ -156,13 +157,13 @@ impl Relay {
     }
 
     /// Waits until the relay has read its history (or failed to).
-    pub async fn ready(&self) -> Result<(), String> {
+    pub async fn ready(&self) -> Result<(), JoinError> {
         let mut rx = self.load.subscribe();
         let state = rx
-            .wait_for(|l| *l != Load::Loading)
+            .wait_for(|l| !matches!(l, Load::Loading))
             .await
             .map(|l| l.clone())
-            .unwrap_or(Load::Failed("relay stopped".into()));
+            .unwrap_or(Load::Failed(JoinErrorKind::Restarting.into()));
         match state {
             Load::Failed(why) => Err(why),
             _ => Ok(()),
@@ -284,7 +285,7 @@ impl Relay {
     }
 
     fn is_ready(&self) -> bool {
-        *self.load.borrow() == Load::Ready
+        matches!(*self.load.borrow(), Load::Ready)
     }
 
     /// Whether the relay serves subscribers now (registry checks skip loading ones).

@@ -12,7 +12,8 @@ use tokio::sync::mpsc;
 
 use super::cache::Cached;
 use super::{Control, Load, Relay};
-use crate::bus::{Bus, BusMessage, LiveFeed};
+use crate::bus::{Bus, BusError, BusMessage, LiveFeed};
+use crate::error::{JoinError, JoinErrorKind};
 use crate::log_limit::LogLimit;
 use crate::metrics::Metrics;
 
@@ -101,9 +102,11 @@ impl RelayTask {
     pub async fn run(mut self) {
         let feed = match self.load().await {
             Ok(feed) => feed,
-            Err(why) => {
-                tracing::warn!(topic = %self.relay.topic, %why, "relay could not load");
+            Err(e) => {
+                tracing::warn!(topic = %self.relay.topic, error = %e, "relay could not load");
                 self.relay.state.lock().closed = true;
+                let why =
+                    JoinError::with_source(JoinErrorKind::Unavailable, "history is unavailable", e);
                 self.relay.load.send_replace(Load::Failed(why));
                 (self.on_end)(&self.relay);
                 return;
@@ -117,15 +120,11 @@ impl RelayTask {
 
     /// Opens the live feed first, then reads the retained history: a message
     /// stored in between shows up in both and the duplicate is skipped.
-    async fn load(&mut self) -> Result<LiveFeed, String> {
+    async fn load(&mut self) -> Result<LiveFeed, BusError> {
         let topic = self.relay.topic.clone();
-        let feed = self.bus.live(&topic).await.map_err(|e| e.to_string())?;
+        let feed = self.bus.live(&topic).await?;
         self.relay.metrics.history_requests.inc();
-        let history = self
-            .bus
-            .last(&topic, self.relay.retained as u32)
-            .await
-            .map_err(|e| e.to_string())?;
+        let history = self.bus.last(&topic, self.relay.retained as u32).await?;
         let mut st = self.relay.state.lock();
         let mut prev = history.first().map_or(0, |m| m.prev);
         for msg in history {
