@@ -100,7 +100,7 @@ async fn run(
             () = &mut writer => {}
         }
     }
-    if let Some(code) = outbox.close_code() {
+    if let Some(code) = outbox.close_code().filter(|_| !outbox.closed_by_peer()) {
         node.metrics.closed(code.0);
         // The closing handshake: read (and discard) until the peer's close
         // frame or EOF, briefly. Dropping a socket with unread input makes
@@ -151,7 +151,11 @@ async fn read_loop(
             }
             Ok(Message::Binary(_)) => Verdict::Close(CloseCode::BINARY_FRAME),
             Ok(Message::Ping(_) | Message::Pong(_)) => Verdict::Continue,
-            Ok(Message::Close(_)) => return ReaderEnd::PeerGone,
+            Ok(Message::Close(_)) => {
+                // The writer answers it; browsers report 1006 otherwise.
+                outbox.close_by_peer();
+                return ReaderEnd::Closing;
+            }
             Err(e) => match classify(&e) {
                 Some(code) => Verdict::Close(code),
                 None => return ReaderEnd::PeerGone,
@@ -213,6 +217,12 @@ async fn write_loop(
             continue;
         }
         if let Some(code) = close {
+            if outbox.closed_by_peer() {
+                // The websocket library queued the echo of the peer's close
+                // frame when it read it; closing the sink flushes it.
+                let _ = sink.close().await;
+                return;
+            }
             let frame = CloseFrame {
                 code: code.0,
                 reason: code.reason().into(),

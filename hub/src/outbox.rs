@@ -56,6 +56,8 @@ struct Queue {
     frames: VecDeque<Queued>,
     bytes: usize,
     close: Option<CloseCode>,
+    /// The peer started the closing handshake: the writer only completes it.
+    by_peer: bool,
 }
 
 impl Outbox {
@@ -148,6 +150,22 @@ impl Outbox {
         drop(q);
         self.wake.notify_one();
         self.closing.notify_waiters();
+    }
+
+    /// The peer sent its close frame: the connection closes with nothing
+    /// more queued, and the writer answers the close (RFC 6455 section 5.5.1).
+    pub fn close_by_peer(&self) {
+        let mut q = self.queue.lock();
+        if q.close.is_none() {
+            q.by_peer = true;
+        }
+        drop(q);
+        self.close(CloseCode::NORMAL, true);
+    }
+
+    /// Whether the peer started the closing handshake.
+    pub fn closed_by_peer(&self) -> bool {
+        self.queue.lock().by_peer
     }
 
     /// The close code once the connection is closing.

@@ -516,3 +516,73 @@ async fn check_config_refuses_unusable_auth_and_unknown_keys() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("algorithm = \"HS256\""));
 }
+
+/// Reads one server frame (unmasked, as RFC 6455 has servers send) from a
+/// raw socket: its opcode and payload.
+async fn raw_frame(tcp: &mut tokio::net::TcpStream) -> Option<(u8, Vec<u8>)> {
+    use tokio::io::AsyncReadExt;
+    let mut head = [0u8; 2];
+    tcp.read_exact(&mut head).await.ok()?;
+    let len = match head[1] & 0x7f {
+        126 => {
+            let mut l = [0u8; 2];
+            tcp.read_exact(&mut l).await.ok()?;
+            u64::from(u16::from_be_bytes(l))
+        }
+        127 => {
+            let mut l = [0u8; 8];
+            tcp.read_exact(&mut l).await.ok()?;
+            u64::from_be_bytes(l)
+        }
+        n => u64::from(n),
+    };
+    let mut payload = vec![0u8; len as usize];
+    tcp.read_exact(&mut payload).await.ok()?;
+    Some((head[0] & 0x0f, payload))
+}
+
+/// A client's Close 1000 is answered with a Close frame (RFC 6455 section
+/// 5.5.1), not a dropped socket that browsers report as 1006. Checked on a
+/// raw socket, so no websocket library answers anything on our behalf.
+#[tokio::test]
+async fn a_clients_close_is_echoed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let hub = Hub::start(&[]).await;
+    let mut tcp = tokio::net::TcpStream::connect(hub.addr()).await.unwrap();
+    let request = format!(
+        "GET /v1/ws HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        hub.addr()
+    );
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    while !response.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        tcp.read_exact(&mut byte).await.unwrap();
+        response.push(byte[0]);
+    }
+    assert!(
+        response.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&response)
+    );
+    let (opcode, welcome) = tokio::time::timeout(Duration::from_secs(5), raw_frame(&mut tcp))
+        .await
+        .unwrap()
+        .expect("welcome");
+    assert_eq!(opcode, 0x1, "a text frame");
+    assert!(String::from_utf8_lossy(&welcome).contains("\"welcome\""));
+    // Close 1000, masked as a client must.
+    let mask = [0x11u8, 0x22, 0x33, 0x44];
+    let body = 1000u16.to_be_bytes();
+    let mut frame = vec![0x88, 0x80 | 2];
+    frame.extend_from_slice(&mask);
+    frame.extend(body.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    tcp.write_all(&frame).await.unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(5), raw_frame(&mut tcp))
+        .await
+        .expect("an answer within 5 s");
+    let (opcode, payload) = answer.expect("a Close frame before the socket closes");
+    assert_eq!(opcode, 0x8, "a Close frame");
+    assert_eq!(&payload[..2], &body, "the peer's code echoed");
+}
