@@ -1,9 +1,10 @@
 //! Every setting of a hub node with its documented default.
 //!
-//! Sources, later ones winning: built-in defaults, the TOML file (`--config`),
-//! then flags and their `TRIBUNE_<NAME>` environment variables. Namespaces
-//! come from the defaults of PROTOCOL.md section 2, changed or extended by the
-//! file's `[namespaces.<name>]` tables.
+//! Sources, later ones winning key by key: built-in defaults, the TOML file
+//! (`--config`), `TRIBUNE_*` environment variables for every key, then the
+//! flags (`config_layers` combines the first three). Namespaces come from the
+//! defaults of PROTOCOL.md section 2, changed or extended by the file's
+//! `[namespaces.<name>]` tables.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -13,7 +14,7 @@ use clap::Parser;
 use serde::{Deserialize, Serialize};
 use tribune_protocol::Mode;
 
-use crate::error::{ConfigError, ConfigErrorKind};
+use crate::error::ConfigError;
 
 /// The command line (ARCHITECTURE.md section 3).
 #[derive(Debug, Clone, Parser)]
@@ -36,7 +37,7 @@ pub struct Cli {
     #[arg(long, env = "TRIBUNE_NODE_NAME")]
     pub node_name: Option<String>,
     /// Publish a simulated live event (speed skating results and clips).
-    #[arg(long, env = "TRIBUNE_DEMO")]
+    #[arg(long, env = "TRIBUNE_DEMO", value_parser = clap::builder::BoolishValueParser::new())]
     pub demo: bool,
     /// Parse and validate the configuration, print it as TOML, exit 0 (or 2).
     #[arg(long)]
@@ -308,15 +309,14 @@ impl Default for Config {
 impl Config {
     /// Builds the effective configuration from the command line.
     pub fn load(cli: &Cli) -> Result<Config, ConfigError> {
-        let mut config = match &cli.config {
+        let text = match &cli.config {
             Some(path) => {
-                let text =
-                    std::fs::read_to_string(path).map_err(|e| ConfigError::unreadable(path, e))?;
-                Config::from_toml(&text)
-                    .map_err(|e| ConfigError::new(e.kind(), format!("{}: {e}", path.display())))?
+                Some(std::fs::read_to_string(path).map_err(|e| ConfigError::unreadable(path, e))?)
             }
-            None => Config::default(),
+            None => None,
         };
+        let file = cli.config.as_deref().zip(text.as_deref());
+        let mut config = crate::config_layers::layered(&Config::default(), file, std::env::vars())?;
         if let Some(listen) = cli.listen {
             config.listen = listen;
         }
@@ -336,16 +336,14 @@ impl Config {
         Ok(config)
     }
 
-    /// Parses a TOML file's text; namespaces not named keep their defaults.
+    /// Parses a TOML file's text over the defaults (no environment): keys
+    /// and namespaces it does not name keep their defaults.
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
-        // The message alone: toml's own text spans several lines (it quotes
-        // the file), and the operator gets one.
-        let mut config: Config = toml::from_str(text)
-            .map_err(|e| ConfigError::new(ConfigErrorKind::Malformed, e.message()))?;
-        let mut namespaces = default_namespaces();
-        namespaces.append(&mut config.namespaces);
-        config.namespaces = namespaces;
-        Ok(config)
+        crate::config_layers::layered(
+            &Config::default(),
+            Some((std::path::Path::new("config"), text)),
+            std::iter::empty(),
+        )
     }
 
     /// Refuses settings that cannot work, with a one-line reason.
@@ -410,6 +408,48 @@ impl Config {
         if self.stats.window_ms < 100 {
             return fail("stats.window_ms must be at least 100".into());
         }
+        self.check_references()
+    }
+
+    /// Settings that name something outside the file: origins a browser
+    /// can send, NATS URLs, credential files. Checked here so that
+    /// `--check-config` refuses what the node would fail on later, or
+    /// (an origin that can never match) silently never use.
+    fn check_references(&self) -> Result<(), ConfigError> {
+        for origin in &self.allowed_origins {
+            let ok = url::Url::parse(origin).is_ok_and(|u| {
+                matches!(u.scheme(), "http" | "https")
+                    && u.host_str().is_some()
+                    && u.path() == "/"
+                    && !origin.trim_end_matches('/').contains(['?', '#'])
+                    && u.username().is_empty()
+                    && !origin.ends_with('/')
+            });
+            if !ok {
+                return Err(ConfigError::invalid(format!(
+                    "allowed_origins: '{origin}' is not an origin a browser sends \
+                     (scheme://host[:port], e.g. https://example.com)"
+                )));
+            }
+        }
+        if let Some(urls) = &self.bus.url {
+            for (i, server) in urls.split(',').map(str::trim).enumerate() {
+                let ok = url::Url::parse(server).is_ok_and(|u| {
+                    matches!(u.scheme(), "nats" | "tls" | "ws" | "wss") && u.host_str().is_some()
+                });
+                // Not echoed: a URL may carry a password.
+                if !ok {
+                    return Err(ConfigError::invalid(format!(
+                        "bus.url (--nats): server {} of the list is not a NATS URL \
+                         (nats://host:port, tls://, ws:// or wss://)",
+                        i + 1
+                    )));
+                }
+            }
+        }
+        if let Some(path) = &self.bus.credentials {
+            std::fs::metadata(path).map_err(|e| ConfigError::unreadable(path, e))?;
+        }
         Ok(())
     }
 
@@ -436,6 +476,24 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ConfigErrorKind;
+
+    #[test]
+    fn references_outside_the_file_are_checked() {
+        let check = |toml: &str| Config::from_toml(toml).unwrap().validate();
+        let e = check("allowed_origins = [\"example.com\"]\n").unwrap_err();
+        assert!(
+            e.to_string().contains("'example.com' is not an origin"),
+            "{e}"
+        );
+        assert!(check("allowed_origins = [\"https://example.com/app\"]\n").is_err());
+        assert!(check("allowed_origins = [\"https://example.com:8443\"]\n").is_ok());
+        let e = check("[bus]\nurl = \"nats://a:4222, localhost:4222\"\n").unwrap_err();
+        assert!(e.to_string().contains("server 2 of the list"), "{e}");
+        assert!(check("[bus]\nurl = \"nats://a:4222,tls://b:4222\"\n").is_ok());
+        let e = check("[bus]\ncredentials = \"/nonexistent/hub.creds\"\n").unwrap_err();
+        assert_eq!(e.kind(), ConfigErrorKind::Unreadable);
+    }
 
     #[test]
     fn defaults_match_protocol() {

@@ -3,6 +3,7 @@
 //!
 //! Layout (one concern per file):
 //! - `config`: every setting with its default (file, env, flags).
+//! - `config_layers`: defaults, file and `TRIBUNE_*` variables combined key by key.
 //! - `error`: the one error type, `Error<Kind>`, and each area's kinds.
 //! - `node`: the `Node` every connection shares; its connection count.
 //! - `server`: HTTP routes; the websocket upgrade.
@@ -29,6 +30,7 @@
 pub mod auth;
 pub mod bus;
 pub mod config;
+pub(crate) mod config_layers;
 pub(crate) mod connection;
 pub(crate) mod demo;
 pub(crate) mod drain;
