@@ -5,7 +5,7 @@
 //! Each test gets its own server (a guard the hub's `bus_conformance_tests!`
 //! macro has no place for), so the functions are listed here.
 
-use tribune_hub::bus::nats::{NatsBus, connect};
+use tribune_hub::bus::nats::NatsBus;
 use tribune_hub::config::BusConfig;
 use tribune_tests::nats::NatsServer;
 
@@ -16,7 +16,9 @@ async fn bus() -> (NatsServer, NatsBus) {
         url: Some(server.url()),
         ..BusConfig::default()
     };
-    let bus = connect(&cfg, 100).await.expect("NATS bus connects");
+    let bus = NatsBus::connect(&cfg, 100)
+        .await
+        .expect("NATS bus connects");
     (server, bus)
 }
 

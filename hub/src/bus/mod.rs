@@ -127,6 +127,12 @@ pub enum BusError {
     /// The request itself was refused (a payload too large, say).
     #[error("bus refused the request: {0}")]
     Rejected(String),
+    /// The hub will not start on this bus as configured: no server answers,
+    /// the server is too old or runs without JetStream, the stream is missing
+    /// or unfit, or the settings are not usable. Only connecting returns it;
+    /// the text is the operator's whole one-line message.
+    #[error("{0}")]
+    Unusable(String),
 }
 
 pub type BusResult<T> = Result<T, BusError>;

@@ -28,7 +28,6 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use anyhow::{Context as _, anyhow, bail};
 use async_nats::connection::State;
 use async_nats::{Client, ConnectOptions, Event, HeaderMap, Message};
 use bytes::Bytes;
@@ -84,9 +83,147 @@ impl NatsBus {
         .boxed()
     }
 
-    /// See [`connect`].
-    pub async fn connect(cfg: &BusConfig, max_retained: u32) -> anyhow::Result<NatsBus> {
-        connect(cfg, max_retained).await
+    /// Connects, checks the server, provisions or checks the stream.
+    ///
+    /// `max_retained` is the deepest namespace retention: the stream's
+    /// `max_msgs_per_subject`. A failure is [`BusError::Unusable`], one line
+    /// fit for the operator.
+    pub async fn connect(cfg: &BusConfig, max_retained: u32) -> BusResult<NatsBus> {
+        let url = cfg
+            .url
+            .as_deref()
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .ok_or_else(|| BusError::Unusable("bus.url (--nats) is not set".into()))?;
+        let servers: Vec<String> = url
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect();
+        if cfg.prefix.is_empty()
+            || cfg.prefix.contains(['*', '>', ' '])
+            || cfg.stream.contains(['.', '*', '>', ' '])
+        {
+            return Err(BusError::Unusable(
+                "bus.prefix and bus.stream must be plain NATS names (no wildcards, spaces, or dots in the stream)".into(),
+            ));
+        }
+        let timeout = Duration::from_millis(cfg.request_timeout_ms.max(1));
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let mut options = ConnectOptions::new()
+            .name("tribune-hub")
+            .ping_interval(Duration::from_millis(cfg.ping_interval_ms.max(100)))
+            .connection_timeout(timeout)
+            .request_timeout(Some(timeout))
+            .subscription_capacity(SUBSCRIPTION_CAPACITY)
+            .max_reconnects(None)
+            .reconnect_delay_callback(reconnect_delay)
+            // Forwarded at once: async-nats runs the callback in line and drops
+            // events while it is busy; the watcher task does the slow work.
+            .event_callback(move |event| {
+                let tx = events_tx.clone();
+                async move {
+                    let _ = tx.send(event);
+                }
+            });
+        if let Some(path) = &cfg.credentials {
+            options = options.credentials_file(path).await.map_err(|e| {
+                BusError::Unusable(format!(
+                    "cannot read NATS credentials {}: {e}",
+                    path.display()
+                ))
+            })?;
+        }
+        if let Some(user) = &cfg.user {
+            options =
+                options.user_and_password(user.clone(), cfg.password.clone().unwrap_or_default());
+        }
+        if let Some(token) = &cfg.token {
+            options = options.token(token.clone());
+        }
+        let client = tokio::time::timeout(timeout * 2, options.connect(servers))
+            .await
+            .map_err(|_| BusError::Unusable(format!("cannot connect to NATS at {url}: timed out")))?
+            .map_err(|e| BusError::Unusable(format!("cannot connect to NATS at {url}: {e}")))?;
+
+        let server = client.server_info();
+        let version = parse_version(&server.version).ok_or_else(|| {
+            BusError::Unusable(format!(
+                "nats-server at {url} reports an unreadable version '{}'",
+                server.version
+            ))
+        })?;
+        if version < MIN_SERVER_VERSION {
+            return Err(BusError::Unusable(format!(
+                "nats-server {} at {url} is too old: Tribune needs 2.11 or newer (batched direct get)",
+                server.version
+            )));
+        }
+        if !server.jetstream {
+            return Err(BusError::Unusable(format!(
+                "nats-server at {url} runs without JetStream: start it with -js (or jetstream {{}} in its config)"
+            )));
+        }
+
+        let managed_config = cfg.manage_stream.then(|| stream_config(cfg, max_retained));
+        let (status, _) = watch::channel(BusStatus {
+            connected: false,
+            epoch: Epoch::new(&cfg.stream, 0),
+            generation: 0,
+        });
+        let inner = Arc::new(Inner {
+            client,
+            subjects: Subjects::new(&cfg.prefix, &cfg.stream),
+            stream: cfg.stream.clone(),
+            managed_config,
+            timeout,
+            status,
+            eviction: std::sync::OnceLock::new(),
+        });
+
+        let created = match &inner.managed_config {
+            Some(config) => {
+                let _ = inner.eviction.set(Eviction::of(config));
+                inner
+                    .bounded(inner.create_or_update_stream(config))
+                    .await
+                    .map_err(|e| {
+                        BusError::Unusable(format!("cannot provision stream {}: {e}", cfg.stream))
+                    })?
+            }
+            None => {
+                let info = inner
+                    .bounded(inner.stream_info())
+                    .await
+                    .map_err(|e| BusError::Unusable(format!("cannot read stream {}: {e}", cfg.stream)))?
+                    .ok_or_else(|| {
+                        BusError::Unusable(format!(
+                            "stream {} does not exist and bus.manage_stream is false: create it (PROTOCOL.md section 10) or let the hub manage it",
+                            cfg.stream
+                        ))
+                    })?;
+                check_operator_stream(&info, cfg)?;
+                let _ = inner.eviction.set(Eviction::of(&info.config));
+                info.created_ns
+            }
+        };
+        let connects = inner.client.statistics().connects.load(Ordering::Relaxed);
+        inner.status.send_replace(BusStatus {
+            connected: true,
+            epoch: Epoch::new(&cfg.stream, created),
+            generation: 1,
+        });
+        info!(url, stream = %cfg.stream, version = %server.version, "NATS bus ready");
+
+        let check_every = Duration::from_millis(cfg.check_interval_ms.max(100));
+        tokio::spawn(watch_connection(
+            Arc::downgrade(&inner),
+            events_rx,
+            check_every,
+            connects,
+        ));
+        Ok(NatsBus { inner })
     }
 }
 
@@ -173,143 +310,6 @@ impl Subjects {
     }
 }
 
-/// Connects, checks the server, provisions or checks the stream.
-///
-/// `max_retained` is the deepest namespace retention: the stream's
-/// `max_msgs_per_subject`. Errors are one line, fit for the operator.
-pub async fn connect(cfg: &BusConfig, max_retained: u32) -> anyhow::Result<NatsBus> {
-    let url = cfg
-        .url
-        .as_deref()
-        .map(str::trim)
-        .filter(|u| !u.is_empty())
-        .context("bus.url (--nats) is not set")?;
-    let servers: Vec<String> = url
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(String::from)
-        .collect();
-    if cfg.prefix.is_empty()
-        || cfg.prefix.contains(['*', '>', ' '])
-        || cfg.stream.contains(['.', '*', '>', ' '])
-    {
-        bail!(
-            "bus.prefix and bus.stream must be plain NATS names (no wildcards, spaces, or dots in the stream)"
-        );
-    }
-    let timeout = Duration::from_millis(cfg.request_timeout_ms.max(1));
-    let (events_tx, events_rx) = mpsc::unbounded_channel();
-    let mut options = ConnectOptions::new()
-        .name("tribune-hub")
-        .ping_interval(Duration::from_millis(cfg.ping_interval_ms.max(100)))
-        .connection_timeout(timeout)
-        .request_timeout(Some(timeout))
-        .subscription_capacity(SUBSCRIPTION_CAPACITY)
-        .max_reconnects(None)
-        .reconnect_delay_callback(reconnect_delay)
-        // Forwarded at once: async-nats runs the callback in line and drops
-        // events while it is busy; the watcher task does the slow work.
-        .event_callback(move |event| {
-            let tx = events_tx.clone();
-            async move {
-                let _ = tx.send(event);
-            }
-        });
-    if let Some(path) = &cfg.credentials {
-        options = options
-            .credentials_file(path)
-            .await
-            .with_context(|| format!("cannot read NATS credentials {}", path.display()))?;
-    }
-    if let Some(user) = &cfg.user {
-        options = options.user_and_password(user.clone(), cfg.password.clone().unwrap_or_default());
-    }
-    if let Some(token) = &cfg.token {
-        options = options.token(token.clone());
-    }
-    let client = tokio::time::timeout(timeout * 2, options.connect(servers))
-        .await
-        .map_err(|_| anyhow!("cannot connect to NATS at {url}: timed out"))?
-        .map_err(|e| anyhow!("cannot connect to NATS at {url}: {e}"))?;
-
-    let server = client.server_info();
-    let version = parse_version(&server.version).ok_or_else(|| {
-        anyhow!(
-            "nats-server at {url} reports an unreadable version '{}'",
-            server.version
-        )
-    })?;
-    if version < MIN_SERVER_VERSION {
-        bail!(
-            "nats-server {} at {url} is too old: Tribune needs 2.11 or newer (batched direct get)",
-            server.version
-        );
-    }
-    if !server.jetstream {
-        bail!(
-            "nats-server at {url} runs without JetStream: start it with -js (or jetstream {{}} in its config)"
-        );
-    }
-
-    let managed_config = cfg.manage_stream.then(|| stream_config(cfg, max_retained));
-    let (status, _) = watch::channel(BusStatus {
-        connected: false,
-        epoch: Epoch::new(&cfg.stream, 0),
-        generation: 0,
-    });
-    let inner = Arc::new(Inner {
-        client,
-        subjects: Subjects::new(&cfg.prefix, &cfg.stream),
-        stream: cfg.stream.clone(),
-        managed_config,
-        timeout,
-        status,
-        eviction: std::sync::OnceLock::new(),
-    });
-
-    let created = match &inner.managed_config {
-        Some(config) => {
-            let _ = inner.eviction.set(Eviction::of(config));
-            inner
-                .bounded(inner.create_or_update_stream(config))
-                .await
-                .map_err(|e| anyhow!("cannot provision stream {}: {e}", cfg.stream))?
-        }
-        None => {
-            let info = inner
-                .bounded(inner.stream_info())
-                .await
-                .map_err(|e| anyhow!("cannot read stream {}: {e}", cfg.stream))?
-                .ok_or_else(|| {
-                    anyhow!(
-                        "stream {} does not exist and bus.manage_stream is false: create it (PROTOCOL.md section 10) or let the hub manage it",
-                        cfg.stream
-                    )
-                })?;
-            check_operator_stream(&info, cfg)?;
-            let _ = inner.eviction.set(Eviction::of(&info.config));
-            info.created_ns
-        }
-    };
-    let connects = inner.client.statistics().connects.load(Ordering::Relaxed);
-    inner.status.send_replace(BusStatus {
-        connected: true,
-        epoch: Epoch::new(&cfg.stream, created),
-        generation: 1,
-    });
-    info!(url, stream = %cfg.stream, version = %server.version, "NATS bus ready");
-
-    let check_every = Duration::from_millis(cfg.check_interval_ms.max(100));
-    tokio::spawn(watch_connection(
-        Arc::downgrade(&inner),
-        events_rx,
-        check_every,
-        connects,
-    ));
-    Ok(NatsBus { inner })
-}
-
 /// Wait before reconnect attempt `attempts`: a restarted server or a cluster
 /// peer is found within a quarter of a second. Every moment a hub stays away
 /// after the server is back, editors store messages its live feed misses
@@ -352,23 +352,23 @@ fn stream_config(cfg: &BusConfig, max_retained: u32) -> Value {
 }
 
 /// An operator-owned stream must still give what the hub relies on.
-fn check_operator_stream(info: &StreamInfo, cfg: &BusConfig) -> anyhow::Result<()> {
+fn check_operator_stream(info: &StreamInfo, cfg: &BusConfig) -> BusResult<()> {
     let config = &info.config;
     if config.get("allow_direct").and_then(Value::as_bool) != Some(true) {
-        bail!(
+        return Err(BusError::Unusable(format!(
             "stream {} must have allow_direct: true (history reads are direct gets)",
             cfg.stream
-        );
+        )));
     }
     let dest = config.pointer("/republish/dest").and_then(Value::as_str);
     let want = format!("{}.live.>", cfg.prefix);
     if dest != Some(want.as_str()) {
-        bail!(
+        return Err(BusError::Unusable(format!(
             "stream {} must republish {}.fan.> to {want} (found {})",
             cfg.stream,
             cfg.prefix,
             dest.unwrap_or("no republish")
-        );
+        )));
     }
     Ok(())
 }
