@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 use tribune_protocol::Topic;
 
 use super::Inner;
-use super::headers::{header, header_u64, rfc3339_to_ns};
+use super::headers::{header, header_u64, timestamp_ms};
 use super::stream::Eviction;
 use crate::bus::{After, BusError, BusMessage, BusResult};
 
@@ -335,7 +335,7 @@ fn classify(msg: &Message) -> BusResult<Reply> {
         Some(Stored {
             subject: header(msg, "Nats-Subject")?.to_string(),
             seq: header_u64(msg, "Nats-Sequence")?,
-            ts: rfc3339_to_ns(header(msg, "Nats-Time-Stamp")?).map(|ns| (ns / 1_000_000) as u64)?,
+            ts: timestamp_ms(msg)?,
             pending: header_u64(msg, "Nats-Num-Pending").unwrap_or(0),
             data: msg.payload.clone(),
         })

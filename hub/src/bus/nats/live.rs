@@ -8,7 +8,7 @@ use futures::StreamExt;
 use tribune_protocol::Topic;
 
 use super::Inner;
-use super::headers::{header, header_u64, rfc3339_to_ns};
+use super::headers::{header_u64, timestamp_ms};
 use crate::bus::{BusError, BusMessage, BusResult, LiveFeed, StatsFeed};
 
 impl Inner {
@@ -77,14 +77,11 @@ impl Inner {
 /// anything that did not come from the stream (no sequence header).
 fn parse_live(topic: &Topic, msg: Message) -> Option<BusMessage> {
     let seq = header_u64(&msg, "Nats-Sequence")?;
-    let ts = header(&msg, "Nats-Time-Stamp")
-        .and_then(rfc3339_to_ns)
-        .map_or(0, |ns| (ns / 1_000_000) as u64);
     Some(BusMessage {
         topic: topic.clone(),
         seq,
         prev: header_u64(&msg, "Nats-Last-Sequence").unwrap_or(0),
-        ts,
+        ts: timestamp_ms(&msg).unwrap_or(0),
         data: msg.payload,
     })
 }
