@@ -22,7 +22,7 @@ use tribune_protocol::frame::{HttpError, PublishRequest, PublishResponse};
 use tribune_protocol::{ErrorCode, Topic};
 
 use crate::auth::Authenticator;
-use crate::bus::Bus;
+use crate::bus::{Bus, SideChannel};
 use crate::config::Config;
 use crate::limits::{self, HandshakeLimiter};
 use crate::metrics::Metrics;
@@ -38,6 +38,8 @@ const READ_BUFFER: usize = 128;
 pub struct Node {
     pub config: Arc<Config>,
     pub bus: Arc<dyn Bus>,
+    /// The same bus's side channel: fans' publications, statistics gossip.
+    pub side: Arc<dyn SideChannel>,
     pub registry: Arc<Registry>,
     pub metrics: Arc<Metrics>,
     pub stats: Arc<Stats>,
@@ -56,20 +58,26 @@ pub struct Node {
 }
 
 impl Node {
-    pub fn new(config: Arc<Config>, bus: Arc<dyn Bus>, auth: Option<Authenticator>) -> Arc<Node> {
+    pub fn new(
+        config: Arc<Config>,
+        bus: Arc<dyn Bus>,
+        side: Arc<dyn SideChannel>,
+        auth: Option<Authenticator>,
+    ) -> Arc<Node> {
         let config_max = config.limits.max_connections;
         let metrics = Arc::new(Metrics::new());
         let registry = Registry::new(bus.clone(), config.clone(), metrics.clone());
         let stats = Stats::new(
             config.clone(),
             registry.clone(),
-            bus.clone(),
+            side.clone(),
             metrics.clone(),
         );
         Arc::new(Node {
             handshakes: limits::handshake_rate(&config.limits),
             config,
             bus,
+            side,
             registry,
             metrics,
             stats,

@@ -1,5 +1,5 @@
-//! The bus conformance suite: the [`Bus`] contract as test functions that run
-//! against every implementation (the embedded bus in its unit tests, NATS in
+//! The bus conformance suite: the [`Bus`] and [`SideChannel`] contracts as
+//! test functions that run against every implementation (the embedded bus in its unit tests, NATS in
 //! `tests/tests/nats_conformance.rs`), so that the two cannot drift apart.
 //!
 //! Each function takes a bus and a unique token for its topics (so that one
@@ -12,7 +12,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use tribune_protocol::Topic;
 
-use super::{After, Bus, BusMessage, LiveFeed};
+use super::{After, Bus, BusMessage, LiveFeed, SideChannel};
 
 fn topic(ns: &str, unique: &str, name: &str) -> Topic {
     Topic::new(&format!("{ns}.{unique}.{name}")).expect("valid test topic")
@@ -229,7 +229,7 @@ pub async fn duplicate_publications_stored_once(bus: &dyn Bus, unique: &str) {
 }
 
 /// Fans' publications never enter what fans read.
-pub async fn inbound_stays_out_of_the_stream(bus: &dyn Bus, unique: &str) {
+pub async fn inbound_stays_out_of_the_stream(bus: &(impl Bus + SideChannel), unique: &str) {
     let t = topic("clips", unique, "inbound");
     let mut feed = bus.live(&t).await.unwrap();
     bus.publish_inbound(&t, Bytes::from_static(b"{\"fan\":true}"))
@@ -248,7 +248,7 @@ pub async fn inbound_stays_out_of_the_stream(bus: &dyn Bus, unique: &str) {
 }
 
 /// Statistics partials reach every node's feed, this node's own included.
-pub async fn stats_partials(bus: &dyn Bus, unique: &str) {
+pub async fn stats_partials(bus: &dyn SideChannel, unique: &str) {
     let mut feed = bus.stats_feed().await.unwrap();
     let node = format!("node-{unique}");
     let payload = Bytes::from(format!("{{\"node\":\"{node}\"}}"));

@@ -1,9 +1,11 @@
 //! The embedded in-process bus: the default for one machine and for newcomers.
 //!
-//! It keeps the [`Bus`](super::Bus) contract inside one process: one global
-//! `seq`, per-topic `prev`, `ts`, retention per namespace (count), `Nats-Msg-Id`
-//! style de-duplication, and an epoch that changes at every start (nothing
-//! survives a restart, so old `since` values must not recover).
+//! It keeps the [`Bus`](super::Bus) and [`SideChannel`](super::SideChannel)
+//! contracts inside one process: one global `seq`, per-topic `prev`, `ts`,
+//! retention per namespace (count), `Nats-Msg-Id` style de-duplication, an
+//! epoch that changes at every start (nothing survives a restart, so old
+//! `since` values must not recover), and broadcast channels for the side
+//! channel.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -17,7 +19,9 @@ use parking_lot::Mutex;
 use tokio::sync::{broadcast, watch};
 use tribune_protocol::Topic;
 
-use super::{After, Bus, BusMessage, BusResult, BusStatus, Epoch, LiveFeed, StatsFeed};
+use super::{
+    After, Bus, BusMessage, BusResult, BusStatus, Epoch, LiveFeed, SideChannel, StatsFeed,
+};
 
 /// Stream name used in the embedded bus's epoch, like the NATS stream's.
 const STREAM: &str = "TRIBUNE";
@@ -199,7 +203,9 @@ impl Bus for MemoryBus {
         let seq = self.store(topic, data, msg_id);
         futures::future::ready(Ok(seq)).boxed()
     }
+}
 
+impl SideChannel for MemoryBus {
     fn publish_inbound(&self, topic: &Topic, data: Bytes) -> BoxFuture<'_, BusResult<()>> {
         // Nobody listening is fine: core NATS drops it the same way.
         let _ = self.inbound.send((topic.clone(), data));

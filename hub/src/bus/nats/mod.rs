@@ -38,7 +38,9 @@ use serde_json::Value;
 use tokio::sync::watch;
 use tribune_protocol::Topic;
 
-use super::{After, Bus, BusError, BusMessage, BusResult, BusStatus, LiveFeed, StatsFeed};
+use super::{
+    After, Bus, BusError, BusMessage, BusResult, BusStatus, LiveFeed, SideChannel, StatsFeed,
+};
 use stream::Eviction;
 
 /// The NATS JetStream bus. Cheap to share behind an `Arc`.
@@ -175,7 +177,9 @@ impl Bus for NatsBus {
         }
         .boxed()
     }
+}
 
+impl SideChannel for NatsBus {
     fn publish_inbound(&self, topic: &Topic, data: Bytes) -> BoxFuture<'_, BusResult<()>> {
         let subject = format!("{}{}", self.inner.subjects.inbound, topic);
         self.inner.core_publish(subject, data).boxed()
