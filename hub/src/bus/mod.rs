@@ -49,6 +49,9 @@
 //! - **Timeouts.** Every method returns within the bus's request timeout; a
 //!   failure is [`BusError::Unavailable`], never a hang.
 
+// The suite ships with the library so that the integration tests can run it
+// against NATS; only tests build it.
+#[cfg(any(test, feature = "test-support"))]
 pub mod conformance;
 pub mod memory;
 pub mod nats;
