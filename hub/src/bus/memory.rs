@@ -8,7 +8,6 @@
 //! channel.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -230,11 +229,6 @@ impl SideChannel for MemoryBus {
         });
         futures::future::ready(Ok(feed.boxed())).boxed()
     }
-}
-
-/// Shares one `MemoryBus` as a `dyn Bus`.
-pub fn shared(bus: MemoryBus) -> Arc<MemoryBus> {
-    Arc::new(bus)
 }
 
 #[cfg(test)]
