@@ -11,9 +11,9 @@ use async_nats::ConnectOptions;
 use tokio::sync::{mpsc, watch};
 use tracing::info;
 
-use super::stream::{Eviction, check_operator_stream, stream_config};
+use super::state::{Eviction, Inner, NatsBus, Subjects};
+use super::stream::{check_operator_stream, stream_config};
 use super::watcher::watch_connection;
-use super::{Inner, NatsBus, Subjects};
 use crate::bus::{BusError, BusResult, BusStatus, Epoch};
 use crate::config::BusConfig;
 

@@ -22,9 +22,8 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 use tribune_protocol::Topic;
 
-use super::Inner;
 use super::headers::{header, header_u64, timestamp_ms};
-use super::stream::Eviction;
+use super::state::{Eviction, Inner};
 use crate::bus::{After, BusError, BusMessage, BusResult};
 
 /// nats-server answers `413 Too Many Results` above this many subjects.

@@ -7,8 +7,8 @@ use bytes::Bytes;
 use futures::StreamExt;
 use tribune_protocol::Topic;
 
-use super::Inner;
 use super::headers::{header_u64, timestamp_ms};
+use super::state::Inner;
 use crate::bus::{BusError, BusMessage, BusResult, LiveFeed, StatsFeed};
 
 impl Inner {

@@ -7,45 +7,10 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 use tribune_protocol::Topic;
 
-use super::Inner;
 use super::headers::rfc3339_to_ns;
+use super::state::Inner;
 use crate::bus::{BusError, BusResult};
 use crate::config::BusConfig;
-
-/// What removes a subject's oldest messages besides `max_age`: decides
-/// whether an `after` read that starts at the subject's oldest stored
-/// message may follow messages that were removed (a hole).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Eviction {
-    /// `max_msgs_per_subject`: a subject holding that many lost its oldest.
-    PerSubject(u64),
-    /// Stream-wide `max_msgs` or `max_bytes` may remove any subject's oldest.
-    Any,
-    /// Nothing but age.
-    AgeOnly,
-}
-
-impl Eviction {
-    pub(super) fn of(config: &Value) -> Eviction {
-        let limit = |key: &str| config.get(key).and_then(Value::as_i64).unwrap_or(-1);
-        if limit("max_msgs") > 0 || limit("max_bytes") > 0 {
-            Eviction::Any
-        } else if limit("max_msgs_per_subject") > 0 {
-            Eviction::PerSubject(limit("max_msgs_per_subject") as u64)
-        } else {
-            Eviction::AgeOnly
-        }
-    }
-
-    /// Whether a subject that holds `stored` messages may have lost older ones.
-    pub(super) fn may_have_removed(self, stored: u64) -> bool {
-        match self {
-            Eviction::PerSubject(limit) => stored >= limit,
-            Eviction::Any => true,
-            Eviction::AgeOnly => false,
-        }
-    }
-}
 
 /// What the hub needs from `$JS.API.STREAM.INFO`.
 pub(super) struct StreamInfo {

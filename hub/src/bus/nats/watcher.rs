@@ -11,7 +11,7 @@ use async_nats::connection::State;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use super::Inner;
+use super::state::Inner;
 use crate::bus::{BusError, Epoch};
 
 /// How soon a failed status refresh (stream info after a reconnect) is retried.
