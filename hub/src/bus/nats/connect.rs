@@ -1,18 +1,19 @@
-//! Connecting: the client's options (short ping interval, quick
-//! reconnects, every event forwarded to the watcher), the server check
-//! (2.11 or newer, with JetStream), the stream set up or checked, and the
-//! watcher started. Every refusal is one line for the operator.
+//! Connecting, in order: the settings checked, the client connected (short
+//! ping interval, quick reconnects, every event forwarded to the watcher),
+//! the server checked (2.11 or newer, with JetStream), the stream set up
+//! (`stream.rs`), the watcher started. Every refusal is one line for the
+//! operator.
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use async_nats::ConnectOptions;
+use async_nats::{Client, ConnectOptions, Event};
 use tokio::sync::{mpsc, watch};
 use tracing::info;
 
-use super::state::{Eviction, Inner, NatsBus, Subjects};
-use super::stream::{check_operator_stream, stream_config};
+use super::state::{Inner, NatsBus, Subjects};
+use super::stream::stream_config;
 use super::watcher::watch_connection;
 use crate::bus::{BusError, BusResult, BusStatus, Epoch};
 use crate::config::BusConfig;
@@ -40,12 +41,6 @@ impl NatsBus {
             .map(str::trim)
             .filter(|u| !u.is_empty())
             .ok_or_else(|| BusError::Unusable("bus.url (--nats) is not set".into()))?;
-        let servers: Vec<String> = url
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(String::from)
-            .collect();
         if cfg.prefix.is_empty()
             || cfg.prefix.contains(['*', '>', ' '])
             || cfg.stream.contains(['.', '*', '>', ' '])
@@ -56,62 +51,9 @@ impl NatsBus {
         }
         let timeout = Duration::from_millis(cfg.request_timeout_ms.max(1));
         let (events_tx, events_rx) = mpsc::unbounded_channel();
-        let mut options = ConnectOptions::new()
-            .name("tribune-hub")
-            .ping_interval(Duration::from_millis(cfg.ping_interval_ms.max(100)))
-            .connection_timeout(timeout)
-            .request_timeout(Some(timeout))
-            .subscription_capacity(SUBSCRIPTION_CAPACITY)
-            .max_reconnects(None)
-            .reconnect_delay_callback(reconnect_delay)
-            // Forwarded at once: async-nats runs the callback in line and drops
-            // events while it is busy; the watcher task does the slow work.
-            .event_callback(move |event| {
-                let tx = events_tx.clone();
-                async move {
-                    let _ = tx.send(event);
-                }
-            });
-        if let Some(path) = &cfg.credentials {
-            options = options.credentials_file(path).await.map_err(|e| {
-                BusError::Unusable(format!(
-                    "cannot read NATS credentials {}: {e}",
-                    path.display()
-                ))
-            })?;
-        }
-        if let Some(user) = &cfg.user {
-            options =
-                options.user_and_password(user.clone(), cfg.password.clone().unwrap_or_default());
-        }
-        if let Some(token) = &cfg.token {
-            options = options.token(token.clone());
-        }
-        let client = tokio::time::timeout(timeout * 2, options.connect(servers))
-            .await
-            .map_err(|_| BusError::Unusable(format!("cannot connect to NATS at {url}: timed out")))?
-            .map_err(|e| BusError::Unusable(format!("cannot connect to NATS at {url}: {e}")))?;
+        let client = connect_client(cfg, url, timeout, events_tx).await?;
+        let version = check_server(&client, url)?;
 
-        let server = client.server_info();
-        let version = parse_version(&server.version).ok_or_else(|| {
-            BusError::Unusable(format!(
-                "nats-server at {url} reports an unreadable version '{}'",
-                server.version
-            ))
-        })?;
-        if version < MIN_SERVER_VERSION {
-            return Err(BusError::Unusable(format!(
-                "nats-server {} at {url} is too old: Tribune needs 2.11 or newer (batched direct get)",
-                server.version
-            )));
-        }
-        if !server.jetstream {
-            return Err(BusError::Unusable(format!(
-                "nats-server at {url} runs without JetStream: start it with -js (or jetstream {{}} in its config)"
-            )));
-        }
-
-        let managed_config = cfg.manage_stream.then(|| stream_config(cfg, max_retained));
         let (status, _) = watch::channel(BusStatus {
             connected: false,
             epoch: Epoch::new(&cfg.stream, 0),
@@ -121,45 +63,19 @@ impl NatsBus {
             client,
             subjects: Subjects::new(&cfg.prefix, &cfg.stream),
             stream: cfg.stream.clone(),
-            managed_config,
+            managed_config: cfg.manage_stream.then(|| stream_config(cfg, max_retained)),
             timeout,
             status,
-            eviction: std::sync::OnceLock::new(),
+            eviction: OnceLock::new(),
         });
-
-        let created = match &inner.managed_config {
-            Some(config) => {
-                let _ = inner.eviction.set(Eviction::of(config));
-                inner
-                    .bounded(inner.create_or_update_stream(config))
-                    .await
-                    .map_err(|e| {
-                        BusError::Unusable(format!("cannot provision stream {}: {e}", cfg.stream))
-                    })?
-            }
-            None => {
-                let info = inner
-                    .bounded(inner.stream_info())
-                    .await
-                    .map_err(|e| BusError::Unusable(format!("cannot read stream {}: {e}", cfg.stream)))?
-                    .ok_or_else(|| {
-                        BusError::Unusable(format!(
-                            "stream {} does not exist and bus.manage_stream is false: create it (PROTOCOL.md section 10) or let the hub manage it",
-                            cfg.stream
-                        ))
-                    })?;
-                check_operator_stream(&info, cfg)?;
-                let _ = inner.eviction.set(Eviction::of(&info.config));
-                info.created_ns
-            }
-        };
+        let created = inner.set_up_stream(cfg).await?;
         let connects = inner.client.statistics().connects.load(Ordering::Relaxed);
         inner.status.send_replace(BusStatus {
             connected: true,
             epoch: Epoch::new(&cfg.stream, created),
             generation: 1,
         });
-        info!(url, stream = %cfg.stream, version = %server.version, "NATS bus ready");
+        info!(url, stream = %cfg.stream, %version, "NATS bus ready");
 
         let check_every = Duration::from_millis(cfg.check_interval_ms.max(100));
         tokio::spawn(watch_connection(
@@ -170,6 +86,79 @@ impl NatsBus {
         ));
         Ok(NatsBus { inner })
     }
+}
+
+/// The client, connected to one of the comma-separated servers of `url`.
+async fn connect_client(
+    cfg: &BusConfig,
+    url: &str,
+    timeout: Duration,
+    events: mpsc::UnboundedSender<Event>,
+) -> BusResult<Client> {
+    let servers: Vec<String> = url
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect();
+    let mut options = ConnectOptions::new()
+        .name("tribune-hub")
+        .ping_interval(Duration::from_millis(cfg.ping_interval_ms.max(100)))
+        .connection_timeout(timeout)
+        .request_timeout(Some(timeout))
+        .subscription_capacity(SUBSCRIPTION_CAPACITY)
+        .max_reconnects(None)
+        .reconnect_delay_callback(reconnect_delay)
+        // Forwarded at once: async-nats runs the callback in line and drops
+        // events while it is busy; the watcher task does the slow work.
+        .event_callback(move |event| {
+            let tx = events.clone();
+            async move {
+                let _ = tx.send(event);
+            }
+        });
+    if let Some(path) = &cfg.credentials {
+        options = options.credentials_file(path).await.map_err(|e| {
+            BusError::Unusable(format!(
+                "cannot read NATS credentials {}: {e}",
+                path.display()
+            ))
+        })?;
+    }
+    if let Some(user) = &cfg.user {
+        options = options.user_and_password(user.clone(), cfg.password.clone().unwrap_or_default());
+    }
+    if let Some(token) = &cfg.token {
+        options = options.token(token.clone());
+    }
+    tokio::time::timeout(timeout * 2, options.connect(servers))
+        .await
+        .map_err(|_| BusError::Unusable(format!("cannot connect to NATS at {url}: timed out")))?
+        .map_err(|e| BusError::Unusable(format!("cannot connect to NATS at {url}: {e}")))
+}
+
+/// Refuses a server without what the hub needs: the batched direct get
+/// (2.11 or newer) and JetStream. Answers the server's version.
+fn check_server(client: &Client, url: &str) -> BusResult<String> {
+    let server = client.server_info();
+    let version = parse_version(&server.version).ok_or_else(|| {
+        BusError::Unusable(format!(
+            "nats-server at {url} reports an unreadable version '{}'",
+            server.version
+        ))
+    })?;
+    if version < MIN_SERVER_VERSION {
+        return Err(BusError::Unusable(format!(
+            "nats-server {} at {url} is too old: Tribune needs 2.11 or newer (batched direct get)",
+            server.version
+        )));
+    }
+    if !server.jetstream {
+        return Err(BusError::Unusable(format!(
+            "nats-server at {url} runs without JetStream: start it with -js (or jetstream {{}} in its config)"
+        )));
+    }
+    Ok(server.version)
 }
 
 /// Wait before reconnect attempt `attempts`: a restarted server or a cluster

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use tribune_protocol::Topic;
 
 use super::headers::rfc3339_to_ns;
-use super::state::Inner;
+use super::state::{Eviction, Inner};
 use crate::bus::{BusError, BusResult};
 use crate::config::BusConfig;
 
@@ -50,7 +50,7 @@ pub(super) fn stream_config(cfg: &BusConfig, max_retained: u32) -> Value {
 }
 
 /// An operator-owned stream must still give what the hub relies on.
-pub(super) fn check_operator_stream(info: &StreamInfo, cfg: &BusConfig) -> BusResult<()> {
+fn check_operator_stream(info: &StreamInfo, cfg: &BusConfig) -> BusResult<()> {
     let config = &info.config;
     if config.get("allow_direct").and_then(Value::as_bool) != Some(true) {
         return Err(BusError::Unusable(format!(
@@ -72,6 +72,36 @@ pub(super) fn check_operator_stream(info: &StreamInfo, cfg: &BusConfig) -> BusRe
 }
 
 impl Inner {
+    /// Creates or updates the stream when the hub manages it, else checks
+    /// the operator's; records how it evicts. Answers its creation time.
+    pub(super) async fn set_up_stream(&self, cfg: &BusConfig) -> BusResult<u128> {
+        match &self.managed_config {
+            Some(config) => {
+                let _ = self.eviction.set(Eviction::of(config));
+                self.bounded(self.create_or_update_stream(config))
+                    .await
+                    .map_err(|e| {
+                        BusError::Unusable(format!("cannot provision stream {}: {e}", cfg.stream))
+                    })
+            }
+            None => {
+                let info = self
+                    .bounded(self.stream_info())
+                    .await
+                    .map_err(|e| BusError::Unusable(format!("cannot read stream {}: {e}", cfg.stream)))?
+                    .ok_or_else(|| {
+                        BusError::Unusable(format!(
+                            "stream {} does not exist and bus.manage_stream is false: create it (PROTOCOL.md section 10) or let the hub manage it",
+                            cfg.stream
+                        ))
+                    })?;
+                check_operator_stream(&info, cfg)?;
+                let _ = self.eviction.set(Eviction::of(&info.config));
+                Ok(info.created_ns)
+            }
+        }
+    }
+
     /// A JetStream API request whose answer is JSON (`error` turned into `Err`).
     async fn api(&self, subject: String, body: Bytes) -> BusResult<Value> {
         let reply = self
