@@ -475,6 +475,8 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
     use crate::error::ConfigErrorKind;
 
@@ -546,5 +548,107 @@ mod tests {
             format!("{err:#}").starts_with("cannot read /nonexistent/tribune.toml: "),
             "{err:#}"
         );
+    }
+
+    fn env(vars: &[(&str, &str)]) -> Vec<(String, String)> {
+        vars.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn every_layer_changes_only_what_it_names() {
+        let file = "heartbeat_ms = 1000\n[namespaces.results]\nretained = 20\n";
+        let c = crate::config_layers::layered(
+            &Config::default(),
+            Some((Path::new("t.toml"), file)),
+            env(&[
+                ("TRIBUNE_BUS__PASSWORD", "s3cret"),
+                ("TRIBUNE_DEMO", "1"),
+                ("TRIBUNE_LIMITS__FRAMES_BURST", "80"),
+                (
+                    "TRIBUNE_ALLOWED_ORIGINS",
+                    "https://a.example, https://b.example",
+                ),
+                ("TRIBUNE_HUB_BIN", "/not/a/setting"),
+                ("TRIBUNE_NATS", "nats://x:4222"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.heartbeat_ms, 1000);
+        let results = &c.namespaces["results"];
+        assert_eq!(results.retained, 20);
+        assert_eq!(
+            results.mode,
+            tribune_protocol::Mode::State,
+            "kept from the built-in"
+        );
+        assert_eq!(results.reactions.len(), 4, "kept from the built-in");
+        assert_eq!(c.bus.password.as_deref(), Some("s3cret"));
+        assert!(c.demo);
+        assert_eq!(c.limits.frames_burst, 80);
+        assert_eq!(
+            c.allowed_origins,
+            ["https://a.example", "https://b.example"]
+        );
+    }
+
+    #[test]
+    fn errors_say_where() {
+        let file = "demo = false\n\n[limits]\nframes_burst = \"lots\"\n";
+        let e = crate::config_layers::layered(
+            &Config::default(),
+            Some((Path::new("t.toml"), file)),
+            env(&[]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("t.toml:4: limits.frames_burst: invalid type"),
+            "{e}"
+        );
+        let e = crate::config_layers::layered(
+            &Config::default(),
+            None,
+            env(&[("TRIBUNE_HEARTBEAT_MS", "25s")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(e, "TRIBUNE_HEARTBEAT_MS: expected an integer, got '25s'");
+        let e = crate::config_layers::layered(
+            &Config::default(),
+            None,
+            env(&[("TRIBUNE_DEMO", "maybe")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("TRIBUNE_DEMO: expected a boolean"), "{e}");
+        let e = crate::config_layers::layered(
+            &Config::default(),
+            None,
+            env(&[("TRIBUNE_BUS__PASWORD", "x")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("TRIBUNE_BUS__PASWORD: unknown field `pasword`"),
+            "{e}"
+        );
+        let e = crate::config_layers::layered(
+            &Config::default(),
+            Some((Path::new("t.toml"), "[namespaces.new]\nretained = 3\n")),
+            env(&[]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("missing field `mode`"), "{e}");
+        let e = crate::config_layers::layered(
+            &Config::default(),
+            Some((Path::new("t.toml"), "a = [\n")),
+            env(&[]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("t.toml:"), "{e}");
     }
 }

@@ -16,10 +16,10 @@
 
 use std::path::Path;
 
-use serde::Deserialize;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use toml::{Table, Value};
 
-use crate::config::Config;
 use crate::error::{ConfigError, ConfigErrorKind};
 
 /// Environment variables read by the command line, not settings.
@@ -33,15 +33,15 @@ enum Origin {
 
 /// The configuration from `defaults`, the file (`path`, `text`) and the
 /// environment's `TRIBUNE_*` variables, later layers winning key by key.
-pub(crate) fn layered(
-    defaults: &Config,
+pub(crate) fn layered<C: Serialize + DeserializeOwned>(
+    defaults: &C,
     file: Option<(&Path, &str)>,
     env: impl IntoIterator<Item = (String, String)>,
-) -> Result<Config, ConfigError> {
+) -> Result<C, ConfigError> {
     let mut table = Table::try_from(defaults)
         .map_err(|e| ConfigError::new(ConfigErrorKind::Invalid, e.to_string()))?;
     let schema = table.clone();
-    let sections = top_level_keys();
+    let sections = top_level_keys::<C>();
     let mut from_env: Vec<(Vec<String>, String)> = Vec::new();
 
     if let Some((path, text)) = file {
@@ -68,7 +68,7 @@ pub(crate) fn layered(
         from_env.push((path, name));
     }
 
-    Config::deserialize(table).map_err(|e| {
+    C::deserialize(table).map_err(|e| {
         // toml names the key on a line of its own: "... \nin `limits.max`".
         let text = e.to_string();
         let (message, key) = match text.rsplit_once("\nin `") {
@@ -136,10 +136,10 @@ fn located(path: &str, line: Option<usize>, key: Option<&str>, message: &str) ->
 
 /// The names of every top-level setting, optional ones included: from the
 /// deserializer's own list of expected fields.
-fn top_level_keys() -> Vec<String> {
+fn top_level_keys<C: DeserializeOwned>() -> Vec<String> {
     let mut probe = Table::new();
     probe.insert("\u{0}".into(), Value::Integer(0));
-    let text = Config::deserialize(probe)
+    let text = C::deserialize(probe)
         .err()
         .map(|e| e.to_string())
         .unwrap_or_default();
@@ -275,107 +275,4 @@ fn line_of_key(text: &str, key: &[&str]) -> Option<usize> {
         }
     }
     None
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn env(vars: &[(&str, &str)]) -> Vec<(String, String)> {
-        vars.iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
-
-    #[test]
-    fn every_layer_changes_only_what_it_names() {
-        let file = "heartbeat_ms = 1000\n[namespaces.results]\nretained = 20\n";
-        let c = layered(
-            &Config::default(),
-            Some((Path::new("t.toml"), file)),
-            env(&[
-                ("TRIBUNE_BUS__PASSWORD", "s3cret"),
-                ("TRIBUNE_DEMO", "1"),
-                ("TRIBUNE_LIMITS__FRAMES_BURST", "80"),
-                (
-                    "TRIBUNE_ALLOWED_ORIGINS",
-                    "https://a.example, https://b.example",
-                ),
-                ("TRIBUNE_HUB_BIN", "/not/a/setting"),
-                ("TRIBUNE_NATS", "nats://x:4222"),
-            ]),
-        )
-        .unwrap();
-        assert_eq!(c.heartbeat_ms, 1000);
-        let results = &c.namespaces["results"];
-        assert_eq!(results.retained, 20);
-        assert_eq!(
-            results.mode,
-            tribune_protocol::Mode::State,
-            "kept from the built-in"
-        );
-        assert_eq!(results.reactions.len(), 4, "kept from the built-in");
-        assert_eq!(c.bus.password.as_deref(), Some("s3cret"));
-        assert!(c.demo);
-        assert_eq!(c.limits.frames_burst, 80);
-        assert_eq!(
-            c.allowed_origins,
-            ["https://a.example", "https://b.example"]
-        );
-    }
-
-    #[test]
-    fn errors_say_where() {
-        let file = "demo = false\n\n[limits]\nframes_burst = \"lots\"\n";
-        let e = layered(
-            &Config::default(),
-            Some((Path::new("t.toml"), file)),
-            env(&[]),
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(
-            e.starts_with("t.toml:4: limits.frames_burst: invalid type"),
-            "{e}"
-        );
-        let e = layered(
-            &Config::default(),
-            None,
-            env(&[("TRIBUNE_HEARTBEAT_MS", "25s")]),
-        )
-        .unwrap_err()
-        .to_string();
-        assert_eq!(e, "TRIBUNE_HEARTBEAT_MS: expected an integer, got '25s'");
-        let e = layered(&Config::default(), None, env(&[("TRIBUNE_DEMO", "maybe")]))
-            .unwrap_err()
-            .to_string();
-        assert!(e.starts_with("TRIBUNE_DEMO: expected a boolean"), "{e}");
-        let e = layered(
-            &Config::default(),
-            None,
-            env(&[("TRIBUNE_BUS__PASWORD", "x")]),
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(
-            e.starts_with("TRIBUNE_BUS__PASWORD: unknown field `pasword`"),
-            "{e}"
-        );
-        let e = layered(
-            &Config::default(),
-            Some((Path::new("t.toml"), "[namespaces.new]\nretained = 3\n")),
-            env(&[]),
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(e.contains("missing field `mode`"), "{e}");
-        let e = layered(
-            &Config::default(),
-            Some((Path::new("t.toml"), "a = [\n")),
-            env(&[]),
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(e.starts_with("t.toml:"), "{e}");
-    }
 }

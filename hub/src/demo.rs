@@ -207,7 +207,7 @@ async fn crowd(node: Arc<Node>) {
             )]),
         };
         let bytes = Bytes::from(serde_json::to_vec(&partial).unwrap_or_default());
-        if let Err(e) = node.bus.publish_stats(CROWD_NODE, bytes).await {
+        if let Err(e) = node.side.publish_stats(CROWD_NODE, bytes).await {
             tracing::debug!(error = %e, "demo crowd not published");
         }
     }

@@ -14,8 +14,9 @@
 //! - `session`: a client's frames turned into registry actions.
 //! - `registry`: topic → relay; relay lifecycle; bus watch and checks.
 //! - `relay`: per-topic ordering, gap repair, cache, encode-once fan-out.
-//! - `bus`: the `Bus` trait and its contract; `bus::memory` (embedded) and
-//!   `bus::nats` (NATS JetStream); `bus::conformance`, the shared suite.
+//! - `bus`: the `Bus` (stored stream) and `SideChannel` traits and their
+//!   contracts; `bus::memory` (embedded) and `bus::nats` (NATS JetStream);
+//!   `bus::conformance`, the shared suite.
 //! - `limits`: every limit of PROTOCOL.md section 8.
 //! - `log_limit`: warnings that hostile input could flood, at most one per interval.
 //! - `metrics`: every metric name.
@@ -51,12 +52,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::bus::Bus;
 use crate::bus::memory::MemoryBus;
+use crate::bus::{Bus, SideChannel};
 use crate::config::Config;
 
-/// Builds the bus the configuration asks for.
-async fn connect_bus(config: &Config) -> anyhow::Result<Arc<dyn Bus>> {
+/// Builds the bus the configuration asks for: one object, seen as the stored
+/// stream and as the side channel.
+async fn connect_bus(config: &Config) -> anyhow::Result<(Arc<dyn Bus>, Arc<dyn SideChannel>)> {
     // BUS SELECTION
     match &config.bus.url {
         None => {
@@ -66,18 +68,20 @@ async fn connect_bus(config: &Config) -> anyhow::Result<Arc<dyn Bus>> {
                 .map(|(n, ns)| (n.clone(), ns.retained))
                 .collect();
             let window = Duration::from_secs(config.bus.duplicate_window_secs);
-            Ok(Arc::new(MemoryBus::new(retention, window)))
+            let bus = Arc::new(MemoryBus::new(retention, window));
+            Ok((bus.clone(), bus))
         }
         Some(_url) => connect_nats(config).await,
     }
 }
 
-async fn connect_nats(config: &Config) -> anyhow::Result<Arc<dyn Bus>> {
+async fn connect_nats(config: &Config) -> anyhow::Result<(Arc<dyn Bus>, Arc<dyn SideChannel>)> {
     // One message more than the deepest retention: the oldest message a relay
     // caches then still has its predecessor stored, so its `prev` is exact and
     // a resume from that predecessor recovers, as on the embedded bus.
     let bus = bus::nats::NatsBus::connect(&config.bus, config.deepest_retention() + 1).await?;
-    Ok(Arc::new(bus))
+    let bus = Arc::new(bus);
+    Ok((bus.clone(), bus))
 }
 
 /// Runs a node until SIGTERM and its drain; prints `listening on http://<addr>`.
@@ -85,8 +89,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let mut shutdown = drain::Shutdown::install()?;
     let config = Arc::new(config);
     let auth = auth::Authenticator::from_config(&config.auth)?;
-    let bus = connect_bus(&config).await?;
-    let node = node::Node::new(config.clone(), bus, auth);
+    let (bus, side) = connect_bus(&config).await?;
+    let node = node::Node::new(config.clone(), bus, side, auth);
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use dashmap::DashMap;
 
 use crate::auth::Authenticator;
-use crate::bus::Bus;
+use crate::bus::{Bus, SideChannel};
 use crate::config::Config;
 use crate::limits::{self, HandshakeLimiter};
 use crate::metrics::Metrics;
@@ -27,6 +27,8 @@ pub struct Node {
     pub config: Arc<Config>,
     /// Where messages come from and fans' publications go.
     pub bus: Arc<dyn Bus>,
+    /// The same bus's side channel: fans' publications, statistics gossip.
+    pub side: Arc<dyn SideChannel>,
     /// Topic → relay: what a subscription joins.
     pub registry: Arc<Registry>,
     /// Every metric the node exports.
@@ -53,20 +55,26 @@ pub struct Node {
 }
 
 impl Node {
-    pub fn new(config: Arc<Config>, bus: Arc<dyn Bus>, auth: Option<Authenticator>) -> Arc<Node> {
+    pub fn new(
+        config: Arc<Config>,
+        bus: Arc<dyn Bus>,
+        side: Arc<dyn SideChannel>,
+        auth: Option<Authenticator>,
+    ) -> Arc<Node> {
         let config_max = config.limits.max_connections;
         let metrics = Arc::new(Metrics::new());
         let registry = Registry::new(bus.clone(), config.clone(), metrics.clone());
         let stats = Stats::new(
             config.clone(),
             registry.clone(),
-            bus.clone(),
+            side.clone(),
             metrics.clone(),
         );
         Arc::new(Node {
             handshakes: limits::handshake_rate(&config.limits),
             config,
             bus,
+            side,
             registry,
             metrics,
             stats,
@@ -196,8 +204,8 @@ mod tests {
     use crate::bus::memory::MemoryBus;
 
     fn node() -> Arc<Node> {
-        let bus = MemoryBus::new(HashMap::new(), Duration::from_secs(60));
-        Node::new(Arc::new(Config::default()), Arc::new(bus), None)
+        let bus = Arc::new(MemoryBus::new(HashMap::new(), Duration::from_secs(60)));
+        Node::new(Arc::new(Config::default()), bus.clone(), bus, None)
     }
 
     #[test]

@@ -221,7 +221,7 @@ impl Session {
             self.error(Some(p.id), ErrorCode::PayloadTooLarge, "payload too large");
             return Verdict::Continue;
         }
-        match self.node.bus.publish_inbound(&topic, data).await {
+        match self.node.side.publish_inbound(&topic, data).await {
             Ok(()) => {
                 self.node.metrics.client_publishes.inc();
                 self.ack(p.id);

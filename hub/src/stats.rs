@@ -19,7 +19,7 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tribune_protocol::{ServerFrame, Topic, encode_server};
 
-use crate::bus::Bus;
+use crate::bus::SideChannel;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::outbox::Frame;
@@ -157,7 +157,7 @@ pub fn split(partial: Partial, max_bytes: usize) -> Vec<Partial> {
 pub struct Stats {
     config: Arc<Config>,
     registry: Arc<Registry>,
-    bus: Arc<dyn Bus>,
+    side: Arc<dyn SideChannel>,
     metrics: Arc<Metrics>,
     /// Reactions accepted on this node in the current window.
     reactions: DashMap<Topic, BTreeMap<String, u64>>,
@@ -167,13 +167,13 @@ impl Stats {
     pub fn new(
         config: Arc<Config>,
         registry: Arc<Registry>,
-        bus: Arc<dyn Bus>,
+        side: Arc<dyn SideChannel>,
         metrics: Arc<Metrics>,
     ) -> Arc<Self> {
         Arc::new(Self {
             config,
             registry,
-            bus,
+            side,
             metrics,
             reactions: DashMap::new(),
         })
@@ -226,7 +226,7 @@ impl Stats {
     pub async fn run(self: Arc<Self>) {
         let window = Duration::from_millis(self.config.stats.window_ms);
         let mut feed = loop {
-            match self.bus.stats_feed().await {
+            match self.side.stats_feed().await {
                 Ok(f) => break f,
                 Err(e) => {
                     tracing::warn!(error = %e, "stats feed unavailable, retrying");
@@ -252,7 +252,7 @@ impl Stats {
                 _ = tick.tick() => {
                     for part in split(self.partial(), MAX_PART_BYTES) {
                         let bytes = Bytes::from(serde_json::to_vec(&part).unwrap_or_default());
-                        if let Err(e) = self.bus.publish_stats(&self.config.node_name, bytes).await {
+                        if let Err(e) = self.side.publish_stats(&self.config.node_name, bytes).await {
                             self.metrics.stats_partials_failed.inc();
                             if last_warning.is_none_or(|t: Instant| t.elapsed() > Duration::from_secs(10)) {
                                 last_warning = Some(Instant::now());

@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::StreamExt;
 use serde_json::{Value, json};
-use tribune_hub::bus::nats::{NatsBus, connect};
+use tribune_hub::bus::nats::NatsBus;
 use tribune_hub::bus::{Bus, BusError, BusMessage, BusStatus};
 use tribune_hub::config::BusConfig;
 use tribune_protocol::Topic;
@@ -94,7 +94,7 @@ impl Model {
 async fn history_reads_are_exact_on_interleaved_topics_with_removals() {
     let server = NatsServer::start().await;
     let retained = 20u32;
-    let bus = connect(&config(&server), retained).await.unwrap();
+    let bus = NatsBus::connect(&config(&server), retained).await.unwrap();
     let names = ["clips.hist.dense", "clips.hist.medium", "clips.hist.sparse"];
     let topics: Vec<Topic> = names.iter().map(|n| topic(n)).collect();
     let mut all: Vec<Vec<u64>> = vec![Vec::new(); 3];
@@ -179,7 +179,7 @@ async fn history_reads_are_exact_on_interleaved_topics_with_removals() {
 #[tokio::test]
 async fn last_seqs_batches_past_1024_topics() {
     let server = NatsServer::start().await;
-    let bus = connect(&config(&server), 10).await.unwrap();
+    let bus = NatsBus::connect(&config(&server), 10).await.unwrap();
     let topics: Vec<Topic> = (0..1_500)
         .map(|i| topic(&format!("clips.many.t{i}")))
         .collect();
@@ -207,7 +207,7 @@ async fn last_seqs_batches_past_1024_topics() {
 #[tokio::test]
 async fn restart_keeps_the_epoch_and_bumps_the_generation() {
     let mut server = NatsServer::start().await;
-    let bus = connect(&config(&server), 100).await.unwrap();
+    let bus = NatsBus::connect(&config(&server), 100).await.unwrap();
     let before = bus.status().borrow().clone();
     assert!(before.connected);
     let t = topic("clips.restart.a");
@@ -274,7 +274,7 @@ async fn restart_keeps_the_epoch_and_bumps_the_generation() {
 #[tokio::test]
 async fn a_hung_server_is_a_timeout_not_a_hang() {
     let server = NatsServer::start().await;
-    let bus = connect(&config(&server), 100).await.unwrap();
+    let bus = NatsBus::connect(&config(&server), 100).await.unwrap();
     let t = topic("clips.hung.a");
     bus.publish(&t, Bytes::from_static(b"1"), None)
         .await
@@ -308,7 +308,7 @@ async fn a_memory_stream_lost_in_a_restart_is_recreated_with_a_new_epoch() {
         storage: "memory".into(),
         ..config(&server)
     };
-    let bus = connect(&cfg, 100).await.unwrap();
+    let bus = NatsBus::connect(&cfg, 100).await.unwrap();
     let before = bus.status().borrow().clone();
     let t = topic("clips.mem.a");
     bus.publish(&t, Bytes::from_static(b"1"), None)
@@ -339,7 +339,7 @@ async fn a_memory_stream_lost_in_a_restart_is_recreated_with_a_new_epoch() {
 #[tokio::test]
 async fn a_deleted_stream_is_recreated_with_a_new_epoch() {
     let server = NatsServer::start().await;
-    let bus = connect(&config(&server), 100).await.unwrap();
+    let bus = NatsBus::connect(&config(&server), 100).await.unwrap();
     let before = bus.status().borrow().clone();
     let nc = editor(&server).await;
     let deleted = api(&nc, "$JS.API.STREAM.DELETE.TRIBUNE", json!({})).await;
@@ -362,7 +362,7 @@ async fn the_stream_is_provisioned_as_protocol_section_10_says() {
         duplicate_window_secs: 60,
         ..config(&server)
     };
-    let _bus = connect(&cfg, 42).await.unwrap();
+    let _bus = NatsBus::connect(&cfg, 42).await.unwrap();
     let nc = editor(&server).await;
     let info = api(&nc, "$JS.API.STREAM.INFO.TRIBUNE", json!({})).await;
     let c = &info["config"];
@@ -376,7 +376,7 @@ async fn the_stream_is_provisioned_as_protocol_section_10_says() {
     assert_eq!(c["storage"], json!("file"));
     assert_eq!(c["num_replicas"], json!(1));
     // A hub started with other settings updates the stream it owns.
-    let _again = connect(
+    let _again = NatsBus::connect(
         &BusConfig {
             max_age_secs: 7_200,
             ..cfg.clone()
@@ -397,7 +397,7 @@ async fn an_operator_owned_stream_is_checked_not_changed() {
         manage_stream: false,
         ..config(&server)
     };
-    let err = connect(&cfg, 100)
+    let err = NatsBus::connect(&cfg, 100)
         .await
         .err()
         .expect("no stream, not managed: refused")
@@ -415,7 +415,7 @@ async fn an_operator_owned_stream_is_checked_not_changed() {
     });
     let created = api(&nc, "$JS.API.STREAM.CREATE.TRIBUNE", stream.clone()).await;
     assert!(created.get("error").is_none(), "{created}");
-    let err = connect(&cfg, 100)
+    let err = NatsBus::connect(&cfg, 100)
         .await
         .err()
         .expect("no direct get: refused")
@@ -426,7 +426,7 @@ async fn an_operator_owned_stream_is_checked_not_changed() {
     stream["republish"] = json!({"src": "tribune.fan.>", "dest": "tribune.live.>"});
     let updated = api(&nc, "$JS.API.STREAM.UPDATE.TRIBUNE", stream).await;
     assert!(updated.get("error").is_none(), "{updated}");
-    let bus = connect(&cfg, 100)
+    let bus = NatsBus::connect(&cfg, 100)
         .await
         .expect("a fit operator stream is used");
     let t = topic("clips.operator.a");
@@ -462,17 +462,18 @@ async fn start_errors_are_one_line() {
         url: Some(format!("nats://127.0.0.1:{closed}")),
         ..BusConfig::default()
     };
-    let err = connect(&cfg, 100)
+    let err = NatsBus::connect(&cfg, 100)
         .await
         .err()
-        .expect("nothing listens there")
-        .to_string();
+        .expect("nothing listens there");
+    assert!(matches!(err, BusError::Unusable(_)), "{err:?}");
+    let err = err.to_string();
     assert!(
         err.starts_with("cannot connect to NATS at nats://127.0.0.1:"),
         "{err}"
     );
     assert!(!err.contains('\n'), "{err}");
-    let err = connect(&BusConfig::default(), 100)
+    let err = NatsBus::connect(&BusConfig::default(), 100)
         .await
         .err()
         .expect("no url")
@@ -483,7 +484,7 @@ async fn start_errors_are_one_line() {
 #[tokio::test]
 async fn dropping_a_live_feed_unsubscribes() {
     let server = NatsServer::start().await;
-    let bus = connect(&config(&server), 100).await.unwrap();
+    let bus = NatsBus::connect(&config(&server), 100).await.unwrap();
     let http = reqwest::Client::new();
     let subscriptions = || async {
         let v: Value = http
@@ -517,7 +518,7 @@ async fn dropping_a_live_feed_unsubscribes() {
 #[tokio::test]
 async fn oversized_payloads_are_refused() {
     let server = NatsServer::start().await;
-    let bus = connect(&config(&server), 100).await.unwrap();
+    let bus = NatsBus::connect(&config(&server), 100).await.unwrap();
     let big = Bytes::from(vec![b'1'; 2 * 1024 * 1024]);
     let r = bus.publish(&topic("clips.big.a"), big, None).await;
     assert!(matches!(r, Err(BusError::Rejected(_))), "{r:?}");
@@ -526,7 +527,7 @@ async fn oversized_payloads_are_refused() {
 #[tokio::test]
 async fn editors_publish_with_plain_nats() {
     let server = NatsServer::start().await;
-    let bus = connect(&config(&server), 100).await.unwrap();
+    let bus = NatsBus::connect(&config(&server), 100).await.unwrap();
     let t = topic("clips.editor.a");
     let mut feed = bus.live(&t).await.unwrap();
     let nc = editor(&server).await;

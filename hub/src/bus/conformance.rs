@@ -1,6 +1,9 @@
-//! The bus conformance suite: the [`Bus`] contract as test functions that run
-//! against every implementation (the embedded bus in its unit tests, NATS in
-//! `tests/tests/nats_conformance.rs`), so that the two cannot drift apart.
+//! The bus conformance suite: the [`Bus`] and [`SideChannel`] contracts as
+//! test functions that run against every implementation (the embedded bus in
+//! its unit tests, NATS in `tests/tests/nats_conformance.rs`), both through
+//! [`bus_conformance_tests!`](crate::bus_conformance_tests), so that the two
+//! cannot drift apart. Built for the hub's own tests and, with the
+//! `test-support` feature, for the integration tests; never in the binary.
 //!
 //! Each function takes a bus and a unique token for its topics (so that one
 //! NATS stream can serve several runs) and panics on a breach. Topics live in
@@ -12,7 +15,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use tribune_protocol::Topic;
 
-use super::{After, Bus, BusMessage, LiveFeed};
+use super::{After, Bus, BusMessage, LiveFeed, SideChannel};
 
 fn topic(ns: &str, unique: &str, name: &str) -> Topic {
     Topic::new(&format!("{ns}.{unique}.{name}")).expect("valid test topic")
@@ -229,7 +232,7 @@ pub async fn duplicate_publications_stored_once(bus: &dyn Bus, unique: &str) {
 }
 
 /// Fans' publications never enter what fans read.
-pub async fn inbound_stays_out_of_the_stream(bus: &dyn Bus, unique: &str) {
+pub async fn inbound_stays_out_of_the_stream(bus: &(impl Bus + SideChannel), unique: &str) {
     let t = topic("clips", unique, "inbound");
     let mut feed = bus.live(&t).await.unwrap();
     bus.publish_inbound(&t, Bytes::from_static(b"{\"fan\":true}"))
@@ -248,7 +251,7 @@ pub async fn inbound_stays_out_of_the_stream(bus: &dyn Bus, unique: &str) {
 }
 
 /// Statistics partials reach every node's feed, this node's own included.
-pub async fn stats_partials(bus: &dyn Bus, unique: &str) {
+pub async fn stats_partials(bus: &dyn SideChannel, unique: &str) {
     let mut feed = bus.stats_feed().await.unwrap();
     let node = format!("node-{unique}");
     let payload = Bytes::from(format!("{{\"node\":\"{node}\"}}"));
@@ -284,25 +287,64 @@ pub async fn status_and_epoch(bus: &dyn Bus, _unique: &str) {
     assert!(ns.parse::<u128>().is_ok(), "creation time in ns: {ns}");
 }
 
-/// Generates one `#[tokio::test]` per conformance function for a bus made by
-/// `$make` (an expression evaluating to a future of something that derefs to a `Bus`).
+/// Generates one `#[tokio::test]` per conformance function, each against a
+/// fresh bus from `$make`: an async fn returning `(guard, bus)`. The guard
+/// lives as long as the test (a nats-server process; `()` for the embedded
+/// bus); the bus implements [`Bus`] and [`SideChannel`]. Both buses run
+/// the suite through this macro:
+///
+/// ```ignore
+/// async fn make() -> ((), MemoryBus) { ((), MemoryBus::new(retention, window)) }
+/// tribune_hub::bus_conformance_tests!(make);
+/// ```
+///
+/// The list in the `@with_list` arm is the suite's one list; a unit test
+/// checks that it names every `pub async fn` of this module, so no function
+/// runs against one bus only.
 #[macro_export]
 macro_rules! bus_conformance_tests {
-    ($make:expr) => {
-        $crate::bus_conformance_tests!(@each $make;
+    ($make:path) => {
+        $crate::bus_conformance_tests!(@with_list tests $make);
+    };
+    // Hands the list of conformance functions to the `@$then` arm.
+    (@with_list $then:ident $($arg:tt)*) => {
+        // Braces: the expansion is items (`@tests`) or an expression (`@names`).
+        $crate::bus_conformance_tests! { @$then $($arg)*;
             sequence_prev_and_ts, payload_byte_for_byte, live_delivery, history_reads,
             removed_messages_are_a_hole,
             last_seqs_batched, duplicate_publications_stored_once,
-            inbound_stays_out_of_the_stream, stats_partials, status_and_epoch);
+            inbound_stays_out_of_the_stream, stats_partials, status_and_epoch
+        }
     };
-    (@each $make:expr; $($name:ident),*) => {
+    (@tests $make:path; $($name:ident),*) => {
         $(
             #[tokio::test]
             async fn $name() {
-                let bus = $make.await;
+                let (_guard, bus) = $make().await;
                 let unique = format!("{}{}", stringify!($name).replace('_', "-"), std::process::id());
                 $crate::bus::conformance::$name(&bus, &unique).await;
             }
         )*
     };
+    (@names; $($name:ident),*) => {
+        [$(stringify!($name)),*]
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every `pub async fn` of the suite is in the macro's list, and
+    /// nothing else is: both buses run exactly the suite.
+    #[test]
+    fn the_macro_lists_every_conformance_function() {
+        let mut listed = crate::bus_conformance_tests!(@with_list names).to_vec();
+        let mut defined: Vec<&str> = include_str!("conformance.rs")
+            .lines()
+            .filter_map(|line| line.strip_prefix("pub async fn "))
+            .map(|rest| rest.split(['(', '<']).next().unwrap_or_default())
+            .collect();
+        listed.sort_unstable();
+        defined.sort_unstable();
+        assert_eq!(listed, defined);
+    }
 }

@@ -1,12 +1,13 @@
 //! The embedded in-process bus: the default for one machine and for newcomers.
 //!
-//! It keeps the [`Bus`](super::Bus) contract inside one process: one global
-//! `seq`, per-topic `prev`, `ts`, retention per namespace (count), `Nats-Msg-Id`
-//! style de-duplication, and an epoch that changes at every start (nothing
-//! survives a restart, so old `since` values must not recover).
+//! It keeps the [`Bus`](super::Bus) and [`SideChannel`](super::SideChannel)
+//! contracts inside one process: one global `seq`, per-topic `prev`, `ts`,
+//! retention per namespace (count), `Nats-Msg-Id` style de-duplication, an
+//! epoch that changes at every start (nothing survives a restart, so old
+//! `since` values must not recover), and broadcast channels for the side
+//! channel.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -17,7 +18,9 @@ use parking_lot::Mutex;
 use tokio::sync::{broadcast, watch};
 use tribune_protocol::Topic;
 
-use super::{After, Bus, BusMessage, BusResult, BusStatus, Epoch, LiveFeed, StatsFeed};
+use super::{
+    After, Bus, BusMessage, BusResult, BusStatus, Epoch, LiveFeed, SideChannel, StatsFeed,
+};
 
 /// Stream name used in the embedded bus's epoch, like the NATS stream's.
 const STREAM: &str = "TRIBUNE";
@@ -199,7 +202,9 @@ impl Bus for MemoryBus {
         let seq = self.store(topic, data, msg_id);
         futures::future::ready(Ok(seq)).boxed()
     }
+}
 
+impl SideChannel for MemoryBus {
     fn publish_inbound(&self, topic: &Topic, data: Bytes) -> BoxFuture<'_, BusResult<()>> {
         // Nobody listening is fine: core NATS drops it the same way.
         let _ = self.inbound.send((topic.clone(), data));
@@ -226,36 +231,37 @@ impl Bus for MemoryBus {
     }
 }
 
-/// Shares one `MemoryBus` as a `dyn Bus`.
-pub fn shared(bus: MemoryBus) -> Arc<MemoryBus> {
-    Arc::new(bus)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    async fn make() -> MemoryBus {
+    /// The suite's namespaces: `results` keeps 10, `clips` 100.
+    fn bus() -> MemoryBus {
         MemoryBus::new(
             HashMap::from([("results".into(), 10), ("clips".into(), 100)]),
             Duration::from_secs(120),
         )
     }
 
-    crate::bus_conformance_tests!(make());
+    /// The conformance suite's maker: nothing to keep alive beside the bus.
+    async fn make() -> ((), MemoryBus) {
+        ((), bus())
+    }
+
+    crate::bus_conformance_tests!(make);
 
     #[tokio::test]
     async fn epoch_changes_at_every_start() {
-        let a = make().await.status().borrow().epoch.clone();
+        let a = bus().status().borrow().epoch.clone();
         tokio::time::sleep(Duration::from_millis(2)).await;
-        let b = make().await.status().borrow().epoch.clone();
+        let b = bus().status().borrow().epoch.clone();
         assert_ne!(a, b);
         assert!(a.as_str().starts_with("TRIBUNE@"));
     }
 
     #[tokio::test]
     async fn retention_is_per_namespace() {
-        let bus = make().await;
+        let bus = bus();
         let t = Topic::new("results.a.b").unwrap();
         for i in 0..15 {
             bus.publish(&t, Bytes::from(format!("{i}")), None)
@@ -269,7 +275,7 @@ mod tests {
 
     #[tokio::test]
     async fn inbound_is_observable_and_separate() {
-        let bus = make().await;
+        let bus = bus();
         let mut rx = bus.inbound();
         let t = Topic::new("cheers.a").unwrap();
         bus.publish_inbound(&t, Bytes::from("{}")).await.unwrap();

@@ -1,12 +1,22 @@
-//! The `Bus` trait: what a hub node needs from the message bus, and the
-//! contract every implementation keeps.
+//! What a hub node needs from the message bus, in two traits, and the
+//! contract every implementation keeps:
+//! - [`Bus`], the stored stream: sequenced messages, live feeds, history
+//!   reads, publishing into the stream. Its contract is below.
+//! - [`SideChannel`], what passes between nodes and out to integrations
+//!   beside the stream: fans' publications, statistics gossip. Its contract
+//!   is in its own doc.
+//!
+//! One object implements both; a caller holds the face it needs
+//! (`Arc<dyn Bus>` for relays and the registry, `Arc<dyn SideChannel>` for
+//! sessions and statistics), so a test double of one is not a page of
+//! delegation to the other.
 //!
 //! Two implementations: [`memory::MemoryBus`], the embedded in-process bus, and
-//! `nats::NatsBus`, NATS JetStream. Both run the same conformance suite
+//! [`nats::NatsBus`], NATS JetStream. Both run the same conformance suite
 //! (`hub/src/bus/conformance.rs`), so the embedded default cannot drift from
 //! production.
 //!
-//! # Contract
+//! # The `Bus` contract
 //!
 //! - **Sequence.** Every stored message gets a `seq` from one counter shared by
 //!   all topics of an epoch (the stream sequence): per topic it grows, with holes.
@@ -38,9 +48,10 @@
 //!   notice, a missed one costs it messages without a word.
 //! - **Timeouts.** Every method returns within the bus's request timeout; a
 //!   failure is [`BusError::Unavailable`], never a hang.
-//! - **Publications by fans** ([`Bus::publish_inbound`]) never enter the
-//!   stream fans read.
 
+// The suite ships with the library so that the integration tests can run it
+// against NATS; only tests build it.
+#[cfg(any(test, feature = "test-support"))]
 pub mod conformance;
 pub mod memory;
 pub mod nats;
@@ -127,6 +138,12 @@ pub enum BusError {
     /// The request itself was refused (a payload too large, say).
     #[error("bus refused the request: {0}")]
     Rejected(String),
+    /// The hub will not start on this bus as configured: no server answers,
+    /// the server is too old or runs without JetStream, the stream is missing
+    /// or unfit, or the settings are not usable. Only connecting returns it;
+    /// the text is the operator's whole one-line message.
+    #[error("{0}")]
+    Unusable(String),
 }
 
 pub type BusResult<T> = Result<T, BusError>;
@@ -138,7 +155,8 @@ pub type LiveFeed = BoxStream<'static, BusMessage>;
 /// Per-node statistics partials (`tribune.stats.<node>`): `(node, payload)`.
 pub type StatsFeed = BoxStream<'static, (String, Bytes)>;
 
-/// What a hub node needs from the bus. See the module docs for the contract.
+/// The stored stream: what relays and the registry need from the bus. See
+/// the module docs for the contract.
 pub trait Bus: Send + Sync + 'static {
     /// A short name for logs and metrics: `memory` or `nats`.
     fn kind(&self) -> &'static str;
@@ -174,7 +192,25 @@ pub trait Bus: Send + Sync + 'static {
         data: Bytes,
         msg_id: Option<String>,
     ) -> BoxFuture<'_, BusResult<u64>>;
+}
 
+/// The side channel: messages beside the stored stream, between nodes and
+/// out to integrations (core NATS on the NATS bus). Today fans' own
+/// publications and the statistics gossip; control messages between nodes
+/// belong here too.
+///
+/// # Contract
+///
+/// - **Apart from the stream.** Nothing sent here is stored or reaches a
+///   [`LiveFeed`] or a history read of [`Bus`]: fans' publications never
+///   enter the stream fans read.
+/// - **At most once, no history.** No `seq`, no replay: what is sent while
+///   nobody listens is gone. A send while disconnected fails with
+///   [`BusError::Unavailable`] rather than being queued for later.
+/// - **Everyone hears everyone.** [`SideChannel::stats_feed`] yields every
+///   node's partials, this node's own included.
+/// - **Timeouts.** Every method returns within the bus's request timeout.
+pub trait SideChannel: Send + Sync + 'static {
     /// Forwards a fan's own publication to `<prefix>.in.<topic>`, outside the
     /// stream fans read.
     fn publish_inbound(&self, topic: &Topic, data: Bytes) -> BoxFuture<'_, BusResult<()>>;

@@ -166,25 +166,6 @@ impl Bus for LaggingBus {
     ) -> futures::future::BoxFuture<'_, crate::bus::BusResult<u64>> {
         self.inner.publish(topic, data, msg_id)
     }
-    fn publish_inbound(
-        &self,
-        topic: &Topic,
-        data: Bytes,
-    ) -> futures::future::BoxFuture<'_, crate::bus::BusResult<()>> {
-        self.inner.publish_inbound(topic, data)
-    }
-    fn publish_stats(
-        &self,
-        node: &str,
-        payload: Bytes,
-    ) -> futures::future::BoxFuture<'_, crate::bus::BusResult<()>> {
-        self.inner.publish_stats(node, payload)
-    }
-    fn stats_feed(
-        &self,
-    ) -> futures::future::BoxFuture<'_, crate::bus::BusResult<crate::bus::StatsFeed>> {
-        self.inner.stats_feed()
-    }
 }
 
 pub(super) async fn drain_frames(outbox: &Outbox, want: usize) -> Vec<serde_json::Value> {

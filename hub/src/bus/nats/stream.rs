@@ -1,0 +1,252 @@
+//! The JetStream stream: the config PROTOCOL.md section 10 asks for,
+//! provisioning it (or checking an operator's), what evicts a subject's
+//! messages, the JetStream API with its errors, and storing a message.
+
+use async_nats::HeaderMap;
+use bytes::Bytes;
+use serde_json::{Value, json};
+use tribune_protocol::Topic;
+
+use super::headers::rfc3339_to_ns;
+use super::state::Inner;
+use crate::bus::{BusError, BusResult};
+use crate::config::BusConfig;
+
+/// What the hub needs from `$JS.API.STREAM.INFO`.
+pub(super) struct StreamInfo {
+    /// `created`: the stream's creation time, half of the epoch.
+    pub(super) created_ns: u128,
+    /// `config`: checked when an operator owns the stream; eviction settings.
+    pub(super) config: Value,
+}
+
+/// The stream as PROTOCOL.md section 10 wants it; every field explicit, so an
+/// update restores anything an operator changed by hand.
+pub(super) fn stream_config(cfg: &BusConfig, max_retained: u32) -> Value {
+    let secs_to_ns = |s: u64| s.saturating_mul(1_000_000_000);
+    json!({
+        "name": cfg.stream,
+        "subjects": [format!("{}.fan.>", cfg.prefix)],
+        "retention": "limits",
+        "max_consumers": -1,
+        "max_msgs": -1,
+        "max_bytes": -1,
+        "max_age": secs_to_ns(cfg.max_age_secs),
+        "max_msgs_per_subject": max_retained.max(1),
+        "max_msg_size": -1,
+        "discard": "old",
+        "storage": cfg.storage,
+        "num_replicas": cfg.replicas.max(1),
+        "duplicate_window": secs_to_ns(cfg.duplicate_window_secs),
+        "republish": {"src": format!("{}.fan.>", cfg.prefix), "dest": format!("{}.live.>", cfg.prefix)},
+        // Must be set explicitly: history reads are direct gets.
+        "allow_direct": true,
+        "mirror_direct": false,
+        "sealed": false,
+        "deny_delete": false,
+        "deny_purge": false,
+        "allow_rollup_hdrs": false,
+    })
+}
+
+/// An operator-owned stream must still give what the hub relies on.
+fn check_operator_stream(info: &StreamInfo, cfg: &BusConfig) -> BusResult<()> {
+    let config = &info.config;
+    if config.get("allow_direct").and_then(Value::as_bool) != Some(true) {
+        return Err(BusError::Unusable(format!(
+            "stream {} must have allow_direct: true (history reads are direct gets)",
+            cfg.stream
+        )));
+    }
+    let dest = config.pointer("/republish/dest").and_then(Value::as_str);
+    let want = format!("{}.live.>", cfg.prefix);
+    if dest != Some(want.as_str()) {
+        return Err(BusError::Unusable(format!(
+            "stream {} must republish {}.fan.> to {want} (found {})",
+            cfg.stream,
+            cfg.prefix,
+            dest.unwrap_or("no republish")
+        )));
+    }
+    Ok(())
+}
+
+impl Inner {
+    /// Creates or updates the stream when the hub manages it, else checks
+    /// the operator's. Answers its creation time.
+    pub(super) async fn set_up_stream(&self, cfg: &BusConfig) -> BusResult<u128> {
+        match &self.managed_config {
+            Some(config) => self
+                .bounded(self.create_or_update_stream(config))
+                .await
+                .map_err(|e| {
+                    BusError::Unusable(format!("cannot provision stream {}: {e}", cfg.stream))
+                }),
+            None => {
+                let info = self
+                    .bounded(self.stream_info())
+                    .await
+                    .map_err(|e| BusError::Unusable(format!("cannot read stream {}: {e}", cfg.stream)))?
+                    .ok_or_else(|| {
+                        BusError::Unusable(format!(
+                            "stream {} does not exist and bus.manage_stream is false: create it (PROTOCOL.md section 10) or let the hub manage it",
+                            cfg.stream
+                        ))
+                    })?;
+                check_operator_stream(&info, cfg)?;
+                Ok(info.created_ns)
+            }
+        }
+    }
+
+    /// A JetStream API request whose answer is JSON (`error` turned into `Err`).
+    async fn api(&self, subject: String, body: Bytes) -> BusResult<Value> {
+        let reply = self
+            .client
+            .request(subject, body)
+            .await
+            .map_err(|e| match e.kind() {
+                async_nats::RequestErrorKind::NoResponders => {
+                    BusError::Unavailable("JetStream is not available on this NATS account".into())
+                }
+                _ => BusError::Unavailable(e.to_string()),
+            })?;
+        serde_json::from_slice(&reply.payload)
+            .map_err(|e| BusError::Unavailable(format!("unreadable JetStream answer: {e}")))
+    }
+
+    /// Stream info, or `None` when the stream does not exist.
+    pub(super) async fn stream_info(&self) -> BusResult<Option<StreamInfo>> {
+        let answer = self
+            .api(format!("$JS.API.STREAM.INFO.{}", self.stream), Bytes::new())
+            .await?;
+        if let Some(error) = answer.get("error") {
+            if api_err_code(error) == 10059 {
+                return Ok(None);
+            }
+            return Err(api_error(error));
+        }
+        parse_stream_info(&answer).map(Some)
+    }
+
+    /// Creates the stream, or updates it when it exists with another config.
+    pub(super) async fn create_or_update_stream(&self, config: &Value) -> BusResult<u128> {
+        let body = Bytes::from(config.to_string());
+        let mut answer = self
+            .api(
+                format!("$JS.API.STREAM.CREATE.{}", self.stream),
+                body.clone(),
+            )
+            .await?;
+        // 10058: "stream name already in use with a different configuration".
+        if answer
+            .get("error")
+            .is_some_and(|e| api_err_code(e) == 10058)
+        {
+            answer = self
+                .api(format!("$JS.API.STREAM.UPDATE.{}", self.stream), body)
+                .await?;
+        }
+        if let Some(error) = answer.get("error") {
+            return Err(api_error(error));
+        }
+        parse_stream_info(&answer).map(|info| info.created_ns)
+    }
+
+    pub(super) async fn publish(
+        &self,
+        topic: &Topic,
+        data: Bytes,
+        msg_id: Option<String>,
+    ) -> BusResult<u64> {
+        self.require_connection()?;
+        let max = self.client.server_info().max_payload;
+        if data.len() > max {
+            return Err(BusError::Rejected(format!(
+                "payload of {} bytes exceeds the server's max_payload of {max}",
+                data.len()
+            )));
+        }
+        let subject = self.subjects.fan(topic);
+        let sent = match msg_id {
+            Some(id) => {
+                let mut headers = HeaderMap::new();
+                headers.insert("Nats-Msg-Id", id.as_str());
+                self.client
+                    .request_with_headers(subject, headers, data)
+                    .await
+            }
+            None => self.client.request(subject, data).await,
+        };
+        let reply = sent.map_err(|e| match e.kind() {
+            async_nats::RequestErrorKind::NoResponders => {
+                BusError::Unavailable(format!("no stream stores {}", self.subjects.fan(topic)))
+            }
+            _ => BusError::Unavailable(e.to_string()),
+        })?;
+        let ack: Value = serde_json::from_slice(&reply.payload)
+            .map_err(|e| BusError::Unavailable(format!("unreadable publish ack: {e}")))?;
+        if let Some(error) = ack.get("error") {
+            return Err(api_error(error));
+        }
+        ack.get("seq")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| BusError::Unavailable(format!("publish ack without seq: {ack}")))
+    }
+}
+
+fn api_err_code(error: &Value) -> u64 {
+    error.get("err_code").and_then(Value::as_u64).unwrap_or(0)
+}
+
+/// A JetStream API error: 503 (no quorum, JetStream down) is unavailability,
+/// anything else a refusal.
+fn api_error(error: &Value) -> BusError {
+    let code = error.get("code").and_then(Value::as_u64).unwrap_or(0);
+    let description = error
+        .get("description")
+        .and_then(Value::as_str)
+        .unwrap_or("unknown JetStream error");
+    let text = format!("{description} ({})", api_err_code(error));
+    if code == 503 || code == 408 {
+        BusError::Unavailable(text)
+    } else {
+        BusError::Rejected(text)
+    }
+}
+
+fn parse_stream_info(answer: &Value) -> BusResult<StreamInfo> {
+    let created = answer
+        .get("created")
+        .and_then(Value::as_str)
+        .and_then(rfc3339_to_ns)
+        .ok_or_else(|| {
+            BusError::Unavailable(format!(
+                "stream info without a readable 'created': {answer}"
+            ))
+        })?;
+    Ok(StreamInfo {
+        created_ns: created,
+        config: answer.get("config").cloned().unwrap_or(Value::Null),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_config_is_what_protocol_section_10_asks() {
+        let cfg = BusConfig::default();
+        let c = stream_config(&cfg, 100);
+        assert_eq!(c["subjects"], json!(["tribune.fan.>"]));
+        assert_eq!(
+            c["republish"],
+            json!({"src": "tribune.fan.>", "dest": "tribune.live.>"})
+        );
+        assert_eq!(c["allow_direct"], json!(true));
+        assert_eq!(c["max_msgs_per_subject"], json!(100));
+        assert_eq!(c["duplicate_window"], json!(120_000_000_000u64));
+        assert_eq!(c["max_age"], json!(86_400_000_000_000u64));
+    }
+}

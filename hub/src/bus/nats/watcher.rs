@@ -1,0 +1,142 @@
+//! The connection watcher: keeps [`BusStatus`](crate::bus::BusStatus)
+//! current from the client's events and a periodic stream check, so that a
+//! reconnect shows a new generation and a recreated stream a new epoch.
+
+use std::sync::Weak;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use async_nats::Event;
+use async_nats::connection::State;
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use super::state::Inner;
+use crate::bus::{BusError, Epoch};
+
+/// How soon a failed status refresh (stream info after a reconnect) is retried.
+const REFRESH_RETRY: Duration = Duration::from_millis(250);
+/// How often dropped-message warnings are logged at most.
+const SLOW_LOG_EVERY: Duration = Duration::from_secs(5);
+
+/// Keeps the status current: `Disconnected` clears `connected`; after a
+/// `Connected` event (and every `check_every`) the stream info is read again,
+/// so that a recreated stream shows a new epoch and a reconnect a new
+/// generation. Ends when the bus is dropped.
+pub(super) async fn watch_connection(
+    inner: Weak<Inner>,
+    mut events: mpsc::UnboundedReceiver<Event>,
+    check_every: Duration,
+    mut connects_seen: u64,
+) {
+    let mut wait = check_every;
+    let (mut slow_drops, mut last_slow_log) = (0u64, None);
+    loop {
+        let event = tokio::select! {
+            event = events.recv() => match event {
+                Some(event) => Some(event),
+                None => return,
+            },
+            () = tokio::time::sleep(wait) => None,
+        };
+        let Some(inner) = inner.upgrade() else { return };
+        match event {
+            Some(Event::Disconnected) => {
+                warn!("NATS connection lost");
+                inner
+                    .status
+                    .send_if_modified(|s| std::mem::replace(&mut s.connected, false));
+                continue;
+            }
+            Some(Event::SlowConsumer(_)) => {
+                // One event per dropped message: logged at most every 5 s.
+                slow_drops += 1;
+                if last_slow_log.is_none_or(|t: std::time::Instant| t.elapsed() >= SLOW_LOG_EVERY) {
+                    warn!(
+                        dropped = slow_drops,
+                        "NATS subscription buffer full: messages dropped (gaps are repaired)"
+                    );
+                    slow_drops = 0;
+                    last_slow_log = Some(std::time::Instant::now());
+                }
+                continue;
+            }
+            Some(Event::Connected) | None => {}
+            Some(other) => {
+                debug!(event = %other, "NATS event");
+                continue;
+            }
+        }
+        wait = if inner.refresh(&mut connects_seen).await {
+            check_every
+        } else {
+            REFRESH_RETRY.min(check_every)
+        };
+    }
+}
+
+impl Inner {
+    /// Re-reads the stream after a (re)connection or on the periodic check;
+    /// returns whether the status is settled (false: retry soon).
+    async fn refresh(&self, connects_seen: &mut u64) -> bool {
+        if self.client.connection_state() != State::Connected {
+            self.status
+                .send_if_modified(|s| std::mem::replace(&mut s.connected, false));
+            return false;
+        }
+        let connects = self.client.statistics().connects.load(Ordering::Relaxed);
+        // Err(_, true): the bus cannot serve (its stream is gone for good).
+        // Err(_, false): no answer now (a leader election, say), which is no
+        // reason to turn a serving node away; a node that is not serving yet
+        // stays so and retries soon.
+        let created = match self.bounded(self.stream_info()).await {
+            Ok(Some(info)) => Ok(info.created_ns),
+            Ok(None) => match &self.managed_config {
+                // Ours and gone (deleted, or a memory stream on a restarted
+                // server): recreate it; the new epoch tells clients.
+                Some(config) => {
+                    warn!(stream = %self.stream, "stream missing: creating it again");
+                    self.bounded(self.create_or_update_stream(config))
+                        .await
+                        .map_err(|e| (e, true))
+                }
+                None => Err((
+                    BusError::Unavailable(format!("stream {} does not exist", self.stream)),
+                    true,
+                )),
+            },
+            Err(e) => Err((e, false)),
+        };
+        match created {
+            Ok(created) => {
+                let epoch = Epoch::new(&self.stream, created);
+                let reconnected = connects != *connects_seen;
+                *connects_seen = connects;
+                self.status.send_if_modified(|s| {
+                    if s.connected && s.epoch == epoch && !reconnected {
+                        return false;
+                    }
+                    if s.epoch != epoch {
+                        warn!(old = %s.epoch, new = %epoch, "stream epoch changed");
+                    }
+                    // Live messages may have been missed (reconnect, missing
+                    // stream) or the sequence restarted: relays check again.
+                    s.connected = true;
+                    s.epoch = epoch.clone();
+                    s.generation += 1;
+                    info!(generation = s.generation, epoch = %s.epoch, "NATS bus connected");
+                    true
+                });
+                true
+            }
+            Err((e, cannot_serve)) => {
+                warn!(error = %e, "NATS stream check failed");
+                if cannot_serve {
+                    self.status
+                        .send_if_modified(|s| std::mem::replace(&mut s.connected, false));
+                }
+                false
+            }
+        }
+    }
+}
