@@ -1,4 +1,5 @@
-// Types of the Tribune JavaScript SDK (tribune.js and protocol.js).
+// Types of the Tribune JavaScript SDK: everything tribune.js exports (from
+// protocol.js, client.js and subscription.js).
 
 /** Protocol version this SDK speaks. */
 export const PROTOCOL_VERSION: 1;
