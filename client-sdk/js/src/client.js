@@ -5,6 +5,7 @@
 // one client per hub and page.
 
 import {
+  CloseCode,
   PROTOCOL_VERSION,
   SUBPROTOCOL,
   MAX_CLIENT_FRAME_BYTES,
@@ -169,7 +170,7 @@ export class TribuneClient {
    */
   reconnect() {
     if (this.#state === ConnectionState.CLOSED || this.#state === ConnectionState.IDLE) return;
-    this.#dropTransport(CloseCode_CLIENT_RESTART, 'client reconnect');
+    this.#dropTransport(CloseCode.CLIENT_RESTART, 'client reconnect');
     this.#attempt = 0;
     this.#open();
   }
@@ -181,13 +182,13 @@ export class TribuneClient {
     clearTimeout(this.#reconnectTimer);
     clearTimeout(this.#drainTimer);
     this.#drainTimer = null;
-    this.#dropTransport(1000, 'client closed');
+    this.#dropTransport(CloseCode.NORMAL, 'client closed');
     for (const state of this.#topics.values()) {
       clearTimeout(state.retryTimer);
       for (const h of state.handles) h._end();
     }
     this.#topics.clear();
-    this.#setState(ConnectionState.CLOSED, { code: 1000, reason: 'client closed' });
+    this.#setState(ConnectionState.CLOSED, { code: CloseCode.NORMAL, reason: 'client closed' });
   }
 
   /**
@@ -279,7 +280,7 @@ export class TribuneClient {
   async #open() {
     clearTimeout(this.#reconnectTimer);
     this.#reconnectTimer = null;
-    if (this.#ws) this.#dropTransport(CloseCode_CLIENT_RESTART, 'replaced');
+    if (this.#ws) this.#dropTransport(CloseCode.CLIENT_RESTART, 'replaced');
     // Only the latest attempt may create a socket: an `online` event or a
     // drain timer may start one while an older one awaits its token.
     const gen = ++this.#openGen;
@@ -547,7 +548,7 @@ export class TribuneClient {
     this.#drainTimer = setTimeout(() => {
       this.#drainTimer = null;
       if (this.#state === ConnectionState.CLOSED) return;
-      if (this.#ws === ws && ws !== null) this.#dropTransport(CloseCode_CLIENT_RESTART, 'moving off a draining node');
+      if (this.#ws === ws && ws !== null) this.#dropTransport(CloseCode.CLIENT_RESTART, 'moving off a draining node');
       this.#attempt = 0;
       this.#open();
     }, delayMs);
@@ -565,7 +566,7 @@ export class TribuneClient {
       this.#drainTimer = null;
       // 1000 ends subscriptions normally; 1008 (policy) makes them throw.
       const error =
-        code === 1000
+        code === CloseCode.NORMAL
           ? null
           : new TribuneError('closed', `hub closed the connection (${code}${reason ? `: ${reason}` : ''})`, { code });
       for (const state of this.#topics.values()) {
@@ -644,8 +645,8 @@ export class TribuneClient {
     this.#heartbeatTimer = setInterval(() => {
       const silent = Date.now() - this.#lastRx;
       if (silent > this.#heartbeatMs * 2 + every) {
-        this.#dropTransport(CloseCode_CLIENT_RESTART, 'no sign of life from the hub');
-        this.#scheduleReconnect('backoff', { code: 1006, reason: 'heartbeat timeout' });
+        this.#dropTransport(CloseCode.CLIENT_RESTART, 'no sign of life from the hub');
+        this.#scheduleReconnect('backoff', { code: CloseCode.ABNORMAL, reason: 'heartbeat timeout' });
       } else if (silent >= this.#heartbeatMs && !this.#pingOutstanding) {
         this.#pingOutstanding = true;
         const id = this.#nextId++;
@@ -733,7 +734,7 @@ export class TribuneClient {
       // The socket would die on its own only after heartbeats; say it now and
       // stop burning backoff attempts until the network returns.
       clearTimeout(this.#reconnectTimer);
-      this.#dropTransport(CloseCode_CLIENT_RESTART, 'browser offline');
+      this.#dropTransport(CloseCode.CLIENT_RESTART, 'browser offline');
       this.#setState(ConnectionState.RECONNECTING, { offline: true, reason: 'offline' });
     };
     const online = () => {
@@ -754,10 +755,6 @@ export class TribuneClient {
     this.#netListeners = null;
   }
 }
-
-// Close code a client uses when it leaves on its own to come back at once
-// (4000-4999 is the application range browsers allow).
-const CloseCode_CLIENT_RESTART = 4000;
 
 function utf8Bytes(s) {
   if (typeof TextEncoder === 'function') return new TextEncoder().encode(s).length;

@@ -18,14 +18,21 @@ export const MAX_TOKENS = 8;
 /** Client frame size limit of PROTOCOL.md section 8 (default). */
 export const MAX_CLIENT_FRAME_BYTES = 4096;
 
-/** Close codes of PROTOCOL.md section 6. */
+/**
+ * Close codes of PROTOCOL.md section 6, and the two a client uses itself:
+ * `ABNORMAL` (RFC 6455: never sent; what a connection that died without a
+ * close frame reports) and `CLIENT_RESTART` (the client leaves on its own to
+ * come back at once; 4000-4999 is the application range browsers allow).
+ */
 export const CloseCode = Object.freeze({
   NORMAL: 1000,
   DRAINING: 1001,
   BINARY_FRAME: 1003,
+  ABNORMAL: 1006,
   POLICY: 1008,
   FRAME_TOO_LARGE: 1009,
   INTERNAL: 1011,
+  CLIENT_RESTART: 4000,
   SLOW_CONSUMER: 4008,
   FLOOD: 4029,
 });

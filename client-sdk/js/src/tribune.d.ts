@@ -11,13 +11,18 @@ export const MIN_TOKENS: 2;
 export const MAX_TOKENS: 8;
 export const MAX_CLIENT_FRAME_BYTES: 4096;
 
+/** Close codes of PROTOCOL.md section 6, and the two a client uses itself. */
 export const CloseCode: Readonly<{
   NORMAL: 1000;
   DRAINING: 1001;
   BINARY_FRAME: 1003;
+  /** Never sent: a connection that died without a close frame. */
+  ABNORMAL: 1006;
   POLICY: 1008;
   FRAME_TOO_LARGE: 1009;
   INTERNAL: 1011;
+  /** Sent by a client that leaves on its own to come back at once. */
+  CLIENT_RESTART: 4000;
   SLOW_CONSUMER: 4008;
   FLOOD: 4029;
 }>;
