@@ -3,6 +3,12 @@
 // indicator. Every payload string reaches the DOM through textContent only;
 // the only markup strings here are constants.
 
+// The SDK is found through the hub's URL layout, not the repository's: the
+// hub serves client-sdk/widget/src/ at /widget/ and client-sdk/js/src/ at
+// /sdk/ (hub/src/server.rs), so this resolves from /widget/shared.js to
+// /sdk/tribune.js. In the repository there is no widget/sdk/ folder: these
+// files run as a hub (or any server keeping /widget/ and /sdk/ side by side
+// under one base) serves them. The widget tests check that layout.
 import { sharedClient, wsUrlFromHub } from '../sdk/tribune.js';
 
 /**
@@ -19,6 +25,7 @@ export function resolveWsUrl(element) {
   }
   const hub = element.getAttribute('hub');
   if (hub) return wsUrlFromHub(new URL(hub, base).href);
+  // Same layout as the import above: this file is at <hub>/widget/shared.js.
   return wsUrlFromHub(new URL('..', import.meta.url).href);
 }
 

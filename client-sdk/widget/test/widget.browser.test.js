@@ -1,11 +1,12 @@
 // The web widgets in real headless Chromium (Debian's /usr/bin/chromium driven
 // by playwright-core) against the real hub binary: the demo page, live
 // updates, text-only rendering of hostile payloads, reconnecting, 320 px
-// layout, reactions and stats, embedding on a foreign origin.
+// layout, reactions and stats, embedding on a foreign origin, and the URL
+// layout (/widget/ beside /sdk/) that the widget's imports rely on.
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, mkdirSync, rmSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
@@ -414,6 +415,49 @@ test('one script tag embeds the widget on a page of another origin', async (t) =
   assert.notEqual(await page.locator('#elsewhere .conn').getAttribute('data-state'), 'connected');
   assert.ok(!(await page.locator('#elsewhere').evaluate((el) => el.shadowRoot.textContent)).includes('Team Embedded'));
   assert.deepEqual(errors.filter((e) => !e.includes('127.0.0.1:9/')), []);
+});
+
+// Static imports and re-exports of a module: `import … from '…'`,
+// `export … from '…'`, `import '…'` (the widget uses no dynamic import).
+const IMPORT_RE = /^(?:import|export)\s+(?:[\w$*{},\s]+?\s+from\s+)?['"]([^'"]+)['"]/gm;
+
+test('the hub serves /widget/ beside /sdk/: every import of the widget resolves to the repository files', async () => {
+  // Where each URL folder of the hub comes from in the repository.
+  const folders = {
+    '/widget/': path.join(repoRoot, 'client-sdk/widget/src'),
+    '/sdk/': path.join(repoRoot, 'client-sdk/js/src'),
+  };
+  const seen = new Set();
+  const queue = [new URL('/widget/tribune-widget.js', hub.httpUrl)];
+  const edges = [];
+  // Bounded: the graph has a handful of files; more means imports went astray.
+  while (queue.length > 0 && seen.size < 50) {
+    const url = queue.shift();
+    if (seen.has(url.pathname)) continue;
+    seen.add(url.pathname);
+    const res = await fetch(url);
+    assert.equal(res.status, 200, `GET ${url.pathname} (imported by the widget)`);
+    assert.match(res.headers.get('content-type'), /^text\/javascript/, url.pathname);
+    const body = await res.text();
+    const folder = Object.keys(folders).find((f) => url.pathname.startsWith(f));
+    assert.ok(folder, `${url.pathname} is outside /widget/ and /sdk/`);
+    const file = path.join(folders[folder], url.pathname.slice(folder.length));
+    assert.equal(body, readFileSync(file, 'utf8'), `${url.pathname} is served as ${path.relative(repoRoot, file)} (an older hub binary? cargo build -p tribune-hub)`);
+    for (const [, specifier] of body.matchAll(IMPORT_RE)) {
+      assert.ok(specifier.startsWith('./') || specifier.startsWith('../'), `${url.pathname} imports ${specifier}`);
+      const target = new URL(specifier, url);
+      edges.push(`${url.pathname} -> ${target.pathname}`);
+      queue.push(target);
+    }
+  }
+  assert.equal(queue.length, 0, 'the import graph is larger than 50 files');
+  // The one crossing from the widget to the SDK goes through the layout.
+  assert.ok(edges.includes('/widget/shared.js -> /sdk/tribune.js'), edges.join('\n'));
+  // Every file of the SDK folder is served and reached from the entry (a new
+  // SDK file the hub did not embed, or one nothing imports, shows here).
+  const sdkFiles = readdirSync(folders['/sdk/']).filter((f) => f.endsWith('.js'));
+  const reached = [...seen].filter((p) => p.startsWith('/sdk/')).map((p) => p.slice('/sdk/'.length));
+  assert.deepEqual(reached.sort(), sdkFiles.sort());
 });
 
 test('SDK in the browser: the served module speaks to the hub', async (t) => {
