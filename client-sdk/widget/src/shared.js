@@ -1,7 +1,8 @@
 // What both Tribune web components share: finding the hub, one shared SDK
-// client per hub, safe text and URL helpers, the theme, and the connection
-// indicator. Every payload string reaches the DOM through textContent only;
-// the only markup strings here are constants.
+// client per hub, safe text and URL helpers, and the theme (with the look of
+// the connection badge, whose behaviour is connection.js). Every payload
+// string reaches the DOM through textContent only; the only markup strings
+// here are constants.
 
 // The SDK is found through the hub's URL layout, not the repository's: the
 // hub serves client-sdk/widget/src/ at /widget/ and client-sdk/js/src/ at
@@ -86,23 +87,6 @@ export function formatAgo(ms) {
   const m = Math.floor(s / 60);
   if (m < 60) return `${m} min ago`;
   return `${Math.floor(m / 60)} h ago`;
-}
-
-const CONNECTION_LABELS = {
-  idle: 'Connecting…',
-  connecting: 'Connecting…',
-  connected: 'Live',
-  reconnecting: 'Reconnecting…',
-  closed: 'Disconnected',
-};
-
-/**
- * The connection indicator's state: once a widget has been live, any
- * attempt to get back is shown as "reconnecting", not "connecting".
- */
-export function connectionView(state, everConnected) {
-  const shown = everConnected && state === 'connecting' ? 'reconnecting' : state;
-  return { state: shown, label: CONNECTION_LABELS[shown] ?? shown };
 }
 
 /**

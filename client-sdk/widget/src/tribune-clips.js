@@ -7,7 +7,8 @@
 // 12, at most 100), theme (light|dark).
 // Events: tribune-message {detail: message event}, tribune-state.
 
-import { attachShadowFrom, clientFor, connectionView, el, formatDuration, safeUrl, text } from './shared.js';
+import { WidgetConnection } from './connection.js';
+import { attachShadowFrom, el, formatDuration, safeUrl, text } from './shared.js';
 
 const DEFAULT_MAX = 12;
 const MAX_MAX = 100;
@@ -66,16 +67,14 @@ export class TribuneClips extends HTMLElement {
 
   #root;
   #parts;
-  #client = null;
-  #sub = null;
-  #offState = null;
-  #everConnected = false;
+  #connection;
 
   constructor() {
     super();
     this.#root = attachShadowFrom(this, CSS, MARKUP);
     const q = (s) => this.#root.querySelector(s);
     this.#parts = { feed: q('.feed'), title: q('h2'), conn: q('.conn'), list: q('ol'), empty: q('.empty') };
+    this.#connection = new WidgetConnection(this, { badge: this.#parts.conn, card: this.#parts.feed });
   }
 
   get max() {
@@ -85,7 +84,7 @@ export class TribuneClips extends HTMLElement {
 
   /** The SDK subscription behind the list (null when not started). */
   get subscription() {
-    return this.#sub;
+    return this.#connection.subscription;
   }
 
   connectedCallback() {
@@ -109,44 +108,12 @@ export class TribuneClips extends HTMLElement {
   }
 
   #start() {
-    const topic = this.getAttribute('topic');
-    if (!topic) return;
-    try {
-      this.#client = clientFor(this);
-      // A feed replays nothing by default: ask for a list's worth of history.
-      this.#sub = this.#client.subscribe(topic, {
-        history: this.max,
-        onMessage: (m) => this.#onMessage(m),
-        onError: (e) => {
-          if (this.#sub?.closed) this.#showConnection('closed', `Unavailable: ${e.code}`);
-        },
-      });
-    } catch (err) {
-      this.#showConnection('closed', `Unavailable: ${err.message}`);
-      return;
-    }
-    this.#offState = this.#client.on('state', ({ state }) => this.#onState(state));
-    this.#onState(this.#client.state);
+    // A feed replays nothing by default: ask for a list's worth of history.
+    this.#connection.open({ history: this.max, onMessage: (m) => this.#onMessage(m) });
   }
 
   #stop() {
-    this.#offState?.();
-    this.#offState = null;
-    this.#sub?.unsubscribe();
-    this.#sub = null;
-  }
-
-  #onState(state) {
-    if (state === 'connected') this.#everConnected = true;
-    const view = connectionView(state, this.#everConnected);
-    this.#showConnection(view.state, view.label);
-    this.dispatchEvent(new CustomEvent('tribune-state', { detail: { state: view.state }, bubbles: true, composed: true }));
-  }
-
-  #showConnection(state, label) {
-    this.#parts.conn.dataset.state = state;
-    this.#parts.conn.textContent = label;
-    this.#parts.feed.dataset.conn = state;
+    this.#connection.close();
   }
 
   #onMessage(message) {
