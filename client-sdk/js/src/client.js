@@ -359,15 +359,9 @@ export class TribuneClient {
         return this.#onMessage(frame);
       case 'error':
         return this.#onErrorFrame(frame);
-      case 'pong': {
-        const p = this.#pending.get(frame.id);
-        if (p) {
-          this.#pending.delete(frame.id);
-          clearTimeout(p.timer);
-          p.resolve(frame);
-        }
+      case 'pong':
+        this.#takePending(frame.id)?.resolve(frame);
         return;
-      }
       case 'drain':
         return this.#onDrain(frame);
       case 'stats':
@@ -389,10 +383,8 @@ export class TribuneClient {
   }
 
   #onAck(frame) {
-    const pending = this.#pending.get(frame.id);
+    const pending = this.#takePending(frame.id);
     if (pending) {
-      this.#pending.delete(frame.id);
-      clearTimeout(pending.timer);
       pending.resolve(frame);
       return;
     }
@@ -495,10 +487,8 @@ export class TribuneClient {
   #onErrorFrame(frame) {
     const err = new TribuneError(frame.code, frame.message, { id: frame.id });
     if (frame.id !== null) {
-      const pending = this.#pending.get(frame.id);
+      const pending = this.#takePending(frame.id);
       if (pending) {
-        this.#pending.delete(frame.id);
-        clearTimeout(pending.timer);
         pending.reject(err);
         return;
       }
@@ -712,6 +702,15 @@ export class TribuneClient {
 
   #socketOpen() {
     return this.#ws !== null && this.#ws.readyState === 1;
+  }
+
+  /** The request answered by `id`, no longer pending and without its deadline; null when none. */
+  #takePending(id) {
+    const pending = this.#pending.get(id);
+    if (!pending) return null;
+    this.#pending.delete(id);
+    clearTimeout(pending.timer);
+    return pending;
   }
 
   #topicBySubId(id) {

@@ -90,7 +90,9 @@ export interface MessageFrame {
   topic: string;
   seq: number;
   prev: number;
+  /** When the bus stored it, Unix milliseconds. */
   ts: number;
+  /** Replayed history (on subscribe or resume), not live. */
   replay: boolean;
   data: JsonValue;
 }
@@ -145,16 +147,8 @@ export const ConnectionState: Readonly<{
   CLOSED: 'closed';
 }>;
 
-/** A message delivered on a subscription. */
-export interface MessageEvent<T = JsonValue> {
-  type: 'message';
-  topic: string;
-  seq: number;
-  prev: number;
-  /** When the bus stored it, Unix milliseconds. */
-  ts: number;
-  /** Replayed history (on subscribe or resume), not live. */
-  replay: boolean;
+/** A message delivered on a subscription: the hub's frame, its payload typed. */
+export interface MessageEvent<T = JsonValue> extends Omit<MessageFrame, 'data'> {
   data: T;
 }
 

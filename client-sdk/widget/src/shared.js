@@ -89,6 +89,23 @@ export function formatAgo(ms) {
   return `${Math.floor(m / 60)} h ago`;
 }
 
+// The dark defaults, used twice below: when the system prefers dark (unless
+// `theme="light"`), and when `theme="dark"` forces it.
+const DARK = `
+  --_bg: var(--tribune-bg, #16191f);
+  --_fg: var(--tribune-fg, #eef1f5);
+  --_muted: var(--tribune-muted, #a3acba);
+  --_border: var(--tribune-border, #2c323c);
+  --_row-alt: var(--tribune-row-alt, #1c2028);
+  --_accent: var(--tribune-accent, #7fb0ff);
+  --_live: var(--tribune-live, #ff6170);
+  --_final: var(--tribune-final, #5fd17e);
+  --_highlight: var(--tribune-highlight, #5a4a00);
+  --_warn-bg: var(--tribune-warn-bg, #3a2f0b);
+  --_warn-fg: var(--tribune-warn-fg, #ffd978);
+  --_meter: var(--tribune-meter, #ff9a4d);
+`;
+
 /**
  * The custom properties a host page may set, with light and dark defaults
  * (prefers-color-scheme, or the `theme` attribute to force one).
@@ -120,35 +137,9 @@ export const THEME_CSS = `
   box-sizing: border-box;
 }
 @media (prefers-color-scheme: dark) {
-  :host(:not([theme="light"])) {
-    --_bg: var(--tribune-bg, #16191f);
-    --_fg: var(--tribune-fg, #eef1f5);
-    --_muted: var(--tribune-muted, #a3acba);
-    --_border: var(--tribune-border, #2c323c);
-    --_row-alt: var(--tribune-row-alt, #1c2028);
-    --_accent: var(--tribune-accent, #7fb0ff);
-    --_live: var(--tribune-live, #ff6170);
-    --_final: var(--tribune-final, #5fd17e);
-    --_highlight: var(--tribune-highlight, #5a4a00);
-    --_warn-bg: var(--tribune-warn-bg, #3a2f0b);
-    --_warn-fg: var(--tribune-warn-fg, #ffd978);
-    --_meter: var(--tribune-meter, #ff9a4d);
-  }
+  :host(:not([theme="light"])) {${DARK}}
 }
-:host([theme="dark"]) {
-  --_bg: var(--tribune-bg, #16191f);
-  --_fg: var(--tribune-fg, #eef1f5);
-  --_muted: var(--tribune-muted, #a3acba);
-  --_border: var(--tribune-border, #2c323c);
-  --_row-alt: var(--tribune-row-alt, #1c2028);
-  --_accent: var(--tribune-accent, #7fb0ff);
-  --_live: var(--tribune-live, #ff6170);
-  --_final: var(--tribune-final, #5fd17e);
-  --_highlight: var(--tribune-highlight, #5a4a00);
-  --_warn-bg: var(--tribune-warn-bg, #3a2f0b);
-  --_warn-fg: var(--tribune-warn-fg, #ffd978);
-  --_meter: var(--tribune-meter, #ff9a4d);
-}
+:host([theme="dark"]) {${DARK}}
 :host([hidden]) { display: none; }
 *, *::before, *::after { box-sizing: border-box; }
 [hidden] { display: none !important; }
