@@ -366,6 +366,8 @@ export class TribuneClient {
         return this.#onDrain(frame);
       case 'stats':
         return this.#onStats(frame);
+      case 'gap':
+        return this.#onGap(frame);
     }
   }
 
@@ -417,6 +419,7 @@ export class TribuneClient {
     state.ackSeq = frame.seq;
     state.hasPosition = true;
     state.firstAfterAck = true;
+    state.gapBefore = null;
     const historyAsked = (state.history ?? (frame.mode === 'state' ? 1 : 0)) > 0;
     state.replayPending = recovered ? state.resumedFrom < frame.seq : historyAsked && frame.seq > 0;
     if (recovered) state.expectPrev = state.resumedFrom;
@@ -454,12 +457,16 @@ export class TribuneClient {
     const first = state.firstAfterAck;
     state.firstAfterAck = false;
     if (frame.seq <= state.lastSeq) return; // already delivered (replay overlap)
-    if (state.mode === 'feed' && state.expectPrev !== null) {
+    // The message a `gap` frame announced carries the prev the bus knows,
+    // inside the hole already reported: it is not a discontinuity. (Only
+    // that seq, once: a seq at or below lastSeq never gets this far again.)
+    const announced = frame.seq === state.gapBefore;
+    if (state.mode === 'feed' && state.expectPrev !== null && !announced) {
       const unknownFirstPrev = first && frame.replay && frame.prev === 0;
       // prev above what we hold means a message in between never reached us;
       // prev below is removal on the bus (section 5), not loss.
       if (!unknownFirstPrev && frame.prev > state.expectPrev) {
-        this.#resync(state, frame);
+        this.#resync(state, `message ${frame.seq} has prev ${frame.prev}, expected ${state.expectPrev}`);
         return;
       }
     }
@@ -470,14 +477,35 @@ export class TribuneClient {
     for (const h of state.handles) h._deliver(event);
   }
 
+  /**
+   * A feed's hub announces messages it could not deliver (stored on the bus,
+   * then aged out before the hub repaired, or unreadable): every seq between
+   * `after` and `before` is lost for this subscription, and the message
+   * `before` comes next. Said once as a `lost` gap event, never resynced:
+   * asking again cannot bring back what the bus no longer holds.
+   */
+  #onGap(frame) {
+    const state = this.#topics.get(frame.topic);
+    if (!state || !state.acked) return; // not (or no longer, or not yet) ours
+    // A state topic's latest message stands for all before it: nothing is lost.
+    if (state.mode !== 'feed') return;
+    if (frame.before <= state.lastSeq) return; // already past the hole (replay overlap)
+    // null: the first message of a replay, unchecked anyway, is still to come.
+    const position = state.expectPrev;
+    if (position !== null && frame.after > position) {
+      // The hub counts on messages up to `after` that never reached us: those
+      // may still be stored, so ask again from what we hold, as for any skip.
+      this.#resync(state, `gap after ${frame.after}, but this subscription is at ${position}`);
+      return;
+    }
+    state.gapBefore = frame.before;
+    const gap = { type: 'gap', topic: state.topic, reason: 'lost', after: frame.after, before: frame.before };
+    for (const h of state.handles) h._deliver(gap);
+  }
+
   /** Feed continuity broke: resubscribe with `since` so the hub replays the hole. */
-  #resync(state, frame) {
-    this.#emitError(
-      new TribuneError(
-        'discontinuity',
-        `feed ${state.topic}: message ${frame.seq} has prev ${frame.prev}, expected ${state.expectPrev}; resubscribing`,
-      ),
-    );
+  #resync(state, why) {
+    this.#emitError(new TribuneError('discontinuity', `feed ${state.topic}: ${why}; resubscribing`));
     const id = this.#nextId++;
     this.#pending.set(id, { kind: 'unsubscribe', resolve() {}, reject() {} });
     this.#send({ type: 'unsubscribe', id, topic: state.topic });

@@ -169,6 +169,7 @@ const SERVER_FRAMES = {
   pong: { id: 'u64' },
   drain: { retry_ms: 'u64' },
   stats: { topic: 'topic', audience: 'u64', reactions: 'counts', window_ms: 'u64' },
+  gap: { topic: 'topic', after: 'u64', before: 'u64' },
 };
 
 function badFrame(reason, text) {
@@ -181,7 +182,8 @@ function badFrame(reason, text) {
  * (optional fields that were null are removed; `replay` defaults to false on
  * messages); throws a `TribuneError` with code `bad_frame` for anything that
  * breaks section 4: invalid JSON, not an object, unknown `type`, a missing
- * field, a wrong JSON type, or a `message` whose `prev` is not before its `seq`.
+ * field, a wrong JSON type, a `message` whose `prev` is not before its `seq`,
+ * or a `gap` whose `after` is not before its `before`.
  */
 export function decodeServerFrame(text) {
   if (typeof text !== 'string') throw badFrame('not a text frame');
@@ -212,6 +214,8 @@ export function decodeServerFrame(text) {
     if (frame.prev >= frame.seq) throw badFrame('message.prev must be lower than its seq', text);
     if (frame.replay === undefined) frame.replay = false;
   }
+  // A hole needs two ends in order; the reverse could only be a broken hub.
+  if (frame.type === 'gap' && frame.after >= frame.before) throw badFrame('gap.after must be lower than its before', text);
   return frame;
 }
 

@@ -39,6 +39,12 @@ export class TopicState {
     this.expectPrev = null;
     /** Whether the next message is the first after the ack. */
     this.firstAfterAck = true;
+    /**
+     * Feed topics: the seq of the message the last `gap` frame announced
+     * next (its `before`), taken whatever its prev; null when none since the
+     * ack.
+     */
+    this.gapBefore = null;
     /** State topics: the latest message, handed to handles that join later. */
     this.latest = null;
     /** The latest `stats` figures. */

@@ -117,7 +117,22 @@ export interface StatsFrame {
   reactions: Record<string, number>;
   window_ms: number;
 }
-export type ServerFrame = WelcomeFrame | AckFrame | MessageFrame | ErrorFrame | PongFrame | DrainFrame | StatsFrame;
+/** Feed messages with `after < seq < before` are lost; the message `before` follows. */
+export interface GapFrame {
+  type: 'gap';
+  topic: string;
+  after: number;
+  before: number;
+}
+export type ServerFrame =
+  | WelcomeFrame
+  | AckFrame
+  | MessageFrame
+  | ErrorFrame
+  | PongFrame
+  | DrainFrame
+  | StatsFrame
+  | GapFrame;
 
 /** Decodes and validates one hub frame; throws TribuneError('bad_frame'). */
 export function decodeServerFrame(text: unknown): ServerFrame;
@@ -154,15 +169,20 @@ export interface MessageEvent<T = JsonValue> extends Omit<MessageFrame, 'data'> 
 
 /**
  * Messages of a feed were lost for this subscriber: a resume that the hub
- * could not recover (`not_recovered`, `epoch_changed`), or a reader that
- * fell more than `bufferSize` events behind (`buffer_overflow`).
+ * could not recover (`not_recovered`, `epoch_changed`), messages the hub
+ * could not deliver although the bus had stored them (`lost`: every seq
+ * between `after` and `before`), or a reader that fell more than
+ * `bufferSize` events behind (`buffer_overflow`). It comes in the event
+ * order at the place of the hole.
  */
 export interface GapEvent {
   type: 'gap';
   topic: string;
-  reason: 'not_recovered' | 'epoch_changed' | 'buffer_overflow';
+  reason: 'not_recovered' | 'epoch_changed' | 'lost' | 'buffer_overflow';
   /** Last seq held before the loss (in `previousEpoch` when the epoch changed). */
   after: number | null;
+  /** lost: the seq of the message right after the hole, which comes next. */
+  before?: number;
   previousEpoch?: string | null;
   epoch?: string;
   /** `ack.seq` of the unrecovered resume. */
