@@ -18,14 +18,21 @@ export const MAX_TOKENS = 8;
 /** Client frame size limit of PROTOCOL.md section 8 (default). */
 export const MAX_CLIENT_FRAME_BYTES = 4096;
 
-/** Close codes of PROTOCOL.md section 6. */
+/**
+ * Close codes of PROTOCOL.md section 6, and the two a client uses itself:
+ * `ABNORMAL` (RFC 6455: never sent; what a connection that died without a
+ * close frame reports) and `CLIENT_RESTART` (the client leaves on its own to
+ * come back at once; 4000-4999 is the application range browsers allow).
+ */
 export const CloseCode = Object.freeze({
   NORMAL: 1000,
   DRAINING: 1001,
   BINARY_FRAME: 1003,
+  ABNORMAL: 1006,
   POLICY: 1008,
   FRAME_TOO_LARGE: 1009,
   INTERNAL: 1011,
+  CLIENT_RESTART: 4000,
   SLOW_CONSUMER: 4008,
   FLOOD: 4029,
 });
@@ -162,6 +169,7 @@ const SERVER_FRAMES = {
   pong: { id: 'u64' },
   drain: { retry_ms: 'u64' },
   stats: { topic: 'topic', audience: 'u64', reactions: 'counts', window_ms: 'u64' },
+  gap: { topic: 'topic', after: 'u64', before: 'u64' },
 };
 
 function badFrame(reason, text) {
@@ -174,7 +182,8 @@ function badFrame(reason, text) {
  * (optional fields that were null are removed; `replay` defaults to false on
  * messages); throws a `TribuneError` with code `bad_frame` for anything that
  * breaks section 4: invalid JSON, not an object, unknown `type`, a missing
- * field, a wrong JSON type, or a `message` whose `prev` is not before its `seq`.
+ * field, a wrong JSON type, a `message` whose `prev` is not before its `seq`,
+ * or a `gap` whose `after` is not before its `before`.
  */
 export function decodeServerFrame(text) {
   if (typeof text !== 'string') throw badFrame('not a text frame');
@@ -205,6 +214,8 @@ export function decodeServerFrame(text) {
     if (frame.prev >= frame.seq) throw badFrame('message.prev must be lower than its seq', text);
     if (frame.replay === undefined) frame.replay = false;
   }
+  // A hole needs two ends in order; the reverse could only be a broken hub.
+  if (frame.type === 'gap' && frame.after >= frame.before) throw badFrame('gap.after must be lower than its before', text);
   return frame;
 }
 

@@ -1,4 +1,5 @@
-// Types of the Tribune JavaScript SDK (tribune.js and protocol.js).
+// Types of the Tribune JavaScript SDK: everything tribune.js exports (from
+// protocol.js, client.js and subscription.js).
 
 /** Protocol version this SDK speaks. */
 export const PROTOCOL_VERSION: 1;
@@ -10,13 +11,18 @@ export const MIN_TOKENS: 2;
 export const MAX_TOKENS: 8;
 export const MAX_CLIENT_FRAME_BYTES: 4096;
 
+/** Close codes of PROTOCOL.md section 6, and the two a client uses itself. */
 export const CloseCode: Readonly<{
   NORMAL: 1000;
   DRAINING: 1001;
   BINARY_FRAME: 1003;
+  /** Never sent: a connection that died without a close frame. */
+  ABNORMAL: 1006;
   POLICY: 1008;
   FRAME_TOO_LARGE: 1009;
   INTERNAL: 1011;
+  /** Sent by a client that leaves on its own to come back at once. */
+  CLIENT_RESTART: 4000;
   SLOW_CONSUMER: 4008;
   FLOOD: 4029;
 }>;
@@ -84,7 +90,9 @@ export interface MessageFrame {
   topic: string;
   seq: number;
   prev: number;
+  /** When the bus stored it, Unix milliseconds. */
   ts: number;
+  /** Replayed history (on subscribe or resume), not live. */
   replay: boolean;
   data: JsonValue;
 }
@@ -109,7 +117,22 @@ export interface StatsFrame {
   reactions: Record<string, number>;
   window_ms: number;
 }
-export type ServerFrame = WelcomeFrame | AckFrame | MessageFrame | ErrorFrame | PongFrame | DrainFrame | StatsFrame;
+/** Feed messages with `after < seq < before` are lost; the message `before` follows. */
+export interface GapFrame {
+  type: 'gap';
+  topic: string;
+  after: number;
+  before: number;
+}
+export type ServerFrame =
+  | WelcomeFrame
+  | AckFrame
+  | MessageFrame
+  | ErrorFrame
+  | PongFrame
+  | DrainFrame
+  | StatsFrame
+  | GapFrame;
 
 /** Decodes and validates one hub frame; throws TribuneError('bad_frame'). */
 export function decodeServerFrame(text: unknown): ServerFrame;
@@ -139,30 +162,27 @@ export const ConnectionState: Readonly<{
   CLOSED: 'closed';
 }>;
 
-/** A message delivered on a subscription. */
-export interface MessageEvent<T = JsonValue> {
-  type: 'message';
-  topic: string;
-  seq: number;
-  prev: number;
-  /** When the bus stored it, Unix milliseconds. */
-  ts: number;
-  /** Replayed history (on subscribe or resume), not live. */
-  replay: boolean;
+/** A message delivered on a subscription: the hub's frame, its payload typed. */
+export interface MessageEvent<T = JsonValue> extends Omit<MessageFrame, 'data'> {
   data: T;
 }
 
 /**
  * Messages of a feed were lost for this subscriber: a resume that the hub
- * could not recover (`not_recovered`, `epoch_changed`), or a reader that
- * fell more than `bufferSize` events behind (`buffer_overflow`).
+ * could not recover (`not_recovered`, `epoch_changed`), messages the hub
+ * could not deliver although the bus had stored them (`lost`: every seq
+ * between `after` and `before`), or a reader that fell more than
+ * `bufferSize` events behind (`buffer_overflow`). It comes in the event
+ * order at the place of the hole.
  */
 export interface GapEvent {
   type: 'gap';
   topic: string;
-  reason: 'not_recovered' | 'epoch_changed' | 'buffer_overflow';
+  reason: 'not_recovered' | 'epoch_changed' | 'lost' | 'buffer_overflow';
   /** Last seq held before the loss (in `previousEpoch` when the epoch changed). */
   after: number | null;
+  /** lost: the seq of the message right after the hole, which comes next. */
+  before?: number;
   previousEpoch?: string | null;
   epoch?: string;
   /** `ack.seq` of the unrecovered resume. */

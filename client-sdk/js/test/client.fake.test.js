@@ -137,6 +137,104 @@ test('feed: prev lower than expected is removal, not loss', async (t) => {
   assert.equal(conn.frames.filter((f) => f.type === 'subscribe').length, 1);
 });
 
+/** Resolves once the fake hub has every frame the client sent before now (one socket keeps order). */
+async function flushed(c, conn) {
+  const from = conn.frames.length;
+  const p = c.ping();
+  const pf = await conn.next('ping', { from });
+  conn.send({ type: 'pong', id: pf.id });
+  await p;
+}
+
+test('feed: a gap frame is one lost gap event; the message after it is taken whatever its prev', async (t) => {
+  const { fake, c, errors } = await setup(t);
+  const s = collect(c, CLIPS);
+  const conn = await fake.connection(0);
+  const sf = await conn.next('subscribe');
+  conn.send({ type: 'ack', id: sf.id, topic: CLIPS, mode: 'feed', epoch: EPOCH, seq: 10 });
+  conn.send(msg(CLIPS, 11, 10));
+  // 12 to 19 aged out before the hub could repair; 20's prev is what the bus
+  // knows (17, lost too), not 11.
+  conn.send({ type: 'gap', topic: CLIPS, after: 11, before: 20 });
+  conn.send(msg(CLIPS, 20, 17));
+  conn.send(msg(CLIPS, 21, 20));
+  await eventually(() => s.messages().length === 3);
+  assert.deepEqual(
+    s.events.map((e) => (e.type === 'gap' ? `gap:${e.reason}:${e.after}-${e.before}` : e.seq)),
+    [11, 'gap:lost:11-20', 20, 21],
+  );
+  assert.deepEqual(s.events[1], { type: 'gap', topic: CLIPS, reason: 'lost', after: 11, before: 20 });
+  assert.equal(s.sub.lastSeq, 21);
+  await flushed(c, conn);
+  assert.deepEqual(conn.frames.filter((f) => f.type === 'subscribe' || f.type === 'unsubscribe').map((f) => f.type), ['subscribe']);
+  assert.deepEqual(errors, []);
+  // Only the announced message is let through: after it, a skip resyncs again.
+  const from = conn.frames.length;
+  conn.send(msg(CLIPS, 30, 25));
+  const resub = await conn.next('subscribe', { from });
+  assert.deepEqual([resub.since, resub.epoch], [21, EPOCH]);
+  assert.deepEqual(errors.map((e) => e.code), ['discontinuity']);
+  assert.equal(s.events.filter((e) => e.type === 'gap').length, 1);
+});
+
+test('feed: a gap frame also reaches iterators, in its place between the messages', async (t) => {
+  const { fake, c } = await setup(t);
+  const sub = c.subscribe(CLIPS);
+  const conn = await fake.connection(0);
+  const sf = await conn.next('subscribe');
+  conn.send({ type: 'ack', id: sf.id, topic: CLIPS, mode: 'feed', epoch: EPOCH, seq: 4 });
+  conn.send({ type: 'gap', topic: CLIPS, after: 4, before: 8 });
+  conn.send(msg(CLIPS, 8, 6));
+  await eventually(() => sub.lastSeq === 8);
+  // Bounded reads: a missing event fails the test instead of hanging it.
+  const it = sub[Symbol.asyncIterator]();
+  const next = () =>
+    Promise.race([it.next(), new Promise((_, reject) => setTimeout(() => reject(new Error('no event within 2 s')), 2000))]);
+  const got = [];
+  for (let i = 0; i < 2; i++) {
+    const { value: e } = await next();
+    got.push(e.type === 'gap' ? `${e.reason}:${e.after}-${e.before}` : e.seq);
+  }
+  assert.deepEqual(got, ['lost:4-8', 8]);
+  await it.return();
+});
+
+test('gap frames that do not fit: ignored on state topics and behind the position; ahead of it, a resync', async (t) => {
+  const { fake, c, errors } = await setup(t);
+  const board = collect(c, RESULTS);
+  const feed = collect(c, CLIPS);
+  const conn = await fake.connection(0);
+  await eventually(() => conn.frames.filter((f) => f.type === 'subscribe').length === 2);
+  for (const f of conn.frames) {
+    conn.send({ type: 'ack', id: f.id, topic: f.topic, mode: f.topic === CLIPS ? 'feed' : 'state', epoch: EPOCH, seq: 10 });
+  }
+  // State topic: the latest message stands for all before it; nothing is said.
+  conn.send(msg(RESULTS, 11, 10, { v: 'a' }));
+  conn.send({ type: 'gap', topic: RESULTS, after: 11, before: 15 });
+  conn.send(msg(RESULTS, 15, 13, { v: 'b' }));
+  // Feed: a hole that ends at or before what we hold is old news.
+  conn.send(msg(CLIPS, 12, 10));
+  conn.send({ type: 'gap', topic: CLIPS, after: 5, before: 12 });
+  conn.send(msg(CLIPS, 13, 12));
+  await eventually(() => board.messages().length === 2 && feed.messages().length === 2);
+  await flushed(c, conn);
+  assert.deepEqual(board.messages().map((m) => m.data.v), ['a', 'b']);
+  assert.equal(board.events.filter((e) => e.type === 'gap').length, 0);
+  assert.equal(feed.events.filter((e) => e.type === 'gap').length, 0);
+  assert.equal(conn.frames.filter((f) => f.type === 'subscribe').length, 2);
+  assert.deepEqual(errors, []);
+  // A gap after a seq we never got: those messages may still be stored, so
+  // the feed resubscribes from what it holds instead of writing them off.
+  const from = conn.frames.length;
+  conn.send({ type: 'gap', topic: CLIPS, after: 16, before: 20 });
+  const unsub = await conn.next('unsubscribe', { from });
+  const resub = await conn.next('subscribe', { from });
+  assert.equal(unsub.topic, CLIPS);
+  assert.deepEqual([resub.topic, resub.since, resub.epoch], [CLIPS, 13, EPOCH]);
+  assert.deepEqual(errors.map((e) => e.code), ['discontinuity']);
+  assert.equal(feed.events.filter((e) => e.type === 'gap').length, 0);
+});
+
 test('connection drop: resume with since/epoch per topic, recovered, no gap, no duplicate', async (t) => {
   const { fake, c } = await setup(t);
   const states = [];

@@ -99,6 +99,11 @@ test('bad hub frames are refused with bad_frame', () => {
     '{"type":"drain","retry_ms":-5}',
     '{"type":"stats","topic":"results.a","audience":1,"reactions":{"x":-1},"window_ms":1000}',
     '{"type":"stats","topic":"results.a","audience":1,"reactions":[],"window_ms":1000}',
+    '{"type":"gap","topic":"clips.a","after":5}',
+    '{"type":"gap","topic":"clips.a","after":"5","before":9}',
+    '{"type":"gap","topic":"clips.a","after":9,"before":9}',
+    '{"type":"gap","topic":"clips.a","after":10,"before":9}',
+    '{"type":"gap","topic":"clips.*","after":5,"before":9}',
   ];
   for (const text of bad) {
     assert.throws(

@@ -1,8 +1,15 @@
 // What both Tribune web components share: finding the hub, one shared SDK
-// client per hub, safe text and URL helpers, the theme, and the connection
-// indicator. Every payload string reaches the DOM through textContent only;
-// the only markup strings here are constants.
+// client per hub, safe text and URL helpers, and the theme (with the look of
+// the connection badge, whose behaviour is connection.js). Every payload
+// string reaches the DOM through textContent only; the only markup strings
+// here are constants.
 
+// The SDK is found through the hub's URL layout, not the repository's: the
+// hub serves client-sdk/widget/src/ at /widget/ and client-sdk/js/src/ at
+// /sdk/ (hub/src/server.rs), so this resolves from /widget/shared.js to
+// /sdk/tribune.js. In the repository there is no widget/sdk/ folder: these
+// files run as a hub (or any server keeping /widget/ and /sdk/ side by side
+// under one base) serves them. The widget tests check that layout.
 import { sharedClient, wsUrlFromHub } from '../sdk/tribune.js';
 
 /**
@@ -19,6 +26,7 @@ export function resolveWsUrl(element) {
   }
   const hub = element.getAttribute('hub');
   if (hub) return wsUrlFromHub(new URL(hub, base).href);
+  // Same layout as the import above: this file is at <hub>/widget/shared.js.
   return wsUrlFromHub(new URL('..', import.meta.url).href);
 }
 
@@ -81,22 +89,22 @@ export function formatAgo(ms) {
   return `${Math.floor(m / 60)} h ago`;
 }
 
-const CONNECTION_LABELS = {
-  idle: 'Connecting…',
-  connecting: 'Connecting…',
-  connected: 'Live',
-  reconnecting: 'Reconnecting…',
-  closed: 'Disconnected',
-};
-
-/**
- * The connection indicator's state: once a widget has been live, any
- * attempt to get back is shown as "reconnecting", not "connecting".
- */
-export function connectionView(state, everConnected) {
-  const shown = everConnected && state === 'connecting' ? 'reconnecting' : state;
-  return { state: shown, label: CONNECTION_LABELS[shown] ?? shown };
-}
+// The dark defaults, used twice below: when the system prefers dark (unless
+// `theme="light"`), and when `theme="dark"` forces it.
+const DARK = `
+  --_bg: var(--tribune-bg, #16191f);
+  --_fg: var(--tribune-fg, #eef1f5);
+  --_muted: var(--tribune-muted, #a3acba);
+  --_border: var(--tribune-border, #2c323c);
+  --_row-alt: var(--tribune-row-alt, #1c2028);
+  --_accent: var(--tribune-accent, #7fb0ff);
+  --_live: var(--tribune-live, #ff6170);
+  --_final: var(--tribune-final, #5fd17e);
+  --_highlight: var(--tribune-highlight, #5a4a00);
+  --_warn-bg: var(--tribune-warn-bg, #3a2f0b);
+  --_warn-fg: var(--tribune-warn-fg, #ffd978);
+  --_meter: var(--tribune-meter, #ff9a4d);
+`;
 
 /**
  * The custom properties a host page may set, with light and dark defaults
@@ -129,35 +137,9 @@ export const THEME_CSS = `
   box-sizing: border-box;
 }
 @media (prefers-color-scheme: dark) {
-  :host(:not([theme="light"])) {
-    --_bg: var(--tribune-bg, #16191f);
-    --_fg: var(--tribune-fg, #eef1f5);
-    --_muted: var(--tribune-muted, #a3acba);
-    --_border: var(--tribune-border, #2c323c);
-    --_row-alt: var(--tribune-row-alt, #1c2028);
-    --_accent: var(--tribune-accent, #7fb0ff);
-    --_live: var(--tribune-live, #ff6170);
-    --_final: var(--tribune-final, #5fd17e);
-    --_highlight: var(--tribune-highlight, #5a4a00);
-    --_warn-bg: var(--tribune-warn-bg, #3a2f0b);
-    --_warn-fg: var(--tribune-warn-fg, #ffd978);
-    --_meter: var(--tribune-meter, #ff9a4d);
-  }
+  :host(:not([theme="light"])) {${DARK}}
 }
-:host([theme="dark"]) {
-  --_bg: var(--tribune-bg, #16191f);
-  --_fg: var(--tribune-fg, #eef1f5);
-  --_muted: var(--tribune-muted, #a3acba);
-  --_border: var(--tribune-border, #2c323c);
-  --_row-alt: var(--tribune-row-alt, #1c2028);
-  --_accent: var(--tribune-accent, #7fb0ff);
-  --_live: var(--tribune-live, #ff6170);
-  --_final: var(--tribune-final, #5fd17e);
-  --_highlight: var(--tribune-highlight, #5a4a00);
-  --_warn-bg: var(--tribune-warn-bg, #3a2f0b);
-  --_warn-fg: var(--tribune-warn-fg, #ffd978);
-  --_meter: var(--tribune-meter, #ff9a4d);
-}
+:host([theme="dark"]) {${DARK}}
 :host([hidden]) { display: none; }
 *, *::before, *::after { box-sizing: border-box; }
 [hidden] { display: none !important; }

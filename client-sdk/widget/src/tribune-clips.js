@@ -1,16 +1,20 @@
 // <tribune-clips topic="clips...">: the social clips feed of an event
 // (PAYLOADS.md "Social clips"), newest first, at most `max` items, each with
 // its thumbnail, title, duration and source. Links and images only for
-// https: or same-origin URLs; every string is text.
+// https: or same-origin URLs; every string is text. Where clips were lost
+// (the SDK's gap events), a notice stands at that place in the list.
 //
 // Attributes: topic (required), hub / ws-url, token, heading, max (default
 // 12, at most 100), theme (light|dark).
-// Events: tribune-message {detail: message event}, tribune-state.
+// Events: tribune-message {detail: message event}, tribune-gap {detail: gap
+// event}, tribune-state.
 
-import { attachShadowFrom, clientFor, connectionView, el, formatDuration, safeUrl, text } from './shared.js';
+import { WidgetConnection } from './connection.js';
+import { attachShadowFrom, el, formatDuration, safeUrl, text } from './shared.js';
 
 const DEFAULT_MAX = 12;
 const MAX_MAX = 100;
+const MISSED_TEXT = 'Some clips were missed here';
 
 const CSS = `
 .head { display: flex; align-items: center; justify-content: space-between; gap: 10px; margin-bottom: 10px; }
@@ -22,6 +26,11 @@ li {
   animation: enter 500ms ease-out;
 }
 li:last-child { border-bottom: 0; padding-bottom: 0; }
+li.missed {
+  display: block; padding: 6px 10px; border: 1px dashed var(--_warn-fg); border-radius: 8px;
+  background: var(--_warn-bg); color: var(--_warn-fg);
+  font-size: 0.85em; font-weight: 600; text-align: center;
+}
 @keyframes enter { from { opacity: 0; transform: translateY(-6px); } }
 @media (prefers-reduced-motion: reduce) { li { animation: none; } }
 .thumb {
@@ -66,16 +75,14 @@ export class TribuneClips extends HTMLElement {
 
   #root;
   #parts;
-  #client = null;
-  #sub = null;
-  #offState = null;
-  #everConnected = false;
+  #connection;
 
   constructor() {
     super();
     this.#root = attachShadowFrom(this, CSS, MARKUP);
     const q = (s) => this.#root.querySelector(s);
     this.#parts = { feed: q('.feed'), title: q('h2'), conn: q('.conn'), list: q('ol'), empty: q('.empty') };
+    this.#connection = new WidgetConnection(this, { badge: this.#parts.conn, card: this.#parts.feed });
   }
 
   get max() {
@@ -85,7 +92,7 @@ export class TribuneClips extends HTMLElement {
 
   /** The SDK subscription behind the list (null when not started). */
   get subscription() {
-    return this.#sub;
+    return this.#connection.subscription;
   }
 
   connectedCallback() {
@@ -109,44 +116,12 @@ export class TribuneClips extends HTMLElement {
   }
 
   #start() {
-    const topic = this.getAttribute('topic');
-    if (!topic) return;
-    try {
-      this.#client = clientFor(this);
-      // A feed replays nothing by default: ask for a list's worth of history.
-      this.#sub = this.#client.subscribe(topic, {
-        history: this.max,
-        onMessage: (m) => this.#onMessage(m),
-        onError: (e) => {
-          if (this.#sub?.closed) this.#showConnection('closed', `Unavailable: ${e.code}`);
-        },
-      });
-    } catch (err) {
-      this.#showConnection('closed', `Unavailable: ${err.message}`);
-      return;
-    }
-    this.#offState = this.#client.on('state', ({ state }) => this.#onState(state));
-    this.#onState(this.#client.state);
+    // A feed replays nothing by default: ask for a list's worth of history.
+    this.#connection.open({ history: this.max, onMessage: (m) => this.#onMessage(m), onGap: (g) => this.#onGap(g) });
   }
 
   #stop() {
-    this.#offState?.();
-    this.#offState = null;
-    this.#sub?.unsubscribe();
-    this.#sub = null;
-  }
-
-  #onState(state) {
-    if (state === 'connected') this.#everConnected = true;
-    const view = connectionView(state, this.#everConnected);
-    this.#showConnection(view.state, view.label);
-    this.dispatchEvent(new CustomEvent('tribune-state', { detail: { state: view.state }, bubbles: true, composed: true }));
-  }
-
-  #showConnection(state, label) {
-    this.#parts.conn.dataset.state = state;
-    this.#parts.conn.textContent = label;
-    this.#parts.feed.dataset.conn = state;
+    this.#connection.close();
   }
 
   #onMessage(message) {
@@ -162,9 +137,38 @@ export class TribuneClips extends HTMLElement {
     this.dispatchEvent(new CustomEvent('tribune-message', { detail: message, bubbles: true, composed: true }));
   }
 
+  /**
+   * Clips were lost (the hub could not deliver them, or a resume could not
+   * recover them): the SDK says so right before the first clip after the
+   * hole, so a notice on top of the list lands at the hole's place, newer
+   * clips going above it. Two holes with no clip between read as one.
+   */
+  #onGap(gap) {
+    const list = this.#parts.list;
+    if (!list.firstElementChild?.classList.contains('missed')) {
+      const notice = el(this.ownerDocument, 'li', 'missed', MISSED_TEXT);
+      notice.setAttribute('part', 'missed');
+      list.prepend(notice);
+    }
+    this.#trim();
+    this.dispatchEvent(new CustomEvent('tribune-gap', { detail: gap, bubbles: true, composed: true }));
+  }
+
+  /**
+   * At most `max` clips (notices do not count). A notice left at the bottom
+   * once older clips are cut marks a hole next to nothing shown: it goes too.
+   */
   #trim() {
     const list = this.#parts.list;
-    while (list.children.length > this.max) list.lastElementChild.remove();
+    let clips = list.querySelectorAll(':scope > li.clip').length;
+    let cut = false;
+    while (clips > this.max) {
+      const last = list.lastElementChild;
+      if (last.classList.contains('clip')) clips--;
+      last.remove();
+      cut = true;
+    }
+    while (cut && list.lastElementChild?.classList.contains('missed')) list.lastElementChild.remove();
     this.#parts.empty.hidden = list.children.length > 0;
   }
 

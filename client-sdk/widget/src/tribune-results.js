@@ -9,7 +9,8 @@
 // Events (bubbling, composed): tribune-message {detail: message event},
 // tribune-stats {detail: stats event}, tribune-state {detail: {state}}.
 
-import { attachShadowFrom, clientFor, connectionView, el, formatAgo, text } from './shared.js';
+import { WidgetConnection } from './connection.js';
+import { attachShadowFrom, el, formatAgo, text } from './shared.js';
 
 const DEFAULT_REACTIONS = ['🔥', '👏', '😮', '😢'];
 const EVENT_STATUSES = new Set(['scheduled', 'live', 'final', 'cancelled']);
@@ -136,10 +137,7 @@ export class TribuneResults extends HTMLElement {
 
   #root;
   #parts;
-  #client = null;
-  #sub = null;
-  #offState = null;
-  #everConnected = false;
+  #connection;
   #rows = new Map();
   #lastTs = null;
   #ticker = null;
@@ -166,6 +164,14 @@ export class TribuneResults extends HTMLElement {
       reactions: q('.reactions'),
       announce: q('.announce'),
     };
+    this.#connection = new WidgetConnection(this, {
+      badge: this.#parts.conn,
+      card: this.#parts.board,
+      // Reactions go out only while live.
+      onShow: (state) => {
+        for (const b of this.#buttons.values()) b.button.disabled = state !== 'connected' || b.forbidden;
+      },
+    });
   }
 
   connectedCallback() {
@@ -190,55 +196,23 @@ export class TribuneResults extends HTMLElement {
 
   /** The SDK subscription behind the board (null when not started). */
   get subscription() {
-    return this.#sub;
+    return this.#connection.subscription;
   }
 
   #start() {
-    const topic = this.getAttribute('topic');
-    if (!topic) return;
-    try {
-      this.#client = clientFor(this);
-      this.#sub = this.#client.subscribe(topic, {
-        onMessage: (m) => this.#onMessage(m),
-        onStats: (s) => this.#onStats(s),
-        onError: (e) => this.#onError(e),
-      });
-    } catch (err) {
-      this.#showConnection('closed', `Unavailable: ${err.message}`);
-      return;
-    }
-    this.#offState = this.#client.on('state', ({ state }) => this.#onState(state));
-    this.#onState(this.#client.state);
-    this.#ticker = setInterval(() => this.#renderUpdated(), 1000);
+    const open = this.#connection.open({
+      onMessage: (m) => this.#onMessage(m),
+      onStats: (s) => this.#onStats(s),
+    });
+    if (open) this.#ticker = setInterval(() => this.#renderUpdated(), 1000);
   }
 
   #stop() {
-    this.#offState?.();
-    this.#offState = null;
-    this.#sub?.unsubscribe();
-    this.#sub = null;
+    this.#connection.close();
     clearInterval(this.#ticker);
     this.#ticker = null;
     for (const t of this.#highlightTimers) clearTimeout(t);
     this.#highlightTimers.clear();
-  }
-
-  #onState(state) {
-    if (state === 'connected') this.#everConnected = true;
-    const view = connectionView(state, this.#everConnected);
-    this.#showConnection(view.state, view.label);
-    this.dispatchEvent(new CustomEvent('tribune-state', { detail: { state: view.state }, bubbles: true, composed: true }));
-  }
-
-  #showConnection(state, label) {
-    this.#parts.conn.dataset.state = state;
-    this.#parts.conn.textContent = label;
-    this.#parts.board.dataset.conn = state;
-    for (const b of this.#buttons.values()) b.button.disabled = state !== 'connected' || b.forbidden;
-  }
-
-  #onError(err) {
-    if (this.#sub?.closed) this.#showConnection('closed', `Unavailable: ${err.code}`);
   }
 
   #renderHeading() {
@@ -360,7 +334,7 @@ export class TribuneResults extends HTMLElement {
       this.#buttons.set(reaction, entry);
       this.#parts.reactions.append(button);
     }
-    const state = this.#parts.conn.dataset.state;
+    const state = this.#connection.state;
     for (const b of this.#buttons.values()) b.button.disabled = state !== 'connected';
   }
 
@@ -369,12 +343,13 @@ export class TribuneResults extends HTMLElement {
   }
 
   async #react(reaction, entry) {
-    if (!this.#client || !this.#sub) return;
+    const { client, subscription } = this.#connection;
+    if (!client || !subscription) return;
     entry.button.classList.remove('sent', 'limited');
     void entry.button.offsetWidth;
     entry.button.classList.add('sent');
     try {
-      await this.#client.react(this.#sub.topic, reaction);
+      await client.react(subscription.topic, reaction);
     } catch (err) {
       if (err.code === 'forbidden' || err.code === 'bad_request') {
         // This namespace has no reactions (or not this one): stop offering it.

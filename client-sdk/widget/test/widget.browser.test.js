@@ -1,15 +1,18 @@
 // The web widgets in real headless Chromium (Debian's /usr/bin/chromium driven
 // by playwright-core) against the real hub binary: the demo page, live
 // updates, text-only rendering of hostile payloads, reconnecting, 320 px
-// layout, reactions and stats, embedding on a foreign origin.
+// layout, reactions and stats, embedding on a foreign origin, the notice
+// where clips were lost (against the scripted fake hub), and the URL layout
+// (/widget/ beside /sdk/) that the widget's imports rely on.
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, mkdirSync, rmSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { chromium } from 'playwright-core';
+import { startFakeHub } from '../../js/test/support/fake-hub.js';
 import { Hub, startProxy } from '../../js/test/support/hub.js';
 import { eventually, repoRoot } from '../../js/test/support/util.js';
 
@@ -304,6 +307,105 @@ test('clips: newest first, bounded, safe links and same-origin thumbnails', asyn
   }, id, { timeout: 5000 });
 });
 
+test('clips: a gap frame puts a notice at the hole, readable at 320 px in both themes', async (t) => {
+  // The real hub sends `gap` only when the bus lost messages: a scripted hub
+  // makes one at will. The page and the widget still come from the real hub.
+  const fake = await startFakeHub();
+  t.after(() => fake.close());
+  const { page, errors } = await openPage(t, `${proxy.httpUrl}/`);
+  await page.setViewportSize({ width: 320, height: 900 });
+  const topic = topicFor('clips');
+  const id = await addWidget(page, 'tribune-clips', { topic, 'ws-url': fake.url, max: '5', theme: 'light' });
+  await page.locator(`#${id}`).evaluate((el) => {
+    window.__gaps = [];
+    el.addEventListener('tribune-gap', (e) => window.__gaps.push(e.detail));
+  });
+  const conn = await fake.connection(0);
+  const sf = await conn.next('subscribe');
+  assert.equal(sf.history, 5);
+  const clip = (seq, prev, extra = {}) => ({
+    type: 'message',
+    topic,
+    seq,
+    prev,
+    ts: Date.now(),
+    data: { kind: 'clip', id: `c${seq}`, title: `Clip ${seq}`, duration_s: 20 },
+    ...extra,
+  });
+  conn.send({ type: 'ack', id: sf.id, topic, mode: 'feed', epoch: 'TRIBUNE@1', seq: 3 });
+  conn.send(clip(2, 0, { replay: true }));
+  conn.send(clip(3, 2, { replay: true }));
+  // 4 to 8 are lost; 9 carries the prev the bus knows (7), not 3.
+  conn.send({ type: 'gap', topic, after: 3, before: 9 });
+  conn.send(clip(9, 7));
+  conn.send(clip(10, 9));
+  await page.waitForFunction((id) => document.getElementById(id).shadowRoot.querySelector('li .title')?.textContent === 'Clip 10', id, {
+    timeout: 5000,
+  });
+  const items = await page.locator(`#${id} ol > li`).evaluateAll((lis) =>
+    lis.map((li) => (li.classList.contains('missed') ? `notice: ${li.textContent}` : li.querySelector('.title').textContent)),
+  );
+  assert.deepEqual(items, ['Clip 10', 'Clip 9', 'notice: Some clips were missed here', 'Clip 3', 'Clip 2']);
+  assert.deepEqual(await page.evaluate(() => window.__gaps), [{ type: 'gap', topic, reason: 'lost', after: 3, before: 9 }]);
+  // The SDK took 9 as announced: no resubscribe went out.
+  assert.equal(conn.frames.filter((f) => f.type === 'subscribe' || f.type === 'unsubscribe').length, 1);
+
+  // Visible, inside 320 px, in the list's live region, readable in both themes.
+  const view = async () =>
+    page.locator(`#${id}`).evaluate((el) => {
+      const notice = el.shadowRoot.querySelector('li.missed');
+      const box = notice.getBoundingClientRect();
+      const style = getComputedStyle(notice);
+      const rgb = (c) => c.match(/[\d.]+/g).slice(0, 3).map(Number);
+      const luminance = (c) => {
+        const [r, g, b] = rgb(c).map((v) => {
+          const s = v / 255;
+          return s <= 0.03928 ? s / 12.92 : ((s + 0.055) / 1.055) ** 2.4;
+        });
+        return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+      };
+      const [hi, lo] = [luminance(style.color), luminance(style.backgroundColor)].sort((a, b) => b - a);
+      return {
+        width: box.width,
+        height: box.height,
+        right: box.right,
+        contrast: (hi + 0.05) / (lo + 0.05),
+        color: style.color,
+        live: notice.closest('[aria-live]')?.getAttribute('aria-live') ?? null,
+        scroll: document.documentElement.scrollWidth,
+      };
+    });
+  const light = await view();
+  assert.ok(light.width > 100 && light.height > 10 && light.right <= 320, JSON.stringify(light));
+  assert.ok(light.scroll <= 320, JSON.stringify(light));
+  assert.equal(light.live, 'polite');
+  assert.ok(light.contrast >= 4.5, JSON.stringify(light));
+  await page.emulateMedia({ reducedMotion: 'reduce' });
+  await page.locator(`#${id}`).screenshot({ path: path.join(ARTIFACTS, 'clips-gap.png') });
+  await page.locator(`#${id}`).evaluate((el) => el.setAttribute('theme', 'dark'));
+  const dark = await view();
+  assert.notEqual(dark.color, light.color, 'the dark theme has its own notice colours');
+  assert.ok(dark.contrast >= 4.5 && dark.right <= 320, JSON.stringify(dark));
+  await page.locator(`#${id}`).screenshot({ path: path.join(ARTIFACTS, 'clips-gap-dark.png') });
+
+  // `max` counts clips, not notices; once the clips below the hole are cut,
+  // the notice would mark a hole next to nothing shown, and goes with them.
+  const titles = (lis) => lis.map((li) => (li.classList.contains('missed') ? 'notice' : li.querySelector('.title').textContent));
+  const expectAfter = async (seq, expected) => {
+    conn.send(clip(seq, seq - 1));
+    await page.waitForFunction(
+      ([id, title]) => document.getElementById(id).shadowRoot.querySelector('li .title')?.textContent === title,
+      [id, `Clip ${seq}`],
+      { timeout: 5000 },
+    );
+    assert.deepEqual(await page.locator(`#${id} ol > li`).evaluateAll(titles), expected, `after clip ${seq}`);
+  };
+  await expectAfter(11, ['Clip 11', 'Clip 10', 'Clip 9', 'notice', 'Clip 3', 'Clip 2']);
+  await expectAfter(12, ['Clip 12', 'Clip 11', 'Clip 10', 'Clip 9', 'notice', 'Clip 3']);
+  await expectAfter(13, ['Clip 13', 'Clip 12', 'Clip 11', 'Clip 10', 'Clip 9']);
+  assert.deepEqual(errors, []);
+});
+
 test('the reaction bar sends a react and the meter follows the hub stats', async (t) => {
   const { page, errors } = await openPage(t, `${proxy.httpUrl}/`);
   const topic = topicFor('results');
@@ -414,6 +516,49 @@ test('one script tag embeds the widget on a page of another origin', async (t) =
   assert.notEqual(await page.locator('#elsewhere .conn').getAttribute('data-state'), 'connected');
   assert.ok(!(await page.locator('#elsewhere').evaluate((el) => el.shadowRoot.textContent)).includes('Team Embedded'));
   assert.deepEqual(errors.filter((e) => !e.includes('127.0.0.1:9/')), []);
+});
+
+// Static imports and re-exports of a module: `import … from '…'`,
+// `export … from '…'`, `import '…'` (the widget uses no dynamic import).
+const IMPORT_RE = /^(?:import|export)\s+(?:[\w$*{},\s]+?\s+from\s+)?['"]([^'"]+)['"]/gm;
+
+test('the hub serves /widget/ beside /sdk/: every import of the widget resolves to the repository files', async () => {
+  // Where each URL folder of the hub comes from in the repository.
+  const folders = {
+    '/widget/': path.join(repoRoot, 'client-sdk/widget/src'),
+    '/sdk/': path.join(repoRoot, 'client-sdk/js/src'),
+  };
+  const seen = new Set();
+  const queue = [new URL('/widget/tribune-widget.js', hub.httpUrl)];
+  const edges = [];
+  // Bounded: the graph has a handful of files; more means imports went astray.
+  while (queue.length > 0 && seen.size < 50) {
+    const url = queue.shift();
+    if (seen.has(url.pathname)) continue;
+    seen.add(url.pathname);
+    const res = await fetch(url);
+    assert.equal(res.status, 200, `GET ${url.pathname} (imported by the widget)`);
+    assert.match(res.headers.get('content-type'), /^text\/javascript/, url.pathname);
+    const body = await res.text();
+    const folder = Object.keys(folders).find((f) => url.pathname.startsWith(f));
+    assert.ok(folder, `${url.pathname} is outside /widget/ and /sdk/`);
+    const file = path.join(folders[folder], url.pathname.slice(folder.length));
+    assert.equal(body, readFileSync(file, 'utf8'), `${url.pathname} is served as ${path.relative(repoRoot, file)} (an older hub binary? cargo build -p tribune-hub)`);
+    for (const [, specifier] of body.matchAll(IMPORT_RE)) {
+      assert.ok(specifier.startsWith('./') || specifier.startsWith('../'), `${url.pathname} imports ${specifier}`);
+      const target = new URL(specifier, url);
+      edges.push(`${url.pathname} -> ${target.pathname}`);
+      queue.push(target);
+    }
+  }
+  assert.equal(queue.length, 0, 'the import graph is larger than 50 files');
+  // The one crossing from the widget to the SDK goes through the layout.
+  assert.ok(edges.includes('/widget/shared.js -> /sdk/tribune.js'), edges.join('\n'));
+  // Every file of the SDK folder is served and reached from the entry (a new
+  // SDK file the hub did not embed, or one nothing imports, shows here).
+  const sdkFiles = readdirSync(folders['/sdk/']).filter((f) => f.endsWith('.js'));
+  const reached = [...seen].filter((p) => p.startsWith('/sdk/')).map((p) => p.slice('/sdk/'.length));
+  assert.deepEqual(reached.sort(), sdkFiles.sort());
 });
 
 test('SDK in the browser: the served module speaks to the hub', async (t) => {

@@ -29,7 +29,7 @@ export async function usage(): Promise<number> {
   for await (const ev of sub) {
     const e: SubscriptionEvent<Board> = ev;
     if (e.type === 'message') total += e.data.rows.length;
-    else if (e.type === 'gap') total += e.after ?? 0;
+    else if (e.type === 'gap') total += e.reason === 'lost' ? (e.before ?? 0) - (e.after ?? 0) : (e.after ?? 0);
     else total += e.reactions['🔥'] ?? 0;
   }
   for await (const m of sub.messages()) {
@@ -41,6 +41,7 @@ export async function usage(): Promise<number> {
   const rtt: number = await client.ping();
   const frame = decodeServerFrame('{"type":"pong","id":1}');
   if (frame.type === 'message') total += frame.prev;
+  else if (frame.type === 'gap') total += frame.before - frame.after;
   const text: string = encodeClientFrame({ type: 'subscribe', id: 1n, topic: 'clips.a', since: 3, epoch: 'E' });
   const reason: string | null = validateTopic('clips.a');
   sharedClient('wss://x/v1/ws').close();

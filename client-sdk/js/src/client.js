@@ -1,0 +1,804 @@
+// TribuneClient: one websocket connection to a hub, its states, reconnects
+// (backoff, drain, heartbeats, browser offline/online), requests (react,
+// publish, ping), and the frames that drive every topic's subscriptions
+// (acks, messages and their continuity checks, resume). Also `sharedClient`,
+// one client per hub and page.
+
+import {
+  CloseCode,
+  PROTOCOL_VERSION,
+  SUBPROTOCOL,
+  MAX_CLIENT_FRAME_BYTES,
+  TribuneError,
+  backoffDelay,
+  decodeServerFrame,
+  encodeClientFrame,
+  reconnectPolicy,
+  validateTopic,
+  wsUrlFromHub,
+} from './protocol.js';
+import { Emitter } from './emitter.js';
+import { Subscription } from './subscription.js';
+import { TopicState } from './topic-state.js';
+
+/** Connection states, in the order a healthy connection goes through them. */
+export const ConnectionState = Object.freeze({
+  IDLE: 'idle',
+  CONNECTING: 'connecting',
+  CONNECTED: 'connected',
+  RECONNECTING: 'reconnecting',
+  CLOSED: 'closed',
+});
+
+// Subscription errors after which trying again cannot help.
+const PERMANENT_SUBSCRIBE_ERRORS = new Set([
+  'bad_request',
+  'bad_topic',
+  'unknown_namespace',
+  'forbidden',
+  'too_many_subscriptions',
+  'payload_too_large',
+]);
+
+/**
+ * One connection to a Tribune hub.
+ *
+ * ```js
+ * const client = new TribuneClient({ url: 'wss://hub.example.org/v1/ws' });
+ * const sub = client.subscribe('results.demo2026.speed-skating.mixed-team-sprint');
+ * for await (const ev of sub) if (ev.type === 'message') render(ev.data);
+ * ```
+ */
+export class TribuneClient {
+  #opts;
+  #WebSocket;
+  #emitter = new Emitter();
+  #state = ConnectionState.IDLE;
+  #ws = null;
+  #openedAt = 0;
+  #attempt = 0;
+  #reconnectTimer = null;
+  #drainTimer = null;
+  #heartbeatTimer = null;
+  #heartbeatMs = 25000;
+  #lastRx = 0;
+  #pingOutstanding = false;
+  #nextId = 1;
+  #topics = new Map();
+  #pending = new Map();
+  #welcome = null;
+  #offline = false;
+  #netListeners = null;
+  #openGen = 0;
+  #random;
+
+  /**
+   * @param {object} options
+   * @param {string} [options.url] websocket URL of the hub (`wss://host/v1/ws`)
+   * @param {string} [options.hub] HTTP(S) base URL of the hub, used when `url` is absent
+   * @param {Function} [options.WebSocket] WebSocket constructor (default: the global one)
+   * @param {string|(() => string|Promise<string>)} [options.token] JWT sent as `?token=`
+   * @param {{initialMs?: number, maxMs?: number, stableMs?: number}} [options.backoff]
+   * @param {boolean} [options.subprotocol=true] offer `tribune.v1`
+   * @param {boolean} [options.watchNetwork=true] follow the browser's offline/online events
+   * @param {number} [options.requestTimeoutMs=10000] deadline of react/publish/ping
+   * @param {boolean} [options.autoConnect=true] connect on the first subscribe
+   */
+  constructor(options = {}) {
+    const url = options.url ?? (options.hub ? wsUrlFromHub(options.hub) : undefined);
+    if (!url) throw new TribuneError('bad_request', "TribuneClient needs 'url' or 'hub'");
+    this.#WebSocket = options.WebSocket ?? globalThis.WebSocket;
+    if (typeof this.#WebSocket !== 'function') {
+      throw new TribuneError(
+        'bad_request',
+        "no WebSocket constructor: pass one as the 'WebSocket' option (in Node 20: the 'ws' package)",
+      );
+    }
+    this.#opts = {
+      url,
+      token: options.token,
+      backoff: { initialMs: 500, maxMs: 30000, stableMs: 5000, ...(options.backoff ?? {}) },
+      subprotocol: options.subprotocol ?? true,
+      watchNetwork: options.watchNetwork ?? true,
+      requestTimeoutMs: options.requestTimeoutMs ?? 10000,
+      autoConnect: options.autoConnect ?? true,
+      maxFrameBytes: options.maxFrameBytes ?? MAX_CLIENT_FRAME_BYTES,
+    };
+    this.#random = options.random ?? Math.random;
+  }
+
+  /** The websocket URL (without token). */
+  get url() {
+    return this.#opts.url;
+  }
+
+  /** Current connection state: idle, connecting, connected, reconnecting, closed. */
+  get state() {
+    return this.#state;
+  }
+
+  /** The hub's last `welcome` frame, or null. */
+  get welcome() {
+    return this.#welcome;
+  }
+
+  /**
+   * Adds a listener; returns a function that removes it. Events:
+   * `state` ({state, previous, code?, reason?, delayMs?}), `error`
+   * (TribuneError: bad frames from the hub, errors not tied to a request),
+   * `welcome`, `drain` ({retry_ms, delayMs}).
+   */
+  on(event, fn) {
+    return this.#emitter.on(event, fn);
+  }
+
+  off(event, fn) {
+    this.#emitter.off(event, fn);
+  }
+
+  /** Opens the connection (idempotent). Returns the client. */
+  connect() {
+    if (this.#state === ConnectionState.CLOSED) throw new TribuneError('closed', 'client is closed');
+    if (this.#state === ConnectionState.IDLE) {
+      this.#watchNetwork();
+      this.#open();
+    }
+    return this;
+  }
+
+  /** Resolves when connected (after the hub's `welcome`); rejects if the client closes first. */
+  ready() {
+    if (this.#state === ConnectionState.CONNECTED) return Promise.resolve();
+    if (this.#state === ConnectionState.CLOSED) return Promise.reject(new TribuneError('closed', 'client is closed'));
+    this.connect();
+    return new Promise((resolve, reject) => {
+      const off = this.on('state', ({ state }) => {
+        if (state === ConnectionState.CONNECTED) {
+          off();
+          resolve();
+        } else if (state === ConnectionState.CLOSED) {
+          off();
+          reject(new TribuneError('closed', 'client closed before connecting'));
+        }
+      });
+    });
+  }
+
+  /**
+   * Drops the current connection and reconnects at once, resuming every
+   * subscription with `since`. For network changes an app knows about.
+   */
+  reconnect() {
+    if (this.#state === ConnectionState.CLOSED || this.#state === ConnectionState.IDLE) return;
+    this.#dropTransport(CloseCode.CLIENT_RESTART, 'client reconnect');
+    this.#attempt = 0;
+    this.#open();
+  }
+
+  /** Closes the connection for good; subscriptions end. */
+  close() {
+    if (this.#state === ConnectionState.CLOSED) return;
+    this.#unwatchNetwork();
+    clearTimeout(this.#reconnectTimer);
+    clearTimeout(this.#drainTimer);
+    this.#drainTimer = null;
+    this.#dropTransport(CloseCode.NORMAL, 'client closed');
+    for (const state of this.#topics.values()) {
+      clearTimeout(state.retryTimer);
+      for (const h of state.handles) h._end();
+    }
+    this.#topics.clear();
+    this.#setState(ConnectionState.CLOSED, { code: CloseCode.NORMAL, reason: 'client closed' });
+  }
+
+  /**
+   * Subscribes to a topic. Options: `history` (replay the latest N retained
+   * messages on a fresh subscription), callbacks `onMessage`, `onGap`,
+   * `onStats`, `onError`, `onSubscribed`, `onEvent`, and `bufferSize` for
+   * iteration. Throws a TribuneError `bad_topic` for an invalid topic.
+   */
+  subscribe(topic, options = {}) {
+    const reason = validateTopic(topic);
+    if (reason) throw new TribuneError('bad_topic', reason);
+    if (this.#state === ConnectionState.CLOSED) throw new TribuneError('closed', 'client is closed');
+    if (options.history !== undefined && !(Number.isSafeInteger(options.history) && options.history >= 0)) {
+      throw new TribuneError('bad_request', 'history must be a non-negative integer');
+    }
+    let state = this.#topics.get(topic);
+    const fresh = !state;
+    if (fresh) {
+      state = new TopicState(topic, options.history);
+      this.#topics.set(topic, state);
+    }
+    const handle = new Subscription(this, state, options);
+    state.handles.add(handle);
+    if (fresh) {
+      // An open socket takes subscriptions even before the welcome arrives:
+      // the ones that existed at open time were sent then, this one goes now.
+      if (this.#socketOpen()) this.#sendSubscribe(state);
+      else if (this.#state === ConnectionState.IDLE && this.#opts.autoConnect) this.connect();
+    } else {
+      // A later handle on a topic already live starts from what is known:
+      // the latest state and figures, delivered after the caller has had a
+      // chance to start iterating.
+      queueMicrotask(() => {
+        if (state.acked) handle._emitOnly('subscribed', { topic, mode: state.mode, epoch: state.epoch });
+        if (state.mode === 'state' && state.latest) handle._deliver(state.latest);
+        if (state.stats) handle._deliver(state.stats);
+      });
+    }
+    return handle;
+  }
+
+  /**
+   * Sends one reaction (`react`, section 3) to a topic. Resolves on the hub's
+   * ack; rejects with a TribuneError (`forbidden`, `bad_request`,
+   * `rate_limited`, `not_connected`, ...). Reactions are never queued: a tap
+   * while offline is refused at once.
+   */
+  react(topic, reaction) {
+    return this.#request({ type: 'react', topic, reaction }).then(() => undefined);
+  }
+
+  /** Publishes to a namespace with client publishing; resolves on the ack. */
+  publish(topic, data) {
+    return this.#request({ type: 'publish', topic, data }).then(() => undefined);
+  }
+
+  /** Application-level ping; resolves with the round trip in milliseconds. */
+  ping() {
+    const started = Date.now();
+    return this.#request({ type: 'ping' }).then(() => Date.now() - started);
+  }
+
+  // -------------------------------------------------------------------------
+  // internals used by Subscription
+
+  /** @internal A handle leaves its topic. */
+  _release(state, handle) {
+    state.handles.delete(handle);
+    if (state.handles.size > 0 || this.#topics.get(state.topic) !== state) return;
+    this.#topics.delete(state.topic);
+    clearTimeout(state.retryTimer);
+    if (this.#socketOpen() && state.subId !== null) {
+      const id = this.#nextId++;
+      this.#pending.set(id, { kind: 'unsubscribe', resolve() {}, reject() {} });
+      this.#send({ type: 'unsubscribe', id, topic: state.topic });
+    }
+  }
+
+  // -------------------------------------------------------------------------
+  // connection
+
+  #setState(state, detail = {}) {
+    const previous = this.#state;
+    if (previous === state && state !== ConnectionState.RECONNECTING) return;
+    this.#state = state;
+    this.#emitter.emit('state', { state, previous, ...detail });
+  }
+
+  async #open() {
+    clearTimeout(this.#reconnectTimer);
+    this.#reconnectTimer = null;
+    if (this.#ws) this.#dropTransport(CloseCode.CLIENT_RESTART, 'replaced');
+    // Only the latest attempt may create a socket: an `online` event or a
+    // drain timer may start one while an older one awaits its token.
+    const gen = ++this.#openGen;
+    this.#setState(ConnectionState.CONNECTING, { attempt: this.#attempt });
+    let url = this.#opts.url;
+    try {
+      const token = typeof this.#opts.token === 'function' ? await this.#opts.token() : this.#opts.token;
+      if (gen !== this.#openGen || this.#state !== ConnectionState.CONNECTING) return;
+      if (token) {
+        const u = new URL(url);
+        u.searchParams.set('token', token);
+        url = u.toString();
+      }
+    } catch (err) {
+      this.#emitError(new TribuneError('unavailable', `token provider failed: ${err?.message ?? err}`));
+      this.#scheduleReconnect('backoff', { reason: 'token provider failed' });
+      return;
+    }
+    let ws;
+    try {
+      ws = this.#opts.subprotocol ? new this.#WebSocket(url, [SUBPROTOCOL]) : new this.#WebSocket(url);
+    } catch (err) {
+      this.#emitError(new TribuneError('unavailable', `cannot open websocket: ${err?.message ?? err}`));
+      this.#scheduleReconnect('backoff', { reason: 'cannot open websocket' });
+      return;
+    }
+    this.#ws = ws;
+    try {
+      ws.binaryType = 'arraybuffer';
+    } catch {
+      // Some implementations refuse the setter; binary frames are refused anyway.
+    }
+    ws.onopen = () => this.#onOpen(ws);
+    ws.onmessage = (ev) => this.#onData(ws, ev.data);
+    ws.onclose = (ev) => this.#onClose(ws, ev.code, ev.reason);
+    // Errors are followed by a close event, which decides what happens next.
+    ws.onerror = () => {};
+  }
+
+  #onOpen(ws) {
+    if (ws !== this.#ws) return;
+    this.#openedAt = Date.now();
+    this.#lastRx = Date.now();
+    // Subscriptions go out at once: the hub answers them after its welcome,
+    // and a resume does not wait for one more round trip.
+    for (const state of this.#topics.values()) this.#sendSubscribe(state);
+  }
+
+  #onData(ws, data) {
+    if (ws !== this.#ws) return;
+    this.#lastRx = Date.now();
+    this.#pingOutstanding = false;
+    let frame;
+    try {
+      frame = decodeServerFrame(data);
+    } catch (err) {
+      // Bad frames are reported and ignored: one broken frame must not take
+      // the connection, or the page, down.
+      this.#emitError(err instanceof TribuneError ? err : new TribuneError('bad_frame', String(err)));
+      return;
+    }
+    try {
+      this.#dispatch(frame);
+    } catch (err) {
+      this.#emitError(new TribuneError('bad_frame', `frame could not be handled: ${err?.message ?? err}`));
+    }
+  }
+
+  #dispatch(frame) {
+    switch (frame.type) {
+      case 'welcome':
+        return this.#onWelcome(frame);
+      case 'ack':
+        return this.#onAck(frame);
+      case 'message':
+        return this.#onMessage(frame);
+      case 'error':
+        return this.#onErrorFrame(frame);
+      case 'pong':
+        this.#takePending(frame.id)?.resolve(frame);
+        return;
+      case 'drain':
+        return this.#onDrain(frame);
+      case 'stats':
+        return this.#onStats(frame);
+      case 'gap':
+        return this.#onGap(frame);
+    }
+  }
+
+  #onWelcome(frame) {
+    this.#welcome = frame;
+    if (frame.protocol !== PROTOCOL_VERSION) {
+      this.#emitError(
+        new TribuneError('protocol_mismatch', `hub speaks protocol ${frame.protocol}, this SDK ${PROTOCOL_VERSION}`),
+      );
+    }
+    if (frame.heartbeat_ms > 0) this.#heartbeatMs = frame.heartbeat_ms;
+    this.#startHeartbeat();
+    this.#emitter.emit('welcome', frame);
+    this.#setState(ConnectionState.CONNECTED, { node: frame.node, conn: frame.conn });
+  }
+
+  #onAck(frame) {
+    const pending = this.#takePending(frame.id);
+    if (pending) {
+      pending.resolve(frame);
+      return;
+    }
+    const state = this.#topicBySubId(frame.id);
+    if (!state) return; // an answer for a subscription dropped since: nothing to do
+    if (frame.topic !== undefined && frame.topic !== state.topic) {
+      this.#emitError(new TribuneError('bad_frame', `ack ${frame.id} names topic ${frame.topic}, not ${state.topic}`));
+      return;
+    }
+    if (frame.mode === undefined || frame.epoch === undefined || frame.seq === undefined) {
+      this.#emitError(new TribuneError('bad_frame', `subscribe ack ${frame.id} lacks mode, epoch or seq`));
+      return;
+    }
+    const resumed = state.resumedFrom !== null;
+    if (resumed && frame.recovered === undefined) {
+      this.#emitError(new TribuneError('bad_frame', `resume ack ${frame.id} lacks 'recovered'`));
+    }
+    const recovered = resumed && frame.recovered === true;
+    const previousEpoch = state.epoch;
+    const epochChanged = previousEpoch !== null && previousEpoch !== frame.epoch;
+    const lostAfter = state.resumedFrom;
+    state.acked = true;
+    state.retries = 0;
+    state.mode = frame.mode;
+    // A new epoch numbers from scratch: the old seqs mean nothing now.
+    if (epochChanged) state.lastSeq = 0;
+    // After a recovered resume everything up to `since` is ours.
+    if (recovered) state.lastSeq = Math.max(state.lastSeq, state.resumedFrom);
+    state.epoch = frame.epoch;
+    state.ackSeq = frame.seq;
+    state.hasPosition = true;
+    state.firstAfterAck = true;
+    state.gapBefore = null;
+    const historyAsked = (state.history ?? (frame.mode === 'state' ? 1 : 0)) > 0;
+    state.replayPending = recovered ? state.resumedFrom < frame.seq : historyAsked && frame.seq > 0;
+    if (recovered) state.expectPrev = state.resumedFrom;
+    else state.expectPrev = historyAsked ? null : frame.seq;
+    const info = { topic: state.topic, mode: frame.mode, epoch: frame.epoch, seq: frame.seq, resumed, recovered };
+    for (const h of state.handles) h._emitOnly('subscribed', info);
+    if (resumed && !recovered && frame.mode === 'feed') {
+      // Section 3: recovery is all or nothing. The items between our position
+      // and what the hub still retains are gone for this client: say so.
+      const gap = {
+        type: 'gap',
+        topic: state.topic,
+        reason: epochChanged ? 'epoch_changed' : 'not_recovered',
+        after: lostAfter,
+        previousEpoch,
+        epoch: frame.epoch,
+        seq: frame.seq,
+      };
+      for (const h of state.handles) h._deliver(gap);
+    }
+  }
+
+  #onMessage(frame) {
+    const state = this.#topics.get(frame.topic);
+    if (!state || !state.acked) return; // not (or no longer, or not yet) ours
+    const event = {
+      type: 'message',
+      topic: frame.topic,
+      seq: frame.seq,
+      prev: frame.prev,
+      ts: frame.ts,
+      replay: frame.replay,
+      data: frame.data,
+    };
+    const first = state.firstAfterAck;
+    state.firstAfterAck = false;
+    if (frame.seq <= state.lastSeq) return; // already delivered (replay overlap)
+    // The message a `gap` frame announced carries the prev the bus knows,
+    // inside the hole already reported: it is not a discontinuity. (Only
+    // that seq, once: a seq at or below lastSeq never gets this far again.)
+    const announced = frame.seq === state.gapBefore;
+    if (state.mode === 'feed' && state.expectPrev !== null && !announced) {
+      const unknownFirstPrev = first && frame.replay && frame.prev === 0;
+      // prev above what we hold means a message in between never reached us;
+      // prev below is removal on the bus (section 5), not loss.
+      if (!unknownFirstPrev && frame.prev > state.expectPrev) {
+        this.#resync(state, `message ${frame.seq} has prev ${frame.prev}, expected ${state.expectPrev}`);
+        return;
+      }
+    }
+    state.lastSeq = frame.seq;
+    state.expectPrev = frame.seq;
+    if (!frame.replay || frame.seq >= state.ackSeq) state.replayPending = false;
+    if (state.mode === 'state') state.latest = event;
+    for (const h of state.handles) h._deliver(event);
+  }
+
+  /**
+   * A feed's hub announces messages it could not deliver (stored on the bus,
+   * then aged out before the hub repaired, or unreadable): every seq between
+   * `after` and `before` is lost for this subscription, and the message
+   * `before` comes next. Said once as a `lost` gap event, never resynced:
+   * asking again cannot bring back what the bus no longer holds.
+   */
+  #onGap(frame) {
+    const state = this.#topics.get(frame.topic);
+    if (!state || !state.acked) return; // not (or no longer, or not yet) ours
+    // A state topic's latest message stands for all before it: nothing is lost.
+    if (state.mode !== 'feed') return;
+    if (frame.before <= state.lastSeq) return; // already past the hole (replay overlap)
+    // null: the first message of a replay, unchecked anyway, is still to come.
+    const position = state.expectPrev;
+    if (position !== null && frame.after > position) {
+      // The hub counts on messages up to `after` that never reached us: those
+      // may still be stored, so ask again from what we hold, as for any skip.
+      this.#resync(state, `gap after ${frame.after}, but this subscription is at ${position}`);
+      return;
+    }
+    state.gapBefore = frame.before;
+    const gap = { type: 'gap', topic: state.topic, reason: 'lost', after: frame.after, before: frame.before };
+    for (const h of state.handles) h._deliver(gap);
+  }
+
+  /** Feed continuity broke: resubscribe with `since` so the hub replays the hole. */
+  #resync(state, why) {
+    this.#emitError(new TribuneError('discontinuity', `feed ${state.topic}: ${why}; resubscribing`));
+    const id = this.#nextId++;
+    this.#pending.set(id, { kind: 'unsubscribe', resolve() {}, reject() {} });
+    this.#send({ type: 'unsubscribe', id, topic: state.topic });
+    this.#sendSubscribe(state);
+  }
+
+  #onErrorFrame(frame) {
+    const err = new TribuneError(frame.code, frame.message, { id: frame.id });
+    if (frame.id !== null) {
+      const pending = this.#takePending(frame.id);
+      if (pending) {
+        pending.reject(err);
+        return;
+      }
+      const state = this.#topicBySubId(frame.id);
+      if (state) {
+        state.subId = null;
+        if (PERMANENT_SUBSCRIBE_ERRORS.has(frame.code)) {
+          this.#topics.delete(state.topic);
+          for (const h of state.handles) h._fail(err);
+        } else {
+          for (const h of state.handles) h._emitOnly('error', err);
+          const delay = backoffDelay(state.retries++, this.#opts.backoff, this.#random);
+          state.retryTimer = setTimeout(() => {
+            state.retryTimer = null;
+            if (this.#topics.get(state.topic) === state && this.#state === ConnectionState.CONNECTED) {
+              this.#sendSubscribe(state);
+            }
+          }, delay);
+        }
+        return;
+      }
+    }
+    this.#emitError(err);
+  }
+
+  #onStats(frame) {
+    const state = this.#topics.get(frame.topic);
+    if (!state) return;
+    const event = {
+      type: 'stats',
+      topic: frame.topic,
+      audience: frame.audience,
+      reactions: { ...frame.reactions },
+      windowMs: frame.window_ms,
+    };
+    state.stats = event;
+    for (const h of state.handles) h._deliver(event);
+  }
+
+  #onDrain(frame) {
+    const delayMs = Math.floor(this.#random() * frame.retry_ms);
+    this.#emitter.emit('drain', { retry_ms: frame.retry_ms, delayMs });
+    if (this.#drainTimer) return;
+    const ws = this.#ws;
+    // Keep being served until our random moment, then move: a node's fans
+    // spread their returns over retry_ms instead of stampeding another node.
+    this.#drainTimer = setTimeout(() => {
+      this.#drainTimer = null;
+      if (this.#state === ConnectionState.CLOSED) return;
+      if (this.#ws === ws && ws !== null) this.#dropTransport(CloseCode.CLIENT_RESTART, 'moving off a draining node');
+      this.#attempt = 0;
+      this.#open();
+    }, delayMs);
+  }
+
+  #onClose(ws, code, reason) {
+    if (ws !== this.#ws) return;
+    this.#ws = null;
+    this.#cleanupConnection();
+    if (this.#state === ConnectionState.CLOSED) return;
+    const policy = reconnectPolicy(code);
+    if (policy === 'never') {
+      this.#unwatchNetwork();
+      clearTimeout(this.#drainTimer);
+      this.#drainTimer = null;
+      // 1000 ends subscriptions normally; 1008 (policy) makes them throw.
+      const error =
+        code === CloseCode.NORMAL
+          ? null
+          : new TribuneError('closed', `hub closed the connection (${code}${reason ? `: ${reason}` : ''})`, { code });
+      for (const state of this.#topics.values()) {
+        clearTimeout(state.retryTimer);
+        for (const h of state.handles) (error ? h._fail(error) : h._end());
+      }
+      this.#topics.clear();
+      this.#setState(ConnectionState.CLOSED, { code, reason });
+      return;
+    }
+    if (this.#drainTimer) {
+      // The draining node closed before our moment came: the drain timer
+      // reconnects; backing off on top of it would only delay the resume.
+      this.#setState(ConnectionState.RECONNECTING, { code, reason, draining: true });
+      return;
+    }
+    this.#scheduleReconnect(policy, { code, reason });
+  }
+
+  #scheduleReconnect(policy, detail) {
+    clearTimeout(this.#reconnectTimer);
+    if (this.#openedAt && Date.now() - this.#openedAt >= this.#opts.backoff.stableMs) this.#attempt = 0;
+    this.#openedAt = 0;
+    if (this.#offline) {
+      this.#setState(ConnectionState.RECONNECTING, { ...detail, offline: true });
+      return;
+    }
+    const delayMs = policy === 'immediately' ? 0 : backoffDelay(this.#attempt++, this.#opts.backoff, this.#random);
+    this.#setState(ConnectionState.RECONNECTING, { ...detail, delayMs });
+    this.#reconnectTimer = setTimeout(() => {
+      this.#reconnectTimer = null;
+      if (this.#state === ConnectionState.RECONNECTING && !this.#offline) this.#open();
+    }, delayMs);
+  }
+
+  /** Everything tied to one socket ends with it. */
+  #cleanupConnection() {
+    clearInterval(this.#heartbeatTimer);
+    this.#heartbeatTimer = null;
+    this.#pingOutstanding = false;
+    const err = new TribuneError('disconnected', 'connection lost before the hub answered');
+    for (const [id, p] of this.#pending) {
+      this.#pending.delete(id);
+      clearTimeout(p.timer);
+      p.reject(err);
+    }
+    for (const state of this.#topics.values()) {
+      state.subId = null;
+      state.acked = false;
+      clearTimeout(state.retryTimer);
+      state.retryTimer = null;
+    }
+  }
+
+  /** Closes the current socket without letting its close event drive reconnects. */
+  #dropTransport(code, reason) {
+    const ws = this.#ws;
+    if (!ws) return;
+    this.#ws = null;
+    ws.onopen = ws.onmessage = ws.onclose = null;
+    ws.onerror = () => {};
+    try {
+      ws.close(code, reason);
+    } catch {
+      // Already closing: nothing to add.
+    }
+    this.#cleanupConnection();
+  }
+
+  #startHeartbeat() {
+    clearInterval(this.#heartbeatTimer);
+    const every = Math.max(50, Math.floor(this.#heartbeatMs / 2));
+    // Browsers answer the hub's pings without telling the page, so silence is
+    // measured on frames: after one interval of silence we ask with `ping`;
+    // after two (plus slack) the connection is taken for dead (section 7).
+    this.#heartbeatTimer = setInterval(() => {
+      const silent = Date.now() - this.#lastRx;
+      if (silent > this.#heartbeatMs * 2 + every) {
+        this.#dropTransport(CloseCode.CLIENT_RESTART, 'no sign of life from the hub');
+        this.#scheduleReconnect('backoff', { code: CloseCode.ABNORMAL, reason: 'heartbeat timeout' });
+      } else if (silent >= this.#heartbeatMs && !this.#pingOutstanding) {
+        this.#pingOutstanding = true;
+        const id = this.#nextId++;
+        this.#pending.set(id, { kind: 'ping', resolve() {}, reject() {} });
+        this.#send({ type: 'ping', id });
+      }
+    }, every);
+    this.#heartbeatTimer.unref?.();
+  }
+
+  #sendSubscribe(state) {
+    const id = this.#nextId++;
+    state.subId = id;
+    state.acked = false;
+    const frame = { type: 'subscribe', id, topic: state.topic };
+    if (state.history !== undefined) frame.history = state.history;
+    if (state.hasPosition && state.epoch) {
+      frame.since = state.resumePoint();
+      frame.epoch = state.epoch;
+      state.resumedFrom = frame.since;
+    } else {
+      state.resumedFrom = null;
+    }
+    this.#send(frame);
+  }
+
+  #request(fields) {
+    if (this.#state !== ConnectionState.CONNECTED || !this.#ws) {
+      return Promise.reject(new TribuneError('not_connected', 'not connected to the hub'));
+    }
+    const id = this.#nextId++;
+    const frame = { ...fields, id };
+    let text;
+    try {
+      text = this.#encode(frame);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.#pending.delete(id);
+        reject(new TribuneError('timeout', `no answer to ${fields.type} within ${this.#opts.requestTimeoutMs} ms`));
+      }, this.#opts.requestTimeoutMs);
+      this.#pending.set(id, { kind: fields.type, resolve, reject, timer });
+      this.#ws.send(text);
+    });
+  }
+
+  #encode(frame) {
+    const text = encodeClientFrame(frame);
+    if (utf8Bytes(text) > this.#opts.maxFrameBytes) {
+      throw new TribuneError('payload_too_large', `frame of ${utf8Bytes(text)} bytes exceeds ${this.#opts.maxFrameBytes}`);
+    }
+    return text;
+  }
+
+  #send(frame) {
+    const ws = this.#ws;
+    if (!ws || ws.readyState !== 1) return false;
+    ws.send(this.#encode(frame));
+    return true;
+  }
+
+  #socketOpen() {
+    return this.#ws !== null && this.#ws.readyState === 1;
+  }
+
+  /** The request answered by `id`, no longer pending and without its deadline; null when none. */
+  #takePending(id) {
+    const pending = this.#pending.get(id);
+    if (!pending) return null;
+    this.#pending.delete(id);
+    clearTimeout(pending.timer);
+    return pending;
+  }
+
+  #topicBySubId(id) {
+    for (const state of this.#topics.values()) if (state.subId === id) return state;
+    return null;
+  }
+
+  #emitError(err) {
+    this.#emitter.emit('error', err);
+  }
+
+  #watchNetwork() {
+    const g = globalThis;
+    if (!this.#opts.watchNetwork || typeof g.addEventListener !== 'function' || !g.navigator) return;
+    if (!('onLine' in g.navigator)) return;
+    this.#offline = g.navigator.onLine === false;
+    const offline = () => {
+      this.#offline = true;
+      if (this.#state === ConnectionState.CLOSED || this.#state === ConnectionState.IDLE) return;
+      // The socket would die on its own only after heartbeats; say it now and
+      // stop burning backoff attempts until the network returns.
+      clearTimeout(this.#reconnectTimer);
+      this.#dropTransport(CloseCode.CLIENT_RESTART, 'browser offline');
+      this.#setState(ConnectionState.RECONNECTING, { offline: true, reason: 'offline' });
+    };
+    const online = () => {
+      this.#offline = false;
+      if (this.#state !== ConnectionState.RECONNECTING) return;
+      this.#attempt = 0;
+      this.#open();
+    };
+    g.addEventListener('offline', offline);
+    g.addEventListener('online', online);
+    this.#netListeners = { offline, online };
+  }
+
+  #unwatchNetwork() {
+    if (!this.#netListeners) return;
+    globalThis.removeEventListener('offline', this.#netListeners.offline);
+    globalThis.removeEventListener('online', this.#netListeners.online);
+    this.#netListeners = null;
+  }
+}
+
+function utf8Bytes(s) {
+  if (typeof TextEncoder === 'function') return new TextEncoder().encode(s).length;
+  return s.length * 3;
+}
+
+const sharedClients = new Map();
+
+/**
+ * One shared client per websocket URL: widgets on the same page share one
+ * connection to their hub.
+ */
+export function sharedClient(url, options = {}) {
+  let client = sharedClients.get(url);
+  if (!client || client.state === ConnectionState.CLOSED) {
+    client = new TribuneClient({ ...options, url });
+    sharedClients.set(url, client);
+  }
+  return client;
+}
