@@ -25,9 +25,9 @@ use tokio::process::{Child, ChildStdin};
 use tokio::sync::mpsc;
 
 use crate::cli::{Bus, Cli, PublishVia, ResumeAction, Scenario};
+use crate::machine::{self, Machine};
 use crate::payload::now_us;
 use crate::plan::{TopicPlan, run_token};
-use crate::procstat::{self, Machine, ProcSample};
 use crate::publisher::{self, Published, Schedule, Via};
 use crate::report::{
     ConnectReport, Pcts, ProcUsage, Report, ResourceReport, ResumeReport, RunReport, TimelinePoint,
@@ -37,6 +37,7 @@ use crate::servers::{HubLauncher, HubNode, NatsServer, find_binary};
 use crate::wire::{
     Command, Final, Progress, SubscribeWhen, Target, WorkerReport, WorkerSpec, new_hist,
 };
+use tribune_harness::procstat::{self, ProcSample};
 
 /// The NATS server of the run, started here or given.
 struct Nats {
@@ -51,7 +52,7 @@ struct Nats {
 /// directory it was written to.
 pub async fn run(cli: Cli) -> anyhow::Result<(Report, PathBuf)> {
     cli.validate().map_err(anyhow::Error::msg)?;
-    procstat::raise_nofile();
+    machine::raise_nofile();
     let started = now_us();
     let run_dir = match &cli.out {
         Some(d) => d.clone(),

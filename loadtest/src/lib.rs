@@ -16,7 +16,8 @@
 //!   sampling; [`servers`]: nats-server and hub processes it starts;
 //!   [`publisher`]: paced publications (JetStream or `POST /v1/publish`).
 //! - [`reactions`]: the `reactions` scenario (reacts against summed `stats`).
-//! - [`procstat`]: RSS and CPU from `/proc`, the machine's description.
+//! - [`machine`]: the machine's description, the open-files limit (process
+//!   RSS and CPU come from `tribune_harness::procstat`).
 //! - [`report`]: the JSON report, comparison and target checks;
 //!   [`html`]: the self-contained HTML report; [`markdown`]: BENCHMARKS.md.
 
@@ -24,11 +25,11 @@ pub mod account;
 pub mod cli;
 pub mod coordinator;
 pub mod html;
+pub mod machine;
 pub mod markdown;
 pub mod natsws;
 pub mod payload;
 pub mod plan;
-pub mod procstat;
 pub mod publisher;
 pub mod reactions;
 pub mod report;

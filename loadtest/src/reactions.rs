@@ -23,10 +23,10 @@ use tribune_protocol::{ClientFrame, ErrorCode, React, ServerFrame, Subscribe};
 
 use crate::cli::Cli;
 use crate::plan::run_token;
-use crate::procstat::{self, ProcSample};
 use crate::report::{ProcUsage, RunReport};
 use crate::servers::{HubLauncher, HubNode};
 use crate::wire::Target;
+use tribune_harness::procstat::{self, ProcSample};
 
 /// The reactions the built-in `results` namespace allows.
 pub const KINDS: [&str; 4] = ["🔥", "👏", "😮", "😢"];

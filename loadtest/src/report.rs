@@ -8,7 +8,7 @@ use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
 use crate::account::Loss;
-use crate::procstat::Machine;
+use crate::machine::Machine;
 use crate::wire::Target;
 
 /// Percentiles of a latency histogram, microseconds.

@@ -252,7 +252,7 @@ impl HubLauncher {
         drain_window_ms: u64,
         drain_retry_ms: u64,
     ) -> anyhow::Result<PathBuf> {
-        let nofile = crate::procstat::Machine::read().nofile_limit;
+        let nofile = crate::machine::Machine::read().nofile_limit;
         let max_connections = if nofile > 1_000 {
             nofile - 400
         } else {

@@ -37,7 +37,7 @@ use crate::ws::{Incoming, WsConn, WsUrl, encode_client_frame, encode_close};
 /// Entry point of `tribune-loadtest worker`: spec and commands on stdin,
 /// reports on stdout.
 pub fn main() -> anyhow::Result<()> {
-    crate::procstat::raise_nofile();
+    crate::machine::raise_nofile();
     let stdin = std::io::stdin();
     let mut first = String::new();
     stdin

@@ -5,12 +5,14 @@
 //! - [`ws`]: a raw JSON websocket client for protocol-level assertions.
 //! - [`eventually`]: polling with a deadline instead of sleeps.
 //! - `nats`: a real nats-server on a random port with its own store.
+//! - [`procstat`]: memory and CPU time of a process (from `tribune-harness`).
 
 pub mod hub;
 pub mod nats;
 pub mod ws;
 
 pub use hub::Hub;
+pub use tribune_harness::procstat;
 pub use ws::WsClient;
 
 use std::future::Future;
