@@ -33,20 +33,12 @@ use crate::report::{
     ConnectReport, Pcts, ProcUsage, Report, ResourceReport, ResumeReport, RunReport, TimelinePoint,
     percentile_curve,
 };
-use crate::servers::{HubLauncher, HubNode, NatsServer, find_binary};
+use crate::servers::{HubLauncher, Nats};
 use crate::wire::{
     Command, Final, Progress, SubscribeWhen, Target, WorkerReport, WorkerSpec, new_hist,
 };
+use tribune_harness::hub::Hub;
 use tribune_harness::procstat::{self, ProcSample};
-
-/// The NATS server of the run, started here or given.
-struct Nats {
-    url: String,
-    ws_url: Option<String>,
-    pid: Option<u32>,
-    /// Kept alive for the whole invocation (all targets use the same one).
-    _spawned: Option<NatsServer>,
-}
 
 /// Runs every target of the command line; returns the report and the
 /// directory it was written to.
@@ -71,64 +63,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<(Report, PathBuf)> {
         env!("CARGO_PKG_VERSION").to_string(),
     );
 
-    let needs_nats = cli.target.contains(&Target::NatsWs)
-        || (cli.target.contains(&Target::Tribune) && cli.bus == Bus::Nats);
-    let nats = if needs_nats {
-        Some(match &cli.nats_url {
-            Some(url) => Nats {
-                url: url.clone(),
-                ws_url: cli.nats_ws_url.clone(),
-                pid: cli.nats_pid,
-                _spawned: None,
-            },
-            None => {
-                let bin = find_binary("nats-server", cli.nats_server_bin.as_deref()).context(
-                    "nats-server not found: run scripts/install-nats, or pass --nats-server-bin or --nats-url",
-                )?;
-                let server = NatsServer::start(&bin, &run_dir)?;
-                versions.insert("nats-server".into(), server.version.clone());
-                Nats {
-                    url: server.url.clone(),
-                    ws_url: Some(server.ws_url.clone()),
-                    pid: Some(server.proc.pid()),
-                    _spawned: Some(server),
-                }
-            }
-        })
-    } else {
-        None
-    };
-
-    let launcher = if cli.target.contains(&Target::Tribune) && cli.hub_url.is_empty() {
-        let bin = find_binary("tribune-hub", cli.hub_bin.as_deref()).context(
-            "tribune-hub not found: build it (cargo build --release -p tribune-hub) or pass --hub-bin or --hub-url",
-        )?;
-        let config = match &cli.hub_config {
-            Some(c) => c.clone(),
-            None => {
-                let path = HubLauncher::write_default_config(&run_dir, 2_000, 1_000)?;
-                if let Some(w) = cli.stats_window_ms {
-                    let mut text = std::fs::read_to_string(&path)?;
-                    text.push_str(&format!("\n[stats]\nwindow_ms = {w}\n"));
-                    std::fs::write(&path, text)?;
-                }
-                path
-            }
-        };
-        let l = HubLauncher {
-            bin,
-            config,
-            nats: (cli.bus == Bus::Nats)
-                .then(|| nats.as_ref().map(|n| n.url.clone()))
-                .flatten(),
-            extra_args: cli.hub_arg.clone(),
-            run_dir: run_dir.clone(),
-        };
-        versions.insert("tribune-hub".into(), l.version());
-        Some(l)
-    } else {
-        None
-    };
+    let nats = Nats::for_run(&cli, &run_dir, &mut versions).await?;
+    let launcher = HubLauncher::for_run(&cli, &run_dir, nats.as_ref(), &mut versions)?;
 
     let mut report = Report {
         tool: format!("tribune-loadtest {}", env!("CARGO_PKG_VERSION")),
@@ -489,7 +425,7 @@ async fn run_target(
     let plan = TopicPlan::new(&format!("clips.{}", run_token()), cli.topics(), cli.zipf);
 
     // Servers.
-    let mut hubs: Vec<HubNode> = Vec::new();
+    let mut hubs: Vec<Hub> = Vec::new();
     let mut watched: Vec<Watched> = Vec::new();
     let urls: Vec<String> = match target {
         Target::Tribune => {
@@ -513,7 +449,7 @@ async fn run_target(
             } else {
                 let l = launcher.context("no hub launcher")?;
                 for i in 0..cli.hubs {
-                    let node = l.start(i, None)?;
+                    let node = l.start(i).await?;
                     watched.push(Watched {
                         role: "hub".into(),
                         name: format!("hub {i}"),
@@ -522,7 +458,7 @@ async fn run_target(
                     });
                     hubs.push(node);
                 }
-                hubs.iter().map(HubNode::ws_url).collect()
+                hubs.iter().map(Hub::ws_url).collect()
             }
         }
         Target::NatsWs => {
@@ -791,7 +727,7 @@ async fn run_target(
             let task = spawn_publisher(&via, schedule(long), &pub_control);
             mon.pump_for(Duration::from_secs_f64(cli.resume_after_s))
                 .await;
-            let r = take_node_away(cli, &mut mon, &mut hubs, launcher, hard_deadline).await?;
+            let r = take_node_away(cli, &mut mon, &mut hubs, hard_deadline).await?;
             rep.resume = Some(r);
             // Traffic goes on a little after everyone is back.
             mon.pump_for(Duration::from_secs(2)).await;
@@ -913,8 +849,7 @@ async fn pump_until_done<T>(
 async fn take_node_away(
     cli: &Cli,
     mon: &mut Monitor,
-    hubs: &mut [HubNode],
-    launcher: Option<&HubLauncher>,
+    hubs: &mut [Hub],
     hard_deadline: Instant,
 ) -> anyhow::Result<ResumeReport> {
     let nodes = hubs.len().max(cli.hub_url.len()).max(1);
@@ -936,8 +871,8 @@ async fn take_node_away(
     let base = mon.totals();
     let t0_us = now_us();
     let t0 = Instant::now();
-    match hubs.get(node).and_then(|h| h.proc.as_ref()) {
-        Some(p) => p.signal(signal)?,
+    match hubs.get(node) {
+        Some(h) => h.signal(signal)?,
         None => match cli.hub_pid.get(node) {
             Some(&pid) => nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal)?,
             None => bail!("resume: no pid for hub node {node}"),
@@ -952,12 +887,10 @@ async fn take_node_away(
         mon.pump_for(Duration::from_millis(100)).await;
         if restart
             && !restarted
-            && let (Some(l), Some(h)) = (launcher, hubs.get_mut(node))
-            && h.proc
-                .as_mut()
-                .is_none_or(|p| p.wait_exit(Duration::ZERO).is_some())
+            && let Some(h) = hubs.get_mut(node)
+            && h.has_exited()
         {
-            tokio::task::block_in_place(|| l.restart(h))?;
+            h.try_restart().await?;
             restarted = true;
             if let Some(w) = mon
                 .watched

@@ -24,8 +24,9 @@ use tribune_protocol::{ClientFrame, ErrorCode, React, ServerFrame, Subscribe};
 use crate::cli::Cli;
 use crate::plan::run_token;
 use crate::report::{ProcUsage, RunReport};
-use crate::servers::{HubLauncher, HubNode};
+use crate::servers::HubLauncher;
 use crate::wire::Target;
+use tribune_harness::hub::Hub;
 use tribune_harness::procstat::{self, ProcSample};
 
 /// The reactions the built-in `results` namespace allows.
@@ -269,16 +270,16 @@ pub async fn run_target(
         per_client: 1,
         ..RunReport::default()
     };
-    let mut hubs: Vec<HubNode> = Vec::new();
+    let mut hubs: Vec<Hub> = Vec::new();
     let mut pids: Vec<Option<u32>> = Vec::new();
     let urls: Vec<String> = if cli.hub_url.is_empty() {
         let l = launcher.context("no hub launcher")?;
         for i in 0..cli.hubs {
-            let node = l.start(i, None)?;
+            let node = l.start(i).await?;
             pids.push(node.pid());
             hubs.push(node);
         }
-        hubs.iter().map(HubNode::ws_url).collect()
+        hubs.iter().map(Hub::ws_url).collect()
     } else {
         pids = (0..cli.hub_url.len())
             .map(|i| cli.hub_pid.get(i).copied())
