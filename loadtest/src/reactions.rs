@@ -16,14 +16,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use futures::{SinkExt, StreamExt};
-use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tribune_protocol::{ClientFrame, ErrorCode, React, ServerFrame, Subscribe};
 
 use crate::cli::Cli;
 use crate::plan::run_token;
-use crate::report::{ProcUsage, RunReport};
+use crate::report::{ProcUsage, ReactionsNode, ReactionsReport, RunReport};
 use crate::servers::HubLauncher;
 use crate::wire::Target;
 use tribune_harness::hub::Hub;
@@ -34,52 +33,6 @@ pub const KINDS: [&str; 4] = ["🔥", "👏", "😮", "😢"];
 
 /// The hub's default reactions per connection per second (PROTOCOL.md §8).
 pub const PER_CONN_LIMIT: f64 = 5.0;
-
-/// One hub node's figures.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct ReactionsNode {
-    pub node: usize,
-    pub url: String,
-    /// Reactors connected to this node.
-    pub clients: u64,
-    /// Reactions acked on this node, per kind.
-    pub accepted_here: BTreeMap<String, u64>,
-    /// Sum of the `reactions` of every `stats` frame its watcher received.
-    pub stats_sum: BTreeMap<String, u64>,
-    /// `stats_sum` equals the reactions accepted on all nodes, per kind.
-    pub equal: bool,
-    pub stats_frames: u64,
-    /// The `audience` of the last and the largest `stats` frame.
-    pub audience_last: u64,
-    pub audience_max: u64,
-    /// The `window_ms` the frames carried (0: no frame).
-    pub window_ms: u64,
-    /// Hub CPU from the first react until the sums settled.
-    pub cpu_s: Option<f64>,
-    pub cpu_ms_per_window: Option<f64>,
-}
-
-/// The `reactions` part of a run's report.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct ReactionsReport {
-    pub topic: String,
-    /// Reactions per second asked of each client.
-    pub per_client_rate: f64,
-    pub sent: u64,
-    /// Acked reactions on all nodes, per kind.
-    pub accepted: BTreeMap<String, u64>,
-    pub accepted_total: u64,
-    pub rate_limited: u64,
-    /// Other `error` answers, by code.
-    pub errors: BTreeMap<String, u64>,
-    /// Reacts that got no answer before the client stopped waiting.
-    pub unanswered: u64,
-    pub nodes: Vec<ReactionsNode>,
-    /// Every node's summed windows equal the accepted reactions.
-    pub all_equal: bool,
-    /// From the last react until the sums stopped changing, seconds.
-    pub settle_s: f64,
-}
 
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
@@ -498,24 +451,4 @@ pub async fn run_target(
     rep.duration_s = started.elapsed().as_secs_f64();
     drop(hubs);
     Ok(rep)
-}
-
-/// One line of the stderr summary for a reactions run.
-pub fn summary_line(r: &ReactionsReport) -> String {
-    let mut s = format!(
-        " | reactions: sent {} accepted {} rate_limited {} unanswered {}, settled in {:.1} s",
-        r.sent, r.accepted_total, r.rate_limited, r.unanswered, r.settle_s
-    );
-    for n in &r.nodes {
-        s.push_str(&format!(
-            "; node {} stats sum {} in {} frames ({}), audience {}, CPU {}",
-            n.node,
-            n.stats_sum.values().sum::<u64>(),
-            n.stats_frames,
-            if n.equal { "equal" } else { "DIFFERENT" },
-            n.audience_max,
-            n.cpu_s.map_or("n/a".into(), |c| format!("{c:.2} s")),
-        ));
-    }
-    s
 }
