@@ -49,59 +49,47 @@ impl Protocol for NatsWs {
         now: u64,
         out: &mut Vec<u8>,
     ) -> Result<(), String> {
-        on_nats_bytes(self, shared, client, st, data, now, out)
-    }
-}
-
-fn on_nats_bytes(
-    nats: &mut NatsWs,
-    shared: &Shared,
-    client: &mut Client,
-    st: &mut Conn,
-    data: &[u8],
-    now: u64,
-    out: &mut Vec<u8>,
-) -> Result<(), String> {
-    nats.parser.push(data);
-    loop {
-        let op = match nats.parser.next_op() {
-            Ok(Some(op)) => op,
-            Ok(None) => return Ok(()),
-            Err(e) => {
-                eprintln!("client {}: {}", client.index, e.0);
-                return Err("bad_nats_protocol".into());
-            }
-        };
-        match op {
-            NatsOp::Msg {
-                subject, payload, ..
-            } => {
-                let topic = subject.strip_prefix(shared.spec.subject_prefix.as_bytes());
-                match topic.and_then(|t| client.sub_of(shared, t)) {
-                    Some(k) => delivered(shared, client, k, payload, true, now),
-                    None => bump(
-                        &mut shared.stats.borrow_mut().errors,
-                        "message_for_unknown_subject",
-                    ),
+        self.parser.push(data);
+        loop {
+            let op = match self.parser.next_op() {
+                Ok(Some(op)) => op,
+                Ok(None) => return Ok(()),
+                Err(e) => {
+                    eprintln!("client {}: {}", client.index, e.0);
+                    return Err("bad_nats_protocol".into());
                 }
-            }
-            NatsOp::Ping => encode_client_frame(out, 0x2, b"PONG\r\n"),
-            NatsOp::Pong => {
-                if !st.ready {
-                    st.hello_received(shared);
-                } else if let Some(k) = nats.pong_queue.pop_front() {
-                    // Core NATS says nothing about what was published
-                    // before: only a subscription known to predate the
-                    // first publication starts at counter 0.
-                    let baseline_zero = client.before_publish && !client.subs[k].counted;
-                    confirmed(shared, client, k, baseline_zero);
+            };
+            match op {
+                NatsOp::Msg {
+                    subject, payload, ..
+                } => {
+                    let topic = subject.strip_prefix(shared.spec.subject_prefix.as_bytes());
+                    match topic.and_then(|t| client.sub_of(shared, t)) {
+                        Some(k) => delivered(shared, client, k, payload, true, now),
+                        None => bump(
+                            &mut shared.stats.borrow_mut().errors,
+                            "message_for_unknown_subject",
+                        ),
+                    }
                 }
-            }
-            NatsOp::Info | NatsOp::Ok => {}
-            NatsOp::Err(text) => {
-                let text = String::from_utf8_lossy(text).to_lowercase();
-                let code = text.trim_matches('\'').replace(' ', "_");
-                bump(&mut shared.stats.borrow_mut().errors, &code);
+                NatsOp::Ping => encode_client_frame(out, 0x2, b"PONG\r\n"),
+                NatsOp::Pong => {
+                    if !st.ready {
+                        st.hello_received(shared);
+                    } else if let Some(k) = self.pong_queue.pop_front() {
+                        // Core NATS says nothing about what was published
+                        // before: only a subscription known to predate the
+                        // first publication starts at counter 0.
+                        let baseline_zero = client.before_publish && !client.subs[k].counted;
+                        confirmed(shared, client, k, baseline_zero);
+                    }
+                }
+                NatsOp::Info | NatsOp::Ok => {}
+                NatsOp::Err(text) => {
+                    let text = String::from_utf8_lossy(text).to_lowercase();
+                    let code = text.trim_matches('\'').replace(' ', "_");
+                    bump(&mut shared.stats.borrow_mut().errors, &code);
+                }
             }
         }
     }

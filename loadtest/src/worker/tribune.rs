@@ -52,93 +52,83 @@ impl Protocol for Tribune {
         now: u64,
         _out: &mut Vec<u8>,
     ) -> Result<(), String> {
-        on_hub_frame(shared, client, st, data, now)
-    }
-}
-
-fn on_hub_frame(
-    shared: &Shared,
-    client: &mut Client,
-    st: &mut Conn,
-    data: &[u8],
-    now: u64,
-) -> Result<(), String> {
-    match classify(data) {
-        HubFrame::Message(m) => {
-            on_hub_message(
-                shared, client, m.topic, m.seq, m.prev, m.replay, m.data, now,
-            );
-        }
-        HubFrame::OwnedMessage {
-            topic,
-            seq,
-            prev,
-            replay,
-            data,
-            ..
-        } => {
-            on_hub_message(
-                shared,
-                client,
-                topic.as_bytes(),
+        match classify(data) {
+            HubFrame::Message(m) => {
+                on_hub_message(
+                    shared, client, m.topic, m.seq, m.prev, m.replay, m.data, now,
+                );
+            }
+            HubFrame::OwnedMessage {
+                topic,
                 seq,
                 prev,
                 replay,
-                data.as_bytes(),
-                now,
-            );
-        }
-        HubFrame::Welcome => st.hello_received(shared),
-        HubFrame::SubscribeAck {
-            topic,
-            seq,
-            epoch,
-            recovered,
-            ..
-        } => {
-            let Some(k) = client.sub_of(shared, topic.as_bytes()) else {
-                bump(
-                    &mut shared.stats.borrow_mut().errors,
-                    "ack_for_unknown_topic",
+                data,
+                ..
+            } => {
+                on_hub_message(
+                    shared,
+                    client,
+                    topic.as_bytes(),
+                    seq,
+                    prev,
+                    replay,
+                    data.as_bytes(),
+                    now,
                 );
-                return Ok(());
-            };
-            match recovered {
-                Some(true) => shared.stats.borrow_mut().recovered += 1,
-                Some(false) => shared.stats.borrow_mut().not_recovered += 1,
-                None => {}
             }
-            if epoch.is_some() {
-                client.epoch = epoch;
+            HubFrame::Welcome => st.hello_received(shared),
+            HubFrame::SubscribeAck {
+                topic,
+                seq,
+                epoch,
+                recovered,
+                ..
+            } => {
+                let Some(k) = client.sub_of(shared, topic.as_bytes()) else {
+                    bump(
+                        &mut shared.stats.borrow_mut().errors,
+                        "ack_for_unknown_topic",
+                    );
+                    return Ok(());
+                };
+                match recovered {
+                    Some(true) => shared.stats.borrow_mut().recovered += 1,
+                    Some(false) => shared.stats.borrow_mut().not_recovered += 1,
+                    None => {}
+                }
+                if epoch.is_some() {
+                    client.epoch = epoch;
+                }
+                let s = &mut client.subs[k];
+                if recovered != Some(true) {
+                    s.last_seq = Some(seq);
+                }
+                // Nothing ever published on the topic: every counter is owed.
+                let baseline_zero = seq == 0;
+                confirmed(shared, client, k, baseline_zero);
             }
-            let s = &mut client.subs[k];
-            if recovered != Some(true) {
-                s.last_seq = Some(seq);
+            HubFrame::OtherAck | HubFrame::Pong | HubFrame::Stats => {}
+            // An announced loss is still a loss: the run reports it as an error.
+            HubFrame::Gap { .. } => bump(&mut shared.stats.borrow_mut().errors, "gap"),
+            HubFrame::Error { code, .. } => {
+                bump(&mut shared.stats.borrow_mut().errors, &code);
             }
-            // Nothing ever published on the topic: every counter is owed.
-            let baseline_zero = seq == 0;
-            confirmed(shared, client, k, baseline_zero);
+            HubFrame::Drain { retry_ms } => {
+                let delay = if retry_ms == 0 {
+                    0
+                } else {
+                    rand::rng().random_range(0..retry_ms)
+                };
+                st.leave_at = Some(Instant::now() + Duration::from_millis(delay));
+            }
+            HubFrame::Invalid(e) => {
+                bump(&mut shared.stats.borrow_mut().errors, "invalid_frame");
+                eprintln!("client {}: invalid frame from hub: {e}", client.index);
+            }
         }
-        HubFrame::OtherAck | HubFrame::Pong | HubFrame::Stats => {}
-        // An announced loss is still a loss: the run reports it as an error.
-        HubFrame::Gap { .. } => bump(&mut shared.stats.borrow_mut().errors, "gap"),
-        HubFrame::Error { code, .. } => {
-            bump(&mut shared.stats.borrow_mut().errors, &code);
-        }
-        HubFrame::Drain { retry_ms } => {
-            let delay = if retry_ms == 0 {
-                0
-            } else {
-                rand::rng().random_range(0..retry_ms)
-            };
-            st.leave_at = Some(Instant::now() + Duration::from_millis(delay));
-        }
-        HubFrame::Invalid(e) => {
-            bump(&mut shared.stats.borrow_mut().errors, "invalid_frame");
-            eprintln!("client {}: invalid frame from hub: {e}", client.index);
-        }
+        Ok(())
     }
-    Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]
