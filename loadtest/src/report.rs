@@ -1,6 +1,7 @@
 //! The report of a run: what was measured, per target, and how the targets
 //! compare; written as JSON (`report.json`), summarized on stderr, and
-//! rendered as HTML by [`crate::html`].
+//! rendered as HTML by the `html` module. Scenarios fill it in; it knows
+//! none of them.
 
 use std::collections::BTreeMap;
 
@@ -8,7 +9,7 @@ use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
 use crate::account::Loss;
-use crate::procstat::Machine;
+use crate::machine::Machine;
 use crate::wire::Target;
 
 /// Percentiles of a latency histogram, microseconds.
@@ -164,6 +165,52 @@ pub struct ResourceReport {
     pub cpu_us_per_delivery: Option<f64>,
 }
 
+/// One hub node's figures.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ReactionsNode {
+    pub node: usize,
+    pub url: String,
+    /// Reactors connected to this node.
+    pub clients: u64,
+    /// Reactions acked on this node, per kind.
+    pub accepted_here: BTreeMap<String, u64>,
+    /// Sum of the `reactions` of every `stats` frame its watcher received.
+    pub stats_sum: BTreeMap<String, u64>,
+    /// `stats_sum` equals the reactions accepted on all nodes, per kind.
+    pub equal: bool,
+    pub stats_frames: u64,
+    /// The `audience` of the last and the largest `stats` frame.
+    pub audience_last: u64,
+    pub audience_max: u64,
+    /// The `window_ms` the frames carried (0: no frame).
+    pub window_ms: u64,
+    /// Hub CPU from the first react until the sums settled.
+    pub cpu_s: Option<f64>,
+    pub cpu_ms_per_window: Option<f64>,
+}
+
+/// The `reactions` scenario's part of a run's report.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ReactionsReport {
+    pub topic: String,
+    /// Reactions per second asked of each client.
+    pub per_client_rate: f64,
+    pub sent: u64,
+    /// Acked reactions on all nodes, per kind.
+    pub accepted: BTreeMap<String, u64>,
+    pub accepted_total: u64,
+    pub rate_limited: u64,
+    /// Other `error` answers, by code.
+    pub errors: BTreeMap<String, u64>,
+    /// Reacts that got no answer before the client stopped waiting.
+    pub unanswered: u64,
+    pub nodes: Vec<ReactionsNode>,
+    /// Every node's summed windows equal the accepted reactions.
+    pub all_equal: bool,
+    /// From the last react until the sums stopped changing, seconds.
+    pub settle_s: f64,
+}
+
 /// One target's run of the scenario.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct RunReport {
@@ -182,7 +229,7 @@ pub struct RunReport {
     pub churned: u64,
     pub resume: Option<ResumeReport>,
     #[serde(default)]
-    pub reactions: Option<crate::reactions::ReactionsReport>,
+    pub reactions: Option<ReactionsReport>,
     pub resources: ResourceReport,
     pub timeline: Vec<TimelinePoint>,
     pub duration_s: f64,
@@ -404,7 +451,7 @@ pub fn summary(report: &Report) -> String {
             ));
         }
         if let Some(x) = &r.reactions {
-            s.push_str(&crate::reactions::summary_line(x));
+            s.push_str(&reactions_summary(x));
         }
         s.push('\n');
         for p in &r.problems {
@@ -428,6 +475,26 @@ pub fn summary(report: &Report) -> String {
             c.name,
             c.measured,
             c.target
+        ));
+    }
+    s
+}
+
+/// One line of the stderr summary for a reactions run.
+fn reactions_summary(r: &ReactionsReport) -> String {
+    let mut s = format!(
+        " | reactions: sent {} accepted {} rate_limited {} unanswered {}, settled in {:.1} s",
+        r.sent, r.accepted_total, r.rate_limited, r.unanswered, r.settle_s
+    );
+    for n in &r.nodes {
+        s.push_str(&format!(
+            "; node {} stats sum {} in {} frames ({}), audience {}, CPU {}",
+            n.node,
+            n.stats_sum.values().sum::<u64>(),
+            n.stats_frames,
+            if n.equal { "equal" } else { "DIFFERENT" },
+            n.audience_max,
+            n.cpu_s.map_or("n/a".into(), |c| format!("{c:.2} s")),
         ));
     }
     s

@@ -1,16 +1,19 @@
 //! Integration-test helpers: real processes, real sockets, no mocks.
 //!
 //! Layout:
-//! - [`hub`]: starts the real `tribune-hub` binary on a random loopback port.
+//! - [`hub`]: the real `tribune-hub` binary on a random loopback port (the
+//!   shared `tribune-harness`).
 //! - [`ws`]: a raw JSON websocket client for protocol-level assertions.
 //! - [`eventually`]: polling with a deadline instead of sleeps.
-//! - `nats`: a real nats-server on a random port with its own store.
+//! - [`nats`]: a real nats-server on a random port with its own store, a
+//!   3-node cluster (both from `tribune-harness`), a TCP proxy that cuts a link.
+//! - [`procstat`]: memory and CPU time of a process (from `tribune-harness`).
 
-pub mod hub;
 pub mod nats;
 pub mod ws;
 
 pub use hub::Hub;
+pub use tribune_harness::{hub, procstat};
 pub use ws::WsClient;
 
 use std::future::Future;

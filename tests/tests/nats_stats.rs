@@ -32,6 +32,7 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 use tribune_tests::hub::ConfigFile;
 use tribune_tests::nats::NatsServer;
+use tribune_tests::procstat;
 use tribune_tests::{Hub, WsClient};
 
 const WINDOW_MS: u64 = 200;
@@ -532,25 +533,9 @@ async fn a_node_with_thousands_of_topics_still_counts() {
     fan.abort();
 }
 
-/// User CPU + system CPU of a process so far, from `/proc/<pid>/stat`.
+/// User CPU + system CPU of a process so far.
 fn cpu_time(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/<pid>/stat");
-    // Fields after the command name (which is in parentheses and may hold
-    // spaces): state is field 3, utime 14, stime 15.
-    let rest = &stat[stat.rfind(')').expect("comm") + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    Duration::from_secs_f64(ticks as f64 / clock_ticks() as f64)
-}
-
-fn clock_ticks() -> u64 {
-    std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100)
+    Duration::from_secs_f64(procstat::cpu_seconds(pid).expect("/proc/<pid>/stat"))
 }
 
 /// Listens to `tribune.stats.>` like a hub node does: per node, how many

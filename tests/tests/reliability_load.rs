@@ -46,6 +46,7 @@ use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tribune_tests::Hub;
 use tribune_tests::hub::ConfigFile;
 use tribune_tests::nats::NatsServer;
+use tribune_tests::procstat::{cpu_seconds, rss_kib};
 
 type Ws = WebSocketStream<TcpStream>;
 
@@ -200,29 +201,6 @@ async fn send(ws: &mut Ws, frame: Value) -> Result<(), String> {
     ws.send(Message::text(frame.to_string()))
         .await
         .map_err(|e| format!("send: {e}"))
-}
-
-/// Resident set size of a process, in KiB.
-fn rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()
-}
-
-/// CPU time (user + system) a process has used so far, in seconds.
-fn cpu_secs(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name (which may hold spaces) start at ')'.
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    // USER_HZ is 100 on Linux.
-    Some(ticks as f64 / 100.0)
 }
 
 /// Deterministic per-client randomness (SplitMix64), no extra dependency.
@@ -931,9 +909,9 @@ async fn drain_moves_5000_clients_to_the_other_node() {
     }
     let cpu = format!(
         "CPU used: test process {:.1} s, node A {:.1} s, node B {:.1} s",
-        cpu_secs(std::process::id()).unwrap_or(0.0),
-        a.pid().and_then(cpu_secs).unwrap_or(0.0),
-        b.pid().and_then(cpu_secs).unwrap_or(0.0),
+        cpu_seconds(std::process::id()).unwrap_or(0.0),
+        a.pid().and_then(cpu_seconds).unwrap_or(0.0),
+        b.pid().and_then(cpu_seconds).unwrap_or(0.0),
     );
     let a_status = a.wait(Duration::from_secs(15)).await;
 

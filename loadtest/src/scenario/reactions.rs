@@ -16,69 +16,23 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use futures::{SinkExt, StreamExt};
-use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tribune_protocol::{ClientFrame, ErrorCode, React, ServerFrame, Subscribe};
 
 use crate::cli::Cli;
 use crate::plan::run_token;
-use crate::procstat::{self, ProcSample};
-use crate::report::{ProcUsage, RunReport};
-use crate::servers::{HubLauncher, HubNode};
+use crate::report::{ProcUsage, ReactionsNode, ReactionsReport, RunReport};
+use crate::servers::HubLauncher;
 use crate::wire::Target;
+use tribune_harness::hub::Hub;
+use tribune_harness::procstat::{self, ProcSample};
 
 /// The reactions the built-in `results` namespace allows.
 pub const KINDS: [&str; 4] = ["🔥", "👏", "😮", "😢"];
 
 /// The hub's default reactions per connection per second (PROTOCOL.md §8).
 pub const PER_CONN_LIMIT: f64 = 5.0;
-
-/// One hub node's figures.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct ReactionsNode {
-    pub node: usize,
-    pub url: String,
-    /// Reactors connected to this node.
-    pub clients: u64,
-    /// Reactions acked on this node, per kind.
-    pub accepted_here: BTreeMap<String, u64>,
-    /// Sum of the `reactions` of every `stats` frame its watcher received.
-    pub stats_sum: BTreeMap<String, u64>,
-    /// `stats_sum` equals the reactions accepted on all nodes, per kind.
-    pub equal: bool,
-    pub stats_frames: u64,
-    /// The `audience` of the last and the largest `stats` frame.
-    pub audience_last: u64,
-    pub audience_max: u64,
-    /// The `window_ms` the frames carried (0: no frame).
-    pub window_ms: u64,
-    /// Hub CPU from the first react until the sums settled.
-    pub cpu_s: Option<f64>,
-    pub cpu_ms_per_window: Option<f64>,
-}
-
-/// The `reactions` part of a run's report.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct ReactionsReport {
-    pub topic: String,
-    /// Reactions per second asked of each client.
-    pub per_client_rate: f64,
-    pub sent: u64,
-    /// Acked reactions on all nodes, per kind.
-    pub accepted: BTreeMap<String, u64>,
-    pub accepted_total: u64,
-    pub rate_limited: u64,
-    /// Other `error` answers, by code.
-    pub errors: BTreeMap<String, u64>,
-    /// Reacts that got no answer before the client stopped waiting.
-    pub unanswered: u64,
-    pub nodes: Vec<ReactionsNode>,
-    /// Every node's summed windows equal the accepted reactions.
-    pub all_equal: bool,
-    /// From the last react until the sums stopped changing, seconds.
-    pub settle_s: f64,
-}
 
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
@@ -269,16 +223,16 @@ pub async fn run_target(
         per_client: 1,
         ..RunReport::default()
     };
-    let mut hubs: Vec<HubNode> = Vec::new();
+    let mut hubs: Vec<Hub> = Vec::new();
     let mut pids: Vec<Option<u32>> = Vec::new();
     let urls: Vec<String> = if cli.hub_url.is_empty() {
         let l = launcher.context("no hub launcher")?;
         for i in 0..cli.hubs {
-            let node = l.start(i, None)?;
+            let node = l.start(i).await?;
             pids.push(node.pid());
             hubs.push(node);
         }
-        hubs.iter().map(HubNode::ws_url).collect()
+        hubs.iter().map(Hub::ws_url).collect()
     } else {
         pids = (0..cli.hub_url.len())
             .map(|i| cli.hub_pid.get(i).copied())
@@ -497,24 +451,4 @@ pub async fn run_target(
     rep.duration_s = started.elapsed().as_secs_f64();
     drop(hubs);
     Ok(rep)
-}
-
-/// One line of the stderr summary for a reactions run.
-pub fn summary_line(r: &ReactionsReport) -> String {
-    let mut s = format!(
-        " | reactions: sent {} accepted {} rate_limited {} unanswered {}, settled in {:.1} s",
-        r.sent, r.accepted_total, r.rate_limited, r.unanswered, r.settle_s
-    );
-    for n in &r.nodes {
-        s.push_str(&format!(
-            "; node {} stats sum {} in {} frames ({}), audience {}, CPU {}",
-            n.node,
-            n.stats_sum.values().sum::<u64>(),
-            n.stats_frames,
-            if n.equal { "equal" } else { "DIFFERENT" },
-            n.audience_max,
-            n.cpu_s.map_or("n/a".into(), |c| format!("{c:.2} s")),
-        ));
-    }
-    s
 }
