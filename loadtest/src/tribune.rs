@@ -2,55 +2,12 @@
 //!
 //! Every frame goes through `tribune_protocol`'s types except `message`,
 //! the one frame received millions of times: it is read in place by
-//! [`message_view`], which expects exactly the layout of
-//! `tribune_protocol::encode_message` (the hub's encode-once path) and falls
-//! back to the serde types for anything else. The unit tests hold the fast
-//! reader to the protocol crate's encoder.
+//! `tribune_protocol::message_view`, which knows the layout of the hub's
+//! encode-once path (`encode_message`), with the serde types for anything
+//! else.
 
 use tribune_protocol::{ClientFrame, ServerFrame, Subscribe};
-
-use crate::payload::digits;
-
-/// A `message` frame, borrowed from the read buffer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MessageView<'a> {
-    pub topic: &'a [u8],
-    pub seq: u64,
-    pub prev: u64,
-    pub ts: u64,
-    pub replay: bool,
-    pub data: &'a [u8],
-}
-
-/// Reads a `message` frame laid out as `encode_message` writes it.
-pub fn message_view(text: &[u8]) -> Option<MessageView<'_>> {
-    let rest = text.strip_prefix(br#"{"type":"message","topic":""#)?;
-    let q = rest.iter().position(|&b| b == b'"')?;
-    let topic = &rest[..q];
-    if topic.contains(&b'\\') {
-        return None;
-    }
-    let rest = rest[q..].strip_prefix(br#"","seq":"#)?;
-    let (seq, rest) = digits(rest)?;
-    let rest = rest.strip_prefix(br#","prev":"#)?;
-    let (prev, rest) = digits(rest)?;
-    let rest = rest.strip_prefix(br#","ts":"#)?;
-    let (ts, rest) = digits(rest)?;
-    let (replay, rest) = match rest.strip_prefix(br#","replay":true"#) {
-        Some(r) => (true, r),
-        None => (false, rest),
-    };
-    let rest = rest.strip_prefix(br#","data":"#)?;
-    let data = rest.strip_suffix(b"}")?;
-    Some(MessageView {
-        topic,
-        seq,
-        prev,
-        ts,
-        replay,
-        data,
-    })
-}
+pub use tribune_protocol::{MessageView, message_view};
 
 /// A hub frame, as much of it as the load client needs.
 #[derive(Debug, PartialEq)]
