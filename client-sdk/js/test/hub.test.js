@@ -6,6 +6,9 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import WebSocket from 'ws';
 import { TribuneClient } from '../src/tribune.js';
 import { Hub, startProxy } from './support/hub.js';
@@ -16,8 +19,14 @@ let proxy;
 let unique = 0;
 const topicFor = (ns) => `${ns}.jsit${process.pid}.t${++unique}`;
 
+// A feed namespace that keeps little, so that a test can publish more than
+// it retains (the built-in clips keep 10,000).
+const SHORT_RETENTION = 100;
+const config = join(mkdtempSync(join(tmpdir(), 'tribune-js-')), 'hub.toml');
+writeFileSync(config, `[namespaces.short]\nmode = "feed"\nretained = ${SHORT_RETENTION}\n`);
+
 before(async () => {
-  hub = await Hub.start();
+  hub = await Hub.start(['--config', config]);
   proxy = await startProxy(hub.port);
 });
 
@@ -152,7 +161,7 @@ test('client-side reconnect resumes seamlessly too', async (t) => {
 
 test('more lost than retained: recovered:false gives the feed a gap event, then live again', async (t) => {
   const { c } = newClient(t);
-  const feed = topicFor('clips');
+  const feed = topicFor('short');
   const f = collect(c, feed);
   await eventually(() => f.infos.length === 1);
   const first = await hub.publish(feed, { n: 0 });
@@ -160,15 +169,15 @@ test('more lost than retained: recovered:false gives the feed a gap event, then 
   proxy.block();
   proxy.dropAll();
   await eventually(() => c.state !== 'connected');
-  // The clips namespace retains 100 messages per topic: 120 cannot all be replayed.
-  for (let i = 1; i <= 120; i++) await hub.publish(feed, { n: i });
+  // More than the namespace retains per topic cannot all be replayed.
+  for (let i = 1; i <= SHORT_RETENTION + 20; i++) await hub.publish(feed, { n: i });
   proxy.unblock();
   await eventually(() => f.gaps().length === 1, { timeoutMs: 10000, message: 'gap event' });
   const gap = f.gaps()[0];
   assert.equal(gap.reason, 'not_recovered');
   assert.equal(gap.after, first);
   assert.equal(f.infos.at(-1).recovered, false);
-  const live = await hub.publish(feed, { n: 121 });
+  const live = await hub.publish(feed, { n: SHORT_RETENTION + 21 });
   await eventually(() => f.messages().at(-1)?.seq === live);
   assert.equal(f.messages().length, 2);
 });
