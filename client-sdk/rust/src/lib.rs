@@ -112,7 +112,8 @@ pub use error::{
 };
 pub use events::{ConnectionEvent, ConnectionEvents, ConnectionState, DisconnectReason};
 pub use publisher::{
-    HubPublisher, MAX_PAYLOAD_BYTES, Published, Publisher, PublisherBuilder, message_id,
+    HubPublisher, MAX_PAYLOAD_BYTES, MsgIds, Published, Publisher, PublisherBuilder,
+    content_message_id, unique_message_id,
 };
 pub use subscription::{Event, SubscribeInfo, SubscribeOptions, Subscription};
 pub use tribune_protocol::{ErrorCode, Message, Mode, Stats};

@@ -8,20 +8,30 @@
 //!
 //! # Message ids and retries
 //!
-//! Every NATS publication carries a `Nats-Msg-Id`, so that the stream stores
-//! a retried publication once (within its duplicate window, 120 s by
-//! default). The caller may supply the id ([`Publisher::publish_with_id`]);
-//! otherwise it is derived from the content by [`message_id`]:
+//! Every NATS publication carries a `Nats-Msg-Id`. The stream stores a
+//! message id once within its duplicate window (120 s by default) and
+//! answers a repeat with the seq already stored, marked duplicate.
+//!
+//! - By default each publication gets a new UUIDv7 ([`MsgIds::Unique`]):
+//!   every call is stored, even when its payload equals an earlier one
+//!   (`live`, `paused`, `live` are three messages, and fans see all three).
+//! - The caller may give the id ([`Publisher::publish_with_id`]): a
+//!   publication repeated with the same id (a script re-run after a crash)
+//!   is stored once.
+//! - On request ([`PublisherBuilder::msg_ids`] with [`MsgIds::FromContent`])
+//!   the id is derived from topic and payload by [`content_message_id`]:
 //!
 //! ```text
 //! "t1-" + lowercase hex of the first 16 bytes of SHA-256(topic ‖ 0x00 ‖ payload)
 //! ```
 //!
-//! The same payload published twice on the same topic within the window is
-//! therefore stored once: harmless for `state` topics (same board), and what
-//! a retry wants. An editor that means to repeat an identical message must
-//! give its own id. On a timeout the publication is sent again with the same
-//! id, so a retry never duplicates; the seq returned is the stored one.
+//!   so the same payload on the same topic within the window is stored once,
+//!   whichever process sends it. Only for publishers that want exactly that:
+//!   an update equal to one a minute ago is then silently not stored.
+//!
+//! When the ack does not come in time the publication is sent again with
+//! the same id, so a retry never stores it twice; the seq returned is the
+//! stored one, and [`Published::attempts`] says how many sends it took.
 
 use std::time::Duration;
 
@@ -64,8 +74,30 @@ pub fn check_publication(
     Ok(())
 }
 
-/// The `Nats-Msg-Id` derived from a publication's content (see the module doc).
-pub fn message_id(topic: &str, payload: &[u8]) -> String {
+/// How a [`Publisher`] picks the `Nats-Msg-Id` of a publication without an
+/// explicit id (see the module doc).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MsgIds {
+    /// A new UUIDv7 for every publication, kept across its retries: every
+    /// publication is stored, whatever its payload. The default.
+    #[default]
+    Unique,
+    /// Derived from topic and payload by [`content_message_id`]: a payload
+    /// equal to one stored on the topic within the stream's duplicate window
+    /// is not stored again (its earlier seq is returned, marked duplicate).
+    FromContent,
+}
+
+/// A new `Nats-Msg-Id` for one publication: a UUIDv7, so ids sort by the
+/// time they were made, which helps when reading the stream or logs.
+pub fn unique_message_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+/// The `Nats-Msg-Id` derived from a publication's content (see the module
+/// doc); used with [`MsgIds::FromContent`].
+pub fn content_message_id(topic: &str, payload: &[u8]) -> String {
     let mut hash = Sha256::new();
     hash.update(topic.as_bytes());
     hash.update([0u8]);
@@ -84,16 +116,24 @@ pub fn message_id(topic: &str, payload: &[u8]) -> String {
 pub struct Published {
     /// The stream sequence: the `seq` fans will see.
     pub seq: u64,
-    /// The stream already held this message id: stored once, this is its seq.
+    /// Nothing new was stored: an earlier publication with the same message
+    /// id (an explicit or content-derived one) is in the stream, and `seq` is
+    /// its seq. Never set for a default (unique) id, whose only possible
+    /// earlier copy is this publication's own first attempt.
     pub duplicate: bool,
     /// The `Nats-Msg-Id` used.
     pub msg_id: String,
+    /// How many times it was sent: more than 1 when acks timed out and it was
+    /// retried with the same id.
+    pub attempts: u32,
 }
 
 /// Settings of a [`Publisher`].
 #[derive(Debug, Clone)]
 pub struct PublisherBuilder {
     prefix: String,
+    /// Where ids come from when the caller gives none.
+    msg_ids: MsgIds,
     max_payload: usize,
     attempts: u32,
     ack_timeout: Duration,
@@ -104,6 +144,7 @@ impl Default for PublisherBuilder {
     fn default() -> Self {
         Self {
             prefix: DEFAULT_PREFIX.into(),
+            msg_ids: MsgIds::Unique,
             max_payload: MAX_PAYLOAD_BYTES,
             attempts: 3,
             ack_timeout: Duration::from_secs(5),
@@ -116,6 +157,14 @@ impl PublisherBuilder {
     /// Subject prefix, when the hubs use another than `tribune`.
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = prefix.into();
+        self
+    }
+
+    /// Where the `Nats-Msg-Id` of [`Publisher::publish`] and
+    /// [`Publisher::publish_json`] comes from. Default [`MsgIds::Unique`];
+    /// [`MsgIds::FromContent`] stores a repeated payload once.
+    pub fn msg_ids(mut self, msg_ids: MsgIds) -> Self {
+        self.msg_ids = msg_ids;
         self
     }
 
@@ -173,6 +222,7 @@ impl PublisherBuilder {
         Publisher {
             js,
             prefix: self.prefix,
+            msg_ids: self.msg_ids,
             max_payload: self.max_payload,
             attempts: self.attempts,
         }
@@ -186,6 +236,8 @@ pub struct Publisher {
     js: jetstream::Context,
     /// `<prefix>.fan.<topic>` is the subject.
     prefix: String,
+    /// Where ids come from when the caller gives none.
+    msg_ids: MsgIds,
     max_payload: usize,
     attempts: u32,
 }
@@ -194,6 +246,7 @@ impl std::fmt::Debug for Publisher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Publisher")
             .field("prefix", &self.prefix)
+            .field("msg_ids", &self.msg_ids)
             .field("max_payload", &self.max_payload)
             .field("attempts", &self.attempts)
             .finish_non_exhaustive()
@@ -210,7 +263,8 @@ impl Publisher {
         Self::builder().connect(url).await
     }
 
-    /// Publishes `data` serialized to JSON.
+    /// Publishes `data` serialized to JSON, with an id per
+    /// [`PublisherBuilder::msg_ids`] (by default a new one: always stored).
     pub async fn publish<T: Serialize + ?Sized>(
         &self,
         topic: &str,
@@ -222,26 +276,47 @@ impl Publisher {
         self.publish_json(topic, json).await
     }
 
-    /// Publishes a payload that is already JSON (checked here), with the
-    /// content-derived message id.
+    /// Publishes a payload that is already JSON (checked here), with an id
+    /// per [`PublisherBuilder::msg_ids`] (by default a new one: always stored).
     pub async fn publish_json(
         &self,
         topic: &str,
         json: impl Into<Bytes>,
     ) -> Result<Published, PublishError> {
         let json = json.into();
-        let id = message_id(topic, &json);
-        self.publish_with_id(topic, json, &id).await
+        match self.msg_ids {
+            MsgIds::Unique => {
+                let id = unique_message_id();
+                self.send(topic, json, &id, IdOrigin::ThisPublication).await
+            }
+            MsgIds::FromContent => {
+                let id = content_message_id(topic, &json);
+                self.send(topic, json, &id, IdOrigin::Shared).await
+            }
+        }
     }
 
-    /// Publishes with the caller's message id.
+    /// Publishes with the caller's message id: a publication repeated with
+    /// the same id within the stream's duplicate window is stored once
+    /// (answered with the first one's seq, marked duplicate).
     pub async fn publish_with_id(
         &self,
         topic: &str,
         json: impl Into<Bytes>,
         msg_id: &str,
     ) -> Result<Published, PublishError> {
-        let json = json.into();
+        self.send(topic, json.into(), msg_id, IdOrigin::Shared)
+            .await
+    }
+
+    /// Sends until the stream acks, every attempt with the same id.
+    async fn send(
+        &self,
+        topic: &str,
+        json: Bytes,
+        msg_id: &str,
+        origin: IdOrigin,
+    ) -> Result<Published, PublishError> {
         check_publication(topic, &json, self.max_payload)?;
         let subject = format!("{}.fan.{topic}", self.prefix);
         let mut last_timeout = None;
@@ -250,8 +325,12 @@ impl Publisher {
                 Ok(ack) => {
                     return Ok(Published {
                         seq: ack.sequence,
-                        duplicate: ack.duplicate,
+                        // A unique id the stream already holds was stored by
+                        // an earlier attempt of this very call, whose ack was
+                        // lost: for the caller that is a new publication.
+                        duplicate: ack.duplicate && origin == IdOrigin::Shared,
                         msg_id: msg_id.to_string(),
+                        attempts: attempt,
                     });
                 }
                 Err(e) if e.kind() == JsPublishErrorKind::TimedOut => {
@@ -282,6 +361,15 @@ impl Publisher {
             .await?
             .await
     }
+}
+
+/// Whether anyone but this call can have used a message id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum IdOrigin {
+    /// Made for this publication: only its own attempts carry it.
+    ThisPublication,
+    /// The caller's or derived from content: earlier publications may carry it.
+    Shared,
 }
 
 fn map_js_error(topic: &str, e: jetstream::context::PublishError) -> PublishError {
@@ -447,19 +535,35 @@ mod tests {
     }
 
     #[test]
-    fn message_ids_are_deterministic_and_content_bound() {
-        let a = message_id("clips.a.b", b"{\"n\":1}");
-        assert_eq!(a, message_id("clips.a.b", b"{\"n\":1}"));
-        assert_ne!(a, message_id("clips.a.b", b"{\"n\":2}"));
-        assert_ne!(a, message_id("clips.a.c", b"{\"n\":1}"));
+    fn unique_ids_differ_and_are_uuid_v7() {
+        let a = unique_message_id();
+        let b = unique_message_id();
+        assert_ne!(a, b);
+        let parsed = uuid::Uuid::parse_str(&a).unwrap();
+        assert_eq!(parsed.get_version_num(), 7, "{a}");
+        // Time-ordered: within a process each id sorts after the one before
+        // (hyphenated lowercase hex sorts like the bytes).
+        let later = unique_message_id();
+        assert!(a < b && b < later, "{a} {b} {later}");
+    }
+
+    #[test]
+    fn content_ids_are_deterministic_and_content_bound() {
+        let a = content_message_id("clips.a.b", b"{\"n\":1}");
+        assert_eq!(a, content_message_id("clips.a.b", b"{\"n\":1}"));
+        assert_ne!(a, content_message_id("clips.a.b", b"{\"n\":2}"));
+        assert_ne!(a, content_message_id("clips.a.c", b"{\"n\":1}"));
         // The separator keeps topic and payload apart: "a.b" + "c" ≠ "a.bc" + "".
-        assert_ne!(message_id("x.ab", b"c"), message_id("x.a", b"bc"));
+        assert_ne!(
+            content_message_id("x.ab", b"c"),
+            content_message_id("x.a", b"bc")
+        );
         assert!(a.starts_with("t1-") && a.len() == 35, "{a}");
         // Pinned: the derivation is part of the contract (retries across
         // processes and versions must agree). Computed independently:
         // python3 -c 'import hashlib;print(hashlib.sha256(b"x.y\x00{}").hexdigest()[:32])'
         assert_eq!(
-            message_id("x.y", b"{}"),
+            content_message_id("x.y", b"{}"),
             "t1-b61f707121a61495f140645963e8f586"
         );
     }

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! tribune tail <topic>... [--url WS_URL] [--since SEQ --epoch E] [--history N] [--json] [--count N]
-//! tribune publish <topic> [--data JSON | --file F | -] (--nats URL | --hub URL)
+//! tribune publish <topic> [--data JSON | --file F | -] (--nats URL | --hub URL) [--id ID | --id-from-content]
 //! ```
 //!
 //! Exit codes: 0 done, 1 the hub or the bus failed, 2 bad input (topic,
@@ -15,8 +15,8 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use futures::StreamExt;
 use tribune_client::{
-    Client, ConnectionEvent, Event, HubPublisher, MAX_PAYLOAD_BYTES, PublishErrorKind, Publisher,
-    SubscribeOptions, publisher::check_publication,
+    Client, ConnectionEvent, Event, HubPublisher, MAX_PAYLOAD_BYTES, MsgIds, PublishErrorKind,
+    Publisher, SubscribeOptions, publisher::check_publication,
 };
 use tribune_protocol::{ServerFrame, encode_server, validate_topic};
 
@@ -86,9 +86,18 @@ struct PublishArgs {
     /// Hub URL: publish through its POST /v1/publish.
     #[arg(long, env = "TRIBUNE_HUB")]
     hub: Option<String>,
-    /// Nats-Msg-Id of a single message (default: derived from topic and payload).
-    #[arg(long)]
+    /// Nats-Msg-Id of a single message: running the command again with the
+    /// same id within the stream's duplicate window (120 s by default)
+    /// stores nothing new and prints `<seq> (duplicate)`. Default: a new
+    /// id per message, so every message is stored.
+    #[arg(long, conflicts_with = "id_from_content")]
     id: Option<String>,
+    /// Derive each Nats-Msg-Id from topic and payload: a payload equal to
+    /// one stored on the topic within the duplicate window is not stored
+    /// again (`<seq> (duplicate)`). Only for re-runnable scripts; an update
+    /// that returns to an earlier state would be dropped.
+    #[arg(long)]
+    id_from_content: bool,
     /// The hub's publish key (only with --hub).
     #[arg(long, env = "TRIBUNE_PUBLISH_KEY", hide_env_values = true)]
     key: Option<String>,
@@ -327,7 +336,14 @@ async fn publish(args: PublishArgs) -> Result<(), Failure> {
     let mut out = std::io::stdout().lock();
     match (&args.nats, &args.hub) {
         (Some(nats), _) => {
-            let publisher = Publisher::connect(nats)
+            let msg_ids = if args.id_from_content {
+                MsgIds::FromContent
+            } else {
+                MsgIds::Unique
+            };
+            let publisher = Publisher::builder()
+                .msg_ids(msg_ids)
+                .connect(nats)
                 .await
                 .map_err(|e| runtime(e.to_string()))?;
             for message in messages {
@@ -336,6 +352,14 @@ async fn publish(args: PublishArgs) -> Result<(), Failure> {
                     None => publisher.publish_json(&args.topic, message).await,
                 }
                 .map_err(fail)?;
+                if stored.duplicate {
+                    // Not an error (the id asked for exactly this), but the
+                    // editor must not believe something new went out.
+                    eprintln!(
+                        "tribune: {}: message id {} was already stored as seq {}: nothing new published",
+                        args.topic, stored.msg_id, stored.seq
+                    );
+                }
                 let _ = writeln!(
                     out,
                     "{}{}",
@@ -345,8 +369,8 @@ async fn publish(args: PublishArgs) -> Result<(), Failure> {
             }
         }
         (None, Some(hub)) => {
-            if args.id.is_some() {
-                return Err(usage("--id only applies to --nats"));
+            if args.id.is_some() || args.id_from_content {
+                return Err(usage("--id and --id-from-content only apply to --nats"));
             }
             let mut publisher = HubPublisher::new(hub).map_err(|e| usage(e.to_string()))?;
             if let Some(key) = &args.key {
