@@ -90,7 +90,7 @@
 //! - [`events`]: connection states and events for the application.
 //! - [`publisher`]: the editors' [`Publisher`] (NATS JetStream) and [`HubPublisher`] (HTTP).
 //! - [`error`]: `Error<Kind>` and the kinds.
-//! - `src/bin/tribune.rs`: the CLI (`tribune tail`, `tribune publish`).
+//! - `src/bin/tribune/`: the CLI (`tribune tail`, `tribune publish`).
 
 mod backoff;
 pub mod client;
