@@ -80,6 +80,8 @@
 //!   answer of a subscribe request.
 //! - `connection`: the task that owns the socket; handles send it commands.
 //! - `connector`: one handshake, and when to reconnect (close codes, drain, backoff).
+//! - `tls`: which servers are trusted over TLS (platform roots or a CA
+//!   file) for `wss://` and `https://` hubs, and what a TLS failure means.
 //! - `backoff`: full-jitter exponential backoff, pure.
 //! - `tracker`: per-subscription continuity (`prev`, duplicates, gaps) and
 //!   resume bookkeeping, pure.
@@ -102,6 +104,7 @@ pub mod events;
 pub mod publisher;
 mod queue;
 pub mod subscription;
+mod tls;
 mod tracker;
 
 pub use client::{Client, ClientBuilder};

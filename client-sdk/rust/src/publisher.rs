@@ -33,6 +33,7 @@
 //! the same id, so a retry never stores it twice; the seq returned is the
 //! stored one, and [`Published::attempts`] says how many sends it took.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use async_nats::jetstream;
@@ -46,6 +47,7 @@ use tribune_protocol::frame::{HttpError, PublishRequest, PublishResponse};
 use tribune_protocol::validate_topic;
 
 use crate::error::{ConnectError, ConnectErrorKind, PublishError, PublishErrorKind};
+use crate::tls;
 
 /// Largest payload the hub forwards (PROTOCOL.md section 8).
 pub const MAX_PAYLOAD_BYTES: usize = 256 * 1024;
@@ -138,6 +140,10 @@ pub struct PublisherBuilder {
     attempts: u32,
     ack_timeout: Duration,
     connect_timeout: Duration,
+    /// Trust only this CA for a TLS NATS instead of the platform's roots.
+    ca_file: Option<PathBuf>,
+    /// Certificate and key (PEM) for a NATS that verifies its clients.
+    client_cert: Option<(PathBuf, PathBuf)>,
 }
 
 impl Default for PublisherBuilder {
@@ -149,6 +155,8 @@ impl Default for PublisherBuilder {
             attempts: 3,
             ack_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(5),
+            ca_file: None,
+            client_cert: None,
         }
     }
 }
@@ -193,24 +201,54 @@ impl PublisherBuilder {
         self
     }
 
-    /// Connects to NATS (`nats://host:port`, comma-separated for a cluster).
+    /// For a NATS with TLS, trust only the CA certificates of this PEM file
+    /// instead of the platform's root certificates (a private CA).
+    pub fn ca_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.ca_file = Some(path.into());
+        self
+    }
+
+    /// For a NATS that verifies its clients' certificates (`verify: true`):
+    /// this client's certificate chain and private key, both PEM.
+    pub fn client_cert(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+        self.client_cert = Some((cert.into(), key.into()));
+        self
+    }
+
+    /// Connects to NATS (`nats://host:port`, comma-separated for a cluster;
+    /// `tls://host:port` insists on TLS, which `nats://` also uses when the
+    /// server asks for it).
     pub async fn connect(self, url: &str) -> Result<Publisher, ConnectError> {
-        let client = async_nats::ConnectOptions::new()
-            .connection_timeout(self.connect_timeout)
-            .connect(url)
-            .await
-            .map_err(|e| {
-                let kind = match e.kind() {
-                    async_nats::ConnectErrorKind::ServerParse => ConnectErrorKind::InvalidUrl,
-                    async_nats::ConnectErrorKind::TimedOut => ConnectErrorKind::TimedOut,
-                    async_nats::ConnectErrorKind::Authentication
-                    | async_nats::ConnectErrorKind::AuthorizationViolation => {
-                        ConnectErrorKind::Unauthorized
-                    }
-                    _ => ConnectErrorKind::Io,
-                };
-                ConnectError::with_source(kind, url.to_string(), e)
-            })?;
+        let mut options =
+            async_nats::ConnectOptions::new().connection_timeout(self.connect_timeout);
+        // Files are checked here, so that a wrong path is reported as such
+        // and not as a failed handshake.
+        if let Some(ca) = &self.ca_file {
+            tls::check_ca_file(ca)?;
+            options = options.add_root_certificates(ca.clone());
+        }
+        if let Some((cert, key)) = &self.client_cert {
+            tls::check_client_identity(cert, key)?;
+            options = options.add_client_certificate(cert.clone(), key.clone());
+        }
+        let client = options.connect(url).await.map_err(|e| {
+            // async-nats reports a refused certificate as I/O; say what it is.
+            if let Some(tls_error) = tls::tls_failure_in_chain(&e) {
+                let detail = format!("{url}: {}", tls::explain(tls_error));
+                return ConnectError::with_source(ConnectErrorKind::Tls, detail, e);
+            }
+            let kind = match e.kind() {
+                async_nats::ConnectErrorKind::ServerParse => ConnectErrorKind::InvalidUrl,
+                async_nats::ConnectErrorKind::TimedOut => ConnectErrorKind::TimedOut,
+                async_nats::ConnectErrorKind::Authentication
+                | async_nats::ConnectErrorKind::AuthorizationViolation => {
+                    ConnectErrorKind::Unauthorized
+                }
+                async_nats::ConnectErrorKind::Tls => ConnectErrorKind::Tls,
+                _ => ConnectErrorKind::Io,
+            };
+            ConnectError::with_source(kind, url.to_string(), e)
+        })?;
         Ok(self.client(client))
     }
 
@@ -397,8 +435,19 @@ pub struct HubPublisher {
 
 impl HubPublisher {
     /// A publisher for the hub at `url` (`http://host:port`; `ws://` is
-    /// accepted and mapped).
+    /// accepted and mapped). An `https://` hub must have a certificate that
+    /// the platform's roots trust.
     pub fn new(url: &str) -> Result<Self, ConnectError> {
+        Self::build(url, None)
+    }
+
+    /// A publisher for an `https://` hub whose certificate chains to one of
+    /// the CA certificates of this PEM file (only those are trusted).
+    pub fn with_ca_file(url: &str, ca_file: impl AsRef<Path>) -> Result<Self, ConnectError> {
+        Self::build(url, Some(ca_file.as_ref()))
+    }
+
+    fn build(url: &str, ca_file: Option<&Path>) -> Result<Self, ConnectError> {
         let mut endpoint = url::Url::parse(url).map_err(|e| {
             ConnectError::with_source(ConnectErrorKind::InvalidUrl, url.to_string(), e)
         })?;
@@ -417,8 +466,12 @@ impl HubPublisher {
         }
         endpoint.set_path("/v1/publish");
         endpoint.set_query(None);
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
+        let mut http = reqwest::Client::builder().timeout(Duration::from_secs(10));
+        if scheme == "https" || ca_file.is_some() {
+            let config = tls::client_config(ca_file)?;
+            http = http.use_preconfigured_tls(rustls::ClientConfig::clone(&config));
+        }
+        let http = http
             .build()
             .map_err(|e| ConnectError::with_source(ConnectErrorKind::Io, "HTTP client", e))?;
         Ok(Self {
@@ -455,7 +508,13 @@ impl HubPublisher {
             } else {
                 PublishErrorKind::Transport
             };
-            PublishError::with_source(kind, format!("{}", self.endpoint), e)
+            // reqwest's own text does not say why a connection failed; a TLS
+            // refusal is worth spelling out (and its fix).
+            let detail = match tls::tls_failure_in_chain(&e) {
+                Some(tls_error) => format!("{}: {}", self.endpoint, tls::explain(tls_error)),
+                None => format!("{}", self.endpoint),
+            };
+            PublishError::with_source(kind, detail, e)
         })?;
         let status = response.status();
         let text = response.text().await.map_err(|e| {

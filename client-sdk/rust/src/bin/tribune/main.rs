@@ -1,9 +1,13 @@
 //! `tribune`: tail topics from a hub, publish to them as an editor.
 //!
 //! ```text
-//! tribune tail <topic>... [--url WS_URL] [--since SEQ --epoch E] [--history N] [--json] [--count N]
+//! tribune tail <topic>... [--url WS_URL] [--since SEQ --epoch E] [--history N] [--json] [--count N] [--ca-file PEM]
 //! tribune publish <topic> [--data JSON | --file F | -] (--nats URL | --hub URL) [--id ID | --id-from-content]
+//!                 [--ca-file PEM] [--tls-cert PEM --tls-key PEM]
 //! ```
+//!
+//! TLS: `wss://`/`https://` hubs and `tls://` NATS are verified against the
+//! system's root certificates, or only against `--ca-file` when given.
 //!
 //! Exit codes: 0 done, 1 the hub or the bus failed, 2 bad input (topic,
 //! JSON, size, arguments), each with one line on stderr.

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 use tribune_client::{
-    HubPublisher, MAX_PAYLOAD_BYTES, MsgIds, PublishErrorKind, Publisher,
+    ConnectErrorKind, HubPublisher, MAX_PAYLOAD_BYTES, MsgIds, PublishErrorKind, Publisher,
     publisher::check_publication,
 };
 use tribune_protocol::validate_topic;
@@ -45,6 +45,17 @@ pub(crate) struct PublishArgs {
     /// that returns to an earlier state would be dropped.
     #[arg(long)]
     id_from_content: bool,
+    /// For TLS (a tls:// NATS, an https:// hub): trust only the CA
+    /// certificates of this PEM file instead of the system's root certificates.
+    #[arg(long, env = "TRIBUNE_CA_FILE")]
+    ca_file: Option<PathBuf>,
+    /// For a NATS that verifies client certificates: this client's
+    /// certificate chain (PEM; needs --tls-key).
+    #[arg(long, requires = "tls_key", conflicts_with = "hub")]
+    tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// The hub's publish key (only with --hub).
     #[arg(long, env = "TRIBUNE_PUBLISH_KEY", hide_env_values = true)]
     key: Option<String>,
@@ -85,6 +96,14 @@ fn read_messages(args: &PublishArgs) -> Result<Vec<String>, Failure> {
     Ok(messages)
 }
 
+/// Bad flags (URL, certificate files) are the user's to fix: exit 2.
+fn connect_failure(e: tribune_client::ConnectError) -> Failure {
+    match e.kind() {
+        ConnectErrorKind::InvalidUrl | ConnectErrorKind::TlsConfig => usage(e.to_string()),
+        _ => runtime(e.to_string()),
+    }
+}
+
 fn check(topic: &str, json: &str) -> Result<(), Failure> {
     check_publication(topic, json.as_bytes(), MAX_PAYLOAD_BYTES).map_err(|e| match e.kind() {
         PublishErrorKind::InvalidTopic => {
@@ -122,11 +141,14 @@ pub(crate) async fn run(args: PublishArgs) -> Result<(), Failure> {
             } else {
                 MsgIds::Unique
             };
-            let publisher = Publisher::builder()
-                .msg_ids(msg_ids)
-                .connect(nats)
-                .await
-                .map_err(|e| runtime(e.to_string()))?;
+            let mut builder = Publisher::builder().msg_ids(msg_ids);
+            if let Some(ca) = &args.ca_file {
+                builder = builder.ca_file(ca);
+            }
+            if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+                builder = builder.client_cert(cert, key);
+            }
+            let publisher = builder.connect(nats).await.map_err(connect_failure)?;
             for message in messages {
                 let stored = match &args.id {
                     Some(id) => publisher.publish_with_id(&args.topic, message, id).await,
@@ -153,7 +175,11 @@ pub(crate) async fn run(args: PublishArgs) -> Result<(), Failure> {
             if args.id.is_some() || args.id_from_content {
                 return Err(usage("--id and --id-from-content only apply to --nats"));
             }
-            let mut publisher = HubPublisher::new(hub).map_err(|e| usage(e.to_string()))?;
+            let publisher = match &args.ca_file {
+                Some(ca) => HubPublisher::with_ca_file(hub, ca),
+                None => HubPublisher::new(hub),
+            };
+            let mut publisher = publisher.map_err(connect_failure)?;
             if let Some(key) = &args.key {
                 publisher = publisher.key(key);
             }

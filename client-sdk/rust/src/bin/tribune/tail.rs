@@ -2,6 +2,7 @@
 //! and reconnections reported on stderr.
 
 use std::io::Write;
+use std::path::PathBuf;
 
 use clap::Args;
 use futures::StreamExt;
@@ -36,6 +37,10 @@ pub(crate) struct TailArgs {
     /// Exit after this many messages.
     #[arg(long)]
     count: Option<u64>,
+    /// For a wss:// hub: trust only the CA certificates of this PEM file
+    /// instead of the system's root certificates (a private or test CA).
+    #[arg(long, env = "TRIBUNE_CA_FILE")]
+    ca_file: Option<PathBuf>,
     /// A JWT for namespaces that need one.
     #[arg(long, env = "TRIBUNE_TOKEN", hide_env_values = true)]
     token: Option<String>,
@@ -49,8 +54,12 @@ pub(crate) async fn run(args: TailArgs) -> Result<(), Failure> {
     if let Some(token) = &args.token {
         builder = builder.token(token);
     }
+    if let Some(ca) = &args.ca_file {
+        builder = builder.ca_file(ca);
+    }
     let client = builder.connect().await.map_err(|e| match e.kind() {
-        tribune_client::ConnectErrorKind::InvalidUrl => usage(e.to_string()),
+        tribune_client::ConnectErrorKind::InvalidUrl
+        | tribune_client::ConnectErrorKind::TlsConfig => usage(e.to_string()),
         _ => runtime(e.to_string()),
     })?;
     let mut events = client.events();
