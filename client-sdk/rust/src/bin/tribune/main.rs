@@ -4,6 +4,7 @@
 //! tribune tail <topic>... [--url WS_URL] [--since SEQ --epoch E] [--history N] [--json] [--count N] [--ca-file PEM]
 //! tribune publish <topic> [--data JSON | --file F | -] (--nats URL | --hub URL) [--id ID | --id-from-content]
 //!                 [--ca-file PEM] [--tls-cert PEM --tls-key PEM]
+//! tribune token --topics T[,T...] [--ttl 1h] [--sub S] [--aud A] [--secret-file F | --secret S]
 //! ```
 //!
 //! TLS: `wss://`/`https://` hubs and `tls://` NATS are verified against the
@@ -13,17 +14,23 @@
 //! JSON, size, arguments), each with one line on stderr.
 //!
 //! Layout: this file parses the command line and maps failures to exit
-//! codes; each subcommand lives in its own file (`tail.rs`, `publish.rs`).
+//! codes; each subcommand lives in its own file (`tail.rs`, `publish.rs`,
+//! `token.rs`).
 
 mod publish;
 mod tail;
+mod token;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "tribune", version, about = "Tail and publish Tribune topics")]
+#[command(
+    name = "tribune",
+    version,
+    about = "Tail and publish Tribune topics, mint test tokens"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -35,6 +42,8 @@ enum Command {
     Tail(tail::TailArgs),
     /// Publish JSON messages to a topic (NATS JetStream, or a hub's /v1/publish).
     Publish(publish::PublishArgs),
+    /// Mint an HS256 fan token for development and tests (the secret is the hub's).
+    Token(token::TokenArgs),
 }
 
 /// A failure with its exit code.
@@ -80,6 +89,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Tail(args) => tail::run(args).await,
             Command::Publish(args) => publish::run(args).await,
+            Command::Token(args) => token::run(args),
         }
     });
     match result {
