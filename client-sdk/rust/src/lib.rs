@@ -56,6 +56,21 @@
 //! # }
 //! ```
 //!
+//! Each publication gets its own `Nats-Msg-Id` (a UUIDv7, kept by its
+//! retries), so an update equal to an earlier one is still delivered;
+//! [`Publisher::publish_with_id`] and [`MsgIds::FromContent`] store a repeat
+//! once (see [`publisher`]).
+//!
+//! # TLS and tokens
+//!
+//! `wss://` and `https://` hubs and `tls://` NATS are verified against the
+//! system's root certificates, or only against a CA file:
+//! [`ClientBuilder::ca_file`], [`PublisherBuilder::ca_file`] (and
+//! [`PublisherBuilder::client_cert`] for a NATS that verifies clients),
+//! [`HubPublisher::with_ca_file`]. Namespaces with `token = true` want a JWT:
+//! [`ClientBuilder::token`]; `tribune token` mints one for development.
+//! The crate's README has more, with the CLI.
+//!
 //! # Guarantees
 //!
 //! - A `feed` subscription yields every message once and in order, or an
@@ -92,7 +107,7 @@
 //! - [`events`]: connection states and events for the application.
 //! - [`publisher`]: the editors' [`Publisher`] (NATS JetStream) and [`HubPublisher`] (HTTP).
 //! - [`error`]: `Error<Kind>` and the kinds.
-//! - `src/bin/tribune/`: the CLI (`tribune tail`, `tribune publish`).
+//! - `src/bin/tribune/`: the CLI (`tribune tail`, `tribune publish`, `tribune token`).
 
 mod backoff;
 pub mod client;
@@ -120,3 +135,9 @@ pub use publisher::{
 };
 pub use subscription::{Event, SubscribeInfo, SubscribeOptions, Subscription};
 pub use tribune_protocol::{ErrorCode, Message, Mode, Stats};
+
+// The README's examples are compiled with the doc tests, so that they keep
+// matching the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
