@@ -19,15 +19,16 @@
 //!   publication repeated with the same id (a script re-run after a crash)
 //!   is stored once.
 //! - On request ([`PublisherBuilder::msg_ids`] with [`MsgIds::FromContent`])
-//!   the id is derived from topic and payload by [`content_message_id`]:
+//!   the id is derived from topic and payload by [`content_message_id`], so
+//!   the same payload on the same topic within the window is stored once,
+//!   whichever process sends it. Only for publishers that want exactly that:
+//!   an update equal to one a minute ago is then not stored (the answer says
+//!   `duplicate`). The derivation is pinned, so that processes and versions
+//!   agree:
 //!
 //! ```text
 //! "t1-" + lowercase hex of the first 16 bytes of SHA-256(topic ‖ 0x00 ‖ payload)
 //! ```
-//!
-//!   so the same payload on the same topic within the window is stored once,
-//!   whichever process sends it. Only for publishers that want exactly that:
-//!   an update equal to one a minute ago is then silently not stored.
 //!
 //! When the ack does not come in time the publication is sent again with
 //! the same id, so a retry never stores it twice; the seq returned is the
