@@ -6,7 +6,8 @@
 //! serializer: the hub encodes each message once per node and shares the bytes.
 //! That layout is known here and nowhere else: [`encode_replay`] turns a live
 //! frame into its replay form (the hub's cache), and [`message_view`] reads
-//! one in place (the load-test client, millions of times per run).
+//! one in place (the load-test client, millions of times per run), and
+//! [`encode_delta`] writes the delta form of a `state` message.
 
 use serde::Deserialize;
 
@@ -59,6 +60,19 @@ pub fn encode_message(
     replay: bool,
     data: &[u8],
 ) -> Vec<u8> {
+    let flag = if replay { REPLAY_KEY } else { "" };
+    encode_with(topic, seq, prev, ts, flag, data)
+}
+
+/// Writes a `message` frame whose `data` is a Fossil delta (`"delta":true`,
+/// `data` the delta as a JSON string; PROTOCOL.md section 4). `delta` is
+/// what [`crate::delta::make`] returns.
+pub fn encode_delta(topic: &str, seq: u64, prev: u64, ts: u64, delta: &str) -> Vec<u8> {
+    let data = serde_json::to_vec(delta).expect("a string always serializes");
+    encode_with(topic, seq, prev, ts, DELTA_KEY, &data)
+}
+
+fn encode_with(topic: &str, seq: u64, prev: u64, ts: u64, flag: &str, data: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(96 + topic.len() + data.len());
     let mut num = itoa::Buffer::new();
     out.extend_from_slice(br#"{"type":"message","topic":""#);
@@ -69,9 +83,7 @@ pub fn encode_message(
     out.extend_from_slice(num.format(prev).as_bytes());
     out.extend_from_slice(br#","ts":"#);
     out.extend_from_slice(num.format(ts).as_bytes());
-    if replay {
-        out.extend_from_slice(br#","replay":true"#);
-    }
+    out.extend_from_slice(flag.as_bytes());
     out.extend_from_slice(br#","data":"#);
     out.extend_from_slice(data);
     out.push(b'}');
@@ -82,6 +94,8 @@ pub fn encode_message(
 const DATA_KEY: &str = r#","data":"#;
 /// What a replayed `message` frame has before [`DATA_KEY`].
 const REPLAY_KEY: &str = r#","replay":true"#;
+/// What a delta `message` frame has before [`DATA_KEY`].
+const DELTA_KEY: &str = r#","delta":true"#;
 
 /// The replay form of a live `message` frame written by [`encode_message`]:
 /// the same bytes with `"replay":true` before `"data"`, equal to
@@ -92,7 +106,10 @@ pub fn encode_replay(live: &str) -> Option<String> {
     // so the first one ends the header.
     let at = live.find(DATA_KEY)?;
     let (head, tail) = live.split_at(at);
-    if !head.starts_with(r#"{"type":"message","#) || head.ends_with(REPLAY_KEY) {
+    if !head.starts_with(r#"{"type":"message","#)
+        || head.ends_with(REPLAY_KEY)
+        || head.ends_with(DELTA_KEY)
+    {
         return None;
     }
     let mut out = String::with_capacity(live.len() + REPLAY_KEY.len());
@@ -110,7 +127,10 @@ pub struct MessageView<'a> {
     pub prev: u64,
     pub ts: u64,
     pub replay: bool,
-    /// The payload's JSON text, as published.
+    /// `data` is a Fossil delta from the previous message (a JSON string).
+    pub delta: bool,
+    /// The payload's JSON text, as published (with `delta`: the delta's
+    /// JSON string).
     pub data: &'a [u8],
 }
 
@@ -134,6 +154,10 @@ pub fn message_view(text: &[u8]) -> Option<MessageView<'_>> {
         Some(r) => (true, r),
         None => (false, rest),
     };
+    let (delta, rest) = match rest.strip_prefix(DELTA_KEY.as_bytes()) {
+        Some(r) => (true, r),
+        None => (false, rest),
+    };
     let rest = rest.strip_prefix(DATA_KEY.as_bytes())?;
     let data = rest.strip_suffix(b"}")?;
     Some(MessageView {
@@ -142,6 +166,7 @@ pub fn message_view(text: &[u8]) -> Option<MessageView<'_>> {
         prev,
         ts,
         replay,
+        delta,
         data,
     })
 }
@@ -195,6 +220,27 @@ mod tests {
     }
 
     #[test]
+    fn delta_frames_match_serde_and_the_view() {
+        let d = crate::delta::make(br#"{"a":"x\"y"}"#, r#"{"a":"x\"z","b":"é"}"#).unwrap();
+        let fast = String::from_utf8(encode_delta("results.a.b", 8, 5, 77, &d)).unwrap();
+        let slow = encode_server(&ServerFrame::Message(Message {
+            topic: "results.a.b".into(),
+            seq: 8,
+            prev: 5,
+            ts: 77,
+            replay: false,
+            delta: true,
+            data: serde_json::value::RawValue::from_string(serde_json::to_string(&d).unwrap())
+                .unwrap(),
+        }));
+        assert_eq!(fast, slow);
+        let view = message_view(fast.as_bytes()).unwrap();
+        assert!(view.delta && !view.replay);
+        assert_eq!(serde_json::from_slice::<String>(view.data).unwrap(), d);
+        assert_eq!(encode_replay(&fast), None, "deltas are never replayed");
+    }
+
+    #[test]
     fn decode_error_keeps_id() {
         let err = decode_client(r#"{"type":"subscribe","id":7}"#).unwrap_err();
         assert_eq!(err.id, Some(7));
@@ -215,6 +261,7 @@ mod tests {
                 prev: 9,
                 ts: 1579098123456,
                 replay,
+                delta: false,
                 data: serde_json::value::RawValue::from_string(data.into()).unwrap(),
             }));
             assert_eq!(String::from_utf8(fast).unwrap(), slow);

@@ -46,7 +46,14 @@ pub struct Subscribe {
     pub since: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub epoch: Option<String>,
+    /// `"fossil"` asks for delta updates ([`DELTA_FOSSIL`]); the `ack`'s
+    /// `delta` says whether they were granted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delta: Option<String>,
 }
+
+/// The only delta format (`subscribe`'s `delta`): Fossil's.
+pub const DELTA_FOSSIL: &str = "fossil";
 
 /// `unsubscribe`: stop receiving a topic.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -149,6 +156,10 @@ pub struct Ack {
     /// Present when the subscription asked to resume with `since`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recovered: Option<bool>,
+    /// Present when the subscription asked for deltas: whether its messages
+    /// may carry them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delta: Option<bool>,
 }
 
 /// `message`: one publication on a topic, the payload byte for byte.
@@ -160,6 +171,10 @@ pub struct Message {
     pub ts: u64,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub replay: bool,
+    /// `data` is a JSON string holding the Fossil delta from the previous
+    /// message of the subscription (its `prev`) to this one.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub delta: bool,
     pub data: Box<RawValue>,
 }
 

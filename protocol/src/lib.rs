@@ -9,6 +9,8 @@
 //!   the error codes and the namespace modes.
 //! - [`codec`]: decoding client frames with the error a client is owed, and the
 //!   encode-once fast path for `message` frames.
+//! - [`delta`]: Fossil deltas between two payloads of a `state` topic, made
+//!   valid UTF-8 (the hub makes them, the SDKs apply them).
 //! - [`close`]: WebSocket close codes (section 6) and what a client does after each.
 //!
 //! Golden frames live in `protocol/vectors/*.json`; the tests here and the JS
@@ -16,19 +18,20 @@
 
 pub mod close;
 pub mod codec;
+pub mod delta;
 pub mod frame;
 pub mod topic;
 
 pub use close::CloseCode;
 pub use codec::{
-    DecodeError, MessageView, decode_client, encode_message, encode_replay, encode_server,
-    message_view,
+    DecodeError, MessageView, decode_client, encode_delta, encode_message, encode_replay,
+    encode_server, message_view,
 };
 pub use frame::{
     Ack, Drain, Error, Gap, Message, Ping, Pong, Publish, React, Stats, Subscribe, Unsubscribe,
     Welcome,
 };
-pub use frame::{ClientFrame, ErrorCode, Mode, ServerFrame};
+pub use frame::{ClientFrame, DELTA_FOSSIL, ErrorCode, Mode, ServerFrame};
 pub use topic::{Topic, TopicError, validate_topic};
 
 /// The protocol version announced in `welcome`.

@@ -72,3 +72,26 @@ fn topic_rules() {
         assert!(validate_topic(t).is_err(), "{t:?} must be refused");
     }
 }
+
+#[test]
+fn deltas_rebuild_their_targets() {
+    let v = load("deltas.json");
+    let cases = v["cases"].as_array().unwrap();
+    assert!(cases.len() >= 5);
+    for case in cases {
+        let name = case["name"].as_str().unwrap();
+        let base = case["base"].as_str().unwrap();
+        let target = case["target"].as_str().unwrap();
+        let delta = case["delta"].as_str().unwrap();
+        assert_eq!(
+            tribune_protocol::delta::make(base.as_bytes(), target).as_deref(),
+            Some(delta),
+            "{name}: the hub makes this delta"
+        );
+        assert_eq!(
+            tribune_protocol::delta::apply(base.as_bytes(), delta.as_bytes()).unwrap(),
+            target.as_bytes(),
+            "{name}"
+        );
+    }
+}
