@@ -107,7 +107,7 @@ fn parse(delta: &[u8]) -> Result<Parsed<'_>, DeltaError> {
                 commands.push(Command::Insert(bytes));
                 rest = after;
             }
-            Some((b';', after)) if after.is_empty() => {
+            Some((b';', [])) => {
                 let checksum = u32::try_from(n).map_err(|_| DeltaError::Malformed)?;
                 return Ok(Parsed {
                     size,
