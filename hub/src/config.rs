@@ -249,6 +249,10 @@ pub struct Namespace {
     /// Reactions fans may send; empty: none.
     #[serde(default)]
     pub reactions: Vec<String>,
+    /// Whether `state` subscribers may ask for Fossil delta updates
+    /// (`subscribe` with `"delta":"fossil"`). No effect on `feed` namespaces.
+    #[serde(default)]
+    pub delta: bool,
 }
 
 /// Messages the built-in `clips` namespace retains per topic.
@@ -265,6 +269,7 @@ pub fn default_namespaces() -> BTreeMap<String, Namespace> {
                 publish: false,
                 audience: true,
                 reactions: ["🔥", "👏", "😮", "😢"].map(String::from).to_vec(),
+                delta: true,
             },
         ),
         (
@@ -279,6 +284,7 @@ pub fn default_namespaces() -> BTreeMap<String, Namespace> {
                 publish: false,
                 audience: false,
                 reactions: Vec::new(),
+                delta: false,
             },
         ),
     ])

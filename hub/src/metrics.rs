@@ -35,6 +35,10 @@ pub struct Metrics {
     pub deliveries: Counter,
     /// Superseded state frames dropped for slow clients.
     pub conflated: Counter,
+    /// Fossil deltas made (one per message per topic, whatever the audience).
+    pub deltas: Counter,
+    /// Delta frames queued to clients instead of the full message.
+    pub delta_deliveries: Counter,
     /// Clients closed with 4008.
     pub slow_consumers: Counter,
     /// History reads issued to the bus (relay loads and resumes).
@@ -79,6 +83,8 @@ impl Metrics {
             payloads_dropped: Family::default(),
             deliveries: Counter::default(),
             conflated: Counter::default(),
+            deltas: Counter::default(),
+            delta_deliveries: Counter::default(),
             slow_consumers: Counter::default(),
             history_requests: Counter::default(),
             gaps_repaired: Counter::default(),
@@ -149,6 +155,16 @@ impl Metrics {
             "conflated",
             "Superseded state frames dropped for slow clients",
             m.conflated.clone(),
+        );
+        r.register(
+            "deltas",
+            "Fossil deltas made, one per message per topic",
+            m.deltas.clone(),
+        );
+        r.register(
+            "delta_deliveries",
+            "Delta frames queued to clients instead of the full message",
+            m.delta_deliveries.clone(),
         );
         r.register(
             "slow_consumers",

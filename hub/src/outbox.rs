@@ -7,6 +7,10 @@
 //! section 8, a `state` frame evicts the queued frames of its own topic
 //! (conflation: the newest state wins) and anything else closes the
 //! connection with 4008 (the client resumes with `since`).
+//!
+//! A delta frame is queued with its full frame beside it: when conflation
+//! drops frames of its topic, the client no longer holds the delta's base,
+//! so the full frame (a keyframe) is queued instead.
 
 use std::collections::VecDeque;
 
@@ -26,6 +30,9 @@ pub struct Queued {
     relay: u32,
     /// Superseded by the next frame of the same relay (state topics).
     conflatable: bool,
+    /// For a delta frame: the full message, sent instead if conflation
+    /// drops the frame the delta is based on.
+    keyframe: Option<Frame>,
 }
 
 /// What became of a pushed frame.
@@ -77,6 +84,7 @@ impl Outbox {
             frame,
             relay: 0,
             conflatable: false,
+            keyframe: None,
         })
     }
 
@@ -86,32 +94,51 @@ impl Outbox {
             frame,
             relay,
             conflatable: state,
+            keyframe: None,
         })
     }
 
-    fn push(&self, item: Queued) -> Pushed {
-        let len = item.frame.len();
+    /// Queues a state topic's delta frame, with its full frame for when
+    /// conflation drops the frames before it.
+    pub fn push_delta(&self, relay: u32, delta: Frame, full: Frame) -> Pushed {
+        self.push(Queued {
+            frame: delta,
+            relay,
+            conflatable: true,
+            keyframe: Some(full),
+        })
+    }
+
+    fn push(&self, mut item: Queued) -> Pushed {
+        let mut len = item.frame.len();
         let mut q = self.queue.lock();
         if q.close.is_some() {
             return Pushed::Closed;
         }
-        let fits =
-            |q: &Queue| q.bytes + len <= self.max_bytes && q.frames.len() < self.max_messages;
+        let fits = |q: &Queue, len: usize| {
+            q.bytes + len <= self.max_bytes && q.frames.len() < self.max_messages
+        };
         let mut evicted = 0;
-        if !fits(&q) {
+        if !fits(&q, len) {
             if item.conflatable {
                 let before = q.frames.len();
                 q.frames
                     .retain(|f| !(f.conflatable && f.relay == item.relay));
                 evicted = before - q.frames.len();
                 q.bytes = q.frames.iter().map(|f| f.frame.len()).sum();
+                if evicted > 0
+                    && let Some(full) = item.keyframe.take()
+                {
+                    item.frame = full;
+                    len = item.frame.len();
+                }
             }
             // Still over: a state frame behind nothing but other state frames
             // is kept (each topic's next frame evicts its older ones, so the
             // queue stays near the limit); anything else means the client
             // cannot keep up with an item it must receive.
             let only_state = item.conflatable && q.frames.iter().all(|f| f.conflatable);
-            if !fits(&q) && !only_state {
+            if !fits(&q, len) && !only_state {
                 q.frames.clear();
                 q.bytes = 0;
                 q.close = Some(CloseCode::SLOW_CONSUMER);
@@ -254,6 +281,31 @@ mod tests {
         o.push_message(1, false, frame("f1"));
         o.push_message(1, false, frame("f2"));
         assert_eq!(o.push_message(2, true, frame("s1")), Pushed::Overflowed);
+    }
+
+    #[test]
+    fn conflation_turns_a_delta_into_its_keyframe() {
+        let o = Outbox::new(1 << 20, 2);
+        assert_eq!(o.push_message(1, true, frame("full1")), Pushed::Queued);
+        assert_eq!(
+            o.push_delta(1, frame("d2"), frame("full2")),
+            Pushed::Queued,
+            "room: the delta goes"
+        );
+        assert_eq!(
+            o.push_delta(1, frame("d3"), frame("full3")),
+            Pushed::Conflated(2)
+        );
+        assert_eq!(texts(&o), (vec!["full3".into()], None));
+        // A delta that evicted nothing of its own topic stays a delta.
+        let o = Outbox::new(1 << 20, 2);
+        o.push_message(2, true, frame("other1"));
+        o.push_message(2, true, frame("other2"));
+        assert_eq!(o.push_delta(1, frame("d"), frame("full")), Pushed::Queued);
+        assert_eq!(
+            texts(&o),
+            (vec!["other1".into(), "other2".into(), "d".into()], None)
+        );
     }
 
     #[test]

@@ -85,6 +85,7 @@ impl Registry {
                     id,
                     topic.clone(),
                     ns.mode,
+                    ns.delta,
                     ns.retained,
                     self.config.limits.max_payload_bytes,
                     epoch,

@@ -13,7 +13,8 @@ use bytes::Bytes;
 use governor::DefaultDirectRateLimiter;
 use tribune_protocol::frame::{Publish, React, Subscribe, Unsubscribe};
 use tribune_protocol::{
-    Ack, ClientFrame, CloseCode, ErrorCode, Pong, ServerFrame, Topic, decode_client, encode_server,
+    Ack, ClientFrame, CloseCode, DELTA_FOSSIL, ErrorCode, Pong, ServerFrame, Topic, decode_client,
+    encode_server,
 };
 
 use crate::auth::Grant;
@@ -154,7 +155,9 @@ impl Session {
             return Verdict::Continue;
         }
         if let Some(sub) = self.subs.get(&topic) {
-            self.outbox.push_control(sub.relay.ack_existing(s.id));
+            let delta = s.delta.as_deref().map(|f| f == DELTA_FOSSIL);
+            self.outbox
+                .push_control(sub.relay.ack_existing(s.id, sub.key, delta));
             return Verdict::Continue;
         }
         if self.subs.len() >= self.node.config.limits.max_subscriptions {
@@ -169,6 +172,8 @@ impl Session {
             id: s.id,
             history: s.history,
             since,
+            // Another format (none exists yet) is answered `"delta":false`.
+            delta: s.delta.as_deref().map(|f| f == DELTA_FOSSIL),
         };
         match self
             .node

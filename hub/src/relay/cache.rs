@@ -1,11 +1,15 @@
 //! A relay's recent messages: the namespace's `retained` latest, each
-//! encoded once as a live frame and (lazily) as a replay frame, with the
+//! encoded once as a live frame, (lazily) as a replay frame and, on topics
+//! with delta updates, once as a delta from the message before, with the
 //! holes announced before them. `history` and resume are served from here.
 
 use std::collections::VecDeque;
 use std::sync::OnceLock;
 
-use tribune_protocol::{Gap, ServerFrame, encode_message, encode_replay, encode_server};
+use tribune_protocol::{
+    Gap, ServerFrame, delta, encode_delta, encode_message, encode_replay, encode_server,
+    message_view,
+};
 
 use crate::outbox::Frame;
 
@@ -17,6 +21,10 @@ pub(super) struct Cached {
     pub(super) live: Frame,
     /// The same with `"replay":true`, made on the first replay.
     replay: OnceLock<Frame>,
+    /// The same message as a Fossil delta from the message cached before it
+    /// (`"delta":true`), for subscribers that hold that one; `None` when the
+    /// topic has no deltas or the delta is not smaller.
+    pub(super) delta: Option<Frame>,
     /// The `gap` frame that came before this message: messages before it
     /// were lost. Replays send it in place; a `state` resume across it is
     /// not recovered.
@@ -42,6 +50,7 @@ impl Cached {
             prev,
             live: Frame::from(live),
             replay: OnceLock::new(),
+            delta: None,
             gap: hole_after.map(|after| {
                 Frame::from(encode_server(&ServerFrame::Gap(Gap {
                     topic: topic.to_string(),
@@ -50,6 +59,32 @@ impl Cached {
                 })))
             }),
         }
+    }
+
+    /// Makes this message's delta frame from `base`, the live frame of the
+    /// message cached before it (the one a primed subscriber holds). Kept
+    /// only when smaller than the full frame. Returns whether a delta was
+    /// computed (once per message per topic: the relay calls this once).
+    pub(super) fn make_delta(&mut self, topic: &str, base: &Frame) -> bool {
+        let (Some(base), Some(this)) = (
+            message_view(base.as_bytes()),
+            message_view(self.live.as_bytes()),
+        ) else {
+            return false;
+        };
+        // Validated JSON is UTF-8.
+        let Ok(target) = std::str::from_utf8(this.data) else {
+            return false;
+        };
+        let Some(d) = delta::make(base.data, target) else {
+            return false;
+        };
+        let frame = encode_delta(topic, self.seq, self.prev, this.ts, &d);
+        if frame.len() < self.live.len() {
+            let frame = String::from_utf8(frame).expect("a delta is UTF-8 (delta::make)");
+            self.delta = Some(Frame::from(frame));
+        }
+        true
     }
 
     pub(super) fn replay_frame(&self) -> Frame {
@@ -95,6 +130,11 @@ impl Cache {
 
     pub(super) fn len(&self) -> usize {
         self.entries.len()
+    }
+
+    /// The newest message's live frame: the base of the next one's delta.
+    pub(super) fn newest(&self) -> Option<&Frame> {
+        self.entries.back().map(|c| &c.live)
     }
 
     /// Adds the newest message, dropping the oldest past `retained`.
@@ -226,6 +266,27 @@ mod tests {
             "state: not across a hole"
         );
         assert_eq!(c.resume_point(21, 20, true), Some(2));
+    }
+
+    #[test]
+    fn delta_frame_rebuilds_the_payload_and_is_kept_only_when_smaller() {
+        let a = format!(r#"{{"rows":["{}",1]}}"#, "Sáblíková ".repeat(20));
+        let b = format!(r#"{{"rows":["{}",2]}}"#, "Sáblíková ".repeat(20));
+        let first = Cached::new("results.a", 3, 0, 9, a.as_bytes(), None);
+        let mut second = Cached::new("results.a", 7, 3, 10, b.as_bytes(), None);
+        assert!(second.make_delta("results.a", &first.live));
+        let frame = second.delta.clone().unwrap();
+        let view = message_view(frame.as_bytes()).unwrap();
+        assert_eq!((view.seq, view.prev, view.ts, view.delta), (7, 3, 10, true));
+        let d: String = serde_json::from_slice(view.data).unwrap();
+        assert_eq!(
+            delta::apply(a.as_bytes(), d.as_bytes()).unwrap(),
+            b.as_bytes()
+        );
+        // Nothing in common: the delta is no smaller, the full frame goes.
+        let mut other = Cached::new("results.a", 8, 7, 11, br#"{"z":[9,9,9]}"#, None);
+        assert!(other.make_delta("results.a", &second.live));
+        assert!(other.delta.is_none());
     }
 
     #[test]

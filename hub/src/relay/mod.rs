@@ -16,6 +16,14 @@
 //! `prev` in the frames the relay sends is the `seq` of the message it sent
 //! before on this topic, so a payload it refused never breaks a client's chain.
 //!
+//! Delta updates (`state` topics of namespaces with `delta`): each message's
+//! Fossil delta from the message before is made **once**, when the message
+//! is cached, and goes to every subscriber that asked for deltas and holds
+//! that message (it is "primed": its replay ended on the newest message, or
+//! it got the previous live one). Everyone else gets the full frame, which
+//! primes it; a subscriber whose outbox conflates gets the full frame too
+//! (the outbox swaps it in), and a hole is never crossed by a delta.
+//!
 //! A hole is never silent (PROTOCOL.md section 5). When stored messages can
 //! no longer be delivered (removed from the bus before the repair read them,
 //! or unreadable after retrying), the next message goes out with the `prev`
@@ -85,6 +93,9 @@ pub struct JoinRequest {
     pub id: u64,
     pub history: Option<u32>,
     pub since: Option<(u64, String)>,
+    /// The `subscribe` named a delta format: `Some(true)` for Fossil,
+    /// `Some(false)` for one this hub does not speak (answered `false`).
+    pub delta: Option<bool>,
 }
 
 /// The relay closed between lookup and join; the caller looks again.
@@ -97,6 +108,9 @@ pub struct Relay {
     pub id: u32,
     pub topic: Topic,
     pub mode: Mode,
+    /// Whether subscribers may get delta updates (a `state` namespace with
+    /// `delta`).
+    delta: bool,
     /// The namespace's retention: the cache's depth and the deepest history.
     retained: usize,
     /// Payloads above this many bytes are dropped (PROTOCOL.md section 8).
@@ -112,8 +126,18 @@ pub struct Relay {
     metrics: Arc<Metrics>,
 }
 
+/// One subscriber of the relay.
+struct Subscriber {
+    outbox: Arc<Outbox>,
+    /// It asked for deltas and the topic has them.
+    delta: bool,
+    /// It holds the newest message sent on the topic, so the next one may
+    /// go to it as a delta.
+    primed: bool,
+}
+
 struct RelayState {
-    subscribers: Slab<Arc<Outbox>>,
+    subscribers: Slab<Subscriber>,
     cache: Cache,
     /// `seq` of the last message forwarded (0: none yet).
     last_seq: u64,
@@ -129,6 +153,7 @@ impl Relay {
         id: u32,
         topic: Topic,
         mode: Mode,
+        delta: bool,
         retained: u32,
         max_payload: usize,
         epoch: Epoch,
@@ -139,6 +164,7 @@ impl Relay {
             id,
             topic,
             mode,
+            delta: delta && mode == Mode::State,
             retained: retained as usize,
             max_payload,
             state: Mutex::new(RelayState {
@@ -207,6 +233,7 @@ impl Relay {
             epoch: Some(st.epoch.to_string()),
             seq: Some(latest),
             recovered,
+            delta: req.delta.map(|fossil| fossil && self.delta),
         });
         outbox.push_control(Frame::from(encode_server(&ack)));
         for frame in st.cache.replay(start, since, !state) {
@@ -215,7 +242,14 @@ impl Relay {
                 Replayed::Message(m) => outbox.push_message(self.id, state, m),
             };
         }
-        Ok(st.subscribers.insert(outbox.clone()))
+        let delta = req.delta == Some(true) && self.delta;
+        // The replay ended on the newest message: the next may be a delta.
+        let primed = delta && start < st.cache.len();
+        Ok(st.subscribers.insert(Subscriber {
+            outbox: outbox.clone(),
+            delta,
+            primed,
+        }))
     }
 
     /// A resume whose `since` lies beyond what this relay has forwarded
@@ -244,9 +278,12 @@ impl Relay {
         .await;
     }
 
-    /// The `ack` of a subscription that already exists on a connection.
-    pub fn ack_existing(&self, id: u64) -> Frame {
+    /// The `ack` of a subscription that already exists on a connection
+    /// (subscriber `key`); `delta` as in [`JoinRequest`], answered with what
+    /// the subscription has.
+    pub fn ack_existing(&self, id: u64, key: usize, delta: Option<bool>) -> Frame {
         let st = self.state.lock();
+        let granted = st.subscribers.get(key).is_some_and(|s| s.delta);
         Frame::from(encode_server(&ServerFrame::Ack(Ack {
             id,
             topic: Some(self.topic.to_string()),
@@ -254,6 +291,7 @@ impl Relay {
             epoch: Some(st.epoch.to_string()),
             seq: Some(st.last_seq),
             recovered: None,
+            delta: delta.map(|_| granted),
         })))
     }
 
@@ -278,8 +316,9 @@ impl Relay {
     /// messages), and a stalled state-only client is never closed for them.
     pub fn broadcast_stats(&self, frame: &Frame) -> usize {
         let st = self.state.lock();
-        for (_, outbox) in st.subscribers.iter() {
-            outbox.push_message(self.id | STATS_KEY, true, frame.clone());
+        for (_, sub) in st.subscribers.iter() {
+            sub.outbox
+                .push_message(self.id | STATS_KEY, true, frame.clone());
         }
         st.subscribers.len()
     }
@@ -297,7 +336,7 @@ impl Relay {
     /// with `hole_after`, messages after that seq and before this one were
     /// lost, and `feed` subscribers get a `gap` frame first.
     fn forward(&self, msg: &BusMessage, prev: u64, hole_after: Option<u64>) {
-        let cached = Cached::new(
+        let mut cached = Cached::new(
             self.topic.as_str(),
             msg.seq,
             prev,
@@ -305,21 +344,45 @@ impl Relay {
             &msg.data,
             hole_after,
         );
+        // The delta is made once here, outside the lock: the task is the
+        // only writer, so the newest cached message cannot change meanwhile.
+        // Never across a hole: its `prev` is not the message subscribers hold.
+        if self.delta && hole_after.is_none() {
+            let base = self.state.lock().cache.newest().cloned();
+            if let Some(base) = base
+                && cached.make_delta(self.topic.as_str(), &base)
+            {
+                self.metrics.deltas.inc();
+            }
+        }
         let gap = cached.gap.clone().filter(|_| self.mode == Mode::Feed);
         let frame = cached.live.clone();
+        let delta = cached.delta.clone();
         let state = self.mode == Mode::State;
         let mut st = self.state.lock();
         st.cache.push(cached);
         st.last_seq = msg.seq;
         let mut conflated = 0;
-        for (_, outbox) in st.subscribers.iter() {
+        let mut deltas = 0;
+        for (_, sub) in st.subscribers.iter_mut() {
+            let outbox = &sub.outbox;
             if let Some(gap) = &gap
                 && outbox.push_message(self.id, false, gap.clone()) == Pushed::Overflowed
             {
                 self.metrics.slow_consumers.inc();
                 continue;
             }
-            match outbox.push_message(self.id, state, frame.clone()) {
+            let pushed = match &delta {
+                Some(d) if sub.primed => {
+                    deltas += 1;
+                    outbox.push_delta(self.id, d.clone(), frame.clone())
+                }
+                _ => {
+                    sub.primed = sub.delta;
+                    outbox.push_message(self.id, state, frame.clone())
+                }
+            };
+            match pushed {
                 Pushed::Queued | Pushed::Closed => {}
                 Pushed::Conflated(n) => conflated += n,
                 Pushed::Overflowed => {
@@ -331,6 +394,9 @@ impl Relay {
         drop(st);
         self.forwarded.send_replace(msg.seq);
         self.metrics.deliveries.inc_by(delivered as u64);
+        if deltas > 0 {
+            self.metrics.delta_deliveries.inc_by(deltas);
+        }
         if conflated > 0 {
             self.metrics.conflated.inc_by(conflated as u64);
         }
@@ -340,8 +406,8 @@ impl Relay {
     fn shut(&self, code: tribune_protocol::CloseCode) {
         let mut st = self.state.lock();
         st.closed = true;
-        for (_, outbox) in st.subscribers.iter() {
-            outbox.close(code, false);
+        for (_, sub) in st.subscribers.iter() {
+            sub.outbox.close(code, false);
         }
     }
 }

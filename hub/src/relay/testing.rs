@@ -42,6 +42,7 @@ pub(super) async fn subscriber(
         1,
         topic.clone(),
         mode,
+        mode == Mode::State,
         100,
         max_payload,
         epoch,

@@ -123,6 +123,7 @@ async fn resume_from_ahead_catches_up_and_recovers() {
         1,
         topic.clone(),
         Mode::Feed,
+        false,
         100,
         1 << 20,
         epoch.clone(),
@@ -155,6 +156,7 @@ async fn resume_from_ahead_catches_up_and_recovers() {
         id: 7,
         history: None,
         since: Some((s2, epoch.to_string())),
+        delta: None,
     };
     relay.catch_up(&req).await;
     let outbox = Arc::new(Outbox::new(1 << 20, 1024));
@@ -220,6 +222,7 @@ async fn unrepairable_hole_yields_one_gap_and_the_true_prev() {
                 id: 2,
                 history: None,
                 since: Some((s1, epoch)),
+                delta: None,
             },
         )
         .unwrap();
@@ -242,6 +245,7 @@ async fn unrepairable_hole_yields_one_gap_and_the_true_prev() {
                 id: 3,
                 history: Some(3),
                 since: None,
+                delta: None,
             },
         )
         .unwrap();
@@ -291,6 +295,7 @@ async fn state_resume_across_a_hole_is_not_recovered() {
                 id: 2,
                 history: None,
                 since: Some((s1, epoch.clone())),
+                delta: None,
             },
         )
         .unwrap();
@@ -306,9 +311,81 @@ async fn state_resume_across_a_hole_is_not_recovered() {
                 id: 3,
                 history: None,
                 since: Some((missed[3], epoch)),
+                delta: None,
             },
         )
         .unwrap();
     let frames = drain_frames(&after, 2).await;
     assert_eq!(frames[0]["recovered"], true, "{frames:?}");
+}
+
+/// Delta updates cost one delta per message per topic, whatever the number
+/// of subscribers (counted); every primed subscriber gets the same delta
+/// frame, the others the full one, and a fresh join is primed by its replay.
+#[tokio::test]
+async fn one_delta_per_message_whatever_the_audience() {
+    use crate::bus::memory::MemoryBus;
+    for audience in [1usize, 10, 300] {
+        let bus: Arc<dyn Bus> = Arc::new(MemoryBus::new(
+            std::collections::HashMap::from([("results".to_string(), 10)]),
+            Duration::from_secs(60),
+        ));
+        let topic = Topic::new("results.relay.delta").unwrap();
+        let board = |n: usize| {
+            let rows: Vec<String> = (0..30)
+                .map(|r| {
+                    format!(
+                        r#"{{"rank":{r},"name":"Skater Nº{r}","time":{}}}"#,
+                        1000 + r * n
+                    )
+                })
+                .collect();
+            Bytes::from(format!(r#"{{"rows":[{}]}}"#, rows.join(",")))
+        };
+        bus.publish(&topic, board(1), None).await.unwrap();
+        let (relay, _first, metrics) = subscriber(bus.clone(), &topic, Mode::State, 1 << 20).await;
+        let outboxes: Vec<Arc<Outbox>> = (0..audience)
+            .map(|i| {
+                let outbox = Arc::new(Outbox::new(1 << 20, 1024));
+                let req = JoinRequest {
+                    id: 1,
+                    delta: Some(i % 2 == 0),
+                    ..Default::default()
+                };
+                relay.join(&outbox, &req).unwrap();
+                outbox
+            })
+            .collect();
+        let published = 6;
+        for n in 2..2 + published {
+            bus.publish(&topic, board(n), None).await.unwrap();
+        }
+        let mut frames = Vec::new();
+        for outbox in &outboxes {
+            frames.push(drain_frames(outbox, 2 + published).await);
+        }
+        let text = metrics.render();
+        assert!(
+            text.contains(&format!("tribune_deltas_total {published}\n")),
+            "one delta per message for {audience} subscribers: {text}"
+        );
+        let asked = audience.div_ceil(2);
+        assert!(
+            text.contains(&format!(
+                "tribune_delta_deliveries_total {}\n",
+                published * asked
+            )),
+            "{text}"
+        );
+        for (i, got) in frames.iter().enumerate() {
+            assert_eq!(got[0]["delta"], i % 2 == 0, "the ack says: {:?}", got[0]);
+            let deltas = got[2..].iter().filter(|f| f["delta"] == true).count();
+            assert_eq!(deltas, if i % 2 == 0 { published } else { 0 });
+            assert!(
+                got[1]["delta"].is_null(),
+                "the replay is full: {:?}",
+                got[1]
+            );
+        }
+    }
 }
