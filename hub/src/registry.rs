@@ -21,7 +21,7 @@ use crate::config::{Config, Namespace};
 use crate::error::{JoinError, JoinErrorKind};
 use crate::metrics::Metrics;
 use crate::outbox::Outbox;
-use crate::relay::{Control, JoinRequest, Relay, RelayTask};
+use crate::relay::{Control, JoinRequest, Relay, RelayTask, Settings};
 
 /// Topics per batched last-sequence request.
 const CHECK_BATCH: usize = 1024;
@@ -84,10 +84,12 @@ impl Registry {
                 let (relay, ctl) = Relay::new(
                     id,
                     topic.clone(),
-                    ns.mode,
-                    ns.delta,
-                    ns.retained,
-                    self.config.limits.max_payload_bytes,
+                    Settings {
+                        mode: ns.mode,
+                        delta: ns.delta,
+                        retained: ns.retained,
+                        max_payload: self.config.limits.max_payload_bytes,
+                    },
                     epoch,
                     self.metrics.clone(),
                 );

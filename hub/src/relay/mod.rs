@@ -98,6 +98,18 @@ pub struct JoinRequest {
     pub delta: Option<bool>,
 }
 
+/// What a relay takes from its namespace and the node's limits.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    pub mode: Mode,
+    /// The namespace offers delta updates (used on `state` topics only).
+    pub delta: bool,
+    /// The namespace's retention.
+    pub retained: u32,
+    /// Payloads above this many bytes are dropped.
+    pub max_payload: usize,
+}
+
 /// The relay closed between lookup and join; the caller looks again.
 #[derive(Debug)]
 pub struct RelayClosed;
@@ -152,13 +164,16 @@ impl Relay {
     pub fn new(
         id: u32,
         topic: Topic,
-        mode: Mode,
-        delta: bool,
-        retained: u32,
-        max_payload: usize,
+        settings: Settings,
         epoch: Epoch,
         metrics: Arc<Metrics>,
     ) -> (Arc<Relay>, mpsc::UnboundedReceiver<Control>) {
+        let Settings {
+            mode,
+            delta,
+            retained,
+            max_payload,
+        } = settings;
         let (ctl, rx) = mpsc::unbounded_channel();
         let relay = Arc::new(Relay {
             id,

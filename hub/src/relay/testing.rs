@@ -12,7 +12,7 @@ use parking_lot::Mutex;
 use tokio::sync::watch;
 use tribune_protocol::{Mode, Topic};
 
-use super::{JoinRequest, Relay, RelayTask};
+use super::{JoinRequest, Relay, RelayTask, Settings};
 use crate::bus::{Bus, BusMessage, LiveFeed};
 use crate::metrics::Metrics;
 use crate::outbox::Outbox;
@@ -41,10 +41,12 @@ pub(super) async fn subscriber(
     let (relay, ctl) = Relay::new(
         1,
         topic.clone(),
-        mode,
-        mode == Mode::State,
-        100,
-        max_payload,
+        Settings {
+            mode,
+            delta: mode == Mode::State,
+            retained: 100,
+            max_payload,
+        },
         epoch,
         metrics.clone(),
     );

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use tribune_protocol::{Mode, Topic};
 
 use super::testing::{LaggingBus, drain_frames, feed_subscriber, kinds, publish_n, subscriber};
-use super::{JoinRequest, Relay, RelayTask};
+use super::{JoinRequest, Relay, RelayTask, Settings};
 use crate::bus::Bus;
 use crate::metrics::Metrics;
 use crate::outbox::Outbox;
@@ -122,10 +122,12 @@ async fn resume_from_ahead_catches_up_and_recovers() {
     let (relay, ctl) = Relay::new(
         1,
         topic.clone(),
-        Mode::Feed,
-        false,
-        100,
-        1 << 20,
+        Settings {
+            mode: Mode::Feed,
+            delta: false,
+            retained: 100,
+            max_payload: 1 << 20,
+        },
         epoch.clone(),
         metrics,
     );
