@@ -109,6 +109,7 @@ pub fn subscribe_frame(
         history,
         since: resume.map(|r| r.0),
         epoch: resume.map(|r| r.1.to_string()),
+        delta: None,
     });
     serde_json::to_string(&frame).expect("client frames always serialize")
 }

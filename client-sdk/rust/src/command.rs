@@ -63,6 +63,11 @@ pub struct SubscribeOptions {
     /// replays everything after it, or the stream starts with [`Event::Gap`](crate::Event::Gap)
     /// on a feed.
     pub since: Option<(u64, String)>,
+    /// Ask for full messages only: no delta updates on `state` topics (by
+    /// default the SDK asks for Fossil deltas and rebuilds every payload
+    /// before it reaches the application, so the choice is only about bytes
+    /// on the wire and CPU).
+    pub full_messages: bool,
 }
 
 impl SubscribeOptions {
@@ -79,6 +84,12 @@ impl SubscribeOptions {
     /// Resume after `seq` of `epoch`.
     pub fn since(mut self, seq: u64, epoch: impl Into<String>) -> Self {
         self.since = Some((seq, epoch.into()));
+        self
+    }
+
+    /// Full messages only, no delta updates.
+    pub fn full_messages(mut self) -> Self {
+        self.full_messages = true;
         self
     }
 }

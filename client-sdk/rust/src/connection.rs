@@ -31,6 +31,7 @@ use tribune_protocol::{
 use crate::backoff::jitter_below;
 use crate::command::{Command, SubscribeInfo, SubscribeOptions};
 use crate::connector::{ConnectFailure, Plan, Reconnector, WsStream, connect_once};
+use crate::delta::{self, Base};
 use crate::error::{
     PingError, PingErrorKind, PublishError, PublishErrorKind, ReactError, ReactErrorKind,
     SubscribeError, SubscribeErrorKind, UnsubscribeError,
@@ -63,6 +64,8 @@ struct Sub {
     first: Option<oneshot::Sender<Result<SubscribeInfo, SubscribeError>>>,
     /// When a renewal refused with `unavailable`/`rate_limited` is tried again.
     retry_at: Option<Instant>,
+    /// The payload delivered last on a `state` topic: the next delta's base.
+    base: Option<Base>,
 }
 
 /// A request sent to the hub and not yet answered.
@@ -546,12 +549,19 @@ impl ConnectionTask {
         Ok(())
     }
 
-    async fn on_message(&mut self, msg: Message, ws: &mut WsStream) -> Result<(), SendFailed> {
+    async fn on_message(&mut self, mut msg: Message, ws: &mut WsStream) -> Result<(), SendFailed> {
         let Some(sub) = self.subs.get_mut(&msg.topic) else {
             return Ok(());
         };
         match sub.tracker.check(&msg) {
             Verdict::Deliver => {
+                if let Err(mismatch) = delta::resolve(sub.base.as_ref(), &mut msg) {
+                    // Never a wrong board: ask again from what was delivered;
+                    // the hub replays the latest state in full.
+                    tracing::warn!(topic = %msg.topic, %mismatch, "delta not applicable, resubscribing with since");
+                    sub.base = None;
+                    return self.resubscribe(&msg.topic, ws).await;
+                }
                 let seq = msg.seq;
                 if sub.tracker.mode() == Some(Mode::Feed) {
                     match sub.queue.offer_feed(msg) {
@@ -574,6 +584,7 @@ impl ConnectionTask {
                         }
                     }
                 } else {
+                    sub.base = Some(Base::of(&msg));
                     sub.queue.push_state(msg);
                     sub.tracker.advance(seq);
                 }
@@ -668,6 +679,9 @@ impl ConnectionTask {
         let Some(outcome) = sub.tracker.on_ack(ack) else {
             return;
         };
+        // A new subscription starts from a full message (the hub never
+        // sends a delta before one): nothing held before is a base.
+        sub.base = None;
         sub.queue.set_epoch(ack.epoch.clone());
         if let Some(first) = sub.first.take() {
             let info = SubscribeInfo {
@@ -892,7 +906,8 @@ impl ConnectionTask {
             )));
             return false;
         }
-        let tracker = Tracker::new(topic.clone(), options.history, options.since);
+        let tracker = Tracker::new(topic.clone(), options.history, options.since)
+            .asking_delta(!options.full_messages);
         self.subs.insert(
             topic,
             Sub {
@@ -901,6 +916,7 @@ impl ConnectionTask {
                 queue,
                 first: Some(reply),
                 retry_at: None,
+                base: None,
             },
         );
         true

@@ -114,6 +114,7 @@ pub mod client;
 mod command;
 mod connection;
 mod connector;
+mod delta;
 pub mod error;
 pub mod events;
 pub mod publisher;

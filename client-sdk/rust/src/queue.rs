@@ -242,6 +242,7 @@ mod tests {
             ts: 0,
             replay: false,
             data: RawValue::from_string("{}".into()).unwrap(),
+            delta: false,
         }
     }
 

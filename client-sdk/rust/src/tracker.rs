@@ -43,6 +43,8 @@ pub(crate) struct Tracker {
     hole: Option<Hole>,
     /// What the hub knows of this subscription on the current connection.
     phase: Phase,
+    /// Ask for Fossil delta updates (not on a known feed).
+    delta: bool,
 }
 
 /// Whether, and how, the hub currently knows this subscription.
@@ -132,7 +134,14 @@ impl Tracker {
             floor,
             hole: None,
             phase: Phase::Idle,
+            delta: false,
         }
+    }
+
+    /// Asks for delta updates in every `subscribe` of a `state` topic.
+    pub(crate) fn asking_delta(mut self, delta: bool) -> Self {
+        self.delta = delta;
+        self
     }
 
     pub(crate) fn topic(&self) -> &str {
@@ -186,6 +195,8 @@ impl Tracker {
             history,
             since,
             epoch,
+            delta: (self.delta && self.mode != Some(Mode::Feed))
+                .then(|| tribune_protocol::DELTA_FOSSIL.to_string()),
         }
     }
 
@@ -351,6 +362,7 @@ mod tests {
             ts: 1,
             replay: false,
             data: RawValue::from_string(format!("{{\"n\":{seq}}}")).unwrap(),
+            delta: false,
         }
     }
 
@@ -362,6 +374,7 @@ mod tests {
             epoch: Some(epoch.into()),
             seq: Some(seq),
             recovered,
+            delta: None,
         }
     }
 

@@ -163,6 +163,7 @@ impl FakeConn {
             epoch: Some(epoch.into()),
             seq: Some(seq),
             recovered,
+            delta: None,
         }))
         .await;
     }
@@ -198,6 +199,7 @@ fn msg(seq: u64, prev: u64) -> Message {
         prev,
         ts: 1_579_098_123_456,
         replay: false,
+        delta: false,
         data: RawValue::from_string(format!("{{\"n\":{seq}}}")).unwrap(),
     }
 }

@@ -53,6 +53,7 @@ async fn join(url: &str, topic: &str, within: Duration) -> anyhow::Result<Ws> {
             history: None,
             since: None,
             epoch: None,
+            delta: None,
         })))
         .await?;
         while let Some(m) = ws.next().await {
