@@ -162,6 +162,13 @@ impl WsClient {
 
     /// The next text frame within `within`, or None (timeout or closed).
     pub async fn try_recv(&mut self, within: Duration) -> Option<Value> {
+        let text = self.try_recv_text(within).await?;
+        Some(serde_json::from_str(&text).expect("hub frames are JSON"))
+    }
+
+    /// The next text frame as the hub wrote it (for byte-exact checks of
+    /// payloads), within `within`, or None (timeout or closed).
+    pub async fn try_recv_text(&mut self, within: Duration) -> Option<String> {
         let deadline = tokio::time::Instant::now() + within;
         loop {
             let msg = tokio::time::timeout_at(deadline, self.stream.next())
@@ -169,16 +176,23 @@ impl WsClient {
                 .ok()??;
             match msg {
                 Ok(Message::Text(t)) => {
-                    let v: Value = serde_json::from_str(t.as_str()).expect("hub frames are JSON");
-                    if self.skip_stats && v["type"] == "stats" {
+                    if self.skip_stats && t.as_str().starts_with(r#"{"type":"stats""#) {
                         continue;
                     }
-                    return Some(v);
+                    return Some(t.as_str().to_string());
                 }
                 Ok(Message::Close(c)) => panic!("closed by the hub: {c:?}"),
                 Ok(_) => continue,
                 Err(_) => return None,
             }
+        }
+    }
+
+    /// The next text frame as the hub wrote it.
+    pub async fn recv_text(&mut self) -> String {
+        match self.try_recv_text(RECV_TIMEOUT).await {
+            Some(t) => t,
+            None => panic!("no frame within {RECV_TIMEOUT:?}"),
         }
     }
 
