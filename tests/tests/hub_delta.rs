@@ -4,7 +4,6 @@
 //! across a 4008 and the resume that follows (PROTOCOL.md section 4).
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use serde_json::{Value, json};
 use tribune_protocol::{delta, message_view};
