@@ -706,3 +706,67 @@ async fn retry_initial_connect_waits_for_the_hub_and_sends_early_subscriptions()
     assert_eq!(client.state(), tribune_client::ConnectionState::Connected);
     assert_eq!(client.node().as_deref(), Some("fake"));
 }
+
+/// A delta that does not rebuild (made from another base) is never shown:
+/// the SDK resubscribes with `since` at the last board it delivered, and the
+/// full board the hub replays is what the application sees next. A good
+/// delta is rebuilt transparently.
+#[tokio::test]
+async fn bad_delta_resubscribes_and_is_never_delivered() {
+    let board = |t: &str| {
+        let rows: Vec<String> = (0..30)
+            .map(|i| format!(r#"{{"name":"Skåter {i}","time":"{t}"}}"#))
+            .collect();
+        format!(r#"{{"rows":[{}],"venue":"Milano"}}"#, rows.join(","))
+    };
+    let frame = |seq: u64, prev: u64, delta: bool, data: String| {
+        ServerFrame::Message(Message {
+            topic: T.into(),
+            seq,
+            prev,
+            ts: 1,
+            replay: false,
+            delta,
+            data: RawValue::from_string(data).unwrap(),
+        })
+    };
+    let delta = |from: &str, to: &str| {
+        serde_json::to_string(&tribune_protocol::delta::make(from.as_bytes(), to).unwrap()).unwrap()
+    };
+    let mut hub = FakeHub::start().await;
+    let connecting = tokio::spawn(Client::builder(hub.url()).connect());
+    let mut conn = hub.next_conn().await;
+    conn.welcome(25_000).await;
+    let client = timeout(WAIT, connecting).await.unwrap().unwrap().unwrap();
+    let subscribing = {
+        let client = client.clone();
+        tokio::spawn(async move { client.subscribe(T).await })
+    };
+    let s = conn.expect_subscribe().await;
+    assert_eq!(
+        s.delta.as_deref(),
+        Some("fossil"),
+        "the SDK asks for deltas"
+    );
+    conn.ack_subscribe(&s, Mode::State, "E1", 0, None).await;
+    let mut sub = timeout(WAIT, subscribing).await.unwrap().unwrap().unwrap();
+    let (a, b, c) = (board("1:55.01"), board("1:54.99"), board("1:54.80"));
+    conn.send(frame(1, 0, false, a.clone())).await;
+    conn.send(frame(2, 1, true, delta(&a, &b))).await;
+    // Made from a board this client never had (shifted offsets): the
+    // rebuilt text fails the delta's checksum.
+    let other = a.replace("Skåter", "Skater");
+    conn.send(frame(3, 2, true, delta(&other, &c))).await;
+    let s = conn.expect_resubscribe().await;
+    assert_eq!((s.since, s.epoch.as_deref()), (Some(2), Some("E1")));
+    conn.ack_subscribe(&s, Mode::State, "E1", 3, Some(true))
+        .await;
+    conn.send(frame(3, 2, false, c.clone())).await;
+    let mut got = Vec::new();
+    while got.len() < 3 {
+        if let Event::Message(m) = next_event(&mut sub).await {
+            got.push((m.seq, m.data.get().to_string()));
+        }
+    }
+    assert_eq!(got, [(1, a), (2, b), (3, c)]);
+}
