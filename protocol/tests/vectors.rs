@@ -36,14 +36,19 @@ fn server_frames_round_trip_byte_for_byte() {
         kinds.insert(std::mem::discriminant(&frame));
         assert_eq!(encode_server(&frame), text, "{}", case["name"]);
         if let ServerFrame::Message(m) = &frame {
-            let fast = tribune_protocol::encode_message(
-                &m.topic,
-                m.seq,
-                m.prev,
-                m.ts,
-                m.replay,
-                m.data.get().as_bytes(),
-            );
+            let fast = if m.delta {
+                let d: String = serde_json::from_str(m.data.get()).unwrap();
+                tribune_protocol::encode_delta(&m.topic, m.seq, m.prev, m.ts, &d)
+            } else {
+                tribune_protocol::encode_message(
+                    &m.topic,
+                    m.seq,
+                    m.prev,
+                    m.ts,
+                    m.replay,
+                    m.data.get().as_bytes(),
+                )
+            };
             assert_eq!(std::str::from_utf8(&fast).unwrap(), text);
         }
     }

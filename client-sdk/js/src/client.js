@@ -17,6 +17,7 @@ import {
   validateTopic,
   wsUrlFromHub,
 } from './protocol.js';
+import { DELTA_FORMAT, applyTextDelta, rawMessageData } from './delta.js';
 import { Emitter } from './emitter.js';
 import { Subscription } from './subscription.js';
 import { TopicState } from './topic-state.js';
@@ -83,6 +84,9 @@ export class TribuneClient {
    * @param {boolean} [options.watchNetwork=true] follow the browser's offline/online events
    * @param {number} [options.requestTimeoutMs=10000] deadline of react/publish/ping
    * @param {boolean} [options.autoConnect=true] connect on the first subscribe
+   * @param {boolean} [options.deltas=true] ask for Fossil delta updates on
+   *   state topics; every payload is rebuilt before handles see it, so this
+   *   only changes the bytes on the wire
    */
   constructor(options = {}) {
     const url = options.url ?? (options.hub ? wsUrlFromHub(options.hub) : undefined);
@@ -103,6 +107,7 @@ export class TribuneClient {
       requestTimeoutMs: options.requestTimeoutMs ?? 10000,
       autoConnect: options.autoConnect ?? true,
       maxFrameBytes: options.maxFrameBytes ?? MAX_CLIENT_FRAME_BYTES,
+      deltas: options.deltas ?? true,
     };
     this.#random = options.random ?? Math.random;
   }
@@ -343,20 +348,20 @@ export class TribuneClient {
       return;
     }
     try {
-      this.#dispatch(frame);
+      this.#dispatch(frame, data);
     } catch (err) {
       this.#emitError(new TribuneError('bad_frame', `frame could not be handled: ${err?.message ?? err}`));
     }
   }
 
-  #dispatch(frame) {
+  #dispatch(frame, text) {
     switch (frame.type) {
       case 'welcome':
         return this.#onWelcome(frame);
       case 'ack':
         return this.#onAck(frame);
       case 'message':
-        return this.#onMessage(frame);
+        return this.#onMessage(frame, text);
       case 'error':
         return this.#onErrorFrame(frame);
       case 'pong':
@@ -420,6 +425,9 @@ export class TribuneClient {
     state.hasPosition = true;
     state.firstAfterAck = true;
     state.gapBefore = null;
+    // A new subscription starts from a full message: no base carries over.
+    state.base = null;
+    state.deltas = frame.delta === true;
     const historyAsked = (state.history ?? (frame.mode === 'state' ? 1 : 0)) > 0;
     state.replayPending = recovered ? state.resumedFrom < frame.seq : historyAsked && frame.seq > 0;
     if (recovered) state.expectPrev = state.resumedFrom;
@@ -442,9 +450,34 @@ export class TribuneClient {
     }
   }
 
-  #onMessage(frame) {
+  #onMessage(frame, text) {
     const state = this.#topics.get(frame.topic);
     if (!state || !state.acked) return; // not (or no longer, or not yet) ours
+    const first = state.firstAfterAck;
+    state.firstAfterAck = false;
+    if (frame.seq <= state.lastSeq) return; // already delivered (replay overlap)
+    let data = frame.data;
+    if (frame.delta) {
+      // Rebuilt and checked (size, checksum, JSON) before anyone sees it; a
+      // delta that does not apply is never shown: ask again from what was
+      // delivered, and the hub replays the latest state in full.
+      let payload;
+      try {
+        if (state.base?.seq !== frame.prev) {
+          throw new Error(`it needs ${frame.prev}, this subscription holds ${state.base?.seq ?? 'nothing'}`);
+        }
+        payload = applyTextDelta(state.base.text, frame.data);
+        data = JSON.parse(payload);
+      } catch (err) {
+        state.base = null;
+        this.#resync(state, `delta on ${frame.seq} does not apply: ${err?.message ?? err}`);
+        return;
+      }
+      state.base = { seq: frame.seq, text: payload };
+    } else if (state.deltas) {
+      const raw = rawMessageData(text);
+      state.base = raw === null ? null : { seq: frame.seq, text: raw };
+    }
     const event = {
       type: 'message',
       topic: frame.topic,
@@ -452,11 +485,8 @@ export class TribuneClient {
       prev: frame.prev,
       ts: frame.ts,
       replay: frame.replay,
-      data: frame.data,
+      data,
     };
-    const first = state.firstAfterAck;
-    state.firstAfterAck = false;
-    if (frame.seq <= state.lastSeq) return; // already delivered (replay overlap)
     // The message a `gap` frame announced carries the prev the bus knows,
     // inside the hole already reported: it is not a discontinuity. (Only
     // that seq, once: a seq at or below lastSeq never gets this far again.)
@@ -503,9 +533,12 @@ export class TribuneClient {
     for (const h of state.handles) h._deliver(gap);
   }
 
-  /** Feed continuity broke: resubscribe with `since` so the hub replays the hole. */
+  /**
+   * Continuity broke (a feed skipped a message, or a delta did not apply):
+   * resubscribe with `since` so the hub replays what is missing.
+   */
   #resync(state, why) {
-    this.#emitError(new TribuneError('discontinuity', `feed ${state.topic}: ${why}; resubscribing`));
+    this.#emitError(new TribuneError('discontinuity', `${state.mode} ${state.topic}: ${why}; resubscribing`));
     const id = this.#nextId++;
     this.#pending.set(id, { kind: 'unsubscribe', resolve() {}, reject() {} });
     this.#send({ type: 'unsubscribe', id, topic: state.topic });
@@ -681,6 +714,7 @@ export class TribuneClient {
     state.acked = false;
     const frame = { type: 'subscribe', id, topic: state.topic };
     if (state.history !== undefined) frame.history = state.history;
+    if (this.#opts.deltas && state.mode !== 'feed') frame.delta = DELTA_FORMAT;
     if (state.hasPosition && state.epoch) {
       frame.since = state.resumePoint();
       frame.epoch = state.epoch;

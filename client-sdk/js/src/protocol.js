@@ -163,8 +163,16 @@ const FIELD_CHECKS = {
 
 const SERVER_FRAMES = {
   welcome: { protocol: 'u32', node: 'string', conn: 'string', heartbeat_ms: 'u64' },
-  ack: { id: 'u64', 'topic?': 'topic', 'mode?': 'mode', 'epoch?': 'string', 'seq?': 'u64', 'recovered?': 'bool' },
-  message: { topic: 'topic', seq: 'u64', prev: 'u64', ts: 'u64', 'replay?': 'bool', data: 'any' },
+  ack: {
+    id: 'u64',
+    'topic?': 'topic',
+    'mode?': 'mode',
+    'epoch?': 'string',
+    'seq?': 'u64',
+    'recovered?': 'bool',
+    'delta?': 'bool',
+  },
+  message: { topic: 'topic', seq: 'u64', prev: 'u64', ts: 'u64', 'replay?': 'bool', 'delta?': 'bool', data: 'any' },
   error: { 'id?': 'u64', code: 'code', message: 'string' },
   pong: { id: 'u64' },
   drain: { retry_ms: 'u64' },
@@ -179,8 +187,8 @@ function badFrame(reason, text) {
 
 /**
  * Decodes and validates one text frame from the hub. Returns the frame object
- * (optional fields that were null are removed; `replay` defaults to false on
- * messages); throws a `TribuneError` with code `bad_frame` for anything that
+ * (optional fields that were null are removed; `replay` and `delta` default
+ * to false on messages); throws a `TribuneError` with code `bad_frame` for anything that
  * breaks section 4: invalid JSON, not an object, unknown `type`, a missing
  * field, a wrong JSON type, a `message` whose `prev` is not before its `seq`,
  * or a `gap` whose `after` is not before its `before`.
@@ -213,6 +221,9 @@ export function decodeServerFrame(text) {
     if (frame.seq < 1) throw badFrame('message.seq must be at least 1', text);
     if (frame.prev >= frame.seq) throw badFrame('message.prev must be lower than its seq', text);
     if (frame.replay === undefined) frame.replay = false;
+    if (frame.delta === undefined) frame.delta = false;
+    // A delta travels as a JSON string (the Fossil delta's text).
+    if (frame.delta && typeof frame.data !== 'string') throw badFrame('a delta message carries a string', text);
   }
   // A hole needs two ends in order; the reverse could only be a broken hub.
   if (frame.type === 'gap' && frame.after >= frame.before) throw badFrame('gap.after must be lower than its before', text);
@@ -269,6 +280,10 @@ export function encodeClientFrame(frame) {
         requireField(frame, 'since', isU64, 'an unsigned 64-bit integer');
         requireField(frame, 'epoch', (v) => typeof v === 'string', 'a string');
         out += `,"since":${frame.since},"epoch":${JSON.stringify(frame.epoch)}`;
+      }
+      if (optionalPresent(frame, 'delta')) {
+        requireField(frame, 'delta', (v) => typeof v === 'string', 'a string');
+        out += `,"delta":${JSON.stringify(frame.delta)}`;
       }
       return `${out}}`;
     }

@@ -55,6 +55,13 @@ export class TopicState {
     this.retries = 0;
     /** Whether replayed messages up to `ackSeq` are still to come. */
     this.replayPending = false;
+    /** Whether the hub granted delta updates to the current subscription. */
+    this.deltas = false;
+    /**
+     * State topics with deltas: the payload text last delivered and its seq,
+     * the base of the next delta ({seq, text}); null when none.
+     */
+    this.base = null;
   }
 
   /**

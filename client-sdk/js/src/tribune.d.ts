@@ -63,7 +63,16 @@ export type JsonValue = null | boolean | number | string | JsonValue[] | { [key:
 export type Id = number | bigint;
 
 export type ClientFrame =
-  | { type: 'subscribe'; id: Id; topic: string; history?: number; since?: number; epoch?: string }
+  | {
+      type: 'subscribe';
+      id: Id;
+      topic: string;
+      history?: number;
+      since?: number;
+      epoch?: string;
+      /** `'fossil'`: ask for delta updates (state topics). */
+      delta?: string;
+    }
   | { type: 'unsubscribe'; id: Id; topic: string }
   | { type: 'publish'; id: Id; topic: string; data: JsonValue }
   | { type: 'ping'; id: Id }
@@ -84,6 +93,8 @@ export interface AckFrame {
   epoch?: string;
   seq?: number;
   recovered?: boolean;
+  /** Present when the subscribe asked for deltas: whether they were granted. */
+  delta?: boolean;
 }
 export interface MessageFrame {
   type: 'message';
@@ -94,6 +105,8 @@ export interface MessageFrame {
   ts: number;
   /** Replayed history (on subscribe or resume), not live. */
   replay: boolean;
+  /** `data` is a string holding the Fossil delta from the message `prev`. */
+  delta: boolean;
   data: JsonValue;
 }
 export interface ErrorFrame {
@@ -163,7 +176,7 @@ export const ConnectionState: Readonly<{
 }>;
 
 /** A message delivered on a subscription: the hub's frame, its payload typed. */
-export interface MessageEvent<T = JsonValue> extends Omit<MessageFrame, 'data'> {
+export interface MessageEvent<T = JsonValue> extends Omit<MessageFrame, 'data' | 'delta'> {
   data: T;
 }
 
@@ -281,6 +294,12 @@ export interface ClientOptions {
   autoConnect?: boolean;
   /** Largest frame sent (default 4096 bytes, the hub's default limit). */
   maxFrameBytes?: number;
+  /**
+   * Ask for Fossil delta updates on state topics (default true). Payloads
+   * are rebuilt and checked before handles see them: only the bytes on the
+   * wire change.
+   */
+  deltas?: boolean;
   /** Random source in [0, 1) for jitter (tests). */
   random?: () => number;
 }

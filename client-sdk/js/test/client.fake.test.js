@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import WebSocket from 'ws';
 import { TribuneClient } from '../src/tribune.js';
 import { startFakeHub } from './support/fake-hub.js';
+import { makeDelta } from './support/make-delta.js';
 import { eventually, waitFor } from './support/util.js';
 
 const EPOCH = 'TRIBUNE@1';
@@ -45,7 +46,8 @@ test('subscribe sends one frame per topic, delivers ack and messages to iterator
   const conn = await fake.connection(0);
   assert.equal(conn.protocol, 'tribune.v1');
   const sf = await conn.next('subscribe');
-  assert.deepEqual(sf, { type: 'subscribe', id: sf.id, topic: RESULTS, history: 1 });
+  // A topic of unknown mode: the SDK asks for deltas (used on state topics).
+  assert.deepEqual(sf, { type: 'subscribe', id: sf.id, topic: RESULTS, history: 1, delta: 'fossil' });
   conn.send({ type: 'ack', id: sf.id, topic: RESULTS, mode: 'state', epoch: EPOCH, seq: 7 });
   conn.send(msg(RESULTS, 7, 3, { status: 'live' }, { replay: true }));
   conn.send(msg(RESULTS, 9, 7, { status: 'final' }));
@@ -500,4 +502,48 @@ test('a subscription made between socket open and welcome is sent, and so is its
   conn.send({ type: 'welcome', protocol: 1, node: 'fake', conn: 'c-0', heartbeat_ms: 25000 });
   await eventually(() => c.state === 'connected');
   first.unsubscribe();
+});
+
+test('state deltas: rebuilt byte for byte from the raw payload, a bad one resubscribes and is never shown', async (t) => {
+  const { fake, c, errors } = await setup(t);
+  const { events, messages } = collect(c, RESULTS);
+  const conn = await fake.connection(0);
+  const sf = await conn.next('subscribe');
+  assert.equal(sf.delta, 'fossil');
+  conn.send({ type: 'ack', id: sf.id, topic: RESULTS, mode: 'state', epoch: EPOCH, seq: 0, delta: true });
+  // The base is the payload as the hub wrote it (spacing, key order and
+  // escapes included), not JSON.stringify of the parsed value.
+  const rows = (t) => Array.from({ length: 30 }, (_, i) => `{"name": "Skåter ${i} 🇳🇴", "time":"${t}"}`).join(',');
+  const a = `{"rows":[${rows('1:55.01')}], "venue":"Milano"}`;
+  const b = `{"rows":[${rows('1:54.99')}], "venue":"Milano"}`;
+  const cc = `{"rows":[${rows('1:54.80')}], "venue":"Milano"}`;
+  const frame = (seq, prev, delta, data) =>
+    `{"type":"message","topic":"${RESULTS}","seq":${seq},"prev":${prev},"ts":1${delta ? ',"delta":true' : ''},"data":${data}}`;
+  conn.send(frame(1, 0, false, a));
+  conn.send(frame(2, 1, true, JSON.stringify(makeDelta(a, b))));
+  await eventually(() => messages().length === 2);
+  assert.deepEqual(messages()[1].data, JSON.parse(b));
+  assert.equal(messages()[1].delta, undefined, 'applications never see the delta');
+  // A delta made from a board this client never held: checksum fails.
+  const other = a.replaceAll('Skåter', 'Skater');
+  conn.send(frame(3, 2, true, JSON.stringify(makeDelta(other, cc))));
+  const unsub = await conn.next('unsubscribe');
+  const again = await conn.next((f) => f.type === 'subscribe' && f.id !== sf.id);
+  assert.equal(unsub.topic, RESULTS);
+  assert.deepEqual([again.since, again.epoch, again.delta], [2, EPOCH, 'fossil']);
+  assert.deepEqual(errors.map((e) => e.code), ['discontinuity']);
+  conn.send({ type: 'ack', id: again.id, topic: RESULTS, mode: 'state', epoch: EPOCH, seq: 3, recovered: true, delta: true });
+  conn.send(frame(3, 2, false, cc).replace('"ts":1', '"ts":1,"replay":true'));
+  await eventually(() => messages().length === 3);
+  assert.deepEqual(messages().map((m) => m.seq), [1, 2, 3]);
+  assert.deepEqual(messages()[2].data, JSON.parse(cc));
+  assert.equal(events.filter((e) => e.type === 'message' && e.seq === 3).length, 1);
+});
+
+test('deltas: false asks for full messages', async (t) => {
+  const { fake, c } = await setup(t, undefined, { deltas: false });
+  collect(c, RESULTS);
+  const conn = await fake.connection(0);
+  const sf = await conn.next('subscribe');
+  assert.equal(sf.delta, undefined);
 });

@@ -242,3 +242,43 @@ test('refused subscriptions end with the hub error', async (t) => {
   const sub = c.subscribe('nosuchns.a.b');
   await assert.rejects(sub[Symbol.asyncIterator]().next(), { code: 'unknown_namespace' });
 });
+
+test('state deltas from the real hub: every board exact, live, across a network cut and its resume', async (t) => {
+  const { c, errors } = newClient(t);
+  const board = topicFor('results');
+  const names = ['Martina Sáblíková', 'Zoë Ødegård', 'Jutta Leerdam 🇳🇱', 'Miho Takagi', 'Béatrice Lamarche'];
+  const state = (n) => ({
+    heat: n,
+    rows: Array.from({ length: 30 }, (_, i) => ({
+      rank: i < n ? i + 1 : null,
+      name: `${names[i % names.length]} ${i}`,
+      time: i < n ? `1:5${i % 10}.${String((i * 37 + n) % 100).padStart(2, '0')}` : null,
+    })),
+  });
+  const published = new Map();
+  const publish = async (n) => {
+    const seq = await hub.publish(board, state(n));
+    published.set(seq, state(n));
+    return seq;
+  };
+  await publish(0);
+  const b = collect(c, board);
+  await eventually(() => b.messages().length === 1);
+  let last = 0;
+  for (let n = 1; n <= 10; n++) last = await publish(n);
+  await eventually(() => b.messages().at(-1)?.seq === last, { message: 'live boards' });
+  proxy.block();
+  proxy.dropAll();
+  await eventually(() => c.state !== 'connected');
+  for (let n = 11; n <= 14; n++) last = await publish(n);
+  proxy.unblock();
+  await eventually(() => b.messages().at(-1)?.seq === last, { timeoutMs: 10000, message: 'resumed' });
+  for (let n = 15; n <= 29; n++) last = await publish(n);
+  await eventually(() => b.messages().at(-1)?.seq === last, { message: 'live again' });
+  for (const m of b.messages()) assert.deepEqual(m.data, published.get(m.seq), `seq ${m.seq}`);
+  assert.deepEqual(b.infos.at(-1), { ...b.infos.at(-1), resumed: true, recovered: true });
+  assert.deepEqual(errors, [], 'no delta failed');
+  const metrics = await (await fetch(`${hub.httpUrl}/metrics`)).text();
+  const deltas = Number(/^tribune_delta_deliveries_total (\d+)/m.exec(metrics)?.[1] ?? 0);
+  assert.ok(deltas >= 20, `the boards travelled as deltas (${deltas})`);
+});

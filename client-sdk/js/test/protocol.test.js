@@ -16,6 +16,8 @@ import {
   TribuneError,
 } from '../src/tribune.js';
 import { parseLossless, repoRoot } from './support/util.js';
+import { applyTextDelta, rawMessageData } from '../src/delta.js';
+import { applyDelta } from '../src/fossil-delta.js';
 
 const vectors = (name) => readFileSync(path.join(repoRoot, 'protocol/vectors', name), 'utf8');
 
@@ -26,11 +28,13 @@ test('server.json: every hub frame decodes and keeps its exact value', () => {
     const frame = decodeServerFrame(text);
     const expected = JSON.parse(text);
     if (expected.type === 'message' && expected.replay === undefined) expected.replay = false;
+    if (expected.type === 'message' && expected.delta === undefined) expected.delta = false;
     assert.deepEqual(frame, expected, name);
     // Encoding the decoded value again gives the same bytes (replay: false
     // is the decoder's default and is not on the wire).
     const { ...copy } = frame;
     if (copy.type === 'message' && copy.replay === false) delete copy.replay;
+    if (copy.type === 'message' && copy.delta === false) delete copy.delta;
     assert.equal(JSON.stringify(copy), text, name);
   }
 });
@@ -160,4 +164,33 @@ test('hub URLs map to websocket URLs', () => {
   assert.equal(wsUrlFromHub('https://example.org/tribune/'), 'wss://example.org/tribune/v1/ws');
   assert.equal(wsUrlFromHub('wss://x.org/v1/ws'), 'wss://x.org/v1/ws');
   assert.throws(() => wsUrlFromHub('ftp://x.org'), TribuneError);
+});
+
+test('deltas.json: the hub\'s Fossil deltas rebuild their targets byte for byte', () => {
+  const { cases } = JSON.parse(vectors('deltas.json'));
+  assert.ok(cases.length >= 5);
+  for (const { name, base, target, delta } of cases) {
+    assert.equal(applyTextDelta(base, delta), target, name);
+  }
+});
+
+test('a delta refuses a wrong base, a truncated delta and a bad checksum', () => {
+  const { cases } = JSON.parse(vectors('deltas.json'));
+  const { base, delta } = cases[0];
+  const enc = (s) => new TextEncoder().encode(s);
+  assert.throws(() => applyTextDelta(base.replace('Joy', 'Jay'), delta), /checksum/);
+  assert.throws(() => applyTextDelta(base.slice(0, 40), delta), /past end/);
+  assert.throws(() => applyDelta(enc(base), enc(delta.slice(0, -1))), Error);
+  for (const bad of ['', '\n', '1\n1:', '2\n1:x1;', '1\n9@0,1;', '1\n1:x0;junk']) {
+    assert.throws(() => applyDelta(enc('abc'), enc(bad)), Error, JSON.stringify(bad));
+  }
+});
+
+test('message frames: a delta carries a string; the raw data is read back exactly', () => {
+  const delta = '{"type":"message","topic":"results.a.b","seq":5,"prev":4,"ts":1,"delta":true,"data":"x"}';
+  assert.equal(decodeServerFrame(delta).delta, true);
+  assert.throws(() => decodeServerFrame(delta.replace('"x"', '{"a":1}')), { code: 'bad_frame' });
+  const full = '{"type":"message","topic":"results.a.b","seq":5,"prev":4,"ts":1,"data":{"a": "é,\\"data\\":1"} }';
+  assert.equal(rawMessageData(full.replace(/ }$/, '}')), '{"a": "é,\\"data\\":1"}');
+  assert.equal(rawMessageData('{"type":"gap","data":1}'), null);
 });

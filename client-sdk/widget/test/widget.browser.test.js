@@ -216,6 +216,51 @@ test('a result published through /v1/publish shows on the board within a second'
   assert.deepEqual(errors, []);
 });
 
+/** The hub's count of delta frames sent so far. */
+async function deltaFrames(h) {
+  const text = await (await fetch(`${h.httpUrl}/metrics`)).text();
+  return Number(/^tribune_delta_deliveries_total (\d+)/m.exec(text)?.[1] ?? 0);
+}
+
+test('the board follows a results board sent as deltas, names with diacritics and emoji exact', async (t) => {
+  const { page, errors } = await openPage(t, `${proxy.httpUrl}/`);
+  const topic = topicFor('results');
+  const skaters = ['Martina Sáblíková', 'Zoë Ødegård', 'Jutta Leerdam 🇳🇱', 'Miho Takagi', 'Béatrice Lamarche', 'Kim Min-sun'];
+  const rowsAfter = (heat) =>
+    skaters
+      .map((name, i) => ({ name, ms: i < heat ? 113_000 + ((i * 7919 + heat) % 3000) : null }))
+      .sort((a, b) => (a.ms ?? 1e9) - (b.ms ?? 1e9))
+      .map(({ name, ms }, i) => ({
+        rank: ms === null ? null : i + 1,
+        name,
+        noc: 'ISU',
+        result: ms === null ? null : `1:5${Math.floor(ms / 1000) % 10}.${String(Math.floor(ms / 10) % 100).padStart(2, '0')}`,
+        gap: null,
+        status: ms === null ? 'dns' : 'ok',
+      }));
+  await hub.publish(topic, board('1500 m', rowsAfter(0)));
+  const id = await addWidget(page, 'tribune-results', { topic });
+  await page.locator(`#${id} tbody tr`).nth(skaters.length - 1).waitFor({ timeout: 5000 });
+  const before = await deltaFrames(hub);
+  for (let heat = 1; heat <= skaters.length; heat++) {
+    await hub.publish(topic, board('1500 m', rowsAfter(heat)));
+    await new Promise((r) => setTimeout(r, 30));
+  }
+  const want = rowsAfter(skaters.length).map((r) => `${r.rank}|${r.name}ISU|${r.result}`);
+  await page.waitForFunction(
+    ({ id, want }) => {
+      const trs = [...document.getElementById(id).shadowRoot.querySelectorAll('tbody tr')];
+      const got = trs.map((tr) => [...tr.children].slice(0, 3).map((c) => c.textContent).join('|'));
+      return JSON.stringify(got) === JSON.stringify(want);
+    },
+    { id, want },
+    { timeout: 5000, polling: 20 },
+  );
+  const sent = (await deltaFrames(hub)) - before;
+  assert.ok(sent >= skaters.length - 1, `the updates went as deltas (${sent})`);
+  assert.deepEqual(errors, []);
+});
+
 test('hostile payload strings are shown as text and run nothing', async (t) => {
   const { page, errors } = await openPage(t, `${proxy.httpUrl}/`);
   const results = topicFor('results');
