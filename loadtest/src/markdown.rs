@@ -7,39 +7,44 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use anyhow::Context;
+use clap::Args;
 
 use crate::report::{Report, RunReport, fmt_ratio, fmt_us};
 use crate::wire::Target;
 
-/// Entry point: `markdown --out FILE [--notes FILE] [--title TEXT] REPORT.json...`.
-pub fn main(args: &[String]) -> anyhow::Result<()> {
-    let mut out: Option<PathBuf> = None;
-    let mut notes: Option<PathBuf> = None;
-    let mut title = "Benchmarks".to_string();
-    let mut inputs = Vec::new();
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--out" => out = it.next().map(PathBuf::from),
-            "--notes" => notes = it.next().map(PathBuf::from),
-            "--title" => title = it.next().cloned().unwrap_or(title),
-            other => inputs.push(PathBuf::from(other)),
-        }
-    }
-    let out = out.context("markdown: --out FILE is required")?;
+/// The arguments of `tribune-loadtest markdown`.
+#[derive(Debug, Clone, Args)]
+pub struct MarkdownArgs {
+    /// The Markdown file to write (BENCHMARKS.md).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Markdown appended at the end (loadtest/BENCH_NOTES.md); a missing file adds nothing.
+    #[arg(long)]
+    pub notes: Option<PathBuf>,
+    /// The page's title.
+    #[arg(long, default_value = "Benchmarks")]
+    pub title: String,
+    /// The report.json files of the runs, in the order of the tables.
+    #[arg(required = true)]
+    pub reports: Vec<PathBuf>,
+}
+
+/// Entry point: reads the reports and writes the page.
+pub fn main(args: &MarkdownArgs) -> anyhow::Result<()> {
     let mut reports = Vec::new();
-    for p in &inputs {
+    for p in &args.reports {
         let text =
             std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
         let r: Report =
             serde_json::from_str(&text).with_context(|| format!("parsing {}", p.display()))?;
         reports.push(r);
     }
-    let notes = match notes {
-        Some(p) if p.exists() => std::fs::read_to_string(&p)?,
+    let notes = match &args.notes {
+        Some(p) if p.exists() => std::fs::read_to_string(p)?,
         _ => String::new(),
     };
-    std::fs::write(&out, render(&title, &reports, &notes))?;
+    std::fs::write(&args.out, render(&args.title, &reports, &notes))
+        .with_context(|| format!("writing {}", args.out.display()))?;
     Ok(())
 }
 

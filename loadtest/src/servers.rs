@@ -33,8 +33,9 @@ impl Nats {
         run_dir: &Path,
         versions: &mut BTreeMap<String, String>,
     ) -> anyhow::Result<Option<Nats>> {
-        let needs_nats = cli.target.contains(&Target::NatsWs)
-            || (cli.target.contains(&Target::Tribune) && cli.bus == Bus::Nats);
+        let targets = cli.targets();
+        let needs_nats = targets.contains(&Target::NatsWs)
+            || (targets.contains(&Target::Tribune) && cli.bus == Bus::Nats);
         if !needs_nats {
             return Ok(None);
         }
@@ -90,7 +91,7 @@ impl HubLauncher {
         nats: Option<&Nats>,
         versions: &mut BTreeMap<String, String>,
     ) -> anyhow::Result<Option<HubLauncher>> {
-        if !cli.target.contains(&Target::Tribune) || !cli.hub_url.is_empty() {
+        if !cli.targets().contains(&Target::Tribune) || !cli.hub_url.is_empty() {
             return Ok(None);
         }
         let bin = find_binary("tribune-hub", cli.hub_bin.as_deref()).context(
