@@ -74,7 +74,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<(Report, PathBuf)> {
         ..Report::default()
     };
     let hard_deadline = Instant::now() + Duration::from_secs(cli.max_seconds);
-    for &target in &cli.target {
+    for target in cli.targets() {
         eprintln!("== {} against {}", cli.scenario.as_str(), target.as_str());
         let servers = TargetServers {
             target,

@@ -13,6 +13,7 @@ use tribune_harness::hub::{Hub, HubOptions};
 use tribune_harness::nats::{NatsOptions, NatsServer};
 
 use crate::cli::{Bus, Cli};
+use crate::report::bare_version;
 use crate::wire::Target;
 
 /// The NATS server of the run, started here or given.
@@ -33,8 +34,9 @@ impl Nats {
         run_dir: &Path,
         versions: &mut BTreeMap<String, String>,
     ) -> anyhow::Result<Option<Nats>> {
-        let needs_nats = cli.target.contains(&Target::NatsWs)
-            || (cli.target.contains(&Target::Tribune) && cli.bus == Bus::Nats);
+        let targets = cli.targets();
+        let needs_nats = targets.contains(&Target::NatsWs)
+            || (targets.contains(&Target::Tribune) && cli.bus == Bus::Nats);
         if !needs_nats {
             return Ok(None);
         }
@@ -49,7 +51,10 @@ impl Nats {
         let bin = find_binary("nats-server", cli.nats_server_bin.as_deref()).context(
             "nats-server not found: run scripts/install-nats, or pass --nats-server-bin or --nats-url",
         )?;
-        versions.insert("nats-server".into(), version_line(&bin));
+        versions.insert(
+            "nats-server".into(),
+            bare_version("nats-server", &version_line(&bin)),
+        );
         let server = NatsServer::try_start(&NatsOptions {
             bin: Some(bin),
             websocket: true,
@@ -90,7 +95,7 @@ impl HubLauncher {
         nats: Option<&Nats>,
         versions: &mut BTreeMap<String, String>,
     ) -> anyhow::Result<Option<HubLauncher>> {
-        if !cli.target.contains(&Target::Tribune) || !cli.hub_url.is_empty() {
+        if !cli.targets().contains(&Target::Tribune) || !cli.hub_url.is_empty() {
             return Ok(None);
         }
         let bin = find_binary("tribune-hub", cli.hub_bin.as_deref()).context(
@@ -108,7 +113,10 @@ impl HubLauncher {
                 path
             }
         };
-        versions.insert("tribune-hub".into(), version_line(&bin));
+        versions.insert(
+            "tribune-hub".into(),
+            bare_version("tribune-hub", &version_line(&bin)),
+        );
         Ok(Some(HubLauncher {
             bin,
             config,
