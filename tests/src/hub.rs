@@ -3,6 +3,10 @@
 //! The binary is `target/debug/tribune-hub` (or `$TRIBUNE_HUB_BIN`);
 //! `scripts/test` builds it before running the tests. Nested cargo builds
 //! would deadlock on cargo's lock, so the harness only looks for it.
+//!
+//! Each hub gets its internal listener on a random loopback port too, and a
+//! fresh 48-character publish key in `TRIBUNE_PUBLISH_KEY`: [`Hub::publish`]
+//! and [`Hub::metric`] go there with it, as an operator's tools would.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -31,11 +35,30 @@ pub fn binary() -> PathBuf {
     path
 }
 
+/// The environment variable the hub reads its publish key from.
+pub const PUBLISH_KEY_ENV: &str = "TRIBUNE_PUBLISH_KEY";
+
+/// A random key of 48 hex characters (24 bytes from the kernel).
+pub fn random_key() -> String {
+    use std::io::Read;
+    let mut bytes = [0u8; 24];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .expect("/dev/urandom");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// A running hub process, killed on drop.
 pub struct Hub {
     child: Child,
     addr: SocketAddr,
+    /// The internal listener (`/metrics`, `/v1/publish`).
+    internal: SocketAddr,
+    /// The key `POST /v1/publish` takes.
+    publish_key: String,
     args: Vec<String>,
+    /// Environment given on top of the harness's.
+    env: Vec<(String, String)>,
     /// What the hub wrote to stderr, for failure messages.
     log: Arc<Mutex<String>>,
     http: reqwest::Client,
@@ -53,16 +76,43 @@ impl Hub {
 
     /// Like [`Hub::start`], but returns the failure (exit status and stderr).
     pub async fn try_start(args: &[&str]) -> Result<Hub, String> {
+        Self::try_start_with_env(args, &[]).await
+    }
+
+    /// Like [`Hub::start`], with environment variables on top of the
+    /// harness's (a `TRIBUNE_PUBLISH_KEY` here replaces the generated key).
+    pub async fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Hub {
+        match Self::try_start_with_env(args, env).await {
+            Ok(hub) => hub,
+            Err(e) => panic!("hub did not start: {e}"),
+        }
+    }
+
+    /// Like [`Hub::start_with_env`], but returns the failure.
+    pub async fn try_start_with_env(args: &[&str], env: &[(&str, &str)]) -> Result<Hub, String> {
         let mut args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         if !args.iter().any(|a| a == "--listen") {
             args.extend(["--listen".into(), "127.0.0.1:0".into()]);
         }
-        Self::spawn(args).await
+        // Also on restarts with a fixed public port: never the shared 9090.
+        if !args.iter().any(|a| a == "--internal-listen") {
+            args.extend(["--internal-listen".into(), "127.0.0.1:0".into()]);
+        }
+        let mut all = vec![(PUBLISH_KEY_ENV.to_string(), random_key())];
+        all.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        Self::spawn(args, all).await
     }
 
-    async fn spawn(args: Vec<String>) -> Result<Hub, String> {
+    async fn spawn(args: Vec<String>, env: Vec<(String, String)>) -> Result<Hub, String> {
+        let publish_key = env
+            .iter()
+            .rev()
+            .find(|(k, _)| k == PUBLISH_KEY_ENV)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default();
         let mut child = Command::new(binary())
             .args(&args)
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env(
                 "RUST_LOG",
                 std::env::var("HUB_LOG").unwrap_or_else(|_| "warn".into()),
@@ -88,27 +138,35 @@ impl Hub {
         });
         let stdout = child.stdout.take().expect("piped");
         let mut lines = BufReader::new(stdout).lines();
-        let first = tokio::time::timeout(Duration::from_secs(20), lines.next_line()).await;
-        let addr = match first {
-            Ok(Ok(Some(line))) => line
-                .strip_prefix("listening on http://")
-                .and_then(|a| a.trim().parse::<SocketAddr>().ok())
-                .ok_or_else(|| format!("unexpected first line {line:?}"))?,
-            _ => {
-                let status = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                return Err(format!(
-                    "no listening line; exit {status:?}; stderr:\n{}",
-                    log.lock().unwrap()
-                ));
+        // The hub prints its internal listener first, then the public one.
+        let mut addrs = Vec::new();
+        for prefix in ["internal listener on http://", "listening on http://"] {
+            let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line()).await;
+            match line {
+                Ok(Ok(Some(line))) => addrs.push(
+                    line.strip_prefix(prefix)
+                        .and_then(|a| a.trim().parse::<SocketAddr>().ok())
+                        .ok_or_else(|| format!("expected {prefix}ADDR, got {line:?}"))?,
+                ),
+                _ => {
+                    let status = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    return Err(format!(
+                        "no {prefix} line; exit {status:?}; stderr:\n{}",
+                        log.lock().unwrap()
+                    ));
+                }
             }
-        };
+        }
         // Keep draining stdout so the hub never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         Ok(Hub {
             child,
-            addr,
+            internal: addrs[0],
+            addr: addrs[1],
+            publish_key,
             args,
+            env,
             log,
             http: reqwest::Client::new(),
         })
@@ -124,6 +182,21 @@ impl Hub {
 
     pub fn ws_url(&self) -> String {
         format!("ws://{}/v1/ws", self.addr)
+    }
+
+    /// The internal listener's address.
+    pub fn internal_addr(&self) -> SocketAddr {
+        self.internal
+    }
+
+    /// `http://` and the internal listener's address.
+    pub fn internal_url(&self) -> String {
+        format!("http://{}", self.internal)
+    }
+
+    /// The key `POST /v1/publish` takes on this hub.
+    pub fn publish_key(&self) -> &str {
+        &self.publish_key
     }
 
     pub fn pid(&self) -> Option<u32> {
@@ -167,7 +240,7 @@ impl Hub {
         }
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
-            match Self::spawn(args.clone()).await {
+            match Self::spawn(args.clone(), self.env.clone()).await {
                 Ok(hub) => {
                     *self = hub;
                     return;
@@ -180,11 +253,13 @@ impl Hub {
         }
     }
 
-    /// `POST /v1/publish`; returns the stored `seq`.
+    /// `POST /v1/publish` on the internal listener, with the key; returns
+    /// the stored `seq`.
     pub async fn publish(&self, topic: &str, data: Value) -> u64 {
         let res = self
             .http
-            .post(format!("{}/v1/publish", self.http_url()))
+            .post(format!("{}/v1/publish", self.internal_url()))
+            .bearer_auth(&self.publish_key)
             .json(&serde_json::json!({"topic": topic, "data": data}))
             .send()
             .await
@@ -195,11 +270,20 @@ impl Hub {
         body["seq"].as_u64().expect("seq")
     }
 
-    /// `GET` a path; (status, body).
+    /// `GET` a path of the public listener; (status, body).
     pub async fn get(&self, path: &str) -> (u16, String) {
+        self.get_from(&self.http_url(), path).await
+    }
+
+    /// `GET` a path of the internal listener; (status, body).
+    pub async fn get_internal(&self, path: &str) -> (u16, String) {
+        self.get_from(&self.internal_url(), path).await
+    }
+
+    async fn get_from(&self, base: &str, path: &str) -> (u16, String) {
         let res = self
             .http
-            .get(format!("{}{path}", self.http_url()))
+            .get(format!("{base}{path}"))
             .send()
             .await
             .expect("GET");
@@ -208,7 +292,7 @@ impl Hub {
 
     /// The value of one sample of `/metrics` (exact name with labels), 0 if absent.
     pub async fn metric(&self, sample: &str) -> f64 {
-        let (_, text) = self.get("/metrics").await;
+        let (_, text) = self.get_internal("/metrics").await;
         text.lines()
             .filter(|l| !l.starts_with('#'))
             .find_map(|l| {
