@@ -29,8 +29,12 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     raise_file_limit();
+    // Colour codes only for a person at a terminal: log collectors and
+    // files get plain `key=value` lines.
+    use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),

@@ -59,6 +59,10 @@ const MAX_REFUSING: usize = 128;
 /// How long a refused socket may take its answer before it is closed.
 const REFUSAL_LINGER: Duration = Duration::from_secs(1);
 
+/// How long a refused socket that has sent nothing is kept: a client's
+/// request follows its connect within a round trip.
+const SILENT_GRACE: Duration = Duration::from_millis(200);
+
 /// Concurrent sockets on the internal listener.
 const MAX_INTERNAL: usize = 256;
 
@@ -272,7 +276,14 @@ where
 /// can be written without a handshake, which a node refusing sockets should
 /// not pay for: the socket is closed at once.
 fn refuse(tcp: TcpStream, reason: &'static str, tls: bool, refusing: &Arc<AtomicUsize>) {
-    if tls || refusing.load(Ordering::Relaxed) >= MAX_REFUSING {
+    if tls {
+        return;
+    }
+    if refusing.load(Ordering::Relaxed) >= MAX_REFUSING {
+        // No file to spare for a linger: the answer goes out if the socket
+        // takes it at once (a client that already sent its request reads
+        // it), and the socket is closed.
+        let _ = tcp.try_write(&refusal_bytes(reason));
         return;
     }
     refusing.fetch_add(1, Ordering::Relaxed);
@@ -283,14 +294,31 @@ fn refuse(tcp: TcpStream, reason: &'static str, tls: bool, refusing: &Arc<Atomic
     });
 }
 
-/// Writes the refusal, then reads until the client closes: closing with its
-/// request unread would make the kernel send RST, which can destroy the
-/// answer before the client reads it.
+/// Reads the client's request head, answers it, then closes. An answer
+/// before the request would confuse HTTP clients (a response to nothing),
+/// and closing with a request unread would make the kernel send RST, which
+/// can destroy the answer in flight. A socket that sends nothing within
+/// [`SILENT_GRACE`] asked nothing and is closed unanswered, so that silent
+/// sockets do not hold the refusal slots.
 async fn answer_and_close(mut tcp: TcpStream, reason: &'static str) {
+    let mut head = Vec::with_capacity(1024);
+    let mut buf = [0u8; 2048];
+    let mut wait = SILENT_GRACE;
+    loop {
+        match tokio::time::timeout(wait, tcp.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => head.extend_from_slice(&buf[..n]),
+            _ if head.is_empty() => return,
+            _ => break,
+        }
+        // The end of the head, or more than any request we would read.
+        if head.windows(4).any(|w| w == b"\r\n\r\n") || head.len() > MAX_HTTP_BUFFER {
+            break;
+        }
+        wait = REFUSAL_LINGER;
+    }
     let _ = tcp.write_all(&refusal_bytes(reason)).await;
     let _ = tcp.shutdown().await;
-    let mut sink = [0u8; 1024];
-    while matches!(tcp.read(&mut sink).await, Ok(n) if n > 0) {}
+    while matches!(tcp.read(&mut buf).await, Ok(n) if n > 0) {}
 }
 
 /// The whole HTTP answer to a socket refused at accept: the same JSON body
