@@ -103,7 +103,8 @@ async fn connect_nats(config: &Config) -> anyhow::Result<Arc<dyn Bus>> {
 }
 
 /// Runs a node until SIGTERM and its drain; prints `internal listener on
-/// http://<addr>`, then `listening on http://<addr>` (the public one).
+/// http://<addr>`, then `listening on http://<addr>` (the public one;
+/// `https://` with `[tls]`).
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let mut shutdown = drain::Shutdown::install()?;
     let config = Arc::new(config);
@@ -127,7 +128,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         use std::io::Write;
         let mut out = std::io::stdout().lock();
         writeln!(out, "internal listener on http://{internal_addr}")?;
-        writeln!(out, "listening on http://{addr}")?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        writeln!(out, "listening on {scheme}://{addr}")?;
         out.flush()?;
     }
     tracing::info!(%addr, internal = %internal_addr, tls = tls.is_some(),

@@ -140,11 +140,13 @@ impl Hub {
         let mut lines = BufReader::new(stdout).lines();
         // The hub prints its internal listener first, then the public one.
         let mut addrs = Vec::new();
-        for prefix in ["internal listener on http://", "listening on http://"] {
+        for prefix in ["internal listener on http://", "listening on http"] {
             let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line()).await;
             match line {
                 Ok(Ok(Some(line))) => addrs.push(
+                    // `https://` when the hub serves TLS.
                     line.strip_prefix(prefix)
+                        .map(|a| a.trim_start_matches('s').trim_start_matches("://"))
                         .and_then(|a| a.trim().parse::<SocketAddr>().ok())
                         .ok_or_else(|| format!("expected {prefix}ADDR, got {line:?}"))?,
                 ),
