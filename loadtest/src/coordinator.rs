@@ -117,6 +117,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<(Report, PathBuf)> {
         let l = HubLauncher {
             bin,
             config,
+            publish_key: crate::servers::publish_key(),
             nats: (cli.bus == Bus::Nats)
                 .then(|| nats.as_ref().map(|n| n.url.clone()))
                 .flatten(),
@@ -561,17 +562,18 @@ async fn run_target(
                 .clone(),
             subject_prefix: "tribune.fan.".into(),
         },
-        PublishVia::Http => Via::Http {
-            base: match hubs.first() {
-                Some(h) => h.http_url(),
-                None => cli
-                    .hub_url
-                    .first()
-                    .map(|u| {
-                        u.replacen("ws://", "http://", 1)
-                            .replace(tribune_protocol::WS_PATH, "")
-                    })
-                    .context("no hub to publish to")?,
+        PublishVia::Http => match (hubs.first(), &launcher) {
+            (Some(h), Some(l)) => Via::Http {
+                base: h.internal_url(),
+                key: Some(l.publish_key.clone()),
+            },
+            // A hub started elsewhere: its internal listener and key come
+            // from the environment (TRIBUNE_PUBLISH_URL, TRIBUNE_PUBLISH_KEY).
+            _ => Via::Http {
+                base: std::env::var("TRIBUNE_PUBLISH_URL").context(
+                    "publishing to a hub started elsewhere needs TRIBUNE_PUBLISH_URL: its internal listener, http://HOST:PORT",
+                )?,
+                key: std::env::var("TRIBUNE_PUBLISH_KEY").ok(),
             },
         },
     };

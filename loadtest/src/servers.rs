@@ -210,6 +210,9 @@ impl NatsServer {
 pub struct HubLauncher {
     pub bin: PathBuf,
     pub config: PathBuf,
+    /// The key every launched hub takes on `POST /v1/publish`, given to it
+    /// as `TRIBUNE_PUBLISH_KEY` (never on the command line).
+    pub publish_key: String,
     /// `--nats` URL; none: the embedded bus.
     pub nats: Option<String>,
     pub extra_args: Vec<String>,
@@ -223,11 +226,19 @@ pub struct HubNode {
     pub proc: Option<Spawned>,
     /// `127.0.0.1:PORT`; kept across restarts so clients find it again.
     pub addr: String,
+    /// The internal listener (`/v1/publish`, `/metrics`): a free loopback
+    /// port, new at every start.
+    pub internal_addr: String,
 }
 
 impl HubNode {
     pub fn http_url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// `http://` and the internal listener, where publications go.
+    pub fn internal_url(&self) -> String {
+        format!("http://{}", self.internal_addr)
     }
 
     pub fn ws_url(&self) -> String {
@@ -263,7 +274,10 @@ impl HubLauncher {
             &path,
             format!(
                 "# Written by tribune-loadtest.\n\
-                 [limits]\nhandshakes_per_second = 1000000\nmax_connections = {max_connections}\n\n\
+                 [limits]\nhandshakes_per_second = 1000000\nhandshakes_burst = 1000000\n\
+                 node_handshakes_per_second = 1000000\nnode_handshakes_burst = 1000000\n\
+                 address_share_percent = 100\nmax_relays = 1000000\n\
+                 max_connections = {max_connections}\n\n\
                  [drain]\nwindow_ms = {drain_window_ms}\nretry_ms = {drain_retry_ms}\ngrace_ms = {}\n",
                 drain_window_ms + 10_000
             ),
@@ -278,6 +292,9 @@ impl HubLauncher {
             .arg(&self.config)
             .arg("--listen")
             .arg(listen)
+            .arg("--internal-listen")
+            .arg("127.0.0.1:0")
+            .env("TRIBUNE_PUBLISH_KEY", &self.publish_key)
             .arg("--node-name")
             .arg(format!("lt-hub-{index}"));
         if let Some(url) = &self.nats {
@@ -289,21 +306,29 @@ impl HubLauncher {
             std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
         );
         let log = self.run_dir.join(format!("hub-{index}.log"));
+        // The hub prints its internal listener first, then the public one.
+        let internal = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let seen = internal.clone();
         let (proc, addr) = spawn_until(
             &format!("hub {index}"),
             cmd,
             log,
             Duration::from_secs(30),
-            |line| {
-                line.trim()
-                    .strip_prefix("listening on http://")
+            move |line| {
+                let line = line.trim();
+                if let Some(a) = line.strip_prefix("internal listener on http://") {
+                    *seen.lock().expect("not poisoned") = a.trim_end_matches('/').to_string();
+                }
+                line.strip_prefix("listening on http://")
                     .map(|a| a.trim_end_matches('/').to_string())
             },
         )?;
+        let internal_addr = internal.lock().expect("not poisoned").clone();
         Ok(HubNode {
             index,
             proc: Some(proc),
             addr,
+            internal_addr,
         })
     }
 
@@ -318,6 +343,7 @@ impl HubLauncher {
             match self.start(node.index, Some(&node.addr)) {
                 Ok(n) => {
                     node.proc = n.proc;
+                    node.internal_addr = n.internal_addr;
                     return Ok(());
                 }
                 Err(e) => {
@@ -337,6 +363,13 @@ impl HubLauncher {
             .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
             .unwrap_or_default()
     }
+}
+
+/// A fresh publish key for the hubs this run starts: 24 random bytes as
+/// 48 hex characters (the hub wants at least 32 bytes).
+pub fn publish_key() -> String {
+    let bytes: [u8; 24] = rand::random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Finds a binary: the path given, else `.tools/bin/<name>` or
