@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use tribune_harness::binaries::{find_binary, version_line};
-use tribune_harness::hub::{Hub, HubOptions};
+use tribune_harness::hub::{Hub, HubOptions, PUBLISH_KEY_ENV, random_key};
 use tribune_harness::nats::{NatsOptions, NatsServer};
 
 use crate::cli::{Bus, Cli};
@@ -79,6 +79,9 @@ impl Nats {
 pub struct HubLauncher {
     pub bin: PathBuf,
     pub config: PathBuf,
+    /// The key every launched hub takes on `POST /v1/publish`, given to it
+    /// as `TRIBUNE_PUBLISH_KEY` (never on the command line).
+    pub publish_key: String,
     /// `--nats` URL; none: the embedded bus.
     pub nats: Option<String>,
     pub extra_args: Vec<String>,
@@ -120,6 +123,7 @@ impl HubLauncher {
         Ok(Some(HubLauncher {
             bin,
             config,
+            publish_key: random_key(),
             nats: (cli.bus == Bus::Nats)
                 .then(|| nats.map(|n| n.url.clone()))
                 .flatten(),
@@ -151,7 +155,10 @@ impl HubLauncher {
             &path,
             format!(
                 "# Written by tribune-loadtest.\n\
-                 [limits]\nhandshakes_per_second = 1000000\nmax_connections = {max_connections}\n\n\
+                 [limits]\nhandshakes_per_second = 1000000\nhandshakes_burst = 1000000\n\
+                 node_handshakes_per_second = 1000000\nnode_handshakes_burst = 1000000\n\
+                 address_share_percent = 100\nmax_relays = 1000000\n\
+                 max_connections = {max_connections}\n\n\
                  [drain]\nwindow_ms = {drain_window_ms}\nretry_ms = {drain_retry_ms}\ngrace_ms = {}\n",
                 drain_window_ms + 10_000
             ),
@@ -177,6 +184,7 @@ impl HubLauncher {
         Hub::launch(HubOptions {
             bin: self.bin.clone(),
             args,
+            env: vec![(PUBLISH_KEY_ENV.to_string(), self.publish_key.clone())],
             log_level: std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
             log_file: Some(self.run_dir.join(format!("hub-{index}.log"))),
         })
