@@ -413,12 +413,15 @@ async fn copy_lines(
                 kept.push('\n');
             }
         }
-        if internal.is_none() {
-            internal = announced(&line, "internal listener on ");
-        } else if let Some(addr) = announced(&line, "listening on ")
-            && let Some(tx) = listening.take()
-        {
-            let _ = tx.send((internal.expect("announced first"), addr));
+        match internal {
+            None => internal = announced(&line, "internal listener on "),
+            Some(first) => {
+                if let Some(addr) = announced(&line, "listening on ")
+                    && let Some(tx) = listening.take()
+                {
+                    let _ = tx.send((first, addr));
+                }
+            }
         }
     }
 }
