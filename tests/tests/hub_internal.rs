@@ -105,8 +105,7 @@ async fn publish_refuses_short_keys_origins_text_plain_and_guessing() {
     );
     let err = Hub::try_start_with_env(&[], &[(PUBLISH_KEY_ENV, "short")])
         .await
-        .err()
-        .expect("a short key in the environment is refused too");
+        .expect_err("a short key in the environment is refused too");
     assert!(err.contains("publish_key"), "{err}");
 
     let hub = Hub::start(&[]).await;
