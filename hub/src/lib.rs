@@ -3,7 +3,6 @@
 //!
 //! Layout (one concern per file):
 //! - `config`: every setting with its default (file, env, flags).
-//! - `config_layers`: defaults, file and `TRIBUNE_*` variables combined key by key.
 //! - `error`: the one error type, `Error<Kind>`, and each area's kinds.
 //! - `node`: the `Node` every connection shares; its socket counts.
 //! - `edge`: between the network and the node: client addresses behind
@@ -41,7 +40,6 @@ pub(crate) mod audit;
 pub mod auth;
 pub mod bus;
 pub mod config;
-pub(crate) mod config_layers;
 pub(crate) mod connection;
 pub(crate) mod demo;
 pub(crate) mod drain;
