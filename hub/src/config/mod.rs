@@ -60,6 +60,11 @@ pub struct Cli {
     /// Parse and validate the configuration, print it as TOML, exit 0 (or 2).
     #[arg(long)]
     pub check_config: bool,
+    /// Print the effective configuration (defaults, file, environment and
+    /// flags merged; secrets redacted) as TOML and exit 0, without reading
+    /// the key and certificate files it names.
+    #[arg(long, conflicts_with = "check_config")]
+    pub print_config: bool,
 }
 
 /// The environment variable that sets `publish_key` (over the file's), so
