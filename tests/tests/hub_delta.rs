@@ -157,9 +157,11 @@ async fn deltas_survive_conflation() {
     }
     assert!(hub.metric("tribune_conflated_total").await > 0.0);
     assert!(r.deltas > 0, "deltas went out ({} full)", r.fulls);
-    // One per message per topic after the first: 300 boards after the
-    // first, 299 heavy states after theirs, whatever the queue did.
-    assert_eq!(hub.metric("tribune_deltas_total").await, 599.0);
+    // At most one per message per topic after the first (300 boards, 299
+    // heavy states), whatever the queue did. Fewer when a relay's live feed
+    // lagged past the namespace's retention: those states were superseded,
+    // and no delta crosses the hole.
+    assert!(hub.metric("tribune_deltas_total").await <= 599.0);
 }
 
 /// A delta subscriber closed with 4008 (its feed overflowed) resumes on a

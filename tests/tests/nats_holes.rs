@@ -708,7 +708,7 @@ async fn an_outage_longer_than_the_retention_is_a_gap_that_names_every_lost_mess
         restored_at - cut_at
     );
     for hub in [&hub_a, &hub_b] {
-        let (_, metrics) = hub.get("/metrics").await;
+        let (_, metrics) = hub.get_internal("/metrics").await;
         let gap_lines: Vec<&str> = metrics
             .lines()
             .filter(|l| l.starts_with("tribune_gaps_"))

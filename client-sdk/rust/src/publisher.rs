@@ -421,9 +421,10 @@ fn map_js_error(topic: &str, e: jetstream::context::PublishError) -> PublishErro
     PublishError::with_source(kind, topic.to_string(), e)
 }
 
-/// Publishing through a hub's `POST /v1/publish`: for integrations, tests
-/// and the embedded bus. Without a configured key only loopback callers may
-/// publish.
+/// Publishing through a hub's `POST /v1/publish` (on its internal
+/// listener): for integrations, tests and the embedded bus. The hub wants
+/// its `publish_key` ([`HubPublisher::key`]); without one configured it
+/// takes publications only from loopback on a `--demo` node.
 #[derive(Debug, Clone)]
 pub struct HubPublisher {
     http: reqwest::Client,

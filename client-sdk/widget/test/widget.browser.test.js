@@ -47,6 +47,11 @@ before(async () => {
       '--disable-sync',
       // Belt and braces: no name resolves, so nothing can leave loopback.
       '--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE localhost',
+      // A page whose answer a test rewrote (see openPage's stripCsp) has no
+      // address of its own, and Chromium's Local Network Access checks then
+      // take it for a public page reaching loopback. Every test is on
+      // loopback; the checks have nothing to protect here.
+      '--disable-features=LocalNetworkAccessChecks',
     ],
     viewport: { width: 1200, height: 900 },
   });
@@ -67,8 +72,16 @@ after(async () => {
 });
 
 /** A fresh page collecting its errors; closed when the test ends. */
-async function openPage(t, url) {
+async function openPage(t, url, { stripCsp = false } = {}) {
   const page = await context.newPage();
+  if (stripCsp) {
+    await page.route(url, async (route) => {
+      const response = await route.fetch();
+      const headers = { ...response.headers() };
+      delete headers['content-security-policy'];
+      await route.fulfill({ response, headers });
+    });
+  }
   const errors = [];
   page.on('pageerror', (e) => errors.push(`pageerror: ${e.message}`));
   page.on('console', (m) => {
@@ -357,7 +370,9 @@ test('clips: a gap frame puts a notice at the hole, readable at 320 px in both t
   // makes one at will. The page and the widget still come from the real hub.
   const fake = await startFakeHub();
   t.after(() => fake.close());
-  const { page, errors } = await openPage(t, `${proxy.httpUrl}/`);
+  // The hub's page allows connections to its own origin only (its CSP); the
+  // scripted hub is another origin, so this page alone goes without the CSP.
+  const { page, errors } = await openPage(t, `${proxy.httpUrl}/`, { stripCsp: true });
   await page.setViewportSize({ width: 320, height: 900 });
   const topic = topicFor('clips');
   const id = await addWidget(page, 'tribune-clips', { topic, 'ws-url': fake.url, max: '5', theme: 'light' });

@@ -30,7 +30,7 @@ pub(crate) struct PublishArgs {
     /// NATS URL: publish to the JetStream stream (the editors' path).
     #[arg(long, env = "TRIBUNE_NATS", conflicts_with = "hub")]
     nats: Option<String>,
-    /// Hub URL: publish through its POST /v1/publish.
+    /// Hub internal listener URL (http://HOST:9090): publish through its POST /v1/publish.
     #[arg(long, env = "TRIBUNE_HUB")]
     hub: Option<String>,
     /// Nats-Msg-Id of a single message: running the command again with the
