@@ -2,8 +2,9 @@
 //!
 //! Both halves run in the connection's one task. The reader turns frames into
 //! session actions; the writer drains the outbox in batches: every frame
-//! queued since the last write goes out with one flush (write batching), so a
-//! burst costs one syscall, not one per frame. A connection that must close
+//! queued since the last write goes out in one vectored write of the shared
+//! frames (`ws::Writer`), so a burst costs one syscall, not one per frame,
+//! and no payload is copied per connection. A connection that must close
 //! (slow, flooding, draining) gets its close frame after what it is owed, or
 //! is dropped if its socket does not take it within `slow_close_grace_ms`.
 
@@ -12,14 +13,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket};
-use futures::{SinkExt, StreamExt};
+use tokio::io::{ReadHalf, WriteHalf};
 use tribune_protocol::{CloseCode, ServerFrame, Welcome, encode_server};
 
 use crate::auth::Grant;
 use crate::node::{Admission, Node};
 use crate::outbox::{Frame, Outbox, Queued};
 use crate::session::{Session, Verdict};
+use crate::ws::{Incoming, Io, OpCode, ReadError, Reader, Writer};
+
+type Stream = Reader<ReadHalf<Io>>;
+type Sink = Writer<WriteHalf<Io>>;
 
 /// How long a closing connection waits for the peer's close frame.
 const CLOSE_LINGER: Duration = Duration::from_secs(1);
@@ -40,12 +44,14 @@ enum ReaderEnd {
 /// state for the connection's whole life, which is most of an idle fan's
 /// memory.
 pub fn serve(
-    socket: WebSocket,
+    socket: Io,
+    deflate: bool,
     admission: Admission,
     grant: Option<Grant>,
 ) -> impl std::future::Future<Output = ()> + Send + 'static {
     let limits = &admission.node().config.limits;
     let outbox = Arc::new(Outbox::new(limits.queue_bytes, limits.queue_messages));
+    let max_frame = limits.max_frame_bytes;
     let client = admission.client();
     let (node, conn_id) = admission.attach(outbox.clone());
     let expires_at = grant.as_ref().and_then(|g| g.expires_at);
@@ -60,7 +66,12 @@ pub fn serve(
     let started = Instant::now();
     // Milliseconds since `started` of the last sign of life from the peer.
     let last_seen = AtomicU64::new(0);
-    let (sink, stream) = socket.split();
+    if deflate {
+        node.metrics.deflate_connections.inc();
+    }
+    let (read, write) = tokio::io::split(socket);
+    let stream = Reader::new(read, max_frame, deflate);
+    let sink = Writer::new(write, deflate, node.metrics.clone());
     let session = Session::new(node.clone(), outbox.clone(), grant, client);
     run(
         node, conn_id, outbox, session, sink, stream, started, last_seen, expires_at,
@@ -73,8 +84,8 @@ async fn run(
     conn_id: u64,
     outbox: Arc<Outbox>,
     mut session: Session,
-    sink: futures::stream::SplitSink<WebSocket, Message>,
-    mut stream: futures::stream::SplitStream<WebSocket>,
+    sink: Sink,
+    mut stream: Stream,
     started: Instant,
     last_seen: AtomicU64,
     expires_at: Option<u64>,
@@ -107,8 +118,8 @@ async fn run(
         // frame or EOF, briefly. Dropping a socket with unread input makes
         // the kernel send RST, which can destroy the close frame in flight.
         let _ = tokio::time::timeout(CLOSE_LINGER, async {
-            while let Some(Ok(msg)) = stream.next().await {
-                if let Message::Close(_) = msg {
+            while let Ok(msg) = stream.next().await {
+                if let Incoming::Close(_) = msg {
                     break;
                 }
             }
@@ -120,7 +131,7 @@ async fn run(
 }
 
 async fn read_loop(
-    stream: &mut futures::stream::SplitStream<WebSocket>,
+    stream: &mut Stream,
     session: &mut Session,
     node: &Node,
     outbox: &Outbox,
@@ -134,12 +145,11 @@ async fn read_loop(
             // Stop reading once the connection closes for another reason.
             () = outbox.closed() => return ReaderEnd::Closing,
         };
-        let Some(msg) = msg else {
-            return ReaderEnd::PeerGone;
-        };
-        last_seen.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+        if msg != Err(ReadError::Gone) {
+            last_seen.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+        }
         let verdict = match msg {
-            Ok(Message::Text(text)) => {
+            Ok(Incoming::Text(text)) => {
                 node.metrics.client_frames.inc();
                 if frames.check().is_err() {
                     Verdict::Close(CloseCode::FLOOD)
@@ -150,25 +160,30 @@ async fn read_loop(
                     Box::pin(session.handle(text.as_str())).await
                 }
             }
-            Ok(Message::Binary(_)) => Verdict::Close(CloseCode::BINARY_FRAME),
             // Control frames count too: each costs a read and (a ping) a
             // pong, and a flood of them is as much a flood as text frames.
-            Ok(Message::Ping(_) | Message::Pong(_)) => {
+            Ok(Incoming::Ping(payload)) => {
+                if frames.check().is_err() {
+                    Verdict::Close(CloseCode::FLOOD)
+                } else {
+                    outbox.push_control(Frame::control(OpCode::Pong, payload));
+                    Verdict::Continue
+                }
+            }
+            Ok(Incoming::Pong) => {
                 if frames.check().is_err() {
                     Verdict::Close(CloseCode::FLOOD)
                 } else {
                     Verdict::Continue
                 }
             }
-            Ok(Message::Close(_)) => {
+            Ok(Incoming::Close(_)) => {
                 // The writer answers it; browsers report 1006 otherwise.
                 outbox.close_by_peer();
                 return ReaderEnd::Closing;
             }
-            Err(e) => match classify(&e) {
-                Some(code) => Verdict::Close(code),
-                None => return ReaderEnd::PeerGone,
-            },
+            Err(ReadError::Refused(code)) => Verdict::Close(code),
+            Err(ReadError::Gone) => return ReaderEnd::PeerGone,
         };
         if let Verdict::Close(code) = verdict {
             if code == CloseCode::FLOOD {
@@ -180,21 +195,8 @@ async fn read_loop(
     }
 }
 
-/// The close code owed for a read error, if the peer is still there to get it.
-fn classify(err: &axum::Error) -> Option<CloseCode> {
-    use tokio_tungstenite::tungstenite::Error as WsError;
-    use tokio_tungstenite::tungstenite::error::CapacityError;
-    let inner = std::error::Error::source(err)?;
-    match inner.downcast_ref::<WsError>()? {
-        WsError::Capacity(CapacityError::MessageTooLong { .. }) => Some(CloseCode::FRAME_TOO_LARGE),
-        WsError::Utf8(_) => Some(CloseCode::INVALID_PAYLOAD),
-        WsError::Protocol(_) => Some(CloseCode::PROTOCOL_ERROR),
-        _ => None,
-    }
-}
-
 async fn write_loop(
-    mut sink: futures::stream::SplitSink<WebSocket, Message>,
+    mut sink: Sink,
     node: &Node,
     outbox: &Outbox,
     started: Instant,
@@ -229,17 +231,16 @@ async fn write_loop(
             continue;
         }
         if let Some(code) = close {
-            if outbox.closed_by_peer() {
-                // The websocket library queued the echo of the peer's close
-                // frame when it read it; closing the sink flushes it.
-                let _ = sink.close().await;
-                return;
-            }
-            let frame = CloseFrame {
-                code: code.0,
-                reason: code.reason().into(),
+            // The peer's close is answered with 1000 (RFC 6455 section
+            // 5.5.1: the answer completes the closing handshake).
+            let frame = if outbox.closed_by_peer() {
+                Frame::close(CloseCode::NORMAL.0, "")
+            } else {
+                Frame::close(code.0, code.reason())
             };
-            let _ = sink.send(Message::Close(Some(frame))).await;
+            if sink.write([&frame]).await.is_ok() {
+                sink.shutdown().await;
+            }
             return;
         }
         // An idle connection keeps no queue storage; a busy one allocates
@@ -254,7 +255,8 @@ async fn write_loop(
                     outbox.close(CloseCode::GOING_AWAY, true);
                     continue;
                 }
-                if sink.send(Message::Ping(Default::default())).await.is_err() {
+                let ping = Frame::control(OpCode::Ping, bytes::Bytes::new());
+                if Box::pin(sink.write([&ping])).await.is_err() {
                     return;
                 }
             }
@@ -277,15 +279,10 @@ fn expiry_deadline(exp: Option<u64>, grace_ms: u64) -> Option<tokio::time::Insta
     Some(tokio::time::Instant::now() + left)
 }
 
-/// Writes every frame of the batch and flushes once; false if the socket failed.
-async fn write_batch(
-    sink: &mut futures::stream::SplitSink<WebSocket, Message>,
-    batch: &mut VecDeque<Queued>,
-) -> bool {
-    while let Some(q) = batch.pop_front() {
-        if sink.feed(Message::Text(q.frame)).await.is_err() {
-            return false;
-        }
-    }
-    sink.flush().await.is_ok()
+/// Writes every frame of the batch (one vectored write where the kernel
+/// takes it) and flushes; false if the socket failed.
+async fn write_batch(sink: &mut Sink, batch: &mut VecDeque<Queued>) -> bool {
+    let ok = sink.write(batch.iter().map(Queued::frame)).await.is_ok();
+    batch.clear();
+    ok
 }

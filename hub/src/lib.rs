@@ -17,6 +17,8 @@
 //! - `audit`: the rate-limited log of refusals and their counts.
 //! - `auth`: token verification and topic grants.
 //! - `connection`: one socket: reader, writer, heartbeats, close codes.
+//! - `ws`: the websocket itself: upgrade, permessage-deflate, frames built
+//!   once and written to every connection with vectored writes.
 //! - `outbox`: a connection's bounded queue: conflation, 4008, batching.
 //! - `session`: a client's frames turned into registry actions.
 //! - `registry`: topic → relay; relay lifecycle; bus watch and checks.
@@ -59,6 +61,7 @@ pub(crate) mod relay;
 pub(crate) mod server;
 pub(crate) mod session;
 pub(crate) mod stats;
+pub(crate) mod ws;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -53,6 +53,11 @@ pub struct Metrics {
     pub deltas: Counter,
     /// Delta frames queued to clients instead of the full message.
     pub delta_deliveries: Counter,
+    /// Frames compressed for permessage-deflate (once per frame, whatever
+    /// the number of connections it goes to).
+    pub compressions: Counter,
+    /// Connections that negotiated permessage-deflate.
+    pub deflate_connections: Counter,
     /// Clients closed with 4008.
     pub slow_consumers: Counter,
     /// History reads issued to the bus (relay loads and resumes).
@@ -105,6 +110,8 @@ impl Metrics {
             conflated: Counter::default(),
             deltas: Counter::default(),
             delta_deliveries: Counter::default(),
+            compressions: Counter::default(),
+            deflate_connections: Counter::default(),
             slow_consumers: Counter::default(),
             history_requests: Counter::default(),
             gaps_repaired: Counter::default(),
@@ -215,6 +222,16 @@ impl Metrics {
             "delta_deliveries",
             "Delta frames queued to clients instead of the full message",
             m.delta_deliveries.clone(),
+        );
+        r.register(
+            "compressions",
+            "Frames compressed for permessage-deflate, once per frame",
+            m.compressions.clone(),
+        );
+        r.register(
+            "deflate_connections",
+            "Connections that negotiated permessage-deflate",
+            m.deflate_connections.clone(),
         );
         r.register(
             "slow_consumers",

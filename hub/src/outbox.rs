@@ -14,13 +14,12 @@
 
 use std::collections::VecDeque;
 
-use axum::extract::ws::Utf8Bytes;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tribune_protocol::CloseCode;
 
-/// One encoded text frame, shared by every connection it is queued to.
-pub type Frame = Utf8Bytes;
+/// One encoded frame, shared by every connection it is queued to.
+pub use crate::ws::Frame;
 
 /// A frame waiting in an outbox.
 #[derive(Debug, Clone)]
@@ -33,6 +32,12 @@ pub struct Queued {
     /// For a delta frame: the full message, sent instead if conflation
     /// drops the frame the delta is based on.
     keyframe: Option<Frame>,
+}
+
+impl Queued {
+    pub fn frame(&self) -> &Frame {
+        &self.frame
+    }
 }
 
 /// What became of a pushed frame.

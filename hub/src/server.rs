@@ -8,9 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::{ConnectInfo, Path, RawQuery, State};
+use axum::extract::{ConnectInfo, Path, RawQuery, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -19,10 +17,6 @@ use tribune_protocol::ErrorCode;
 
 use crate::answer::{healthz, http_error, not_found, readyz};
 use crate::node::Node;
-
-/// Initial read buffer of a connection: a fan's frames are small (a
-/// subscribe is ~100 bytes); a larger frame grows it on demand.
-const READ_BUFFER: usize = 128;
 
 /// The public listener's routes.
 pub fn router(node: Arc<Node>) -> Router {
@@ -52,14 +46,13 @@ async fn ws(
     State(node): State<Arc<Node>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     RawQuery(query): RawQuery,
-    headers: HeaderMap,
-    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    req: Request,
 ) -> Response {
     // A plain request (no `Upgrade: websocket`, a wrong version) is told so
     // in the JSON every refusal before the upgrade uses (PROTOCOL.md
     // section 1), not in the websocket library's text.
-    let upgrade = match upgrade {
-        Ok(upgrade) => upgrade,
+    let offer = match crate::ws::Offer::read(&req) {
+        Ok(offer) => offer,
         Err(rejection) => {
             let mut answer = crate::answer::http_error(
                 StatusCode::UPGRADE_REQUIRED,
@@ -76,7 +69,8 @@ async fn ws(
             return answer;
         }
     };
-    let accepted = match crate::handshake::check(&node, peer, &headers, query.as_deref()) {
+    let headers: &HeaderMap = req.headers();
+    let accepted = match crate::handshake::check(&node, peer, headers, query.as_deref()) {
         Ok(accepted) => accepted,
         Err(refusal) => {
             node.metrics.refused(refusal.reason);
@@ -87,26 +81,22 @@ async fn ws(
     };
     let grant = accepted.grant;
     let admission = node.admit(accepted.place);
-    let limits = &node.config.limits;
-    // Small buffers: an idle fan's connection must cost a few KiB, not the
-    // 128 KiB tungstenite reserves by default. The read buffer is allocated
-    // up front and grows on demand for a larger frame; fans' frames are
-    // small (a subscribe is ~100 bytes).
-    let upgrade = upgrade
-        .protocols([tribune_protocol::SUBPROTOCOL])
-        .read_buffer_size(READ_BUFFER)
-        .write_buffer_size(16 * 1024)
-        .max_write_buffer_size(limits.queue_bytes * 2 + 64 * 1024)
-        .max_message_size(limits.max_frame_bytes)
-        .max_frame_size(limits.max_frame_bytes);
+    let deflate = node.config.permessage_deflate && offer.deflate();
+    let on_upgrade = hyper::upgrade::on(req);
     // The admission alone gives the place back when no connection comes of
-    // the upgrade: axum drops this closure unrun both when the upgrade fails
-    // (after its `on_failed_upgrade` callback) and when the runtime drops the
-    // upgrade task. Counting back in that callback too would count twice.
+    // the upgrade (the client left before it completed): it is dropped
+    // with this task.
     //
-    // The connection's future itself, not a block wrapping it: a wrapper
-    // would hold the socket and the grant for the connection's life.
-    upgrade.on_upgrade(move |socket| crate::connection::serve(socket, admission, grant))
+    // The connection runs as a task of its own, its future built by
+    // `serve` after the setup: a wrapper future would hold the upgrade, the
+    // socket and the grant for the connection's whole life.
+    tokio::spawn(async move {
+        if let Ok(upgraded) = on_upgrade.await {
+            let socket = hyper_util::rt::TokioIo::new(upgraded);
+            tokio::spawn(crate::connection::serve(socket, deflate, admission, grant));
+        }
+    });
+    offer.accept(deflate)
 }
 
 #[derive(RustEmbed)]

@@ -278,7 +278,10 @@ test('state deltas from the real hub: every board exact, live, across a network 
   for (const m of b.messages()) assert.deepEqual(m.data, published.get(m.seq), `seq ${m.seq}`);
   assert.deepEqual(b.infos.at(-1), { ...b.infos.at(-1), resumed: true, recovered: true });
   assert.deepEqual(errors, [], 'no delta failed');
-  const metrics = await (await fetch(`${hub.httpUrl}/metrics`)).text();
-  const deltas = Number(/^tribune_delta_deliveries_total (\d+)/m.exec(metrics)?.[1] ?? 0);
-  assert.ok(deltas >= 20, `the boards travelled as deltas (${deltas})`);
+  const metrics = await (await fetch(`http://${hub.internalAddr}/metrics`)).text();
+  const metric = (name) => Number(new RegExp(`^${name} (\\d+)`, 'm').exec(metrics)?.[1] ?? 0);
+  assert.ok(metric('tribune_delta_deliveries_total') >= 20, `the boards travelled as deltas (${metrics})`);
+  // Node's ws offers permessage-deflate: the full boards went compressed.
+  assert.ok(metric('tribune_deflate_connections_total') >= 1, 'deflate negotiated');
+  assert.ok(metric('tribune_compressions_total') >= 1, 'full boards compressed');
 });

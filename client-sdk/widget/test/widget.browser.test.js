@@ -229,13 +229,16 @@ test('a result published through /v1/publish shows on the board within a second'
   assert.deepEqual(errors, []);
 });
 
-/** The hub's count of delta frames sent so far. */
-async function deltaFrames(h) {
-  const text = await (await fetch(`${h.httpUrl}/metrics`)).text();
-  return Number(/^tribune_delta_deliveries_total (\d+)/m.exec(text)?.[1] ?? 0);
+/** A counter of the hub's /metrics (internal listener). */
+async function metric(h, name) {
+  const text = await (await fetch(`http://${h.internalAddr}/metrics`)).text();
+  return Number(new RegExp(`^${name} (\\d+)`, 'm').exec(text)?.[1] ?? 0);
 }
+const deltaFrames = (h) => metric(h, 'tribune_delta_deliveries_total');
 
-test('the board follows a results board sent as deltas, names with diacritics and emoji exact', async (t) => {
+test('the board follows a results board sent as deltas over deflate, names with diacritics and emoji exact', async (t) => {
+  // Counted before the page opens: its one SDK client connects at once.
+  const deflating = await metric(hub, 'tribune_deflate_connections_total');
   const { page, errors } = await openPage(t, `${proxy.httpUrl}/`);
   const topic = topicFor('results');
   const skaters = ['Martina Sáblíková', 'Zoë Ødegård', 'Jutta Leerdam 🇳🇱', 'Miho Takagi', 'Béatrice Lamarche', 'Kim Min-sun'];
@@ -271,6 +274,8 @@ test('the board follows a results board sent as deltas, names with diacritics an
   );
   const sent = (await deltaFrames(hub)) - before;
   assert.ok(sent >= skaters.length - 1, `the updates went as deltas (${sent})`);
+  // Chromium offers permessage-deflate and the hub accepts it.
+  assert.ok((await metric(hub, 'tribune_deflate_connections_total')) > deflating, 'Chromium negotiated deflate');
   assert.deepEqual(errors, []);
 });
 

@@ -99,6 +99,10 @@ pub struct Config {
     pub publish_key: Option<String>,
     /// Interval of WebSocket pings (PROTOCOL.md section 7).
     pub heartbeat_ms: u64,
+    /// Accept permessage-deflate (RFC 7692) from clients that offer it. Each
+    /// message is compressed once per node, the same bytes for every such
+    /// connection, and no compression state is kept per connection.
+    pub permessage_deflate: bool,
     /// How long a relay outlives its last subscriber, so that a fan who
     /// reconnects at once does not cost a new history read.
     pub relay_linger_ms: u64,
@@ -135,6 +139,7 @@ impl Default for Config {
             demo: false,
             publish_key: None,
             heartbeat_ms: 25_000,
+            permessage_deflate: true,
             relay_linger_ms: 5_000,
             slow_close_grace_ms: 5_000,
             allowed_origins: Vec::new(),
