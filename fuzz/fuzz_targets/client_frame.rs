@@ -75,6 +75,7 @@ fn check_fast_encoder(topic: &str, id: u64, data: &RawValue) {
         prev,
         ts,
         replay,
+        delta: false,
         data: data.to_owned(),
     }));
     assert_eq!(fast, slow.as_bytes(), "encode_message differs from serde");
