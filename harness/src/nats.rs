@@ -33,6 +33,8 @@ pub struct NatsOptions {
     pub bin: Option<PathBuf>,
     /// Also accept websocket clients (no TLS) on a loopback port.
     pub websocket: bool,
+    /// The websocket listener accepts permessage-deflate (`compression: true`).
+    pub websocket_compression: bool,
     /// `max_connections`, websocket clients included; `None`: the server's
     /// default (64k), which would cap a large load run.
     pub max_connections: Option<u64>,
@@ -90,7 +92,14 @@ impl Node {
             config += &format!("max_connections: {max}\n");
         }
         if let Some(ws) = ws_port {
-            config += &format!("websocket {{\n  listen: \"127.0.0.1:{ws}\"\n  no_tls: true\n}}\n");
+            let compression = if opts.websocket_compression {
+                "  compression: true\n"
+            } else {
+                ""
+            };
+            config += &format!(
+                "websocket {{\n  listen: \"127.0.0.1:{ws}\"\n  no_tls: true\n{compression}}}\n"
+            );
         }
         if let Some((cluster_name, cluster_port, routes)) = cluster {
             let routes: Vec<String> = routes

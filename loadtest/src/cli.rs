@@ -77,6 +77,11 @@ pub enum Scenario {
     /// N clients react at `--rate` (all together); every node's summed `stats`
     /// windows must equal the reactions accepted.
     Reactions,
+    /// One generated hour of a speed-skating event (results board, clips)
+    /// replayed at `--rate` to N fans, full, delta, deflate and both (and
+    /// nats-server ws, plain and compressed): bytes per fan-hour, CPU per
+    /// delivery, memory.
+    Bandwidth,
 }
 
 impl Scenario {
@@ -89,12 +94,16 @@ impl Scenario {
             Scenario::Churn => "churn",
             Scenario::Resume => "resume",
             Scenario::Reactions => "reactions",
+            Scenario::Bandwidth => "bandwidth",
         }
     }
 
     /// Scenarios whose messages are a feed: any loss fails the run.
     pub fn is_feed(self) -> bool {
-        !matches!(self, Scenario::Idle | Scenario::Reactions)
+        !matches!(
+            self,
+            Scenario::Idle | Scenario::Reactions | Scenario::Bandwidth
+        )
     }
 }
 

@@ -34,7 +34,7 @@ use crate::scenario::fanout::Fanout;
 use crate::scenario::idle::Idle;
 use crate::scenario::resume::Resume;
 use crate::scenario::storm::Storm;
-use crate::scenario::{Scenario, Traffic, reactions};
+use crate::scenario::{Scenario, Traffic, bandwidth, reactions};
 use crate::servers::{HubLauncher, Nats};
 use crate::wire::{Command, SubscribeWhen, Target, WorkerSpec};
 
@@ -92,6 +92,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<(Report, PathBuf)> {
             cli::Scenario::Resume => run_target(&Resume, &cli, servers, hard_deadline).await?,
             cli::Scenario::Reactions => {
                 reactions::run_target(&cli, launcher.as_ref(), hard_deadline).await?
+            }
+            cli::Scenario::Bandwidth => {
+                bandwidth::run_target(&cli, target, &run_dir, hard_deadline).await?
             }
         };
         report.runs.push(r);

@@ -18,6 +18,8 @@
 //! - [`tribune`]: the hub protocol as the client speaks it.
 //! - [`natsws`]: the NATS text protocol over websocket (the peer).
 //! - [`payload`]: the JSON payload carrying counter and send time.
+//! - [`boards`]: one generated hour of a speed-skating event (results
+//!   board and clips), for the `bandwidth` scenario.
 //! - [`account`]: loss and duplicate accounting per subscription.
 //! - [`plan`]: topic names and which client subscribes to what (Zipf).
 //! - [`wire`]: coordinator ↔ worker messages and histogram transport.
@@ -27,6 +29,7 @@
 //!   [`html`]: the self-contained HTML report; [`markdown`]: BENCHMARKS.md.
 
 pub mod account;
+pub mod boards;
 pub mod cli;
 pub mod coordinator;
 pub mod html;

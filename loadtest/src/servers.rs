@@ -58,6 +58,9 @@ impl Nats {
         let server = NatsServer::try_start(&NatsOptions {
             bin: Some(bin),
             websocket: true,
+            // The standard comparison runs without compression (as the hub's
+            // loadtest clients do not offer it); `bandwidth` starts its own.
+            websocket_compression: false,
             // The default (64k) would cap a 76,000-client comparison; the
             // websocket listener shares it.
             max_connections: Some(1_000_000),

@@ -9,7 +9,9 @@
 //! buffer. Only what the harness needs is implemented: the client side of the
 //! handshake (checked with tungstenite's accept-key derivation), unmasked
 //! server frames with continuation, pings answered at once, masked client
-//! frames, and close.
+//! frames, and close; permessage-deflate on request (the `bandwidth`
+//! scenario): offered with no context takeover, compressed messages
+//! inflated into a buffer of their own.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -122,6 +124,14 @@ pub struct FrameReader {
     consumed: usize,
     /// Whether the last handed-out message lives in `frag` (to clear it).
     frag_handed: bool,
+    /// permessage-deflate was negotiated: RSV1 marks a compressed message.
+    deflate: bool,
+    /// Whether the fragmented message being reassembled is compressed.
+    frag_deflated: bool,
+    /// The last compressed message, inflated.
+    inflated: Vec<u8>,
+    /// Bytes on the wire of the fragments of the message being reassembled.
+    frag_wire: usize,
 }
 
 impl FrameReader {
@@ -134,7 +144,16 @@ impl FrameReader {
             frag_op: 0,
             consumed: 0,
             frag_handed: false,
+            deflate: false,
+            frag_deflated: false,
+            inflated: Vec::new(),
+            frag_wire: 0,
         }
+    }
+
+    /// Accept compressed messages (permessage-deflate was negotiated).
+    pub fn set_deflate(&mut self, on: bool) {
+        self.deflate = on;
     }
 
     /// Bytes read but not parsed yet.
@@ -190,6 +209,17 @@ impl FrameReader {
 
     /// The next complete message, `None` when more bytes are needed.
     pub fn next(&mut self, out: &mut Vec<u8>) -> Result<Option<Incoming<'_>>, FrameError> {
+        let mut wire = 0;
+        self.next_sized(out, &mut wire)
+    }
+
+    /// [`FrameReader::next`], setting `wire` to the bytes the message took
+    /// on the wire (frame headers included, every fragment).
+    pub fn next_sized(
+        &mut self,
+        out: &mut Vec<u8>,
+        wire: &mut usize,
+    ) -> Result<Option<Incoming<'_>>, FrameError> {
         self.release();
         loop {
             let avail = &self.buf[self.start..self.end];
@@ -198,7 +228,8 @@ impl FrameReader {
             }
             let fin = avail[0] & 0x80 != 0;
             let op = avail[0] & 0x0f;
-            if avail[0] & 0x70 != 0 {
+            let rsv1 = avail[0] & 0x40 != 0;
+            if avail[0] & 0x30 != 0 || (rsv1 && !self.deflate) {
                 return Err(FrameError(
                     "reserved bits set (no extension was negotiated)".into(),
                 ));
@@ -224,6 +255,7 @@ impl FrameReader {
             }
             let payload_at = self.start + head;
             let frame_end = payload_at + len;
+            *wire = head + len;
             match op {
                 0x9 => {
                     // Ping: answer at once with the same payload.
@@ -239,6 +271,15 @@ impl FrameReader {
                     self.start = frame_end;
                     return Ok(Some(Incoming::Close(code)));
                 }
+                0x1 | 0x2 if fin && self.frag_op == 0 && rsv1 => {
+                    self.inflated = inflate(&self.buf[payload_at..frame_end])?;
+                    self.start = frame_end;
+                    return Ok(Some(if op == 1 {
+                        Incoming::Text(&self.inflated)
+                    } else {
+                        Incoming::Binary(&self.inflated)
+                    }));
+                }
                 0x1 | 0x2 if fin && self.frag_op == 0 => {
                     // The payload stays in place until the next call.
                     self.start = payload_at;
@@ -252,6 +293,8 @@ impl FrameReader {
                 }
                 0x1 | 0x2 if self.frag_op == 0 => {
                     self.frag_op = op;
+                    self.frag_deflated = rsv1;
+                    self.frag_wire = head + len;
                     self.frag
                         .extend_from_slice(&self.buf[payload_at..frame_end]);
                     self.start = frame_end;
@@ -263,9 +306,19 @@ impl FrameReader {
                     self.frag
                         .extend_from_slice(&self.buf[payload_at..frame_end]);
                     self.start = frame_end;
+                    self.frag_wire += head + len;
                     if fin {
+                        *wire = std::mem::take(&mut self.frag_wire);
                         let op = std::mem::take(&mut self.frag_op);
                         self.frag_handed = true;
+                        if std::mem::take(&mut self.frag_deflated) {
+                            self.inflated = inflate(&self.frag)?;
+                            return Ok(Some(if op == 1 {
+                                Incoming::Text(&self.inflated)
+                            } else {
+                                Incoming::Binary(&self.inflated)
+                            }));
+                        }
                         return Ok(Some(if op == 1 {
                             Incoming::Text(&self.frag)
                         } else {
@@ -277,6 +330,37 @@ impl FrameReader {
                     return Err(FrameError(format!("unexpected opcode {other:#x}")));
                 }
             }
+        }
+    }
+}
+
+/// Inflates one permessage-deflate message (RFC 7692 section 7.2.2: the
+/// `00 00 FF FF` tail restored); the server compresses each message alone.
+fn inflate(data: &[u8]) -> Result<Vec<u8>, FrameError> {
+    let mut input = Vec::with_capacity(data.len() + 4);
+    input.extend_from_slice(data);
+    input.extend_from_slice(&[0, 0, 0xFF, 0xFF]);
+    let mut d = flate2::Decompress::new(false);
+    let mut out = Vec::with_capacity(data.len() * 4 + 64);
+    loop {
+        let before = (d.total_in(), d.total_out());
+        out.reserve(4096);
+        let status = d
+            .decompress_vec(
+                &input[d.total_in() as usize..],
+                &mut out,
+                flate2::FlushDecompress::Sync,
+            )
+            .map_err(|e| FrameError(format!("bad deflate data: {e}")))?;
+        if out.len() > MAX_MESSAGE {
+            return Err(FrameError("inflated message too large".into()));
+        }
+        let all_in = d.total_in() as usize == input.len();
+        if status == flate2::Status::StreamEnd || (all_in && out.len() < out.capacity()) {
+            return Ok(out);
+        }
+        if (d.total_in(), d.total_out()) == before {
+            return Err(FrameError("truncated deflate data".into()));
         }
     }
 }
@@ -311,6 +395,8 @@ pub struct WsConn {
     pub reader: FrameReader,
     /// The subprotocol the server selected, if any.
     pub subprotocol: Option<String>,
+    /// The server accepted permessage-deflate.
+    pub deflate: bool,
 }
 
 impl WsConn {
@@ -323,9 +409,23 @@ impl WsConn {
         read_buf: usize,
         timeout: Duration,
     ) -> Result<WsConn, ConnectError> {
+        Self::connect_offering(url, source, subprotocol, read_buf, timeout, false).await
+    }
+
+    /// [`WsConn::connect`], offering permessage-deflate when `deflate`
+    /// (`permessage-deflate; client_no_context_takeover`, as browsers offer
+    /// it, plus no context takeover on our side: the client never compresses).
+    pub async fn connect_offering(
+        url: &WsUrl,
+        source: Option<IpAddr>,
+        subprotocol: Option<&str>,
+        read_buf: usize,
+        timeout: Duration,
+        deflate: bool,
+    ) -> Result<WsConn, ConnectError> {
         match tokio::time::timeout(
             timeout,
-            Self::connect_inner(url, source, subprotocol, read_buf),
+            Self::connect_inner(url, source, subprotocol, read_buf, deflate),
         )
         .await
         {
@@ -339,6 +439,7 @@ impl WsConn {
         source: Option<IpAddr>,
         subprotocol: Option<&str>,
         read_buf: usize,
+        deflate: bool,
     ) -> Result<WsConn, ConnectError> {
         let socket = match url.addr {
             SocketAddr::V4(_) => TcpSocket::new_v4(),
@@ -371,6 +472,11 @@ impl WsConn {
         );
         if let Some(p) = subprotocol {
             req.push_str(&format!("Sec-WebSocket-Protocol: {p}\r\n"));
+        }
+        if deflate {
+            req.push_str(
+                "Sec-WebSocket-Extensions: permessage-deflate; client_no_context_takeover\r\n",
+            );
         }
         req.push_str("\r\n");
         stream
@@ -409,6 +515,7 @@ impl WsConn {
         }
         let mut accept = None;
         let mut selected = None;
+        let mut deflated = false;
         for line in lines {
             if let Some((name, value)) = line.split_once(':') {
                 let value = value.trim();
@@ -416,19 +523,26 @@ impl WsConn {
                     accept = Some(value.to_string());
                 } else if name.eq_ignore_ascii_case("sec-websocket-protocol") {
                     selected = Some(value.to_string());
+                } else if name.eq_ignore_ascii_case("sec-websocket-extensions") {
+                    deflated |= value.starts_with("permessage-deflate");
                 }
             }
         }
         if accept.as_deref() != Some(derive_accept_key(key.as_bytes()).as_str()) {
             return Err(ConnectError::Protocol("wrong Sec-WebSocket-Accept".into()));
         }
+        if deflated && !deflate {
+            return Err(ConnectError::Protocol("an extension nobody offered".into()));
+        }
         let mut reader = FrameReader::new(read_buf);
+        reader.set_deflate(deflated);
         // Frames the server sent right behind its 101 (a welcome, an INFO).
         reader.push(&head[head_end..]);
         Ok(WsConn {
             stream,
             reader,
             subprotocol: selected,
+            deflate: deflated,
         })
     }
 
@@ -462,6 +576,47 @@ mod tests {
         }
         f.extend_from_slice(payload);
         f
+    }
+
+    fn deflated(text: &[u8]) -> Vec<u8> {
+        let mut c = flate2::Compress::new(flate2::Compression::default(), false);
+        let mut out = Vec::with_capacity(text.len() + 64);
+        c.compress_vec(text, &mut out, flate2::FlushCompress::Sync)
+            .unwrap();
+        assert!(out.ends_with(&[0, 0, 0xFF, 0xFF]));
+        out.truncate(out.len() - 4);
+        out
+    }
+
+    #[test]
+    fn compressed_messages_inflate_when_negotiated() {
+        let text = "{\"rows\":[".to_string() + &"{\"name\":\"Zoë\",\"t\":1},".repeat(50) + "]}";
+        let body = deflated(text.as_bytes());
+        let mut one = server_frame(1, true, &body);
+        one[0] |= 0x40;
+        let half = body.len() / 2;
+        let mut first = server_frame(1, false, &body[..half]);
+        first[0] |= 0x40;
+        let mut stream = one.clone();
+        stream.extend(first);
+        stream.extend(server_frame(0, true, &body[half..]));
+        stream.extend(server_frame(1, true, b"plain"));
+        let mut r = FrameReader::new(256);
+        r.set_deflate(true);
+        r.push(&stream);
+        let mut out = Vec::new();
+        for want in [text.as_bytes(), text.as_bytes(), b"plain"] {
+            match r.next(&mut out).unwrap() {
+                Some(Incoming::Text(t)) => assert_eq!(t, want),
+                other => panic!("{other:?}"),
+            }
+        }
+        let mut plain = FrameReader::new(256);
+        plain.push(&one);
+        assert!(
+            plain.next(&mut out).is_err(),
+            "RSV1 without deflate negotiated"
+        );
     }
 
     #[test]

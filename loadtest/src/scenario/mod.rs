@@ -18,7 +18,10 @@
 //!
 //! [`reactions`] is a run of its own: its clients live in the
 //! coordinator's process and send reactions rather than count messages.
+//! So is [`bandwidth`]: one generated hour of an event replayed to fans
+//! with and without deltas and deflate, bytes on the wire counted.
 
+pub mod bandwidth;
 pub mod churn;
 pub mod fanout;
 pub mod idle;
