@@ -395,3 +395,45 @@ fn impossible_combinations_are_refused_with_a_reason() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--procs 3"));
 }
+
+/// `bandwidth`: every variant (full, delta, deflate, both, and a mixed
+/// population of the four on one hub; nats-server ws plain and compressed)
+/// ends with exactly the published payloads (checked by hash: the run fails
+/// otherwise), deflate is negotiated where offered, and deltas and deflate
+/// carry the board in fewer bytes (deterministic byte counts, not timings).
+#[test]
+fn bandwidth_variants_receive_identical_payloads_in_fewer_bytes() {
+    let run = loadtest(&[
+        "bandwidth",
+        "--target",
+        "tribune,nats-ws",
+        "-n",
+        "40",
+        "--rate",
+        "400",
+    ]);
+    assert_eq!(run.code, 0, "stderr:\n{}", run.stderr);
+    let read = |t: &str| -> Vec<Value> {
+        let path = run.dir.path().join(format!("bandwidth-{t}.json"));
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("bandwidth json")).unwrap()
+    };
+    let hub = read("tribune");
+    let nats = read("nats-ws");
+    assert_eq!((hub.len(), nats.len()), (5, 2));
+    for v in hub.iter().chain(&nats) {
+        assert_eq!(u(&v["fans"]), 40, "{v}");
+        assert_eq!((u(&v["mismatched"]), u(&v["missing"])), (0, 0), "{v}");
+        assert_eq!(
+            f(&v["messages_per_fan"]),
+            111.0,
+            "91 boards and 20 clips: {v}"
+        );
+    }
+    let negotiated: Vec<u64> = hub.iter().map(|v| u(&v["deflate_negotiated"])).collect();
+    assert_eq!(negotiated, [0, 0, 40, 40, 20]);
+    assert_eq!(u(&nats[1]["deflate_negotiated"]), 40);
+    let board = |v: &Value| f(&v["board_bytes_per_fan"]);
+    assert!(board(&hub[1]) < board(&hub[0]) / 2.0, "delta: {hub:?}");
+    assert!(board(&hub[2]) < board(&hub[0]) / 2.0, "deflate: {hub:?}");
+    assert!(board(&hub[3]) < board(&hub[1]), "delta + deflate: {hub:?}");
+}

@@ -5,7 +5,8 @@
 //! publications per second to `-n` subscribers of both topics, once per
 //! variant, each on a fresh server:
 //!
-//! - tribune: full messages; Fossil deltas; permessage-deflate; both;
+//! - tribune: full messages; Fossil deltas; permessage-deflate; both; a
+//!   mixed population (a quarter each) on one hub;
 //! - nats-ws: nats-server's websocket listener, plain and with its
 //!   `compression: true` (the same payloads on two core NATS subjects).
 //!
@@ -59,6 +60,8 @@ enum Variant {
     Delta,
     Deflate,
     DeltaDeflate,
+    /// A quarter of the fans in each of the four modes above, on one hub.
+    Mixed,
     Nats,
     NatsCompressed,
 }
@@ -70,6 +73,7 @@ impl Variant {
             Variant::Delta => "tribune, delta",
             Variant::Deflate => "tribune, permessage-deflate",
             Variant::DeltaDeflate => "tribune, delta + deflate",
+            Variant::Mixed => "tribune, mixed (¼ each of the above)",
             Variant::Nats => "nats-server ws",
             Variant::NatsCompressed => "nats-server ws, compression on",
         }
@@ -162,6 +166,7 @@ pub async fn run_target(
             Variant::Delta,
             Variant::Deflate,
             Variant::DeltaDeflate,
+            Variant::Mixed,
         ],
         Target::NatsWs => &[Variant::Nats, Variant::NatsCompressed],
     };
@@ -259,17 +264,17 @@ fn table(reports: &[VariantReport]) -> String {
 /// until each says it is subscribed.
 async fn connect_fans<F, Fut>(n: u64, fan: F) -> anyhow::Result<Vec<tokio::task::JoinHandle<Fan>>>
 where
-    F: Fn(mpsc::Sender<()>) -> Fut,
+    F: Fn(u64, mpsc::Sender<()>) -> Fut,
     Fut: std::future::Future<Output = Fan> + Send + 'static,
 {
     let (ready_tx, mut ready_rx) = mpsc::channel(n.max(1) as usize);
     let gate = Arc::new(Semaphore::new(CONNECTING));
     let mut tasks = Vec::new();
-    for _ in 0..n {
+    for i in 0..n {
         let permit = gate.clone().acquire_owned().await?;
         let (tx, mut rx) = mpsc::channel(1);
         let ready = ready_tx.clone();
-        let f = fan(tx);
+        let f = fan(i, tx);
         tasks.push(tokio::spawn(f));
         tokio::spawn(async move {
             // `None`: the fan failed before it was subscribed (it says why).
@@ -329,8 +334,19 @@ async fn run_tribune(
     let before = sample(pid)?;
     let url = WsUrl::parse(&hub.ws_url()).map_err(anyhow::Error::msg)?;
     let (fin_tx, fin_rx) = watch::channel(None::<Final>);
-    let tasks = connect_fans(cli.clients, |ready| {
-        tribune_fan(url.clone(), v, ready, fin_rx.clone())
+    let mixed = [
+        Variant::Full,
+        Variant::Delta,
+        Variant::Deflate,
+        Variant::DeltaDeflate,
+    ];
+    let tasks = connect_fans(cli.clients, |i, ready| {
+        let mode = if v == Variant::Mixed {
+            mixed[i as usize % 4]
+        } else {
+            v
+        };
+        tribune_fan(url.clone(), mode, ready, fin_rx.clone())
     })
     .await?;
     let idle = sample(pid)?;
@@ -557,7 +573,7 @@ async fn run_nats(
     let url = WsUrl::parse(&server.ws_url().context("websocket listener")?)
         .map_err(anyhow::Error::msg)?;
     let (fin_tx, fin_rx) = watch::channel(None::<Final>);
-    let tasks = connect_fans(cli.clients, |ready| {
+    let tasks = connect_fans(cli.clients, |_, ready| {
         nats_fan(url.clone(), v, ready, fin_rx.clone())
     })
     .await?;
