@@ -53,6 +53,9 @@ pub struct Monitor {
     pub buckets: BTreeMap<u64, (Histogram<u64>, u64)>,
     /// Per second since `t0_us`: RSS of the measured servers together.
     pub server_rss: BTreeMap<u64, u64>,
+    /// Every sample of each watched process's RSS (KiB), by name, with the
+    /// instant it was read: a node's own curve (a takeover's peak).
+    pub node_rss: BTreeMap<String, Vec<(Instant, u64)>>,
     /// The server processes sampled (a restarted node gets its new pid).
     pub watched: Vec<Watched>,
     pub peak_open: u64,
@@ -115,6 +118,7 @@ impl Monitor {
             t0_us,
             buckets: BTreeMap::new(),
             server_rss: BTreeMap::new(),
+            node_rss: BTreeMap::new(),
             watched,
             peak_open: 0,
             peak_subscribed: 0,
@@ -179,13 +183,20 @@ impl Monitor {
     }
 
     fn sample_servers(&mut self) {
-        let rss: u64 = self
-            .watched
-            .iter()
-            .filter(|w| w.measured)
-            .filter_map(|w| procstat::sample(w.pid))
-            .map(|s| s.rss_kib)
-            .sum();
+        let now = Instant::now();
+        let mut rss = 0;
+        for w in &self.watched {
+            let Some(s) = procstat::sample(w.pid) else {
+                continue;
+            };
+            self.node_rss
+                .entry(w.name.clone())
+                .or_default()
+                .push((now, s.rss_kib));
+            if w.measured {
+                rss += s.rss_kib;
+            }
+        }
         let sec = now_us().saturating_sub(self.t0_us) / 1_000_000;
         self.server_rss.insert(sec, rss);
         let t = self.totals();

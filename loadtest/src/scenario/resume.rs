@@ -1,7 +1,10 @@
 //! `resume`: with messages flowing, after `--resume-after-s` a hub node is
 //! killed (SIGKILL) or drained (SIGTERM), and restarted if asked; its
 //! clients reconnect elsewhere or to it and resume with `since`. Measured:
-//! the time until every affected client is back, and that nothing was lost.
+//! the time until every affected client is back, and that nothing was lost;
+//! and the memory of the node that took them back (the restarted one): its
+//! RSS per connection before the node went away (idle), at its peak during
+//! the storm, and 30 s after everyone was back (`takeover memory` line).
 
 use std::time::{Duration, Instant};
 
@@ -17,6 +20,9 @@ use crate::report::ResumeReport;
 
 pub struct Resume;
 
+/// How long a restarted node is watched after the storm, traffic flowing.
+const AFTER_STORM: Duration = Duration::from_secs(30);
+
 impl Scenario for Resume {
     async fn traffic(&self, t: &mut Traffic<'_>) -> anyhow::Result<Published> {
         // Publication outlasts the longest wait for everyone to be back;
@@ -27,12 +33,66 @@ impl Scenario for Resume {
         t.mon
             .pump_for(Duration::from_secs_f64(t.cli.resume_after_s))
             .await;
-        t.rep.resume = Some(take_node_away(t).await?);
-        // Traffic goes on a little after everyone is back.
-        t.mon.pump_for(Duration::from_secs(2)).await;
+        let idle_kib = resume_node_rss(t);
+        let away = Instant::now();
+        let r = take_node_away(t).await?;
+        let back = Instant::now();
+        let restarted = r.restarted;
+        t.rep.resume = Some(r);
+        if restarted {
+            // Traffic goes on while the node that took the storm settles.
+            t.mon.pump_for(AFTER_STORM).await;
+            takeover_memory(t, idle_kib, away, back);
+        } else {
+            // Traffic goes on a little after everyone is back.
+            t.mon.pump_for(Duration::from_secs(2)).await;
+        }
         t.stop_publishing();
         t.published(task).await
     }
+}
+
+/// The resume node's latest RSS reading (KiB).
+fn resume_node_rss(t: &Traffic<'_>) -> Option<u64> {
+    let name = format!("hub {}", t.cli.resume_node);
+    t.mon.node_rss.get(&name)?.last().map(|(_, kib)| *kib)
+}
+
+/// Says the restarted node's RSS per connection: before it went away, its
+/// peak while its clients came back, and at the end of [`AFTER_STORM`]
+/// (each its RSS over the clients it serves: its share of `-n`).
+fn takeover_memory(t: &Traffic<'_>, idle_kib: Option<u64>, away: Instant, back: Instant) {
+    let nodes = t.hubs.len().max(t.cli.hub_url.len()).max(1) as u64;
+    let conns = (0..t.cli.clients)
+        .filter(|i| i % nodes == t.cli.resume_node as u64)
+        .count()
+        .max(1) as f64;
+    let name = format!("hub {}", t.cli.resume_node);
+    let Some(series) = t.mon.node_rss.get(&name) else {
+        return;
+    };
+    let peak = series
+        .iter()
+        .filter(|(at, _)| *at >= away && *at <= back + Duration::from_secs(2))
+        .map(|(_, kib)| *kib)
+        .max();
+    let after = series.last().map(|(_, kib)| *kib);
+    let per = |kib: Option<u64>| kib.map(|k| k as f64 * 1024.0 / conns);
+    let (idle, peak, after) = (per(idle_kib), per(peak), per(after));
+    let ratio = |x: Option<f64>| match (x, idle) {
+        (Some(x), Some(i)) if i > 0.0 => format!("{:.2}×", x / i),
+        _ => "–".into(),
+    };
+    let b = |x: Option<f64>| x.map_or("–".into(), |x| format!("{x:.0} B"));
+    t.mon.note(format!(
+        "takeover memory ({name}, {conns:.0} connections): idle {} per connection; peak during the storm {} ({} idle); {} s after {} ({} idle)",
+        b(idle),
+        b(peak),
+        ratio(peak),
+        AFTER_STORM.as_secs(),
+        b(after),
+        ratio(after),
+    ));
 }
 
 /// Kills or drains the resume node, restarts it if asked, and waits until
