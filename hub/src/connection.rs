@@ -13,17 +13,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::io::{ReadHalf, WriteHalf};
 use tribune_protocol::{CloseCode, ServerFrame, Welcome, encode_server};
 
 use crate::auth::Grant;
 use crate::node::{Admission, Node};
 use crate::outbox::{Frame, Outbox, Queued};
 use crate::session::{Session, Verdict};
-use crate::ws::{Incoming, Io, OpCode, ReadError, Reader, Writer};
+use crate::ws::{Incoming, OpCode, ReadError, ReadSide, Reader, WriteSide, Writer};
 
-type Stream = Reader<ReadHalf<Io>>;
-type Sink = Writer<WriteHalf<Io>>;
+type Stream = Reader<ReadSide>;
+type Sink = Writer<WriteSide>;
 
 /// How long a closing connection waits for the peer's close frame.
 const CLOSE_LINGER: Duration = Duration::from_secs(1);
@@ -44,7 +43,7 @@ enum ReaderEnd {
 /// state for the connection's whole life, which is most of an idle fan's
 /// memory.
 pub fn serve(
-    socket: Io,
+    socket: hyper::upgrade::Upgraded,
     deflate: bool,
     admission: Admission,
     grant: Option<Grant>,
@@ -69,8 +68,8 @@ pub fn serve(
     if deflate {
         node.metrics.deflate_connections.inc();
     }
-    let (read, write) = tokio::io::split(socket);
-    let stream = Reader::new(read, max_frame, deflate);
+    let (read, write, early) = crate::ws::split(socket);
+    let stream = Reader::new(read, &early, max_frame, deflate);
     let sink = Writer::new(write, deflate, node.metrics.clone());
     let session = Session::new(node.clone(), outbox.clone(), grant, client);
     run(

@@ -92,8 +92,9 @@ async fn ws(
     // socket and the grant for the connection's whole life.
     tokio::spawn(async move {
         if let Ok(upgraded) = on_upgrade.await {
-            let socket = hyper_util::rt::TokioIo::new(upgraded);
-            tokio::spawn(crate::connection::serve(socket, deflate, admission, grant));
+            tokio::spawn(crate::connection::serve(
+                upgraded, deflate, admission, grant,
+            ));
         }
     });
     offer.accept(deflate)

@@ -25,14 +25,40 @@ mod write;
 use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
+use bytes::Bytes;
+use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
 
 pub use frame::{Frame, OpCode};
 pub use read::{Incoming, ReadError, Reader};
+
 pub use write::Writer;
 
-/// The socket after the upgrade.
-pub type Io = TokioIo<hyper::upgrade::Upgraded>;
+/// The read side of an upgraded socket.
+pub type ReadSide = Box<dyn AsyncRead + Send + Unpin>;
+/// The write side of an upgraded socket.
+pub type WriteSide = Box<dyn AsyncWrite + Send + Unpin>;
+
+/// Splits an upgraded socket for its reader and its writer. A plain TCP
+/// socket gives its two owned halves: no lock between reading and writing
+/// (tokio's generic split takes one on every poll of either side). Anything
+/// else (TLS) is split generically. Also returns the bytes the HTTP layer
+/// read past the upgrade request (a client's first frames), which come
+/// before anything read from the socket.
+pub fn split(upgraded: Upgraded) -> (ReadSide, WriteSide, Bytes) {
+    match upgraded.downcast::<TokioIo<TcpStream>>() {
+        Ok(parts) => {
+            let (read, write) = parts.io.into_inner().into_split();
+            (Box::new(read), Box::new(write), parts.read_buf)
+        }
+        Err(upgraded) => {
+            let (read, write) = tokio::io::split(TokioIo::new(upgraded));
+            (Box::new(read), Box::new(write), Bytes::new())
+        }
+    }
+}
 
 /// What the extension response says when deflate is accepted.
 const DEFLATE_RESPONSE: &str =

@@ -122,10 +122,14 @@ pub fn inflate_message(data: &[u8], max: usize) -> Option<Vec<u8>> {
 }
 
 impl<R: AsyncRead + Unpin> Reader<R> {
-    pub fn new(io: R, max: usize, deflate: bool) -> Self {
+    /// A reader of `io`; `early`: bytes already read from it (the HTTP
+    /// layer's, past the upgrade request), parsed first.
+    pub fn new(io: R, early: &[u8], max: usize, deflate: bool) -> Self {
+        let mut buf = BytesMut::with_capacity(READ_BUFFER.max(early.len()));
+        buf.extend_from_slice(early);
         Self {
             io,
-            buf: BytesMut::with_capacity(READ_BUFFER),
+            buf,
             max,
             deflate,
             partial: None,
@@ -260,7 +264,10 @@ mod tests {
     }
 
     async fn read_all(bytes: Vec<u8>, deflate: bool) -> Vec<Result<Incoming, ReadError>> {
-        let mut r = Reader::new(&bytes[..], 4096, deflate);
+        // Some bytes arrive "early" (read by the HTTP layer), the rest from
+        // the socket: one stream.
+        let (early, rest) = bytes.split_at(bytes.len().min(3));
+        let mut r = Reader::new(rest, early, 4096, deflate);
         let mut out = Vec::new();
         loop {
             let next = r.next().await;
