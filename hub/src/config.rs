@@ -164,8 +164,13 @@ pub struct BusConfig {
     pub request_timeout_ms: u64,
     /// Client ping interval, so that a dead server is noticed quickly.
     pub ping_interval_ms: u64,
-    /// Interval of the batched last-sequence check of all active topics.
+    /// Interval of the batched last-sequence check of all active topics;
+    /// also the idle heartbeat of every live feed's consumer.
     pub check_interval_ms: u64,
+    /// The stream's `max_consumers`: every hub holds one consumer per topic
+    /// its fans watch, so at least hubs × active topics per hub. nats-server
+    /// 2.15 allows 1,000 per stream unless the stream says otherwise.
+    pub max_consumers: u64,
     /// Optional credentials file, user/password or token.
     pub credentials: Option<PathBuf>,
     pub user: Option<String>,
@@ -187,6 +192,7 @@ impl Default for BusConfig {
             request_timeout_ms: 2_000,
             ping_interval_ms: 5_000,
             check_interval_ms: 3_000,
+            max_consumers: 100_000,
             credentials: None,
             user: None,
             password: None,
@@ -395,6 +401,9 @@ impl Config {
         }
         if self.bus.duplicate_window_secs > self.bus.max_age_secs {
             return fail("bus.duplicate_window_secs must not exceed bus.max_age_secs".into());
+        }
+        if self.bus.max_consumers == 0 || self.bus.max_consumers > i64::MAX as u64 {
+            return fail("bus.max_consumers must be at least 1".into());
         }
         if !matches!(self.bus.storage.as_str(), "file" | "memory") {
             return fail(format!(

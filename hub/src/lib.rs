@@ -55,10 +55,14 @@ use std::time::Duration;
 use crate::bus::memory::MemoryBus;
 use crate::bus::{Bus, SideChannel};
 use crate::config::Config;
+use crate::metrics::Metrics;
 
 /// Builds the bus the configuration asks for: one object, seen as the stored
 /// stream and as the side channel.
-async fn connect_bus(config: &Config) -> anyhow::Result<(Arc<dyn Bus>, Arc<dyn SideChannel>)> {
+async fn connect_bus(
+    config: &Config,
+    metrics: &Metrics,
+) -> anyhow::Result<(Arc<dyn Bus>, Arc<dyn SideChannel>)> {
     // BUS SELECTION
     match &config.bus.url {
         None => {
@@ -71,15 +75,23 @@ async fn connect_bus(config: &Config) -> anyhow::Result<(Arc<dyn Bus>, Arc<dyn S
             let bus = Arc::new(MemoryBus::new(retention, window));
             Ok((bus.clone(), bus))
         }
-        Some(_url) => connect_nats(config).await,
+        Some(_url) => connect_nats(config, metrics).await,
     }
 }
 
-async fn connect_nats(config: &Config) -> anyhow::Result<(Arc<dyn Bus>, Arc<dyn SideChannel>)> {
+async fn connect_nats(
+    config: &Config,
+    metrics: &Metrics,
+) -> anyhow::Result<(Arc<dyn Bus>, Arc<dyn SideChannel>)> {
     // One message more than the deepest retention: the oldest message a relay
     // caches then still has its predecessor stored, so its `prev` is exact and
     // a resume from that predecessor recovers, as on the embedded bus.
-    let bus = bus::nats::NatsBus::connect(&config.bus, config.deepest_retention() + 1).await?;
+    let bus = bus::nats::NatsBus::connect_counted(
+        &config.bus,
+        config.deepest_retention() + 1,
+        metrics.bus_refused.clone(),
+    )
+    .await?;
     let bus = Arc::new(bus);
     Ok((bus.clone(), bus))
 }
@@ -89,8 +101,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let mut shutdown = drain::Shutdown::install()?;
     let config = Arc::new(config);
     let auth = auth::Authenticator::from_config(&config.auth)?;
-    let (bus, side) = connect_bus(&config).await?;
-    let node = node::Node::new(config.clone(), bus, side, auth);
+    let metrics = Arc::new(Metrics::new());
+    let (bus, side) = connect_bus(&config, &metrics).await?;
+    let node = node::Node::new(config.clone(), bus, side, auth, metrics);
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;

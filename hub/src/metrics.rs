@@ -48,6 +48,9 @@ pub struct Metrics {
     pub gaps_unrepairable: Family<Labels, Counter>,
     /// Bus reconnections seen (the bus generation grew).
     pub bus_reconnects: Counter,
+    /// Messages on a live feed's private subject that the stream did not
+    /// deliver (forged, replayed), by reason; never forwarded.
+    pub bus_refused: Family<Labels, Counter>,
     /// 1 while the bus is connected.
     pub bus_connected: Gauge,
     /// 1 while the node drains.
@@ -85,6 +88,7 @@ impl Metrics {
             gap_repair_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
             gaps_unrepairable: Family::default(),
             bus_reconnects: Counter::default(),
+            bus_refused: Family::default(),
             bus_connected: Gauge::default(),
             draining: Gauge::default(),
             http_publishes: Counter::default(),
@@ -190,6 +194,11 @@ impl Metrics {
             "http_publishes",
             "Messages stored through POST /v1/publish",
             m.http_publishes.clone(),
+        );
+        r.register(
+            "bus_messages_refused",
+            "Messages on a live feed's subject that the stream did not deliver, by reason",
+            m.bus_refused.clone(),
         );
         r.register(
             "client_publishes",

@@ -9,14 +9,17 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use async_nats::{Client, ConnectOptions, Event};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use tokio::sync::{mpsc, watch};
 use tracing::info;
 
-use super::state::{Inner, NatsBus, Subjects};
+use super::state::{Eviction, Inner, NatsBus, Subjects};
 use super::stream::stream_config;
 use super::watcher::watch_connection;
 use crate::bus::{BusError, BusResult, BusStatus, Epoch};
 use crate::config::BusConfig;
+use crate::metrics::Labels;
 
 /// The oldest nats-server with the batched direct get (ADR-31).
 const MIN_SERVER_VERSION: (u64, u64) = (2, 11);
@@ -35,6 +38,16 @@ impl NatsBus {
     /// `max_msgs_per_subject`. A failure is [`BusError::Unusable`], one line
     /// fit for the operator.
     pub async fn connect(cfg: &BusConfig, max_retained: u32) -> BusResult<NatsBus> {
+        Self::connect_counted(cfg, max_retained, Family::default()).await
+    }
+
+    /// [`NatsBus::connect`], counting the messages its live feeds refuse in
+    /// `refused` (the node's `tribune_bus_messages_refused_total`).
+    pub(crate) async fn connect_counted(
+        cfg: &BusConfig,
+        max_retained: u32,
+        refused: Family<Labels, Counter>,
+    ) -> BusResult<NatsBus> {
         let url = cfg
             .url
             .as_deref()
@@ -66,6 +79,9 @@ impl NatsBus {
             managed_config: cfg.manage_stream.then(|| stream_config(cfg, max_retained)),
             timeout,
             status,
+            eviction: watch::channel(Eviction::Any).0,
+            heartbeat: Duration::from_millis(cfg.check_interval_ms.clamp(100, 30_000)),
+            refused,
         });
         let created = inner.set_up_stream(cfg).await?;
         let connects = inner.client.statistics().connects.load(Ordering::Relaxed);
