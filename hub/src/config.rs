@@ -223,16 +223,58 @@ impl Default for DrainConfig {
     }
 }
 
-/// Audience and reaction windows.
+/// Audience and reaction windows, and the key that seals this cluster's
+/// statistics partials on the bus.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StatsConfig {
     pub window_ms: u64,
+    /// HMAC-SHA256 key, at least 32 bytes, the same on every node of the
+    /// cluster: only partials sealed with it count. Unused by the embedded
+    /// bus; on NATS without it, other nodes' partials are ignored. A secret:
+    /// set it with `TRIBUNE_STATS__KEY` or `key_file`.
+    pub key: Option<String>,
+    /// A file holding the key (surrounding whitespace ignored).
+    pub key_file: Option<PathBuf>,
 }
 
 impl Default for StatsConfig {
     fn default() -> Self {
-        Self { window_ms: 1_000 }
+        Self {
+            window_ms: 1_000,
+            key: None,
+            key_file: None,
+        }
+    }
+}
+
+/// The shortest statistics key accepted, in bytes.
+pub const STATS_KEY_MIN_BYTES: usize = 32;
+
+impl StatsConfig {
+    /// The statistics key from `key` or `key_file`, if one is set. Errors
+    /// never show the key.
+    pub fn key_bytes(&self) -> Result<Option<Vec<u8>>, ConfigError> {
+        let key = match (&self.key, &self.key_file) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::invalid(
+                    "stats.key and stats.key_file are both set: keep one".to_string(),
+                ));
+            }
+            (Some(key), None) => key.trim().as_bytes().to_vec(),
+            (None, Some(path)) => {
+                let text = std::fs::read(path).map_err(|e| ConfigError::unreadable(path, e))?;
+                text.trim_ascii().to_vec()
+            }
+            (None, None) => return Ok(None),
+        };
+        if key.len() < STATS_KEY_MIN_BYTES {
+            return Err(ConfigError::invalid(format!(
+                "stats.key must be at least {STATS_KEY_MIN_BYTES} bytes \
+                 (e.g. the output of `openssl rand -base64 32`)"
+            )));
+        }
+        Ok(Some(key))
     }
 }
 
@@ -459,6 +501,7 @@ impl Config {
         if let Some(path) = &self.bus.credentials {
             std::fs::metadata(path).map_err(|e| ConfigError::unreadable(path, e))?;
         }
+        self.stats.key_bytes()?;
         Ok(())
     }
 

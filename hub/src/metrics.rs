@@ -65,6 +65,12 @@ pub struct Metrics {
     pub stats_sent: Counter,
     /// Statistics partials the bus refused (other nodes miss these figures).
     pub stats_partials_failed: Counter,
+    /// Other nodes' statistics partials refused as a whole (forged, altered,
+    /// replayed, stale, beyond caps), by reason.
+    pub stats_partials_rejected: Family<Labels, Counter>,
+    /// Figures dropped from accepted partials (a topic that shows none, a
+    /// reaction its namespace does not allow), by reason.
+    pub stats_figures_dropped: Family<Labels, Counter>,
 }
 
 impl Metrics {
@@ -96,6 +102,8 @@ impl Metrics {
             reactions: Family::default(),
             stats_sent: Counter::default(),
             stats_partials_failed: Counter::default(),
+            stats_partials_rejected: Family::default(),
+            stats_figures_dropped: Family::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -185,6 +193,11 @@ impl Metrics {
             m.bus_reconnects.clone(),
         );
         r.register(
+            "bus_messages_refused",
+            "Messages on a live feed's subject that the stream did not deliver, by reason",
+            m.bus_refused.clone(),
+        );
+        r.register(
             "bus_connected",
             "1 while the bus is connected",
             m.bus_connected.clone(),
@@ -219,6 +232,16 @@ impl Metrics {
             "stats_partials_failed",
             "Statistics partials the bus refused",
             m.stats_partials_failed.clone(),
+        );
+        r.register(
+            "stats_partials_rejected",
+            "Other nodes' statistics partials refused, by reason",
+            m.stats_partials_rejected.clone(),
+        );
+        r.register(
+            "stats_figures_dropped",
+            "Figures dropped from accepted statistics partials, by reason",
+            m.stats_figures_dropped.clone(),
         );
         Self { registry, ..m }
     }
@@ -263,6 +286,22 @@ impl Metrics {
         self.payloads_dropped
             .get_or_create(&vec![("reason", reason)])
             .inc();
+    }
+
+    /// Counts another node's statistics partial refused for `reason`.
+    pub fn stats_rejected(&self, reason: &'static str) {
+        self.stats_partials_rejected
+            .get_or_create(&vec![("reason", reason)])
+            .inc();
+    }
+
+    /// Counts `n` figures dropped from accepted partials for `reason`.
+    pub fn stats_dropped(&self, reason: &'static str, n: u64) {
+        if n > 0 {
+            self.stats_figures_dropped
+                .get_or_create(&vec![("reason", reason)])
+                .inc_by(n);
+        }
     }
 
     pub fn reaction(&self, result: &'static str) {

@@ -44,6 +44,8 @@ const KINDS: [&str; 4] = ["🔥", "👏", "😮", "😢"];
 /// bound on correctness (a few windows plus a loaded 2-core machine), not a
 /// speed target.
 const SETTLE: Duration = Duration::from_secs(10);
+/// The cluster's statistics key: partials sealed with another are refused.
+const KEY: &str = "nats-stats-test-key-0123456789-abcdefgh";
 
 /// Two hub nodes on one nats-server.
 struct Cluster {
@@ -59,7 +61,7 @@ struct Cluster {
 /// one loopback address.
 fn config() -> ConfigFile {
     ConfigFile::new(&format!(
-        "[stats]\nwindow_ms = {WINDOW_MS}\n[limits]\nhandshakes_per_second = 100000\n"
+        "[stats]\nwindow_ms = {WINDOW_MS}\nkey = \"{KEY}\"\n[limits]\nhandshakes_per_second = 100000\n"
     ))
 }
 
@@ -227,7 +229,7 @@ async fn react_all(c: &mut WsClient, topic: &str, reactions: &[&str]) -> Vec<Str
 /// window without being closed as a slow consumer.
 fn roomy_config(topics: usize) -> ConfigFile {
     ConfigFile::new(&format!(
-        "[stats]\nwindow_ms = {WINDOW_MS}\n[limits]\nhandshakes_per_second = 100000\n\
+        "[stats]\nwindow_ms = {WINDOW_MS}\nkey = \"{KEY}\"\n[limits]\nhandshakes_per_second = 100000\n\
          max_subscriptions = {topics}\nframes_per_second = 100000\nframes_burst = 100000\n\
          queue_messages = {}\nqueue_bytes = {}\n",
         topics * 4,

@@ -10,22 +10,36 @@
 //!   listening to the JetStream API, a delivery's reply by listening on
 //!   `_INBOX.>`) never reach a fan: without a consumer's `$JS.ACK` reply the
 //!   hub refuses and counts them; with one (another consumer's, or a genuine
-//!   delivery's reused) nats-server refuses the publication itself.
+//!   delivery's reused) nats-server refuses the publication itself;
+//! - forged, unsigned, mis-signed, mis-addressed, replayed, stale and
+//!   overflowing statistics partials never change the figures fans see, and
+//!   each is counted by reason.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use futures::StreamExt;
+use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
+use sha2::Sha256;
 use tokio::time::Instant;
 use tribune_tests::hub::ConfigFile;
 use tribune_tests::nats::{Editor, NatsServer, connect_noting_errors};
 use tribune_tests::{Hub, WsClient, eventually};
 
 const FORGED: &str = r#"{"leader":"FORGED"}"#;
+/// The statistics key both test hubs share.
+const KEY: &str = "test-cluster-key-0123456789-abcdefghij";
 /// How long anything a test waits for may take on a loaded machine: a
 /// bound on correctness, not a speed target.
 const SETTLE: Duration = Duration::from_secs(10);
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
 
 async fn hub_on(nats: &NatsServer, config: &ConfigFile, name: &str) -> Hub {
     Hub::start(&[
@@ -267,4 +281,143 @@ async fn messages_injected_into_a_hubs_delivery_subject_are_refused() {
     newcomer.subscribe(topic, json!({"history": 10})).await;
     let history = messages_until(&mut newcomer, topic, g3).await;
     assert_eq!(seqs(&history), [(g1, 0), (g2, g1), (g3, g2)], "{history:?}");
+}
+
+/// `json` sealed as a hub seals its partials: the HMAC-SHA256 of the JSON
+/// with `key`, in hex, a newline, the JSON.
+fn sealed(key: &[u8], json: &Value) -> Bytes {
+    let body = json.to_string();
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).unwrap();
+    mac.update(body.as_bytes());
+    let tag: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    Bytes::from(format!("{tag}\n{body}"))
+}
+
+/// A partial of `node` claiming `audience` fans of `topic` and `fire` 🔥.
+fn partial(node: &str, topic: &str, audience: u64, fire: u64, n: u64, at: u64) -> Value {
+    json!({"node": node, "boot": 1, "n": n, "at": at,
+           "topics": {topic: {"a": audience, "r": {"🔥": fire}}}})
+}
+
+#[tokio::test]
+async fn forged_and_overflowing_stats_partials_never_change_what_fans_see() {
+    let nats = NatsServer::start().await;
+    let cfg = ConfigFile::new(&format!(
+        "[stats]\nwindow_ms = 200\nkey = \"{KEY}\"\n[limits]\nhandshakes_per_second = 1000\n"
+    ));
+    let a = hub_on(&nats, &cfg, "trust-a").await;
+    let b = hub_on(&nats, &cfg, "trust-b").await;
+    let topic = "results.trust.stats";
+    let (mut fan_a, _) = WsClient::connect(&a.ws_url()).await;
+    fan_a.subscribe(topic, json!({})).await;
+    let (mut fan_b, _) = WsClient::connect(&b.ws_url()).await;
+    fan_b.subscribe(topic, json!({})).await;
+    // Both hubs' partials count: each fan sees the audience of both nodes.
+    for c in [&mut fan_a, &mut fan_b] {
+        let deadline = Instant::now() + SETTLE;
+        loop {
+            let f = c
+                .try_recv(deadline.saturating_duration_since(Instant::now()))
+                .await
+                .expect("stats showing both nodes");
+            if f["type"] == "stats" && f["audience"] == 2 {
+                break;
+            }
+        }
+    }
+
+    let attacker = async_nats::connect(nats.url()).await.unwrap();
+    // A genuine partial of trust-b, recorded as anyone can.
+    let mut recorder = attacker.subscribe("tribune.stats.trust-b").await.unwrap();
+    attacker.flush().await.unwrap();
+    let recorded = tokio::time::timeout(SETTLE, recorder.next())
+        .await
+        .expect("a partial of trust-b")
+        .unwrap()
+        .payload;
+
+    let now = now_ms();
+    let forgeries: Vec<(&str, Bytes)> = vec![
+        // As tried on a release hub: unsigned, huge, a reaction storm.
+        (
+            "evil",
+            Bytes::from(
+                json!({"node": "evil", "topics": {topic: {"a": 987654321u64, "r": {"🔥": 1000000}}}})
+                    .to_string(),
+            ),
+        ),
+        // Unsigned, to wrap the sum around.
+        (
+            "evil",
+            Bytes::from(
+                json!({"node": "evil", "topics": {topic: {"a": u64::MAX}}}).to_string(),
+            ),
+        ),
+        // Signed with another key.
+        (
+            "evil",
+            sealed(b"not-the-cluster-key-0123456789-abcdef", &partial("evil", topic, 5_000, 0, 1, now)),
+        ),
+        // Signed, but beyond what a node holds (a key holder's bug).
+        (
+            "evil",
+            sealed(KEY.as_bytes(), &partial("evil", topic, u64::MAX, u64::MAX, 1, now)),
+        ),
+        // Signed, published on another node's subject.
+        (
+            "evil",
+            sealed(KEY.as_bytes(), &partial("trust-b", topic, 5_000, 0, 99, now)),
+        ),
+        // Signed, recorded a minute ago.
+        (
+            "evil",
+            sealed(KEY.as_bytes(), &partial("evil", topic, 5_000, 7, 2, now - 60_000)),
+        ),
+        // The genuine partial of trust-b, played again.
+        ("trust-b", recorded),
+    ];
+    for (node, payload) in forgeries {
+        attacker
+            .publish(format!("tribune.stats.{node}"), payload)
+            .await
+            .unwrap();
+    }
+    attacker.flush().await.unwrap();
+
+    // Ten windows: every figure either fan sees stays the true one.
+    let until = Instant::now() + Duration::from_secs(2);
+    for c in [&mut fan_a, &mut fan_b] {
+        while let Some(f) = c
+            .try_recv(until.saturating_duration_since(Instant::now()))
+            .await
+        {
+            if f["type"] == "stats" {
+                assert_eq!(f["audience"], 2, "{f}");
+                assert_eq!(f["reactions"], json!({}), "{f}");
+            }
+        }
+    }
+    for reason in [
+        "unsigned",
+        "bad_signature",
+        "overflow",
+        "node_mismatch",
+        "stale",
+        "replayed",
+    ] {
+        let sample = format!("tribune_stats_partials_rejected_total{{reason=\"{reason}\"}}");
+        eventually(&format!("{reason} counted on trust-a"), SETTLE, || async {
+            (a.metric(&sample).await >= 1.0).then_some(())
+        })
+        .await;
+    }
+    let unsigned = a
+        .metric("tribune_stats_partials_rejected_total{reason=\"unsigned\"}")
+        .await;
+    assert_eq!(unsigned, 2.0, "the two unsigned forgeries");
 }
