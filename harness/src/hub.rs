@@ -1,9 +1,15 @@
 //! The real `tribune-hub` binary as a child process on a loopback port: it
-//! is started with its arguments, ready once it prints `listening on
-//! http://ADDR` (the real port when `--listen` asked for port 0), killed
-//! on drop, and can be signalled (SIGTERM drains it), killed and restarted
-//! on the same address. What it prints on stderr is kept for failure
-//! messages and, if asked, copied with its stdout into a log file.
+//! is started with its arguments, ready once it prints `internal listener on
+//! http://ADDR` and then `listening on http://ADDR` (`https://` when it serves
+//! TLS; the real ports when asked for port 0), killed on drop, and can be
+//! signalled (SIGTERM drains it), killed and restarted on the same address.
+//! What it prints on stderr is kept for failure messages and, if asked,
+//! copied with its stdout into a log file.
+//!
+//! Each tests' hub gets its internal listener on a random loopback port too,
+//! and a fresh 48-character publish key in `TRIBUNE_PUBLISH_KEY`:
+//! [`Hub::publish`] and [`Hub::metric`] go there with it, as an operator's
+//! tools would.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -31,12 +37,29 @@ const RESTART_WITHIN: Duration = Duration::from_secs(10);
 /// The most stderr kept in memory (the log file, if any, has it all).
 const LOG_KEPT: usize = 1 << 20;
 
+/// The environment variable the hub reads its publish key from.
+pub const PUBLISH_KEY_ENV: &str = "TRIBUNE_PUBLISH_KEY";
+
+/// A random key of 48 hex characters (24 bytes from the kernel).
+pub fn random_key() -> String {
+    use std::io::Read;
+    let mut bytes = [0u8; 24];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .expect("/dev/urandom");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// How to start a hub.
 #[derive(Debug, Clone)]
 pub struct HubOptions {
     pub bin: PathBuf,
-    /// Its command line; `--listen 127.0.0.1:0` is added unless given.
+    /// Its command line; `--listen 127.0.0.1:0` and `--internal-listen
+    /// 127.0.0.1:0` are added unless given.
     pub args: Vec<String>,
+    /// Environment on top of the harness's own (a `TRIBUNE_PUBLISH_KEY`
+    /// here is the key [`Hub::publish`] uses).
+    pub env: Vec<(String, String)>,
     /// `RUST_LOG` for the hub.
     pub log_level: String,
     /// A file that gets every line the hub prints (appended, across restarts).
@@ -49,6 +72,7 @@ impl HubOptions {
         HubOptions {
             bin: binary(),
             args: args.iter().map(|s| s.to_string()).collect(),
+            env: vec![(PUBLISH_KEY_ENV.to_string(), random_key())],
             log_level: std::env::var("HUB_LOG").unwrap_or_else(|_| "warn".into()),
             log_file: None,
         }
@@ -59,6 +83,10 @@ impl HubOptions {
 pub struct Hub {
     child: Child,
     addr: SocketAddr,
+    /// The internal listener (`/metrics`, `/v1/publish`).
+    internal: SocketAddr,
+    /// The key `POST /v1/publish` takes.
+    publish_key: String,
     /// What it was started with (`--listen` always among the arguments).
     opts: HubOptions,
     /// What the hub wrote to stderr, for failure messages.
@@ -88,22 +116,50 @@ impl Hub {
     /// Like [`Hub::start`], but returns the failure (exit status and
     /// stderr) as text.
     pub async fn try_start(args: &[&str]) -> Result<Hub, String> {
-        Self::launch(HubOptions::for_tests(args))
-            .await
-            .map_err(|e| format!("{e:#}"))
+        Self::try_start_with_env(args, &[]).await
     }
 
-    /// Starts a hub as `opts` say and waits for its `listening on` line.
+    /// Like [`Hub::start`], with environment variables on top of the
+    /// harness's (a `TRIBUNE_PUBLISH_KEY` here replaces the generated key).
+    pub async fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Hub {
+        match Self::try_start_with_env(args, env).await {
+            Ok(hub) => hub,
+            Err(e) => panic!("hub did not start: {e}"),
+        }
+    }
+
+    /// Like [`Hub::start_with_env`], but returns the failure as text.
+    pub async fn try_start_with_env(args: &[&str], env: &[(&str, &str)]) -> Result<Hub, String> {
+        let mut opts = HubOptions::for_tests(args);
+        opts.env
+            .extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        Self::launch(opts).await.map_err(|e| format!("{e:#}"))
+    }
+
+    /// Starts a hub as `opts` say and waits for its two listener lines.
     pub async fn launch(mut opts: HubOptions) -> anyhow::Result<Hub> {
         if !opts.args.iter().any(|a| a == "--listen") {
             opts.args.extend(["--listen".into(), "127.0.0.1:0".into()]);
+        }
+        // Also on restarts with a fixed public port: never the shared 9090.
+        if !opts.args.iter().any(|a| a == "--internal-listen") {
+            opts.args
+                .extend(["--internal-listen".into(), "127.0.0.1:0".into()]);
         }
         Self::spawn(opts).await
     }
 
     async fn spawn(opts: HubOptions) -> anyhow::Result<Hub> {
+        let publish_key = opts
+            .env
+            .iter()
+            .rev()
+            .find(|(k, _)| k == PUBLISH_KEY_ENV)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default();
         let mut child = Command::new(&opts.bin)
             .args(&opts.args)
+            .envs(opts.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("RUST_LOG", &opts.log_level)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -130,8 +186,8 @@ impl Hub {
         // The stdout reader goes on after the address: the hub must never
         // block on a full pipe.
         tokio::spawn(copy_lines(stdout, stdout_file, None, Some(found_tx)));
-        let addr = match tokio::time::timeout(LISTENING_WITHIN, found_rx).await {
-            Ok(Ok(addr)) => addr,
+        let (internal, addr) = match tokio::time::timeout(LISTENING_WITHIN, found_rx).await {
+            Ok(Ok(addrs)) => addrs,
             outcome => {
                 let status = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
                 // Let the stderr reader take the last lines.
@@ -150,6 +206,8 @@ impl Hub {
         Ok(Hub {
             child,
             addr,
+            internal,
+            publish_key,
             opts,
             log,
             http: reqwest::Client::new(),
@@ -166,6 +224,21 @@ impl Hub {
 
     pub fn ws_url(&self) -> String {
         format!("ws://{}{}", self.addr, tribune_protocol::WS_PATH)
+    }
+
+    /// The internal listener's address.
+    pub fn internal_addr(&self) -> SocketAddr {
+        self.internal
+    }
+
+    /// `http://` and the internal listener's address.
+    pub fn internal_url(&self) -> String {
+        format!("http://{}", self.internal)
+    }
+
+    /// The key `POST /v1/publish` takes on this hub.
+    pub fn publish_key(&self) -> &str {
+        &self.publish_key
     }
 
     /// The process id, while it has not been reaped.
@@ -238,12 +311,13 @@ impl Hub {
         }
     }
 
-    /// `POST /v1/publish`; returns the stored `seq`. For tests: panics on
-    /// any failure.
+    /// `POST /v1/publish` on the internal listener, with the key; returns
+    /// the stored `seq`. For tests: panics on any failure.
     pub async fn publish(&self, topic: &str, data: Value) -> u64 {
         let res = self
             .http
-            .post(format!("{}/v1/publish", self.http_url()))
+            .post(format!("{}/v1/publish", self.internal_url()))
+            .bearer_auth(&self.publish_key)
             .json(&serde_json::json!({"topic": topic, "data": data}))
             .send()
             .await
@@ -254,11 +328,21 @@ impl Hub {
         body["seq"].as_u64().expect("seq")
     }
 
-    /// `GET` a path; (status, body). For tests: panics when the request fails.
+    /// `GET` a path of the public listener; (status, body). For tests:
+    /// panics when the request fails.
     pub async fn get(&self, path: &str) -> (u16, String) {
+        self.get_from(&self.http_url(), path).await
+    }
+
+    /// `GET` a path of the internal listener; (status, body).
+    pub async fn get_internal(&self, path: &str) -> (u16, String) {
+        self.get_from(&self.internal_url(), path).await
+    }
+
+    async fn get_from(&self, base: &str, path: &str) -> (u16, String) {
         let res = self
             .http
-            .get(format!("{}{path}", self.http_url()))
+            .get(format!("{base}{path}"))
             .send()
             .await
             .expect("GET");
@@ -267,7 +351,7 @@ impl Hub {
 
     /// The value of one sample of `/metrics` (exact name with labels), 0 if absent.
     pub async fn metric(&self, sample: &str) -> f64 {
-        let (_, text) = self.get("/metrics").await;
+        let (_, text) = self.get_internal("/metrics").await;
         text.lines()
             .filter(|l| !l.starts_with('#'))
             .find_map(|l| {
@@ -296,15 +380,26 @@ impl Drop for Hub {
     }
 }
 
-/// Reads `stream` line by line until it ends: each line goes to `file`,
-/// to `kept` (up to [`LOG_KEPT`]), and the first `listening on http://ADDR`
-/// line's address to `listening`.
+/// The address a start-up line announces after `prefix` (`http://` or,
+/// with TLS, `https://`).
+fn announced(line: &str, prefix: &str) -> Option<SocketAddr> {
+    let rest = line.trim().strip_prefix(prefix)?;
+    let rest = rest
+        .strip_prefix("http://")
+        .or_else(|| rest.strip_prefix("https://"))?;
+    rest.trim_end_matches('/').parse().ok()
+}
+
+/// Reads `stream` line by line until it ends: each line goes to `file`, to
+/// `kept` (up to [`LOG_KEPT`]), and the addresses of the first `internal
+/// listener on` and `listening on` lines, in that order, to `listening`.
 async fn copy_lines(
     stream: impl AsyncRead + Unpin,
     mut file: Option<std::fs::File>,
     kept: Option<Arc<Mutex<String>>>,
-    mut listening: Option<oneshot::Sender<SocketAddr>>,
+    mut listening: Option<oneshot::Sender<(SocketAddr, SocketAddr)>>,
 ) {
+    let mut internal = None;
     let mut lines = BufReader::new(stream).lines();
     while let Ok(Some(line)) = lines.next_line().await {
         if let Some(f) = file.as_mut() {
@@ -318,13 +413,15 @@ async fn copy_lines(
                 kept.push('\n');
             }
         }
-        if let Some(addr) = line
-            .trim()
-            .strip_prefix("listening on http://")
-            .and_then(|a| a.trim_end_matches('/').parse::<SocketAddr>().ok())
-            && let Some(tx) = listening.take()
-        {
-            let _ = tx.send(addr);
+        match internal {
+            None => internal = announced(&line, "internal listener on "),
+            Some(first) => {
+                if let Some(addr) = announced(&line, "listening on ")
+                    && let Some(tx) = listening.take()
+                {
+                    let _ = tx.send((first, addr));
+                }
+            }
         }
     }
 }

@@ -30,6 +30,11 @@ pub struct Cli {
     /// Address to listen on (port 0 picks a free port).
     #[arg(long, env = "TRIBUNE_LISTEN")]
     pub listen: Option<SocketAddr>,
+    /// Address of the internal listener (`/metrics`, `/v1/publish`, probes).
+    /// Left at its default while `--listen` asks for port 0, it takes a free
+    /// loopback port too, so that test hubs never collide on 9090.
+    #[arg(long, env = "TRIBUNE_INTERNAL_LISTEN")]
+    pub internal_listen: Option<SocketAddr>,
     /// NATS server URL(s), comma-separated; without it the embedded bus is used.
     #[arg(long, env = "TRIBUNE_NATS")]
     pub nats: Option<String>,
@@ -44,17 +49,35 @@ pub struct Cli {
     pub check_config: bool,
 }
 
+/// The environment variable that sets `publish_key` (over the file's), so
+/// that a key can come from a secret store rather than a file or the
+/// command line, where `ps` would show it.
+pub const PUBLISH_KEY_ENV: &str = "TRIBUNE_PUBLISH_KEY";
+
+/// Shortest `publish_key`: as long as an HS256 secret (RFC 7518 section 3.2),
+/// out of reach of guessing whatever the rate of attempts.
+pub const MIN_PUBLISH_KEY_BYTES: usize = 32;
+
+/// What `--check-config` prints in place of a secret.
+pub const REDACTED: &str = "<redacted>";
+
 /// The whole configuration of one node.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
-    /// Listen address.
+    /// Public listen address: the websocket and the web assets, nothing else.
     pub listen: SocketAddr,
+    /// Internal listen address: `/metrics`, `/v1/publish`, `/healthz`,
+    /// `/readyz` and every operator endpoint to come. Loopback by default:
+    /// what it serves is for operators, never for fans.
+    pub internal_listen: SocketAddr,
     /// Node name; a random `hub-xxxx` when empty.
     pub node_name: String,
     /// Run the simulated live event.
     pub demo: bool,
-    /// Key for `POST /v1/publish`; without one only loopback callers may publish.
+    /// Bearer key for `POST /v1/publish`, at least 32 bytes; also
+    /// `TRIBUNE_PUBLISH_KEY`. Without one nobody may publish over HTTP, but
+    /// loopback callers of a `--demo` node.
     pub publish_key: Option<String>,
     /// Interval of WebSocket pings (PROTOCOL.md section 7).
     pub heartbeat_ms: u64,
@@ -66,27 +89,135 @@ pub struct Config {
     pub slow_close_grace_ms: u64,
     /// Browser origins allowed to open a websocket; empty allows any.
     pub allowed_origins: Vec<String>,
-    /// Addresses of reverse proxies whose `X-Forwarded-For` is trusted.
-    pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// Reverse proxies (addresses or CIDR ranges) whose `X-Forwarded-For`
+    /// and PROXY protocol headers are believed; nobody else's are.
+    pub trusted_proxies: Vec<ProxyNet>,
+    /// Every connection to the public listener starts with a PROXY protocol
+    /// v2 header (an L4 load balancer's); only trusted proxies may connect.
+    pub proxy_protocol: bool,
     pub limits: Limits,
     pub auth: AuthConfig,
     pub bus: BusConfig,
     pub drain: DrainConfig,
     pub stats: StatsConfig,
+    pub tls: TlsConfig,
     pub namespaces: BTreeMap<String, Namespace>,
 }
 
-/// PROTOCOL.md section 8; every figure configurable.
+/// One entry of `trusted_proxies`: an address (`10.0.0.7`) or a range
+/// (`10.0.0.0/8`, `fd00::/8`). An IPv4-mapped IPv6 entry is stored as the
+/// IPv4 one, as peers are compared in their canonical form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProxyNet(pub ipnet::IpNet);
+
+impl std::str::FromStr for ProxyNet {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let net = match s.parse::<ipnet::IpNet>() {
+            Ok(net) => net,
+            Err(_) => match s.parse::<std::net::IpAddr>() {
+                Ok(ip) => ipnet::IpNet::from(ip),
+                Err(_) => return Err(format!("'{s}' is neither an IP address nor a CIDR range")),
+            },
+        };
+        let net = match net {
+            ipnet::IpNet::V6(v6)
+                if v6.addr().to_ipv4_mapped().is_some() && v6.prefix_len() >= 96 =>
+            {
+                let v4 = v6.addr().to_ipv4_mapped().expect("checked");
+                ipnet::IpNet::V4(
+                    ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96).expect("prefix within 32"),
+                )
+            }
+            other => other,
+        };
+        // Host bits set (`10.1.2.3/8`) are almost always a typo for the
+        // range; the range is what is meant either way.
+        Ok(ProxyNet(net.trunc()))
+    }
+}
+
+impl Serialize for ProxyNet {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.0.prefix_len() == self.0.max_prefix_len() {
+            s.serialize_str(&self.0.addr().to_string())
+        } else {
+            s.serialize_str(&self.0.to_string())
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ProxyNet {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Optional TLS on the public listener, for deployments without an ingress
+/// that terminates it. Both files are PEM; they are read again when they
+/// change (a renewed certificate needs no restart).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Certificate chain, leaf first.
+    pub cert_file: Option<PathBuf>,
+    /// The leaf's private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: Option<PathBuf>,
+}
+
+impl TlsConfig {
+    /// Whether TLS is on (both files set; validation refuses one alone).
+    pub fn enabled(&self) -> bool {
+        self.cert_file.is_some() && self.key_file.is_some()
+    }
+}
+
+/// PROTOCOL.md section 8; every figure configurable. The README's
+/// configuration reference gives the reason for each default.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
     pub max_frame_bytes: usize,
     pub max_payload_bytes: usize,
     pub max_subscriptions: usize,
+    /// Client frames per connection, websocket pings and pongs included.
     pub frames_per_second: u32,
     pub frames_burst: u32,
     pub max_connections: usize,
+    /// Handshakes per client address (an IPv4 address, an IPv6 prefix).
     pub handshakes_per_second: u32,
+    pub handshakes_burst: u32,
+    /// Handshakes per node, whatever the address: what the node can verify
+    /// and upgrade without starving the fans it already serves.
+    pub node_handshakes_per_second: u32,
+    pub node_handshakes_burst: u32,
+    /// Share of the node's connection cap (and of its pending handshakes)
+    /// that one client address may hold, in percent.
+    pub address_share_percent: u32,
+    /// Leading bits of an IPv6 address that make a client address: a home or
+    /// a phone gets a whole /64, so keying by the full address would let one
+    /// client take any number of keys.
+    pub ipv6_prefix_len: u8,
+    /// Connections per user (the token's `sub`), on one node.
+    pub max_connections_per_user: usize,
+    /// Time a socket has to send its request's headers (and finish TLS and
+    /// the PROXY header); also the idle time allowed between two requests.
+    pub header_read_timeout_ms: u64,
+    /// Accepted sockets that are not (yet) websockets: counted against
+    /// `max_connections` too.
+    pub max_pending_handshakes: usize,
+    /// Subscriptions to topics new to a connection, per second (burst
+    /// allowed); past it `rate_limited`.
+    pub new_topics_per_second: u32,
+    pub new_topics_burst: u32,
+    /// Topics with a relay on this node; past it a subscription to one more
+    /// topic answers `unavailable`.
+    pub max_relays: usize,
+    /// Failed `POST /v1/publish` attempts per caller address per minute;
+    /// past it the caller is refused with 429, its key not even checked.
+    pub publish_failures_per_minute: u32,
     pub reactions_per_second: u32,
     pub reactions_burst: u32,
     pub queue_bytes: usize,
@@ -104,7 +235,19 @@ impl Default for Limits {
             frames_per_second: 20,
             frames_burst: 40,
             max_connections: 200_000,
-            handshakes_per_second: 20,
+            handshakes_per_second: 200,
+            handshakes_burst: 1_000,
+            node_handshakes_per_second: 3_000,
+            node_handshakes_burst: 3_000,
+            address_share_percent: 25,
+            ipv6_prefix_len: 64,
+            max_connections_per_user: 10,
+            header_read_timeout_ms: 10_000,
+            max_pending_handshakes: 4_096,
+            new_topics_per_second: 4,
+            new_topics_burst: 64,
+            max_relays: 10_000,
+            publish_failures_per_minute: 10,
             reactions_per_second: 5,
             reactions_burst: 10,
             queue_bytes: 1024 * 1024,
@@ -332,10 +475,15 @@ pub fn default_namespaces() -> BTreeMap<String, Namespace> {
     ])
 }
 
+/// The internal listener's default: loopback only, Prometheus' usual port.
+pub const DEFAULT_INTERNAL_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9090);
+
 impl Default for Config {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            internal_listen: DEFAULT_INTERNAL_LISTEN,
             node_name: String::new(),
             demo: false,
             publish_key: None,
@@ -344,11 +492,13 @@ impl Default for Config {
             slow_close_grace_ms: 5_000,
             allowed_origins: Vec::new(),
             trusted_proxies: Vec::new(),
+            proxy_protocol: false,
             limits: Limits::default(),
             auth: AuthConfig::default(),
             bus: BusConfig::default(),
             drain: DrainConfig::default(),
             stats: StatsConfig::default(),
+            tls: TlsConfig::default(),
             namespaces: default_namespaces(),
         }
     }
@@ -364,9 +514,19 @@ impl Config {
             None => None,
         };
         let file = cli.config.as_deref().zip(text.as_deref());
-        let mut config = crate::config_layers::layered(&Config::default(), file, std::env::vars())?;
+        let mut config =
+            crate::config_layers::layered(&Config::default(), file, std::env::vars())?.normalized();
         if let Some(listen) = cli.listen {
             config.listen = listen;
+        }
+        if let Some(internal) = cli.internal_listen {
+            config.internal_listen = internal;
+        } else if config.listen.port() == 0 && config.internal_listen == DEFAULT_INTERNAL_LISTEN {
+            config.internal_listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        }
+        // Set and empty: unset, as `publish_key = ""` in the file.
+        if let Ok(key) = std::env::var(PUBLISH_KEY_ENV) {
+            config.publish_key = (!key.is_empty()).then_some(key);
         }
         if let Some(url) = &cli.nats {
             config.bus.url = Some(url.clone());
@@ -392,6 +552,16 @@ impl Config {
             Some((std::path::Path::new("config"), text)),
             std::iter::empty(),
         )
+        .map(Config::normalized)
+    }
+
+    /// Spellings that mean "unset": `publish_key = ""` was the documented
+    /// way to leave the key out.
+    fn normalized(mut self) -> Config {
+        if self.publish_key.as_deref() == Some("") {
+            self.publish_key = None;
+        }
+        self
     }
 
     /// Refuses settings that cannot work, with a one-line reason.
@@ -429,8 +599,52 @@ impl Config {
         if l.max_frame_bytes < 256 {
             return fail("limits.max_frame_bytes must be at least 256".into());
         }
-        if l.frames_per_second == 0 || l.frames_burst == 0 || l.handshakes_per_second == 0 {
+        let rates = [
+            l.frames_per_second,
+            l.frames_burst,
+            l.handshakes_per_second,
+            l.handshakes_burst,
+            l.node_handshakes_per_second,
+            l.node_handshakes_burst,
+            l.new_topics_per_second,
+            l.new_topics_burst,
+            l.publish_failures_per_minute,
+        ];
+        if rates.contains(&0) {
             return fail("limits: rates and bursts must be at least 1".into());
+        }
+        if !(1..=100).contains(&l.address_share_percent) {
+            return fail("limits.address_share_percent must be 1..=100".into());
+        }
+        if !(1..=128).contains(&l.ipv6_prefix_len) {
+            return fail("limits.ipv6_prefix_len must be 1..=128".into());
+        }
+        if !(100..=60_000).contains(&l.header_read_timeout_ms) {
+            return fail("limits.header_read_timeout_ms must be 100..=60000".into());
+        }
+        if l.max_pending_handshakes == 0 || l.max_relays == 0 || l.max_connections_per_user == 0 {
+            return fail(
+                "limits: max_pending_handshakes, max_relays and max_connections_per_user must be positive"
+                    .into(),
+            );
+        }
+        if let Some(key) = &self.publish_key
+            && key.len() < MIN_PUBLISH_KEY_BYTES
+        {
+            return fail(format!(
+                "publish_key must be at least {MIN_PUBLISH_KEY_BYTES} bytes (or unset)"
+            ));
+        }
+        if self.proxy_protocol && self.trusted_proxies.is_empty() {
+            return fail(
+                "proxy_protocol needs trusted_proxies: the load balancers' addresses".into(),
+            );
+        }
+        if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
+            return fail("tls: set both cert_file and key_file, or neither".into());
+        }
+        if self.internal_listen.port() != 0 && self.internal_listen == self.listen {
+            return fail("internal_listen must differ from listen".into());
         }
         if l.reactions_per_second == 0 || l.reactions_burst == 0 {
             return fail("limits: reaction rate and burst must be at least 1".into());
@@ -519,10 +733,56 @@ impl Config {
             .unwrap_or(1)
     }
 
-    /// The effective configuration as TOML, for `--check-config`.
+    /// The effective configuration as TOML, for `--check-config`, secrets
+    /// redacted: its output ends up in terminals, CI logs and tickets.
     pub fn to_toml(&self) -> String {
-        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render: {e}"))
+        toml::to_string_pretty(&self.redacted()).unwrap_or_else(|e| format!("# cannot render: {e}"))
     }
+
+    /// A copy without secrets: keys, passwords, tokens, and the password of
+    /// a bus URL (`nats://user:secret@host`).
+    pub fn redacted(&self) -> Config {
+        let mut c = self.clone();
+        let hide = |v: &mut Option<String>| {
+            if v.is_some() {
+                *v = Some(REDACTED.to_string());
+            }
+        };
+        hide(&mut c.publish_key);
+        hide(&mut c.auth.secret);
+        hide(&mut c.bus.password);
+        hide(&mut c.bus.token);
+        hide(&mut c.stats.key);
+        if let Some(url) = &c.bus.url {
+            c.bus.url = Some(redact_url_credentials(url));
+        }
+        c
+    }
+}
+
+/// Each comma-separated URL with its userinfo's password (or token) replaced.
+fn redact_url_credentials(urls: &str) -> String {
+    urls.split(',')
+        .map(|url| {
+            let Some((scheme, rest)) = url.split_once("://") else {
+                return url.to_string();
+            };
+            let host_start = rest.find(['/', '?']).unwrap_or(rest.len());
+            match rest[..host_start].rfind('@') {
+                Some(at) => {
+                    let user = rest[..at].split(':').next().unwrap_or("");
+                    let hidden = if rest[..at].contains(':') {
+                        format!("{user}:{REDACTED}")
+                    } else {
+                        REDACTED.to_string()
+                    };
+                    format!("{scheme}://{hidden}{}", &rest[at..])
+                }
+                None => url.to_string(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 #[cfg(test)]
@@ -582,6 +842,83 @@ mod tests {
         assert!(c.namespaces.contains_key("results"));
         let again = Config::from_toml(&c.to_toml()).unwrap();
         assert_eq!(again.namespaces, c.namespaces);
+    }
+
+    #[test]
+    fn trusted_proxies_take_addresses_and_ranges_in_canonical_form() {
+        let c = Config::from_toml(
+            "trusted_proxies = [\"10.0.0.7\", \"10.1.2.3/16\", \"fd00::/8\", \"::ffff:192.0.2.0/120\"]\n",
+        )
+        .unwrap();
+        let shown: Vec<String> = c.trusted_proxies.iter().map(|n| n.0.to_string()).collect();
+        assert_eq!(
+            shown,
+            ["10.0.0.7/32", "10.1.0.0/16", "fd00::/8", "192.0.2.0/24"]
+        );
+        let again = Config::from_toml(&c.to_toml()).unwrap();
+        assert_eq!(again.trusted_proxies, c.trusted_proxies);
+        let err = Config::from_toml("trusted_proxies = [\"proxy.local\"]\n").unwrap_err();
+        assert!(err.to_string().contains("proxy.local"), "{err}");
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_the_printed_configuration() {
+        let mut c = Config::from_toml(
+            r#"
+            publish_key = "publish-key-of-at-least-32-bytes-xyz"
+            [auth]
+            secret = "auth-secret-of-at-least-32-bytes-xyz"
+            [bus]
+            url = "nats://editor:bus-url-pass@nats-1:4222,nats://nats-2:4222"
+            password = "bus-password"
+            token = "bus-token"
+            [stats]
+            key = "stats-key-of-at-least-32-bytes-xyzw"
+            "#,
+        )
+        .unwrap();
+        c.node_name = "n".into();
+        c.validate().unwrap();
+        let text = c.to_toml();
+        for secret in [
+            "publish-key-of",
+            "auth-secret-of",
+            "bus-url-pass",
+            "bus-password",
+            "bus-token",
+            "stats-key-of",
+        ] {
+            assert!(!text.contains(secret), "{secret} printed:\n{text}");
+        }
+        assert!(
+            text.contains("nats://editor:<redacted>@nats-1:4222,nats://nats-2:4222"),
+            "{text}"
+        );
+        assert_eq!(text.matches(REDACTED).count(), 6, "{text}");
+    }
+
+    #[test]
+    fn short_publish_keys_and_half_tls_are_refused() {
+        for (toml, needle) in [
+            ("publish_key = \"a\"\n", "publish_key"),
+            ("[tls]\ncert_file = \"/c.pem\"\n", "tls"),
+            ("proxy_protocol = true\n", "proxy_protocol"),
+            (
+                "[limits]\naddress_share_percent = 0\n",
+                "address_share_percent",
+            ),
+        ] {
+            let c = Config::from_toml(toml).unwrap();
+            let err = c.validate().unwrap_err();
+            assert!(err.to_string().contains(needle), "{toml}: {err}");
+        }
+        // "" is how the old reference left the key unset.
+        assert!(
+            Config::from_toml("publish_key = \"\"\n")
+                .unwrap()
+                .publish_key
+                .is_none()
+        );
     }
 
     #[test]

@@ -46,6 +46,7 @@ pub fn serve(
 ) -> impl std::future::Future<Output = ()> + Send + 'static {
     let limits = &admission.node().config.limits;
     let outbox = Arc::new(Outbox::new(limits.queue_bytes, limits.queue_messages));
+    let client = admission.client();
     let (node, conn_id) = admission.attach(outbox.clone());
     let expires_at = grant.as_ref().and_then(|g| g.expires_at);
     let welcome = ServerFrame::Welcome(Welcome {
@@ -60,7 +61,7 @@ pub fn serve(
     // Milliseconds since `started` of the last sign of life from the peer.
     let last_seen = AtomicU64::new(0);
     let (sink, stream) = socket.split();
-    let session = Session::new(node.clone(), outbox.clone(), grant);
+    let session = Session::new(node.clone(), outbox.clone(), grant, client);
     run(
         node, conn_id, outbox, session, sink, stream, started, last_seen, expires_at,
     )
@@ -150,7 +151,15 @@ async fn read_loop(
                 }
             }
             Ok(Message::Binary(_)) => Verdict::Close(CloseCode::BINARY_FRAME),
-            Ok(Message::Ping(_) | Message::Pong(_)) => Verdict::Continue,
+            // Control frames count too: each costs a read and (a ping) a
+            // pong, and a flood of them is as much a flood as text frames.
+            Ok(Message::Ping(_) | Message::Pong(_)) => {
+                if frames.check().is_err() {
+                    Verdict::Close(CloseCode::FLOOD)
+                } else {
+                    Verdict::Continue
+                }
+            }
             Ok(Message::Close(_)) => {
                 // The writer answers it; browsers report 1006 otherwise.
                 outbox.close_by_peer();
@@ -162,6 +171,9 @@ async fn read_loop(
             },
         };
         if let Verdict::Close(code) = verdict {
+            if code == CloseCode::FLOOD {
+                session.flooded();
+            }
             outbox.close(code, true);
             return ReaderEnd::Closing;
         }

@@ -1,6 +1,6 @@
 //! The simulated live event behind `--demo`: speed-skating heats whose
 //! results board updates every second or two, a clip every few seconds, and
-//! a simulated crowd reacting (shapes of PAYLOADS.md).
+//! a simulated crowd reacting (shapes of docs/PAYLOADS.md).
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -217,6 +217,9 @@ pub enum JoinErrorKind {
     Unavailable,
     /// The topic's relay kept closing under the join (its linger ended).
     Restarting,
+    /// The node carries `limits.max_relays` topics and this one is not
+    /// among them.
+    TooManyTopics,
 }
 
 impl fmt::Display for JoinErrorKind {
@@ -224,9 +227,39 @@ impl fmt::Display for JoinErrorKind {
         f.write_str(match self {
             Self::Unavailable => "history is unavailable",
             Self::Restarting => "topic is restarting, retry",
+            Self::TooManyTopics => "this node carries its maximum of topics; retry later",
         })
     }
 }
 
 /// A subscription that could not join.
 pub type JoinError = Error<JoinErrorKind>;
+
+/// Why a connection's PROXY protocol v2 header was refused; the socket is
+/// closed and the reason audited as `proxy_header`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ProxyHeaderErrorKind {
+    /// The socket closed or failed before the header was complete.
+    Io,
+    /// The first bytes are not the PROXY protocol v2 signature.
+    Missing,
+    /// The header is longer than this hub reads.
+    TooLong,
+    /// The signature is there, the rest is not a valid v2 header.
+    Malformed,
+}
+
+impl fmt::Display for ProxyHeaderErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Io => "connection ended inside the PROXY header",
+            Self::Missing => "no PROXY protocol v2 header",
+            Self::TooLong => "PROXY header too long",
+            Self::Malformed => "malformed PROXY protocol v2 header",
+        })
+    }
+}
+
+/// A PROXY protocol header refused.
+pub type ProxyHeaderError = Error<ProxyHeaderErrorKind>;

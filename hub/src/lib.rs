@@ -5,9 +5,17 @@
 //! - `config`: every setting with its default (file, env, flags).
 //! - `config_layers`: defaults, file and `TRIBUNE_*` variables combined key by key.
 //! - `error`: the one error type, `Error<Kind>`, and each area's kinds.
-//! - `node`: the `Node` every connection shares; its connection count.
-//! - `server`: HTTP routes; the websocket upgrade.
-//! - `handshake`: checks before the upgrade (origin, token, rate, capacity).
+//! - `node`: the `Node` every connection shares; its socket counts.
+//! - `edge`: between the network and the node: client addresses behind
+//!   proxies, PROXY protocol, TLS, the accept loops, security headers.
+//! - `server`: the public listener's routes; the websocket upgrade.
+//! - `internal`: the internal listener's routes (metrics, publish, probes).
+//! - `publish`: `POST /v1/publish` and its guards.
+//! - `answer`: HTTP answers both listeners give (errors, health).
+//! - `handshake`: checks before the upgrade (rate, capacity, origin, token,
+//!   shares).
+//! - `occupancy`: connections held per client address and per user.
+//! - `audit`: the rate-limited log of refusals and their counts.
 //! - `auth`: token verification and topic grants.
 //! - `connection`: one socket: reader, writer, heartbeats, close codes.
 //! - `outbox`: a connection's bounded queue: conflation, 4008, batching.
@@ -28,6 +36,8 @@
 //! [`run`], `config`, `auth`, `bus` and `error`. Every other module is
 //! private to the crate.
 
+pub(crate) mod answer;
+pub(crate) mod audit;
 pub mod auth;
 pub mod bus;
 pub mod config;
@@ -35,13 +45,17 @@ pub(crate) mod config_layers;
 pub(crate) mod connection;
 pub(crate) mod demo;
 pub(crate) mod drain;
+pub(crate) mod edge;
 pub mod error;
 pub(crate) mod handshake;
+pub(crate) mod internal;
 pub(crate) mod limits;
 pub(crate) mod log_limit;
 pub(crate) mod metrics;
 pub(crate) mod node;
+pub(crate) mod occupancy;
 pub(crate) mod outbox;
+pub(crate) mod publish;
 pub(crate) mod registry;
 pub(crate) mod relay;
 pub(crate) mod server;
@@ -55,7 +69,17 @@ use std::time::Duration;
 use crate::bus::memory::MemoryBus;
 use crate::bus::{Bus, SideChannel};
 use crate::config::Config;
+use crate::error::ConfigError;
 use crate::metrics::Metrics;
+
+/// How often per-address limiters forget the addresses gone quiet.
+const LIMITER_SWEEP: Duration = Duration::from_secs(5);
+
+/// Loads the `[tls]` pair as the node would at start, so that
+/// `--check-config` refuses what the node would refuse.
+pub fn check_tls(config: &config::TlsConfig) -> Result<(), ConfigError> {
+    edge::tls::Tls::load(config).map(|_| ())
+}
 
 /// Builds the bus the configuration asks for: one object, seen as the stored
 /// stream and as the side channel.
@@ -96,26 +120,50 @@ async fn connect_nats(
     Ok((bus.clone(), bus))
 }
 
-/// Runs a node until SIGTERM and its drain; prints `listening on http://<addr>`.
+/// Runs a node until SIGTERM and its drain; prints `internal listener on
+/// http://<addr>`, then `listening on http://<addr>` (the public one;
+/// `https://` with `[tls]`).
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let mut shutdown = drain::Shutdown::install()?;
     let config = Arc::new(config);
     let auth = auth::Authenticator::from_config(&config.auth)?;
+    let tls = edge::tls::Tls::load(&config.tls)?.map(Arc::new);
     let metrics = Arc::new(Metrics::new());
     let (bus, side) = connect_bus(&config, &metrics).await?;
     let node = node::Node::new(config.clone(), bus, side, auth, metrics);
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
+    let internal = edge::listener::bind(config.internal_listen).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot listen on {} (internal_listen): {e}",
+            config.internal_listen
+        )
+    })?;
+    let internal_addr = internal.local_addr()?;
+    let listener = edge::listener::bind(config.listen)
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
     let addr = listener.local_addr()?;
     {
+        // Two lines, in this order: harnesses read the first for the
+        // internal address and take the second as "ready".
         use std::io::Write;
         let mut out = std::io::stdout().lock();
-        writeln!(out, "listening on http://{addr}")?;
+        writeln!(out, "internal listener on http://{internal_addr}")?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        writeln!(out, "listening on {scheme}://{addr}")?;
         out.flush()?;
     }
-    tracing::info!(%addr, node = %config.node_name, bus = node.bus.kind(),
+    tracing::info!(%addr, internal = %internal_addr, tls = tls.is_some(),
+        node = %config.node_name, bus = node.bus.kind(),
         max_connections = node.max_connections, "hub node started");
+    if config.publish_key.is_none() {
+        tracing::info!(
+            "no publish_key: POST /v1/publish is off{}",
+            if config.demo {
+                " (but for loopback callers, --demo)"
+            } else {
+                ""
+            }
+        );
+    }
     if node.max_connections < config.limits.max_connections {
         tracing::warn!(
             configured = config.limits.max_connections,
@@ -128,19 +176,36 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     if config.demo {
         tokio::spawn(demo::run(node.clone()));
     }
-    let app = server::router(node.clone());
+    if let Some(tls) = &tls {
+        tokio::spawn(tls.clone().watch(node.metrics.clone()));
+    }
+    {
+        let node = node.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(LIMITER_SWEEP);
+            loop {
+                tick.tick().await;
+                node.sweep_limiters();
+            }
+        });
+    }
+    // The internal listener serves through the drain: readiness reports it
+    // and metrics show it.
+    tokio::spawn(edge::listener::serve_internal(
+        node.clone(),
+        internal,
+        internal::router(node.clone()),
+    ));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let server = axum::serve(
+    let server = tokio::spawn(edge::listener::serve_public(
+        node.clone(),
         listener,
-        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
-        let _ = stop_rx.await;
-    });
-    let server = tokio::spawn(server.into_future());
+        server::router(node.clone()),
+        tls,
+        async move {
+            let _ = stop_rx.await;
+        },
+    ));
     shutdown.requested().await;
     tracing::info!("SIGTERM: not ready, no new connections, draining");
     node.start_draining();

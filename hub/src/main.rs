@@ -14,10 +14,14 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    // Keys and files of [auth] are read here too, so --check-config refuses
+    // Keys and files of [auth] and [tls] are read here too, so --check-config refuses
     // what the node would refuse at start.
     if let Err(e) = tribune_hub::auth::Authenticator::from_config(&config.auth) {
         eprintln!("tribune-hub: auth: {e:#}");
+        return ExitCode::from(2);
+    }
+    if let Err(e) = tribune_hub::check_tls(&config.tls) {
+        eprintln!("tribune-hub: {e:#}");
         return ExitCode::from(2);
     }
     if cli.check_config {
@@ -25,8 +29,12 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     raise_file_limit();
+    // Colour codes only for a person at a terminal: log collectors and
+    // files get plain `key=value` lines.
+    use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),

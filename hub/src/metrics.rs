@@ -19,6 +19,20 @@ pub struct Metrics {
     pub connections_accepted: Counter,
     /// Handshakes refused before the upgrade, by reason.
     pub handshakes_refused: Family<Labels, Counter>,
+    /// Every refusal the audit log records, by reason: sockets, handshakes,
+    /// HTTP publications, frames (`audit.rs` lists the reasons).
+    pub refusals: Family<Labels, Counter>,
+    /// Accepted sockets that are not websockets (yet): requests being read,
+    /// TLS and PROXY headers, plain HTTP keep-alive.
+    pub pending_sockets: Gauge,
+    /// `accept` failures (EMFILE and the like), each followed by a pause.
+    pub accept_errors: Counter,
+    /// Keys a per-address limiter remembers now, by limiter.
+    pub limiter_keys: Family<Labels, Gauge>,
+    /// Keys a per-address limiter forgot (back to a full budget), by limiter.
+    pub limiter_keys_expired: Family<Labels, Counter>,
+    /// TLS certificates loaded again after their files changed.
+    pub tls_reloads: Counter,
     /// Connections closed by the hub, by close code.
     pub closes: Family<Labels, Counter>,
     /// Frames received from clients.
@@ -80,6 +94,12 @@ impl Metrics {
             connections: Gauge::default(),
             connections_accepted: Counter::default(),
             handshakes_refused: Family::default(),
+            refusals: Family::default(),
+            pending_sockets: Gauge::default(),
+            accept_errors: Counter::default(),
+            limiter_keys: Family::default(),
+            limiter_keys_expired: Family::default(),
+            tls_reloads: Counter::default(),
             closes: Family::default(),
             client_frames: Counter::default(),
             bad_frames: Counter::default(),
@@ -121,6 +141,36 @@ impl Metrics {
             "handshakes_refused",
             "Handshakes refused before the upgrade, by reason",
             m.handshakes_refused.clone(),
+        );
+        r.register(
+            "refusals",
+            "Refusals recorded by the audit log, by reason",
+            m.refusals.clone(),
+        );
+        r.register(
+            "pending_sockets",
+            "Accepted sockets not (yet) upgraded to websockets",
+            m.pending_sockets.clone(),
+        );
+        r.register(
+            "accept_errors",
+            "Failed accepts on a listener",
+            m.accept_errors.clone(),
+        );
+        r.register(
+            "limiter_keys",
+            "Addresses a per-address limiter remembers, by limiter",
+            m.limiter_keys.clone(),
+        );
+        r.register(
+            "limiter_keys_expired",
+            "Addresses a per-address limiter forgot, by limiter",
+            m.limiter_keys_expired.clone(),
+        );
+        r.register(
+            "tls_reloads",
+            "TLS certificates reloaded after their files changed",
+            m.tls_reloads.clone(),
         );
         r.register(
             "closes",
@@ -257,6 +307,25 @@ impl Metrics {
         self.handshakes_refused
             .get_or_create(&vec![("reason", reason)])
             .inc();
+    }
+
+    /// Counts one refusal (the audit log calls this).
+    pub fn refusal(&self, reason: &'static str) {
+        self.refusals.get_or_create(&vec![("reason", reason)]).inc();
+    }
+
+    /// Sets how many keys the limiter `name` remembers.
+    pub fn set_limiter_keys(&self, name: &'static str, keys: usize) {
+        self.limiter_keys
+            .get_or_create(&vec![("limiter", name)])
+            .set(keys as i64);
+    }
+
+    /// Counts keys a limiter forgot.
+    pub fn limiter_keys_expired(&self, name: &'static str, keys: usize) {
+        self.limiter_keys_expired
+            .get_or_create(&vec![("limiter", name)])
+            .inc_by(keys as u64);
     }
 
     pub fn closed(&self, code: u16) {

@@ -1,22 +1,32 @@
 //! The node: what every handshake, connection and HTTP route of one hub
-//! process shares, and the count of its open connections.
+//! process shares, and the counts of its sockets.
 //!
-//! The count is kept here, behind [`Node::admit`], [`Admission::attach`] and
-//! [`Node::detach`], so that no other file touches it: a connection holds
-//! its place under `max_connections` from its accepted handshake until it
-//! detaches, and an upgrade that comes to nothing gives its place back
-//! exactly once, when its [`Admission`] is dropped.
+//! The counts are kept here, so that no other file touches them:
+//! - a socket accepted on the public listener holds a pending place from
+//!   [`Node::accept`] until it is closed or upgraded ([`Pending`]); pending
+//!   sockets count against `max_connections` too, and against
+//!   `max_pending_handshakes`, per peer address as well;
+//! - a connection holds its place under `max_connections` from its accepted
+//!   handshake ([`Node::admit`]) until it detaches ([`Node::detach`]), and an
+//!   upgrade that comes to nothing gives its place back exactly once, when
+//!   its [`Admission`] is dropped; its address's and user's place
+//!   ([`Place`]) goes with it.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use dashmap::DashMap;
+use governor::DefaultDirectRateLimiter;
 
+use crate::audit::Audit;
 use crate::auth::Authenticator;
 use crate::bus::{Bus, SideChannel};
 use crate::config::Config;
-use crate::limits::{self, HandshakeLimiter};
+use crate::edge::address::TrustedProxies;
+use crate::limits::{self, FailureLimiter, KeyedLimiter};
 use crate::metrics::Metrics;
+use crate::occupancy::{Counts, Occupancy, Place};
 use crate::outbox::Outbox;
 use crate::registry::Registry;
 use crate::stats::Stats;
@@ -37,17 +47,32 @@ pub struct Node {
     pub stats: Arc<Stats>,
     /// Token verification; `None` when no key is configured.
     pub auth: Option<Authenticator>,
-    /// Handshakes per client address.
-    pub handshakes: HandshakeLimiter,
+    /// Handshakes per client address (limit key).
+    pub handshakes: KeyedLimiter,
+    /// Handshakes of the whole node.
+    pub node_handshakes: DefaultDirectRateLimiter,
+    /// Connections per client address and per user.
+    pub occupancy: Arc<Occupancy>,
+    /// Failed `POST /v1/publish` attempts per caller address.
+    pub publish_failures: FailureLimiter,
+    /// Refusals: counted, and logged at a bounded rate.
+    pub audit: Audit,
+    /// The configured reverse proxies, ready to match peers against.
+    pub trusted_proxies: TrustedProxies,
     /// `limits.max_connections`, lowered to what the process's file limit
-    /// can hold with room for handshakes in flight: past it the node answers
+    /// can hold with room for refusals in flight: past it the node answers
     /// 503 rather than failing `accept` with EMFILE.
     pub max_connections: usize,
-    /// Open connections' outboxes, for the paced drain.
-    connections: DashMap<u64, Arc<Outbox>>,
+    /// Open connections' outboxes, for the paced drain, and their places.
+    connections: DashMap<u64, Attached>,
     /// Connections admitted and not yet detached, including those upgrading:
     /// what `max_connections` is checked against.
     open: AtomicUsize,
+    /// Sockets accepted on the public listener and not yet upgraded (or
+    /// closed): they hold files as much as connections do.
+    pending: AtomicUsize,
+    /// Pending sockets per peer address (limit key), trusted proxies aside.
+    pending_by_peer: Counts<IpAddr>,
     /// Set once at SIGTERM: not ready, no new connections.
     draining: AtomicBool,
     /// The next connection's id (shown to the client in `welcome`).
@@ -72,6 +97,11 @@ impl Node {
         );
         Arc::new(Node {
             handshakes: limits::handshake_rate(&config.limits),
+            node_handshakes: limits::node_handshake_rate(&config.limits),
+            occupancy: Arc::new(Occupancy::default()),
+            publish_failures: FailureLimiter::per_minute(config.limits.publish_failures_per_minute),
+            audit: Audit::new(metrics.clone()),
+            trusted_proxies: TrustedProxies::new(&config.trusted_proxies),
             config,
             bus,
             side,
@@ -81,6 +111,8 @@ impl Node {
             auth,
             connections: DashMap::new(),
             open: AtomicUsize::new(0),
+            pending: AtomicUsize::new(0),
+            pending_by_peer: Counts::default(),
             draining: AtomicBool::new(false),
             next_conn: AtomicU64::new(1),
             max_connections: connection_cap(config_max, file_limit()),
@@ -106,10 +138,61 @@ impl Node {
         self.open.load(Ordering::Relaxed)
     }
 
+    /// Connections one client address may hold: its share of the node.
+    pub fn address_max(&self) -> usize {
+        share(
+            self.max_connections,
+            self.config.limits.address_share_percent,
+        )
+    }
+
+    /// Pending sockets one peer address may hold: its share of them.
+    fn pending_max_per_peer(&self) -> usize {
+        share(
+            self.config.limits.max_pending_handshakes,
+            self.config.limits.address_share_percent,
+        )
+    }
+
+    /// Counts a socket just accepted on the public listener, from `peer`
+    /// (its limit key; `None` for a trusted proxy, whose sockets carry many
+    /// clients). Refused with the audit reason when the node holds as many
+    /// sockets as `max_connections`, as many pending ones as
+    /// `max_pending_handshakes`, or the peer its share of those.
+    pub fn accept(self: &Arc<Self>, peer: Option<IpAddr>) -> Result<Pending, &'static str> {
+        let pending = self.pending.load(Ordering::Relaxed);
+        if self.connection_count() + pending >= self.max_connections {
+            return Err("capacity");
+        }
+        if pending >= self.config.limits.max_pending_handshakes {
+            return Err("pending");
+        }
+        if let Some(peer) = peer
+            && !self
+                .pending_by_peer
+                .try_take(&peer, self.pending_max_per_peer())
+        {
+            return Err("pending_address");
+        }
+        self.pending.fetch_add(1, Ordering::Relaxed);
+        self.metrics.pending_sockets.inc();
+        Ok(Pending {
+            node: self.clone(),
+            peer,
+        })
+    }
+
+    /// Sockets accepted and not yet upgraded or closed.
+    #[cfg(test)]
+    pub fn pending_count(&self) -> usize {
+        self.pending.load(Ordering::Relaxed)
+    }
+
     /// Counts a connection whose handshake passed every check: it holds a
     /// place under `max_connections` from now until it detaches, or until the
-    /// returned admission is dropped unattached.
-    pub fn admit(self: &Arc<Self>) -> Admission {
+    /// returned admission is dropped unattached. `place` is its address's
+    /// and user's share, held as long.
+    pub fn admit(self: &Arc<Self>, place: Place) -> Admission {
         let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
         self.open.fetch_add(1, Ordering::Relaxed);
         self.metrics.connections.inc();
@@ -117,13 +200,30 @@ impl Node {
         Admission {
             node: Some(self.clone()),
             id,
+            place: Some(place),
         }
     }
 
-    /// Ends an attached connection: out of the drain's list, its place given back.
+    /// Ends an attached connection: out of the drain's list, its places given back.
     pub fn detach(&self, id: u64) {
         self.connections.remove(&id);
         self.release();
+    }
+
+    /// Forgets what per-address limiters hold for addresses gone quiet, and
+    /// publishes how many they still hold. Run every few seconds.
+    pub fn sweep_limiters(&self) {
+        let forgot = self.handshakes.sweep();
+        self.metrics.limiter_keys_expired("handshakes", forgot);
+        let forgot = self.publish_failures.sweep();
+        self.metrics
+            .limiter_keys_expired("publish_failures", forgot);
+        self.metrics
+            .set_limiter_keys("handshakes", self.handshakes.keys());
+        self.metrics
+            .set_limiter_keys("publish_failures", self.publish_failures.keys());
+        self.metrics
+            .set_limiter_keys("connections", self.occupancy.addresses());
     }
 
     /// Gives one admitted connection's place back.
@@ -134,7 +234,42 @@ impl Node {
 
     /// The outboxes of every open connection (drain).
     pub fn outboxes(&self) -> Vec<Arc<Outbox>> {
-        self.connections.iter().map(|e| e.value().clone()).collect()
+        self.connections
+            .iter()
+            .map(|e| e.value().outbox.clone())
+            .collect()
+    }
+}
+
+/// `percent` of `total`, at least 1.
+fn share(total: usize, percent: u32) -> usize {
+    (total.saturating_mul(percent as usize) / 100).max(1)
+}
+
+/// A serving connection, as the node keeps it.
+struct Attached {
+    /// For the drain.
+    outbox: Arc<Outbox>,
+    /// Its address's and user's place, given back when it detaches.
+    _place: Place,
+}
+
+/// A socket accepted by [`Node::accept`]: its pending place is given back
+/// when this is dropped (the socket closed, or upgraded: from then on its
+/// [`Admission`] holds its place).
+pub struct Pending {
+    node: Arc<Node>,
+    /// The peer's limit key, when counted per peer.
+    peer: Option<IpAddr>,
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        self.node.pending.fetch_sub(1, Ordering::Relaxed);
+        self.node.metrics.pending_sockets.dec();
+        if let Some(peer) = &self.peer {
+            self.node.pending_by_peer.release(peer);
+        }
     }
 }
 
@@ -149,6 +284,8 @@ pub struct Admission {
     node: Option<Arc<Node>>,
     /// The connection's id.
     id: u64,
+    /// The address's and user's place; moves to the node at attach.
+    place: Option<Place>,
 }
 
 impl Admission {
@@ -157,12 +294,24 @@ impl Admission {
         self.node.as_ref().expect("not yet attached")
     }
 
+    /// The client's address (limit key), for the audit log.
+    pub fn client(&self) -> Option<IpAddr> {
+        self.place.as_ref().map(Place::address)
+    }
+
     /// Registers the connection's outbox for the drain; from here on the
     /// connection owns its place and gives it back with [`Node::detach`].
     /// Returns the node and the connection's id.
     pub fn attach(mut self, outbox: Arc<Outbox>) -> (Arc<Node>, u64) {
         let node = self.node.take().expect("attached once");
-        node.connections.insert(self.id, outbox);
+        let place = self.place.take().expect("attached once");
+        node.connections.insert(
+            self.id,
+            Attached {
+                outbox,
+                _place: place,
+            },
+        );
         (node, self.id)
     }
 }
@@ -183,8 +332,9 @@ fn file_limit() -> Option<u64> {
 }
 
 /// The connection cap: the configured one, or fewer if the file limit cannot
-/// hold that many sockets plus a reserve (5%, at least 256) for handshakes
-/// in flight, the listener, the bus and the log.
+/// hold that many sockets plus a reserve (5%, at least 256) for refusals
+/// being answered, the listeners, the bus, the log and key files. Pending
+/// sockets count against the cap itself.
 fn connection_cap(configured: usize, file_limit: Option<u64>) -> usize {
     match file_limit {
         Some(limit) => {
@@ -223,11 +373,17 @@ mod tests {
         assert_eq!(connection_cap(200_000, None), 200_000);
     }
 
+    fn place(node: &Arc<Node>) -> Place {
+        node.occupancy
+            .take("192.0.2.1".parse().unwrap(), 10, Some("fan"), 10)
+            .unwrap()
+    }
+
     #[tokio::test]
     async fn a_place_is_given_back_once_attached_or_not() {
         let node = node();
-        let upgrading = node.admit();
-        let serving = node.admit();
+        let upgrading = node.admit(place(&node));
+        let serving = node.admit(place(&node));
         assert_eq!(node.connection_count(), 2);
         // The upgrade failed: the admission is dropped.
         drop(upgrading);
@@ -239,5 +395,29 @@ mod tests {
         node.detach(id);
         assert_eq!(node.connection_count(), 0);
         assert!(node.outboxes().is_empty());
+        assert_eq!(
+            node.occupancy.addresses(),
+            0,
+            "the address's place went too"
+        );
+    }
+
+    #[tokio::test]
+    async fn pending_sockets_count_against_the_cap_and_per_peer() {
+        let node = node();
+        let peer: IpAddr = "192.0.2.1".parse().unwrap();
+        let per_peer = node.pending_max_per_peer();
+        assert_eq!(per_peer, 1024, "a quarter of 4,096");
+        let held: Vec<Pending> = (0..per_peer)
+            .map(|_| node.accept(Some(peer)).unwrap())
+            .collect();
+        assert_eq!(node.accept(Some(peer)).err(), Some("pending_address"));
+        // A trusted proxy's sockets are not counted per peer.
+        let proxied = node.accept(None).unwrap();
+        assert_eq!(node.pending_count(), per_peer + 1);
+        drop(held);
+        drop(proxied);
+        assert_eq!(node.pending_count(), 0);
+        assert!(node.accept(Some(peer)).is_ok());
     }
 }

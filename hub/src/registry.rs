@@ -64,7 +64,7 @@ impl Registry {
     ) -> Result<(Arc<Relay>, usize), JoinError> {
         // A relay may close between lookup and join (linger ended): look again.
         for _ in 0..8 {
-            let relay = self.relay(topic, ns);
+            let relay = self.relay(topic, ns)?;
             relay.ready().await?;
             relay.catch_up(req).await;
             if let Ok(key) = relay.join(outbox, req) {
@@ -75,9 +75,16 @@ impl Registry {
         Err(JoinErrorKind::Restarting.into())
     }
 
-    fn relay(self: &Arc<Self>, topic: &Topic, ns: &Namespace) -> Arc<Relay> {
+    fn relay(self: &Arc<Self>, topic: &Topic, ns: &Namespace) -> Result<Arc<Relay>, JoinError> {
         match self.relays.entry(topic.clone()) {
-            Entry::Occupied(e) => e.get().clone(),
+            Entry::Occupied(e) => Ok(e.get().clone()),
+            // The `relays` gauge moves exactly with inserts and removals; the
+            // map's own `len` would lock the shard this entry holds.
+            Entry::Vacant(_)
+                if self.metrics.relays.get() >= self.config.limits.max_relays as i64 =>
+            {
+                Err(JoinErrorKind::TooManyTopics.into())
+            }
             Entry::Vacant(v) => {
                 let id = self.next_id.fetch_add(1, Ordering::Relaxed).max(1);
                 let epoch = self.bus.status().borrow().epoch.clone();
@@ -110,7 +117,7 @@ impl Registry {
                     }),
                 );
                 tokio::spawn(task.run());
-                relay
+                Ok(relay)
             }
         }
     }

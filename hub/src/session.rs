@@ -6,6 +6,7 @@
 //! anything already queued, so a subscription's `ack` precedes its messages.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,7 +17,9 @@ use tribune_protocol::{
     Ack, ClientFrame, CloseCode, ErrorCode, Pong, ServerFrame, Topic, decode_client, encode_server,
 };
 
+use crate::audit::Who;
 use crate::auth::Grant;
+use crate::error::JoinErrorKind;
 use crate::limits::{self, BadFrames};
 use crate::node::Node;
 use crate::outbox::{Frame, Outbox};
@@ -46,10 +49,21 @@ pub struct Session {
     bad: BadFrames,
     /// Created at the first reaction: most fans never react.
     reactions: Option<DefaultDirectRateLimiter>,
+    /// Subscriptions to topics new to this connection; created at the
+    /// first. Bounds how fast one connection can make the node open relays
+    /// (and read history from the bus) by subscribing and unsubscribing.
+    new_topics: Option<DefaultDirectRateLimiter>,
+    /// The client's address (limit key), for the audit log.
+    client: Option<IpAddr>,
 }
 
 impl Session {
-    pub fn new(node: Arc<Node>, outbox: Arc<Outbox>, grant: Option<Grant>) -> Self {
+    pub fn new(
+        node: Arc<Node>,
+        outbox: Arc<Outbox>,
+        grant: Option<Grant>,
+        client: Option<IpAddr>,
+    ) -> Self {
         Self {
             node,
             outbox,
@@ -57,7 +71,29 @@ impl Session {
             grant,
             bad: BadFrames::default(),
             reactions: None,
+            new_topics: None,
+            client,
         }
+    }
+
+    /// Audits a refusal of this connection's request.
+    fn audit(&self, reason: &'static str, detail: &str) {
+        let who = Who {
+            client: self.client,
+            sub: self.grant.as_ref().and_then(|g| g.subject.as_deref()),
+            kid: None,
+        };
+        self.node.audit.refused(reason, who, detail);
+    }
+
+    /// Audits a close with 4029 (frames, pings or bad frames past their limit).
+    pub fn flooded(&self) {
+        self.audit("flood", "frame flood: closed with 4029");
+    }
+
+    /// Whether the token grants `topic` (always, on a namespace without tokens).
+    fn granted(&self, ns: &crate::config::Namespace, topic: &Topic) -> bool {
+        !ns.token || self.grant.as_ref().is_some_and(|g| g.allows(topic))
     }
 
     fn send(&self, frame: &ServerFrame) {
@@ -145,7 +181,7 @@ impl Session {
                 );
             }
         };
-        if ns.token && !self.grant.as_ref().is_some_and(|g| g.allows(&topic)) {
+        if !self.granted(&ns, &topic) {
             let msg = format!(
                 "namespace '{}' needs a token that grants this topic",
                 topic.namespace()
@@ -165,6 +201,18 @@ impl Session {
             self.error(Some(s.id), ErrorCode::TooManySubscriptions, msg);
             return Verdict::Continue;
         }
+        let new_topics = self
+            .new_topics
+            .get_or_insert_with(|| limits::new_topic_rate(&self.node.config.limits));
+        if new_topics.check().is_err() {
+            self.audit("topic_rate", "too many new topics on one connection");
+            self.error(
+                Some(s.id),
+                ErrorCode::RateLimited,
+                "too many new topics on this connection; retry later",
+            );
+            return Verdict::Continue;
+        }
         let req = JoinRequest {
             id: s.id,
             history: s.history,
@@ -179,7 +227,12 @@ impl Session {
             Ok((relay, key)) => {
                 self.subs.insert(topic, Sub { relay, key });
             }
-            Err(e) => self.error(Some(s.id), ErrorCode::Unavailable, format!("{e:#}")),
+            Err(e) => {
+                if e.kind() == JoinErrorKind::TooManyTopics {
+                    self.audit("relay_cap", "the node carries its maximum of topics");
+                }
+                self.error(Some(s.id), ErrorCode::Unavailable, format!("{e:#}"))
+            }
         }
         Verdict::Continue
     }
@@ -208,7 +261,7 @@ impl Session {
             self.error(Some(p.id), ErrorCode::Forbidden, msg);
             return Verdict::Continue;
         }
-        if ns.token && !self.grant.as_ref().is_some_and(|g| g.allows(&topic)) {
+        if !self.granted(&ns, &topic) {
             self.error(
                 Some(p.id),
                 ErrorCode::Forbidden,
@@ -249,6 +302,31 @@ impl Session {
                 ErrorCode::BadRequest,
                 "reaction not allowed on this topic",
             );
+        }
+        // A reaction is a watching fan's: it needs what a subscription
+        // needs (the topic's grant) and the subscription itself. Without
+        // them, anyone could cheer on a token-only topic, and reactions on
+        // topics nobody watches here would make every node carry their
+        // figures.
+        if !self.granted(&ns, &topic) {
+            self.node.metrics.reaction("refused");
+            self.audit("react_grant", "reaction without the topic's grant");
+            self.error(
+                Some(r.id),
+                ErrorCode::Forbidden,
+                "this topic needs a token that grants it",
+            );
+            return Verdict::Continue;
+        }
+        if !self.subs.contains_key(&topic) {
+            self.node.metrics.reaction("refused");
+            self.audit("react_unsubscribed", "reaction on a topic not subscribed");
+            self.error(
+                Some(r.id),
+                ErrorCode::Forbidden,
+                "react only on a topic this connection is subscribed to",
+            );
+            return Verdict::Continue;
         }
         let limiter = self
             .reactions

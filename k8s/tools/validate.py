@@ -11,7 +11,8 @@ the output of ``kubectl kustomize k8s/NAME``. Three layers of checks:
    errors), for each requested Kubernetes version. Kinds without a shipped
    schema fail unless k8s/tools/schemas/ has one (ServiceMonitor).
 2. Consistency: what the schemas cannot see. The hub's ConfigMap is parsed as
-   TOML and held against the Deployment (listen port vs container port,
+   TOML and held against the Deployment (listen and internal_listen ports
+   vs container ports,
    probes and scrape annotation; drain.grace_ms vs the termination grace
    period; limits.max_connections vs the memory limit; bus.url vs the
    NetworkPolicy and the NATS Service); selectors of the Service, PDB,
@@ -234,26 +235,41 @@ def check_hub(c: Checker, r: Render, expect: dict) -> None:
     c.check(cm_name.startswith("tribune-config-"), where,
             "the ConfigMap has no hash suffix: a config change would not roll the pods")
 
-    # Port: config, container, probes, scrape annotation, Service.
+    # Ports: the public one (websockets) and the internal one (/metrics,
+    # /v1/publish, probes), each in the config, the container, the probes,
+    # the scrape annotation and the Service.
     listen = conf.get("listen", "127.0.0.1:8080")
     host, _, port_s = listen.rpartition(":")
     port = int(port_s)
     c.check(host in ("0.0.0.0", "[::]"), where, f"listen = {listen!r} is not reachable from outside the pod")
+    internal = conf.get("internal_listen", "127.0.0.1:9090")
+    ihost, _, iport_s = internal.rpartition(":")
+    iport = int(iport_s)
+    c.check(ihost in ("0.0.0.0", "[::]"), where,
+            f"internal_listen = {internal!r} is not reachable by the kubelet's probes and Prometheus")
+    c.check(iport != port, where, "internal_listen and listen share a port")
     ports = {p.get("name"): p["containerPort"] for p in ctr.get("ports", [])}
     c.check(port in ports.values(), where, f"listen port {port} is not a containerPort ({ports})")
+    c.check(iport in ports.values(), where, f"internal_listen port {iport} is not a containerPort ({ports})")
     port_names = {n for n, p in ports.items() if p == port}
+    iport_names = {n for n, p in ports.items() if p == iport}
 
     def probe_ok(probe: dict | None, path: str) -> bool:
         get = (probe or {}).get("httpGet", {})
-        return get.get("path") == path and (get.get("port") == port or get.get("port") in port_names)
+        return get.get("path") == path and (get.get("port") == iport or get.get("port") in iport_names)
 
-    c.check(probe_ok(ctr.get("readinessProbe"), "/readyz"), where, "readinessProbe is not GET /readyz on the hub port")
-    c.check(probe_ok(ctr.get("livenessProbe"), "/healthz"), where, "livenessProbe is not GET /healthz on the hub port")
-    c.check(probe_ok(ctr.get("startupProbe"), "/healthz"), where, "startupProbe is not GET /healthz on the hub port")
+    # On the internal port: a public port at its connection cap answers 503
+    # to every new socket, and a liveness probe must not read that as death.
+    c.check(probe_ok(ctr.get("readinessProbe"), "/readyz"), where,
+            "readinessProbe is not GET /readyz on the internal port")
+    c.check(probe_ok(ctr.get("livenessProbe"), "/healthz"), where,
+            "livenessProbe is not GET /healthz on the internal port")
+    c.check(probe_ok(ctr.get("startupProbe"), "/healthz"), where,
+            "startupProbe is not GET /healthz on the internal port")
     ann = tpl["metadata"].get("annotations", {})
-    c.check(ann.get("prometheus.io/scrape") == "true" and ann.get("prometheus.io/port") == str(port)
+    c.check(ann.get("prometheus.io/scrape") == "true" and ann.get("prometheus.io/port") == str(iport)
             and ann.get("prometheus.io/path") == "/metrics", where,
-            "prometheus.io annotations do not point at the hub's /metrics")
+            "prometheus.io annotations do not point at the hub's /metrics on the internal port")
 
     # Drain timing.
     drain = conf.get("drain", {})
@@ -298,13 +314,17 @@ def check_hub(c: Checker, r: Render, expect: dict) -> None:
 
     # Service, PDB, HPA.
     svc = r.one("Service", HUB)
+    public_svc_ports: set = set()
     if c.check(svc is not None, r.name, f"Service {HUB}"):
         c.check(selects({"matchLabels": svc["spec"]["selector"]}, labels), r.name,
                 "Service selector does not match the hub pods")
         for p in svc["spec"]["ports"]:
             tp = p.get("targetPort", p["port"])
-            c.check(tp == port or tp in port_names, r.name,
-                    f"Service port {p.get('name')} targets {tp}, not the hub port")
+            c.check(tp in (port, iport) or tp in port_names | iport_names, r.name,
+                    f"Service port {p.get('name')} targets {tp}, neither the hub port nor the internal one")
+        public_svc_ports = {sp.get("name") for sp in svc["spec"]["ports"]
+                            if sp.get("targetPort", sp["port"]) in ({port} | port_names)} | {
+            sp["port"] for sp in svc["spec"]["ports"] if sp.get("targetPort", sp["port"]) in ({port} | port_names)}
     pdb = r.one("PodDisruptionBudget", HUB)
     if c.check(pdb is not None, r.name, f"PodDisruptionBudget {HUB}"):
         c.check(selects(pdb["spec"]["selector"], labels), r.name, "PDB selector does not match the hub pods")
@@ -338,9 +358,14 @@ def check_hub(c: Checker, r: Render, expect: dict) -> None:
     c.check(set(nps.get("policyTypes", [])) == {"Ingress", "Egress"}, r.name,
             "NetworkPolicy does not restrict both ingress and egress")
     in_ports = {p.get("port") for rule in nps.get("ingress", []) for p in rule.get("ports", [])}
-    c.check(in_ports and all(p == port or p in port_names for p in in_ports)
+    c.check(in_ports and all(p in (port, iport) or p in port_names | iport_names for p in in_ports)
             and all(rule.get("ports") for rule in nps.get("ingress", [])), r.name,
-            f"NetworkPolicy ingress allows {in_ports or 'all ports'}, not only the hub port {port}")
+            f"NetworkPolicy ingress allows {in_ports or 'all ports'}, not only the hub's ports {port} and {iport}")
+    # The internal port (/metrics, /v1/publish) is never open to everyone.
+    for rule in nps.get("ingress", []):
+        if any(p.get("port") == iport or p.get("port") in iport_names for p in rule.get("ports", [])):
+            c.check(bool(rule.get("from")), r.name,
+                    "NetworkPolicy opens the internal port to every source: name the scrapers in `from`")
     nats_rules = [rule for rule in nps.get("egress", [])
                   if any(p.get("port") == nats_port for p in rule.get("ports", []))]
     dns_rules = [rule for rule in nps.get("egress", [])
@@ -389,6 +414,9 @@ def check_hub(c: Checker, r: Render, expect: dict) -> None:
                         and any(sp.get("name") == be["port"].get("name") or sp["port"] == be["port"].get("number")
                                 for sp in svc["spec"]["ports"]), r.name,
                         f"ingress path {p['path']} does not reach a port of Service {HUB}")
+                c.check(svc is not None and (be["port"].get("name") in public_svc_ports
+                                             or be["port"].get("number") in public_svc_ports), r.name,
+                        f"ingress path {p['path']} reaches the internal port: only the public one is for fans")
         c.check(any(p["path"] == "/v1/ws" for rule in ing["spec"]["rules"] for p in rule["http"]["paths"]),
                 r.name, "ingress does not route /v1/ws")
     sm = r.one("ServiceMonitor", HUB)

@@ -1,11 +1,62 @@
-//! The command line of `tribune-loadtest`.
+//! The command line of `tribune-loadtest`: a run of a scenario ([`Cli`]),
+//! or one of the subcommands ([`Tool`]: `markdown`, and the hidden `worker`
+//! the coordinator starts).
 
 use std::path::PathBuf;
 
-use clap::{Parser, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Serialize;
 
 use crate::wire::Target;
+
+/// Load generator for Tribune hubs, compared with nats-server's websocket listener.
+///
+/// Starts nats-server and hub nodes itself unless given their URLs, runs the
+/// scenario against each target in turn with the same clients, and writes
+/// `report.json` and `report.html` into the output directory. Exit status: 0,
+/// 3 when a feed scenario lost or duplicated messages on the tribune target
+/// or when a node's summed `stats` differ from the accepted reactions,
+/// 1 on errors.
+///
+/// `tribune-loadtest markdown` turns the reports of several runs into
+/// BENCHMARKS.md.
+#[derive(Debug, Parser)]
+#[command(
+    name = "tribune-loadtest",
+    version,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
+pub struct Command {
+    #[command(subcommand)]
+    pub tool: Option<Tool>,
+    /// The run, when no subcommand is given (clap requires its scenario then).
+    #[command(flatten)]
+    pub run: Option<Cli>,
+}
+
+/// What `tribune-loadtest` does besides running a scenario.
+#[derive(Debug, Subcommand)]
+pub enum Tool {
+    /// Writes BENCHMARKS.md from the report.json files of a benchmark session (scripts/bench).
+    Markdown(crate::markdown::MarkdownArgs),
+    /// One worker process of a run: started by the coordinator, spec and
+    /// commands on stdin, reports on stdout.
+    #[command(hide = true)]
+    Worker,
+}
+
+/// The servers `--target` names: `both` is `tribune,nats-ws`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum TargetArg {
+    /// The hub nodes.
+    Tribune,
+    /// nats-server's own websocket listener.
+    NatsWs,
+    /// The hub, then nats-server's websocket listener, with the same clients.
+    Both,
+}
 
 /// What a run does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ValueEnum)]
@@ -77,23 +128,17 @@ pub enum ResumeAction {
     Drain,
 }
 
-/// Load generator for Tribune hubs, compared with nats-server's websocket listener.
-///
-/// Starts nats-server and hub nodes itself unless given their URLs, runs the
-/// scenario against each target in turn with the same clients, and writes
-/// `report.json` and `report.html` into the output directory. Exit status: 0,
-/// 3 when a feed scenario lost or duplicated messages on the tribune target
-/// or when a node's summed `stats` differ from the accepted reactions,
-/// 1 on errors.
-#[derive(Debug, Clone, Parser, Serialize)]
-#[command(name = "tribune-loadtest", version)]
+// The arguments of a run (`Command` holds the program's description).
+#[derive(Debug, Clone, Args, Serialize)]
 pub struct Cli {
-    #[arg(value_enum)]
+    /// What the run does.
+    #[arg(value_enum, required = true)]
     pub scenario: Scenario,
 
-    /// Servers to measure, one after the other: tribune, nats-ws or both.
+    /// Servers to measure, one after the other: tribune, nats-ws, or both
+    /// (the same as tribune,nats-ws).
     #[arg(long, value_enum, value_delimiter = ',', default_value = "tribune")]
-    pub target: Vec<Target>,
+    pub target: Vec<TargetArg>,
 
     // --- clients ---
     /// Number of clients.
@@ -234,6 +279,24 @@ pub struct Cli {
 }
 
 impl Cli {
+    /// The servers to measure, in the order given, each once.
+    pub fn targets(&self) -> Vec<Target> {
+        let mut out = Vec::new();
+        for t in &self.target {
+            let named: &[Target] = match t {
+                TargetArg::Tribune => &[Target::Tribune],
+                TargetArg::NatsWs => &[Target::NatsWs],
+                TargetArg::Both => &[Target::Tribune, Target::NatsWs],
+            };
+            for &n in named {
+                if !out.contains(&n) {
+                    out.push(n);
+                }
+            }
+        }
+        out
+    }
+
     pub fn topics(&self) -> u32 {
         self.topics.unwrap_or(match self.scenario {
             Scenario::Topics => 500,
@@ -288,8 +351,9 @@ impl Cli {
         if self.rate <= 0.0 || self.duration_s <= 0.0 || self.connect_rate <= 0.0 {
             return Err("--rate, --duration-s and --connect-rate must be positive".into());
         }
+        let targets = self.targets();
         if self.scenario == Scenario::Resume {
-            if self.target.contains(&Target::NatsWs) {
+            if targets.contains(&Target::NatsWs) {
                 return Err("resume measures hub nodes: use --target tribune".into());
             }
             if self.bus == Bus::Embedded {
@@ -299,21 +363,108 @@ impl Cli {
                 return Err("--resume-node is not one of the hubs".into());
             }
         }
-        if self.scenario == Scenario::Reactions && self.target != [Target::Tribune] {
+        if self.scenario == Scenario::Reactions && targets != [Target::Tribune] {
             return Err("reactions measures hub nodes: use --target tribune".into());
         }
-        if self.target.contains(&Target::Tribune)
+        if targets.contains(&Target::Tribune)
             && self.bus == Bus::Embedded
             && self.publish_via() == PublishVia::Nats
         {
             return Err("the embedded bus only hears POST /v1/publish: use --publish http".into());
         }
-        if self.target.contains(&Target::NatsWs) && self.publish_via() == PublishVia::Http {
+        if targets.contains(&Target::NatsWs) && self.publish_via() == PublishVia::Http {
             return Err("--target nats-ws needs --publish nats".into());
         }
         if !self.hub_url.is_empty() && self.hub_pid.len() > self.hub_url.len() {
             return Err("more --hub-pid than --hub-url".into());
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::error::ErrorKind;
+
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Command, clap::Error> {
+        Command::try_parse_from(std::iter::once("tribune-loadtest").chain(args.iter().copied()))
+    }
+
+    fn run(args: &[&str]) -> Cli {
+        let c = parse(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        assert!(c.tool.is_none(), "{args:?} is a run");
+        c.run.expect("a run")
+    }
+
+    #[test]
+    fn target_both_is_the_hub_then_nats_ws() {
+        assert_eq!(
+            run(&["fanout", "--target", "both"]).targets(),
+            [Target::Tribune, Target::NatsWs]
+        );
+        assert_eq!(
+            run(&["fanout", "--target", "tribune,nats-ws"]).targets(),
+            [Target::Tribune, Target::NatsWs]
+        );
+        // In the order given, each once.
+        assert_eq!(
+            run(&["fanout", "--target", "nats-ws,both"]).targets(),
+            [Target::NatsWs, Target::Tribune]
+        );
+        assert_eq!(run(&["fanout"]).targets(), [Target::Tribune]);
+        // `both` meets the same rules as naming the two.
+        let reactions = run(&["reactions", "--target", "both"]);
+        assert!(
+            reactions
+                .validate()
+                .unwrap_err()
+                .contains("--target tribune")
+        );
+        assert!(run(&["idle", "--target", "both"]).validate().is_ok());
+        assert!(parse(&["fanout", "--target", "all"]).is_err());
+    }
+
+    #[test]
+    fn markdown_is_a_subcommand_with_its_own_help() {
+        let help = parse(&["markdown", "--help"]).unwrap_err();
+        assert_eq!(help.kind(), ErrorKind::DisplayHelp);
+        let text = help.render().to_string();
+        for flag in ["--out", "--notes", "--title", "<REPORTS>"] {
+            assert!(text.contains(flag), "{flag} in:\n{text}");
+        }
+        let top = parse(&["--help"]).unwrap_err().render().to_string();
+        let commands = &top
+            [top.find("Commands:").expect("a Commands section")..top.find("Arguments:").unwrap()];
+        assert!(commands.contains("markdown"), "{commands}");
+        assert!(
+            !commands.contains("worker"),
+            "the worker subcommand is internal: {commands}"
+        );
+
+        let c = parse(&["markdown", "--out", "B.md", "a.json", "b.json"]).unwrap();
+        assert!(c.run.is_none());
+        let Some(Tool::Markdown(m)) = c.tool else {
+            panic!("markdown: {:?}", c.tool)
+        };
+        assert_eq!(m.out, PathBuf::from("B.md"));
+        assert_eq!(m.title, "Benchmarks");
+        assert_eq!(
+            m.reports,
+            [PathBuf::from("a.json"), PathBuf::from("b.json")]
+        );
+        // Reports are required, and a scenario's options do not mix in.
+        assert!(parse(&["markdown", "--out", "B.md"]).is_err());
+        assert!(parse(&["markdown", "--out", "B.md", "--clients", "5", "a.json"]).is_err());
+
+        assert!(matches!(
+            parse(&["worker"]).unwrap().tool,
+            Some(Tool::Worker)
+        ));
+        assert_eq!(
+            parse(&[]).unwrap_err().kind(),
+            ErrorKind::MissingRequiredArgument
+        );
     }
 }

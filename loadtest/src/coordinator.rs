@@ -74,7 +74,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<(Report, PathBuf)> {
         ..Report::default()
     };
     let hard_deadline = Instant::now() + Duration::from_secs(cli.max_seconds);
-    for &target in &cli.target {
+    for target in cli.targets() {
         eprintln!("== {} against {}", cli.scenario.as_str(), target.as_str());
         let servers = TargetServers {
             target,
@@ -191,17 +191,18 @@ async fn publish_via(cli: &Cli, nats: Option<&Nats>, hubs: &[Hub]) -> anyhow::Re
                 .clone(),
             subject_prefix: "tribune.fan.".into(),
         },
-        PublishVia::Http => Via::Http {
-            base: match hubs.first() {
-                Some(h) => h.http_url(),
-                None => cli
-                    .hub_url
-                    .first()
-                    .map(|u| {
-                        u.replacen("ws://", "http://", 1)
-                            .replace(tribune_protocol::WS_PATH, "")
-                    })
-                    .context("no hub to publish to")?,
+        PublishVia::Http => match hubs.first() {
+            Some(h) => Via::Http {
+                base: h.internal_url(),
+                key: Some(h.publish_key().to_string()),
+            },
+            // A hub started elsewhere: its internal listener and key come
+            // from the environment (TRIBUNE_PUBLISH_URL, TRIBUNE_PUBLISH_KEY).
+            _ => Via::Http {
+                base: std::env::var("TRIBUNE_PUBLISH_URL").context(
+                    "publishing to a hub started elsewhere needs TRIBUNE_PUBLISH_URL: its internal listener, http://HOST:PORT",
+                )?,
+                key: std::env::var("TRIBUNE_PUBLISH_KEY").ok(),
             },
         },
     })

@@ -3,7 +3,7 @@
 //! latency over time, the latency percentile distribution, deliveries per
 //! second and server memory over time.
 
-use crate::report::{Report, RunReport, fmt_ratio, fmt_us};
+use crate::report::{Report, RunReport, fmt_counts, fmt_ratio, fmt_us, fmt_versions};
 
 const COLORS: [&str; 4] = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"];
 
@@ -155,6 +155,7 @@ fn svg_chart(c: &Chart<'_>, series: &[Series]) -> String {
     ));
     // Lines and legend.
     for (i, s) in series.iter().enumerate() {
+        let width = stroke_width(i, series.len());
         let path: Vec<String> = s
             .points
             .iter()
@@ -162,7 +163,7 @@ fn svg_chart(c: &Chart<'_>, series: &[Series]) -> String {
             .collect();
         if !path.is_empty() {
             svg.push_str(&format!(
-                r#"<polyline fill="none" stroke="{}" stroke-width="1.8"{} points="{}"/>"#,
+                r#"<polyline fill="none" stroke="{}" stroke-width="{width:.1}"{} points="{}"/>"#,
                 s.color,
                 if s.dashed {
                     r#" stroke-dasharray="5,3""#
@@ -174,7 +175,7 @@ fn svg_chart(c: &Chart<'_>, series: &[Series]) -> String {
         }
         let ly = MT + 14.0 + 14.0 * i as f64;
         svg.push_str(&format!(
-            r#"<line x1="{}" x2="{}" y1="{ly}" y2="{ly}" stroke="{}" stroke-width="2"{}/><text x="{}" y="{}" class="a">{}</text>"#,
+            r#"<line x1="{}" x2="{}" y1="{ly}" y2="{ly}" stroke="{}" stroke-width="{width:.1}"{}/><text x="{}" y="{}" class="a">{}</text>"#,
             ML + 10.0,
             ML + 30.0,
             s.color,
@@ -186,6 +187,16 @@ fn svg_chart(c: &Chart<'_>, series: &[Series]) -> String {
     }
     svg.push_str("</svg>");
     svg
+}
+
+/// Stroke width of series `i` of `n`: the first drawn is the widest and the
+/// last the thinnest, so a series drawn over the same points as an earlier
+/// one (two targets that both ran at the offered rate) leaves the earlier
+/// one showing along its edges instead of hiding it.
+fn stroke_width(i: usize, n: usize) -> f64 {
+    const THINNEST: f64 = 1.8;
+    const SPREAD: f64 = 2.4;
+    THINNEST + SPREAD * n.saturating_sub(i + 1) as f64 / (n.max(2) - 1) as f64
 }
 
 fn us_label(v: f64) -> String {
@@ -249,7 +260,13 @@ fn run_rows(runs: &[RunReport]) -> String {
         ),
         (
             "failed attempts",
-            Box::new(|r| format!("{} {:?}", r.connect.failed, r.connect.failures)),
+            Box::new(|r| {
+                if r.connect.failures.is_empty() {
+                    r.connect.failed.to_string()
+                } else {
+                    format!("{} ({})", r.connect.failed, fmt_counts(&r.connect.failures))
+                }
+            }),
         ),
         (
             "handshake p50 / p99 / max",
@@ -329,8 +346,8 @@ fn run_rows(runs: &[RunReport]) -> String {
                     .map_or("-".into(), |c| format!("{c:.2} µs"))
             }),
         ),
-        ("closes", Box::new(|r| format!("{:?}", r.closes))),
-        ("errors", Box::new(|r| format!("{:?}", r.errors))),
+        ("closes", Box::new(|r| fmt_counts(&r.closes))),
+        ("errors", Box::new(|r| fmt_counts(&r.errors))),
     ];
     rows.push((
         "resume",
@@ -366,7 +383,7 @@ pub fn render(report: &Report) -> String {
         "<h1>tribune-loadtest: {}</h1><p class=\"m\">{} · {} · {} CPUs ({}) · {} MiB · kernel {} · load at start {}</p>",
         esc(&report.scenario),
         esc(&report.tool),
-        esc(&report.versions.iter().map(|(k, v)| format!("{k}: {v}")).collect::<Vec<_>>().join(", ")),
+        esc(&fmt_versions(&report.versions)),
         report.machine.nproc,
         esc(&report.machine.cpu_model),
         report.machine.mem_total_kib / 1024,
@@ -381,14 +398,30 @@ pub fn render(report: &Report) -> String {
     if !report.checks.is_empty() {
         body.push_str("<h2>Targets</h2><table><tr><th>check</th><th>measured</th><th>target</th><th></th></tr>");
         for c in &report.checks {
+            let class = match c.verdict() {
+                "ok" => "ok",
+                "n/a" => "na",
+                _ => "miss",
+            };
             body.push_str(&format!(
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td class=\"{}\">{}</td></tr>",
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td class=\"{class}\"{}>{}</td></tr>",
                 esc(&c.name),
                 esc(&c.measured),
                 esc(&c.target),
-                if c.ok { "ok" } else { "miss" },
-                if c.ok { "ok" } else { "MISS" }
+                c.not_applicable
+                    .as_ref()
+                    .map_or(String::new(), |why| format!(" title=\"{}\"", esc(why))),
+                esc(c.verdict())
             ));
+        }
+        for c in &report.checks {
+            if let Some(why) = &c.not_applicable {
+                body.push_str(&format!(
+                    "<p class=\"m\">{} n/a: {}</p>",
+                    esc(&c.name),
+                    esc(why)
+                ));
+            }
         }
         body.push_str("</table>");
     }
@@ -559,7 +592,7 @@ pub fn render(report: &Report) -> String {
         "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>tribune-loadtest {}</title><style>\
          body{{font-family:system-ui,sans-serif;margin:2em;color:#222}}table{{border-collapse:collapse;margin:1em 0}}\
          td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left;font-size:14px}}th{{background:#f4f4f4}}\
-         .m{{color:#555;font-size:13px}}.ok{{color:#2a7d2a;font-weight:bold}}.miss{{color:#b00;font-weight:bold}}\
+         .m{{color:#555;font-size:13px}}.ok{{color:#2a7d2a;font-weight:bold}}.miss{{color:#b00;font-weight:bold}}.na{{color:#555;font-weight:bold}}\
          .charts svg{{border:1px solid #ddd;margin:0 1em 1em 0;background:#fff}}svg .t{{font-size:14px;font-weight:bold}}svg .a{{font-size:11px;fill:#444}}\
          </style></head><body>{}</body></html>\n",
         esc(&report.scenario),
@@ -569,8 +602,10 @@ pub fn render(report: &Report) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
-    use crate::report::{Pcts, TimelinePoint};
+    use crate::report::{Check, Pcts, TimelinePoint};
     use crate::wire::Target;
 
     #[test]
@@ -609,6 +644,104 @@ mod tests {
         assert!(page.contains("&lt;problem&gt;"));
         assert_eq!(page.matches("<svg").count(), 4);
         assert!(page.contains("<polyline"));
+    }
+
+    /// The SVG of the chart titled `title`.
+    fn chart<'a>(page: &'a str, title: &str) -> &'a str {
+        let start = page
+            .find(&format!("<title>{title}</title>"))
+            .unwrap_or_else(|| panic!("chart {title}"));
+        let svg = page[..start].rfind("<svg").unwrap();
+        let end = start + page[start..].find("</svg>").unwrap();
+        &page[svg..end]
+    }
+
+    /// (stroke-width, points) of every polyline of an SVG, in drawing order.
+    fn polylines(svg: &str) -> Vec<(f64, String)> {
+        svg.split("<polyline")
+            .skip(1)
+            .map(|p| {
+                let attr = |name: &str| {
+                    let at = p.find(&format!(" {name}=\"")).unwrap() + name.len() + 3;
+                    p[at..at + p[at..].find('"').unwrap()].to_string()
+                };
+                (attr("stroke-width").parse().unwrap(), attr("points"))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn two_targets_at_the_same_rate_both_show_on_the_deliveries_chart() {
+        // Both servers carried the offered rate: their lines coincide.
+        let timeline: Vec<TimelinePoint> = (0..5)
+            .map(|i| TimelinePoint {
+                t_s: f64::from(i),
+                deliveries: 10_000,
+                ..TimelinePoint::default()
+            })
+            .collect();
+        let runs = [Target::Tribune, Target::NatsWs].map(|t| RunReport {
+            target: Some(t),
+            timeline: timeline.clone(),
+            ..RunReport::default()
+        });
+        let page = render(&Report {
+            scenario: "fanout".into(),
+            runs: runs.to_vec(),
+            ..Report::default()
+        });
+        let lines = polylines(chart(&page, "Deliveries per second"));
+        assert_eq!(lines.len(), 2);
+        let ((under, a), (over, b)) = (&lines[0], &lines[1]);
+        assert_eq!(a, b, "the same points");
+        // The one drawn first (tribune) is wider: it shows along both edges
+        // of the one drawn over it.
+        assert!(under - over >= 2.0, "{under} vs {over}");
+        assert!(page.contains("tribune deliveries/s") && page.contains("nats-ws deliveries/s"));
+    }
+
+    #[test]
+    fn cells_versions_and_verdicts_read_as_text() {
+        let mut r = RunReport {
+            target: Some(Target::Tribune),
+            ..RunReport::default()
+        };
+        r.connect.failed = 0;
+        let mut with_counts = r.clone();
+        with_counts.target = Some(Target::NatsWs);
+        with_counts.connect.failed = 2;
+        with_counts.connect.failures = BTreeMap::from([("refused".to_string(), 2)]);
+        with_counts.closes = BTreeMap::from([("1006".to_string(), 3)]);
+        let rep = Report {
+            scenario: "fanout".into(),
+            versions: BTreeMap::from([
+                (
+                    "nats-server".to_string(),
+                    "nats-server: v2.15.1".to_string(),
+                ),
+                ("tribune-hub".to_string(), "tribune-hub 0.1.0".to_string()),
+            ]),
+            checks: vec![Check {
+                name: "fan-out deliveries/s, hub ÷ nats-server ws".into(),
+                measured: "1.00×".into(),
+                target: "≥ 1.5×".into(),
+                ok: false,
+                not_applicable: Some("the offered rate capped it".into()),
+            }],
+            runs: vec![r, with_counts],
+            ..Report::default()
+        };
+        let page = render(&rep);
+        assert!(!page.contains("{}"), "no Debug maps in cells");
+        assert!(page.contains("<tr><td>closes</td><td>none</td><td>1006: 3</td></tr>"));
+        assert!(page.contains("<tr><td>errors</td><td>none</td><td>none</td></tr>"));
+        assert!(
+            page.contains("<tr><td>failed attempts</td><td>0</td><td>2 (refused: 2)</td></tr>")
+        );
+        assert!(page.contains("nats-server v2.15.1, tribune-hub 0.1.0"));
+        assert!(!page.contains("nats-server: nats-server"));
+        assert!(page.contains("<td class=\"na\" title=\"the offered rate capped it\">n/a</td>"));
+        assert!(!page.contains("MISS"));
     }
 
     #[test]

@@ -1,35 +1,47 @@
 //! `tribune-loadtest`: parses the command line and runs the coordinator,
-//! or, as `tribune-loadtest worker`, one worker process (see the crate docs).
+//! or a subcommand: `markdown` (BENCHMARKS.md from reports), `worker` (one
+//! worker process, see the crate docs).
 
-use clap::Parser;
-use tribune_loadtest::cli::Cli;
+use clap::{CommandFactory, Parser};
+use tribune_loadtest::cli::{Cli, Command, Tool};
 use tribune_loadtest::wire::Target;
 use tribune_loadtest::{coordinator, html, report};
 
 fn main() {
-    if std::env::args().nth(1).as_deref() == Some("worker") {
-        if let Err(e) = tribune_loadtest::worker::main() {
-            eprintln!("worker: {e:#}");
-            std::process::exit(1);
+    let command = Command::parse();
+    match command.tool {
+        Some(Tool::Worker) => {
+            if let Err(e) = tribune_loadtest::worker::main() {
+                eprintln!("worker: {e:#}");
+                std::process::exit(1);
+            }
         }
-        return;
+        Some(Tool::Markdown(args)) => {
+            if let Err(e) = tribune_loadtest::markdown::main(&args) {
+                eprintln!("markdown: {e:#}");
+                std::process::exit(1);
+            }
+        }
+        None => {
+            // clap requires the scenario when no subcommand is given, so a
+            // run is there; the message only guards that configuration.
+            let Some(cli) = command.run else {
+                Command::command()
+                    .error(
+                        clap::error::ErrorKind::MissingRequiredArgument,
+                        "a scenario or a subcommand is required",
+                    )
+                    .exit()
+            };
+            std::process::exit(match run(cli) {
+                Ok(code) => code,
+                Err(e) => {
+                    eprintln!("tribune-loadtest: {e:#}");
+                    1
+                }
+            });
+        }
     }
-    if std::env::args().nth(1).as_deref() == Some("markdown") {
-        let args: Vec<String> = std::env::args().skip(2).collect();
-        if let Err(e) = tribune_loadtest::markdown::main(&args) {
-            eprintln!("markdown: {e:#}");
-            std::process::exit(1);
-        }
-        return;
-    }
-    let cli = Cli::parse();
-    std::process::exit(match run(cli) {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("tribune-loadtest: {e:#}");
-            1
-        }
-    });
 }
 
 fn run(cli: Cli) -> anyhow::Result<i32> {

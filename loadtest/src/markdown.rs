@@ -7,39 +7,44 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use anyhow::Context;
+use clap::Args;
 
-use crate::report::{Report, RunReport, fmt_ratio, fmt_us};
+use crate::report::{Report, RunReport, fmt_counts, fmt_ratio, fmt_us, fmt_versions};
 use crate::wire::Target;
 
-/// Entry point: `markdown --out FILE [--notes FILE] [--title TEXT] REPORT.json...`.
-pub fn main(args: &[String]) -> anyhow::Result<()> {
-    let mut out: Option<PathBuf> = None;
-    let mut notes: Option<PathBuf> = None;
-    let mut title = "Benchmarks".to_string();
-    let mut inputs = Vec::new();
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--out" => out = it.next().map(PathBuf::from),
-            "--notes" => notes = it.next().map(PathBuf::from),
-            "--title" => title = it.next().cloned().unwrap_or(title),
-            other => inputs.push(PathBuf::from(other)),
-        }
-    }
-    let out = out.context("markdown: --out FILE is required")?;
+/// The arguments of `tribune-loadtest markdown`.
+#[derive(Debug, Clone, Args)]
+pub struct MarkdownArgs {
+    /// The Markdown file to write (BENCHMARKS.md).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Markdown appended at the end (loadtest/BENCH_NOTES.md); a missing file adds nothing.
+    #[arg(long)]
+    pub notes: Option<PathBuf>,
+    /// The page's title.
+    #[arg(long, default_value = "Benchmarks")]
+    pub title: String,
+    /// The report.json files of the runs, in the order of the tables.
+    #[arg(required = true)]
+    pub reports: Vec<PathBuf>,
+}
+
+/// Entry point: reads the reports and writes the page.
+pub fn main(args: &MarkdownArgs) -> anyhow::Result<()> {
     let mut reports = Vec::new();
-    for p in &inputs {
+    for p in &args.reports {
         let text =
             std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
         let r: Report =
             serde_json::from_str(&text).with_context(|| format!("parsing {}", p.display()))?;
         reports.push(r);
     }
-    let notes = match notes {
-        Some(p) if p.exists() => std::fs::read_to_string(&p)?,
+    let notes = match &args.notes {
+        Some(p) if p.exists() => std::fs::read_to_string(p)?,
         _ => String::new(),
     };
-    std::fs::write(&out, render(&title, &reports, &notes))?;
+    std::fs::write(&args.out, render(&args.title, &reports, &notes))
+        .with_context(|| format!("writing {}", args.out.display()))?;
     Ok(())
 }
 
@@ -117,12 +122,7 @@ pub fn render(title: &str, reports: &[Report], notes: &str) -> String {
             m.cpu_model,
             m.mem_total_kib / 1024,
             m.kernel,
-            first
-                .versions
-                .iter()
-                .map(|(k, v)| format!("{k} `{v}`"))
-                .collect::<Vec<_>>()
-                .join(", ")
+            fmt_versions(&first.versions)
         );
         let loads: Vec<String> = reports
             .iter()
@@ -147,7 +147,11 @@ pub fn render(title: &str, reports: &[Report], notes: &str) -> String {
                 label(r),
                 c.measured,
                 c.target,
-                if c.ok { "yes" } else { "**no**" }
+                match c.verdict() {
+                    "ok" => "yes".to_string(),
+                    "n/a" => format!("n/a: {}", c.not_applicable.as_deref().unwrap_or("")),
+                    _ => "**no**".to_string(),
+                }
             );
         }
     }
@@ -252,8 +256,8 @@ pub fn render(title: &str, reports: &[Report], notes: &str) -> String {
         );
         row(
             "closes by the server",
-            cell(h, |x| format!("{:?}", x.closes)),
-            cell(p, |x| format!("{:?}", x.closes)),
+            cell(h, |x| fmt_counts(&x.closes)),
+            cell(p, |x| fmt_counts(&x.closes)),
             "".into(),
         );
         if let Some(rs) = h.and_then(|x| x.resume.as_ref()) {
@@ -375,5 +379,47 @@ mod tests {
         assert!(md.contains("tribune-loadtest fanout -n 19000"));
         assert!(md.ends_with("## Notes\nhello\n"));
         assert_eq!(group(76000), "76,000");
+    }
+
+    #[test]
+    fn cells_versions_and_not_applicable_targets_read_as_text() {
+        let mut h = RunReport {
+            target: Some(Target::Tribune),
+            ..RunReport::default()
+        };
+        h.closes.insert("1006".into(), 2);
+        let p = RunReport {
+            target: Some(Target::NatsWs),
+            ..RunReport::default()
+        };
+        let rep = Report {
+            scenario: "fanout".into(),
+            params: serde_json::json!({"clients": 200, "hubs": 1, "rate": 50.0, "payload_size": 200}),
+            versions: std::collections::BTreeMap::from([(
+                "nats-server".to_string(),
+                "nats-server: v2.15.1".to_string(),
+            )]),
+            checks: vec![crate::report::Check {
+                name: "fan-out deliveries/s, hub ÷ nats-server ws".into(),
+                measured: "1.00×".into(),
+                target: "≥ 1.5×".into(),
+                ok: false,
+                not_applicable: Some("the offered rate capped it".into()),
+            }],
+            runs: vec![h, p],
+            ..Report::default()
+        };
+        let md = render("Benchmarks", &[rep], "");
+        assert!(!md.contains("{}"), "{md}");
+        assert!(
+            md.contains("| closes by the server | 1006: 2 | none |"),
+            "{md}"
+        );
+        assert!(md.contains("Versions: nats-server v2.15.1."), "{md}");
+        assert!(
+            md.contains("| 1.00× | ≥ 1.5× | n/a: the offered rate capped it |"),
+            "{md}"
+        );
+        assert!(!md.contains("**no**"), "{md}");
     }
 }

@@ -29,8 +29,9 @@ const MAX_IN_FLIGHT: usize = 2048;
 pub enum Via {
     /// JetStream publish on `<subject_prefix><topic>`.
     Nats { url: String, subject_prefix: String },
-    /// `POST <base>/v1/publish` on one hub.
-    Http { base: String },
+    /// `POST <base>/v1/publish` on one hub's internal listener, with its
+    /// publish key.
+    Http { base: String, key: Option<String> },
 }
 
 /// What to publish.
@@ -142,7 +143,7 @@ pub async fn run(via: &Via, schedule: &Schedule, control: &Control) -> anyhow::R
             url,
             subject_prefix,
         } => run_nats(url, subject_prefix, schedule, control).await,
-        Via::Http { base } => run_http(base, schedule, control).await,
+        Via::Http { base, key } => run_http(base, key.as_deref(), schedule, control).await,
     }
 }
 
@@ -258,7 +259,12 @@ fn note_error(out: &mut Published, e: String) {
     }
 }
 
-async fn run_http(base: &str, schedule: &Schedule, control: &Control) -> anyhow::Result<Published> {
+async fn run_http(
+    base: &str,
+    key: Option<&str>,
+    schedule: &Schedule,
+    control: &Control,
+) -> anyhow::Result<Published> {
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .pool_max_idle_per_host(256)
@@ -276,6 +282,7 @@ async fn run_http(base: &str, schedule: &Schedule, control: &Control) -> anyhow:
         let count = total / topics as u64 + u64::from((t as u64) < total % topics as u64);
         let http = http.clone();
         let url = url.clone();
+        let key = key.map(str::to_string);
         let topic = schedule.plan.name(t as u32);
         let control = control.clone();
         let size = schedule.payload_size;
@@ -296,12 +303,14 @@ async fn run_http(base: &str, schedule: &Schedule, control: &Control) -> anyhow:
                 );
                 p.sent += 1;
                 control.sent.fetch_add(1, Ordering::Relaxed);
-                let r = http
+                let mut req = http
                     .post(&url)
                     .header("content-type", "application/json")
-                    .body(body)
-                    .send()
-                    .await;
+                    .body(body);
+                if let Some(key) = &key {
+                    req = req.bearer_auth(key);
+                }
+                let r = req.send().await;
                 match r {
                     Ok(resp) if resp.status().is_success() => {
                         p.acked += 1;

@@ -9,10 +9,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use tribune_harness::binaries::{find_binary, version_line};
-use tribune_harness::hub::{Hub, HubOptions};
+use tribune_harness::hub::{Hub, HubOptions, PUBLISH_KEY_ENV, random_key};
 use tribune_harness::nats::{NatsOptions, NatsServer};
 
 use crate::cli::{Bus, Cli};
+use crate::report::bare_version;
 use crate::wire::Target;
 
 /// The NATS server of the run, started here or given.
@@ -33,8 +34,9 @@ impl Nats {
         run_dir: &Path,
         versions: &mut BTreeMap<String, String>,
     ) -> anyhow::Result<Option<Nats>> {
-        let needs_nats = cli.target.contains(&Target::NatsWs)
-            || (cli.target.contains(&Target::Tribune) && cli.bus == Bus::Nats);
+        let targets = cli.targets();
+        let needs_nats = targets.contains(&Target::NatsWs)
+            || (targets.contains(&Target::Tribune) && cli.bus == Bus::Nats);
         if !needs_nats {
             return Ok(None);
         }
@@ -49,7 +51,10 @@ impl Nats {
         let bin = find_binary("nats-server", cli.nats_server_bin.as_deref()).context(
             "nats-server not found: run scripts/install-nats, or pass --nats-server-bin or --nats-url",
         )?;
-        versions.insert("nats-server".into(), version_line(&bin));
+        versions.insert(
+            "nats-server".into(),
+            bare_version("nats-server", &version_line(&bin)),
+        );
         let server = NatsServer::try_start(&NatsOptions {
             bin: Some(bin),
             websocket: true,
@@ -74,6 +79,9 @@ impl Nats {
 pub struct HubLauncher {
     pub bin: PathBuf,
     pub config: PathBuf,
+    /// The key every launched hub takes on `POST /v1/publish`, given to it
+    /// as `TRIBUNE_PUBLISH_KEY` (never on the command line).
+    pub publish_key: String,
     /// `--nats` URL; none: the embedded bus.
     pub nats: Option<String>,
     pub extra_args: Vec<String>,
@@ -90,7 +98,7 @@ impl HubLauncher {
         nats: Option<&Nats>,
         versions: &mut BTreeMap<String, String>,
     ) -> anyhow::Result<Option<HubLauncher>> {
-        if !cli.target.contains(&Target::Tribune) || !cli.hub_url.is_empty() {
+        if !cli.targets().contains(&Target::Tribune) || !cli.hub_url.is_empty() {
             return Ok(None);
         }
         let bin = find_binary("tribune-hub", cli.hub_bin.as_deref()).context(
@@ -108,10 +116,14 @@ impl HubLauncher {
                 path
             }
         };
-        versions.insert("tribune-hub".into(), version_line(&bin));
+        versions.insert(
+            "tribune-hub".into(),
+            bare_version("tribune-hub", &version_line(&bin)),
+        );
         Ok(Some(HubLauncher {
             bin,
             config,
+            publish_key: random_key(),
             nats: (cli.bus == Bus::Nats)
                 .then(|| nats.map(|n| n.url.clone()))
                 .flatten(),
@@ -143,7 +155,10 @@ impl HubLauncher {
             &path,
             format!(
                 "# Written by tribune-loadtest.\n\
-                 [limits]\nhandshakes_per_second = 1000000\nmax_connections = {max_connections}\n\n\
+                 [limits]\nhandshakes_per_second = 1000000\nhandshakes_burst = 1000000\n\
+                 node_handshakes_per_second = 1000000\nnode_handshakes_burst = 1000000\n\
+                 address_share_percent = 100\nmax_relays = 1000000\n\
+                 max_connections = {max_connections}\n\n\
                  [drain]\nwindow_ms = {drain_window_ms}\nretry_ms = {drain_retry_ms}\ngrace_ms = {}\n",
                 drain_window_ms + 10_000
             ),
@@ -169,6 +184,7 @@ impl HubLauncher {
         Hub::launch(HubOptions {
             bin: self.bin.clone(),
             args,
+            env: vec![(PUBLISH_KEY_ENV.to_string(), self.publish_key.clone())],
             log_level: std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
             log_file: Some(self.run_dir.join(format!("hub-{index}.log"))),
         })

@@ -4,11 +4,13 @@
 //! - [`hub`]: the real `tribune-hub` binary on a random loopback port (the
 //!   shared `tribune-harness`).
 //! - [`ws`]: a raw JSON websocket client for protocol-level assertions.
+//! - [`editor`]: an editor publishing to JetStream with `Nats-Msg-Id`, retried until acked.
 //! - [`eventually`]: polling with a deadline instead of sleeps.
 //! - [`nats`]: a real nats-server on a random port with its own store, a
 //!   3-node cluster (both from `tribune-harness`), a TCP proxy that cuts a link.
 //! - [`procstat`]: memory and CPU time of a process (from `tribune-harness`).
 
+pub mod editor;
 pub mod nats;
 pub mod ws;
 

@@ -82,6 +82,61 @@ impl WsClient {
         Self::finish(tokio_tungstenite::connect_async(req).await)
     }
 
+    /// Connects from a chosen local address (Linux routes all of
+    /// 127.0.0.0/8 to `lo`, so each test case can be its own client
+    /// address), with request headers appended in order: a name may repeat,
+    /// as proxies make it. No frame is read.
+    pub async fn connect_from(
+        url: &str,
+        source: std::net::IpAddr,
+        headers: &[(&str, &str)],
+    ) -> Result<WsClient, Refused> {
+        let addr = Self::addr_of(url);
+        let socket = if source.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()
+        } else {
+            tokio::net::TcpSocket::new_v6()
+        }
+        .expect("socket");
+        socket
+            .bind(std::net::SocketAddr::new(source, 0))
+            .expect("bind source");
+        let tcp = socket.connect(addr).await.map_err(|e| Refused {
+            status: 0,
+            body: e.to_string(),
+            retry_after: None,
+        })?;
+        Self::connect_over(tcp, url, headers).await
+    }
+
+    /// Completes the websocket handshake on a socket already connected (a
+    /// PROXY protocol header written first, say), headers appended in order.
+    pub async fn connect_over(
+        tcp: TcpStream,
+        url: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<WsClient, Refused> {
+        let mut req = url.into_client_request().expect("valid ws url");
+        for (k, v) in headers {
+            req.headers_mut().append(
+                tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        Self::finish(tokio_tungstenite::client_async(req, MaybeTlsStream::Plain(tcp)).await)
+    }
+
+    /// The `ip:port` of a `ws://ip:port/...` URL.
+    pub fn addr_of(url: &str) -> std::net::SocketAddr {
+        let req = url.into_client_request().expect("valid ws url");
+        req.uri()
+            .authority()
+            .expect("authority")
+            .as_str()
+            .parse()
+            .expect("ip:port url")
+    }
+
     /// Connects over a socket with a small receive buffer, so that a client
     /// that stops reading is seen as slow after little data.
     pub async fn connect_small_buffer(url: &str, rcvbuf: u32) -> (WsClient, Value) {

@@ -58,6 +58,12 @@ fn companions(path: &[String]) -> &'static [(&'static str, &'static str)] {
             "companion-secret-0123456789abcdef0123",
         )],
         "auth.public_key_file" | "auth.jwks_file" => &[("TRIBUNE_AUTH__ALGORITHM", "ES256")],
+        "proxy_protocol" => &[("TRIBUNE_TRUSTED_PROXIES", "10.0.0.0/8")],
+        "tls.cert_file" => &[("TRIBUNE_TLS__KEY_FILE", "/nonexistent/tribune-env-test.pem")],
+        "tls.key_file" => &[(
+            "TRIBUNE_TLS__CERT_FILE",
+            "/nonexistent/tribune-env-test.pem",
+        )],
         _ => &[],
     }
 }

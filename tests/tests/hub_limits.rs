@@ -92,7 +92,8 @@ async fn repeated_bad_frames_close_with_4029() {
 
 #[tokio::test]
 async fn connection_limit_answers_503_before_the_upgrade() {
-    let cfg = ConfigFile::new("[limits]\nmax_connections = 2\n");
+    // One address may hold the whole node here: this is about the cap.
+    let cfg = ConfigFile::new("[limits]\nmax_connections = 2\naddress_share_percent = 100\n");
     let hub = Hub::start(&["--config", cfg.path()]).await;
     let (_a, _) = connect(&hub).await;
     let (_b, _) = connect(&hub).await;
@@ -149,7 +150,7 @@ async fn upgrades_reset_by_the_client_give_their_place_back_once() {
 
 #[tokio::test]
 async fn handshake_rate_per_address_answers_429() {
-    let cfg = ConfigFile::new("[limits]\nhandshakes_per_second = 3\n");
+    let cfg = ConfigFile::new("[limits]\nhandshakes_per_second = 3\nhandshakes_burst = 3\n");
     let hub = Hub::start(&["--config", cfg.path()]).await;
     let mut statuses = Vec::new();
     for _ in 0..6 {
@@ -341,7 +342,8 @@ async fn file_limit_caps_connections_with_503_not_emfile() {
     use tokio::io::AsyncBufReadExt;
     // 300 files: the hub keeps a reserve of 256, so 44 connections fit.
     let bin = tribune_tests::hub::binary();
-    let cfg = ConfigFile::new("[limits]\nhandshakes_per_second = 1000\n");
+    let cfg =
+        ConfigFile::new("[limits]\nhandshakes_per_second = 1000\naddress_share_percent = 100\n");
     let command = format!(
         "ulimit -n 300 && exec {} --listen 127.0.0.1:0 --config {}",
         bin.display(),
@@ -356,11 +358,13 @@ async fn file_limit_caps_connections_with_503_not_emfile() {
         .spawn()
         .unwrap();
     let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let line = lines.next_line().await.unwrap().unwrap();
-    let addr = line
-        .strip_prefix("listening on http://")
-        .unwrap()
-        .to_string();
+    // The internal listener's line comes first.
+    let addr = loop {
+        let line = lines.next_line().await.unwrap().unwrap();
+        if let Some(addr) = line.strip_prefix("listening on http://") {
+            break addr.to_string();
+        }
+    };
     let url = format!("ws://{addr}/v1/ws");
     let mut open = Vec::new();
     let mut refused = None;

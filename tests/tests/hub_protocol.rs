@@ -331,7 +331,11 @@ async fn every_error_code_from_bad_frames() {
         .request(json!({"type": "publish", "topic": "cheers.a", "data": {"ok": 1}}))
         .await;
     assert_eq!(answer["type"], "ack");
-    // Reactions: the burst passes, then rate_limited.
+    // Reactions (on a topic this connection watches): the burst passes,
+    // then rate_limited.
+    c.request(json!({"type": "unsubscribe", "topic": "clips.b"}))
+        .await;
+    c.subscribe("results.a", json!({})).await;
     let mut codes = Vec::new();
     for _ in 0..12 {
         let a = c
@@ -351,10 +355,11 @@ async fn every_error_code_from_bad_frames() {
 
 #[tokio::test]
 async fn http_publish_checks_key_body_topic_and_size() {
-    let cfg = ConfigFile::new("publish_key = \"s3cret\"\n[limits]\nmax_payload_bytes = 100\n");
+    let cfg = ConfigFile::new("[limits]\nmax_payload_bytes = 100\n");
     let hub = Hub::start(&["--config", cfg.path()]).await;
+    let key = hub.publish_key().to_string();
     let http = reqwest::Client::new();
-    let url = format!("{}/v1/publish", hub.http_url());
+    let url = format!("{}/v1/publish", hub.internal_url());
     let body = json!({"topic": CLIPS, "data": {"a": 1}});
     let res = http.post(&url).json(&body).send().await.unwrap();
     assert_eq!(res.status(), 401, "no key");
@@ -370,7 +375,7 @@ async fn http_publish_checks_key_body_topic_and_size() {
     assert_eq!(err["error"]["code"], "unauthorized");
     let res = http
         .post(&url)
-        .bearer_auth("s3cret")
+        .bearer_auth(&key)
         .json(&body)
         .send()
         .await
@@ -393,7 +398,8 @@ async fn http_publish_checks_key_body_topic_and_size() {
     ] {
         let res = http
             .post(&url)
-            .bearer_auth("s3cret")
+            .bearer_auth(&key)
+            .header("content-type", "application/json")
             .body(body)
             .send()
             .await
@@ -408,7 +414,7 @@ async fn http_publish_checks_key_body_topic_and_size() {
     let big = json!({"topic": CLIPS, "data": {"x": "y".repeat(200)}});
     let res = http
         .post(&url)
-        .bearer_auth("s3cret")
+        .bearer_auth(&key)
         .json(&big)
         .send()
         .await
@@ -423,7 +429,9 @@ async fn invalid_publications_are_never_forwarded() {
     c.subscribe(CLIPS, json!({})).await;
     let http = reqwest::Client::new();
     let res = http
-        .post(format!("{}/v1/publish", hub.http_url()))
+        .post(format!("{}/v1/publish", hub.internal_url()))
+        .bearer_auth(hub.publish_key())
+        .header("content-type", "application/json")
         .body(format!("{{\"topic\":\"{CLIPS}\",\"data\":{{bad json}}}}"))
         .send()
         .await
@@ -442,11 +450,13 @@ async fn health_ready_and_metrics() {
     let hub = Hub::start(&[]).await;
     assert_eq!(hub.get("/healthz").await.0, 200);
     assert_eq!(hub.get("/readyz").await.0, 200);
+    assert_eq!(hub.get_internal("/healthz").await.0, 200);
+    assert_eq!(hub.get_internal("/readyz").await.0, 200);
     let (mut c, _) = connect(&hub).await;
     c.subscribe(RESULTS, json!({})).await;
     hub.publish(RESULTS, json!({"v": 1})).await;
     c.recv().await;
-    let (status, text) = hub.get("/metrics").await;
+    let (status, text) = hub.get_internal("/metrics").await;
     assert_eq!(status, 200);
     for family in [
         "tribune_connections",

@@ -47,7 +47,10 @@ async fn reactions_are_summed_exactly_once() {
         .iter()
         .enumerate()
     {
-        let (mut fan, _) = WsClient::connect(&hub.ws_url()).await;
+        let (fan, _) = WsClient::connect(&hub.ws_url()).await;
+        let mut fan = fan.without_stats();
+        // A reaction is a watching fan's: subscribed first.
+        fan.subscribe(TOPIC, json!({})).await;
         let a = fan
             .request(json!({"type": "react", "topic": TOPIC, "reaction": r}))
             .await;

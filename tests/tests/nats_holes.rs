@@ -15,7 +15,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
@@ -23,6 +22,7 @@ use tokio::sync::watch;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tribune_tests::editor::Editor;
 use tribune_tests::hub::ConfigFile;
 use tribune_tests::nats::{NatsServer, TcpProxy};
 use tribune_tests::{Hub, eventually};
@@ -47,57 +47,11 @@ static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(())
 
 // ---------------------------------------------------------------- editor
 
-/// An editor: JetStream publications with a unique `Nats-Msg-Id`, retried
-/// until the stream acknowledges, connected to nats-server directly.
-struct Editor {
-    js: async_nats::jetstream::Context,
-}
-
-impl Editor {
-    async fn connect(url: &str) -> Editor {
-        let client = async_nats::ConnectOptions::new()
-            // Back as soon as a restarted server listens, most likely before
-            // the hubs (whose reconnect steps are longer): the order of the
-            // issue, where what waited in the editor is stored in a burst
-            // before the hubs return.
-            .reconnect_delay_callback(|_| Duration::from_millis(25))
-            .connect(url)
-            .await
-            .expect("editor connects");
-        Editor {
-            js: async_nats::jetstream::new(client),
-        }
-    }
-
-    /// Publishes until acked; the stored `seq` (the original one when a retry
-    /// was a duplicate, which the `Nats-Msg-Id` makes it).
-    async fn publish(&self, topic: &str, data: &str, id: &str) -> u64 {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            let mut headers = async_nats::HeaderMap::new();
-            headers.insert("Nats-Msg-Id", id);
-            let attempt = async {
-                self.js
-                    .publish_with_headers(
-                        format!("tribune.fan.{topic}"),
-                        headers,
-                        Bytes::from(data.to_string()),
-                    )
-                    .await
-                    .ok()?
-                    .await
-                    .ok()
-            };
-            if let Ok(Some(ack)) = tokio::time::timeout(Duration::from_secs(1), attempt).await {
-                return ack.sequence;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "publication {id} not acked within 30 s"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
+/// An editor back as soon as a restarted server listens, most likely before
+/// the hubs (whose reconnect steps are longer): the order of the issue, where
+/// what waited in the editor is stored in a burst before the hubs return.
+async fn holes_editor(url: &str) -> Editor {
+    Editor::connect_with(url, |_| Duration::from_millis(25)).await
 }
 
 /// Publishes [`MESSAGES`] to `topic`, one started every [`PACE`] whatever
@@ -654,7 +608,7 @@ async fn a_nats_restart_of_two_seconds_loses_nothing_with_defaults() {
     let urls = [hub_a.ws_url(), hub_b.ws_url()];
     let fans = Fans::start(topic, |i| vec![urls[i % 2].clone()]).await;
 
-    let editor = Editor::connect(&url).await;
+    let editor = holes_editor(&url).await;
     let progress = Arc::new(AtomicUsize::new(0));
     let publisher = publish_feed(editor, topic, progress.clone());
     wait_progress(&progress, FAULT_AFTER).await;
@@ -713,7 +667,7 @@ async fn an_outage_longer_than_the_retention_is_a_gap_that_names_every_lost_mess
     let urls = [hub_a.ws_url(), hub_b.ws_url()];
     let fans = Fans::start(topic, |i| vec![urls[i % 2].clone()]).await;
 
-    let editor = Editor::connect(&server.url()).await;
+    let editor = holes_editor(&server.url()).await;
     let progress = Arc::new(AtomicUsize::new(0));
     let publisher = publish_feed(editor, topic, progress.clone());
     wait_progress(&progress, FAULT_AFTER).await;
@@ -754,7 +708,7 @@ async fn an_outage_longer_than_the_retention_is_a_gap_that_names_every_lost_mess
         restored_at - cut_at
     );
     for hub in [&hub_a, &hub_b] {
-        let (_, metrics) = hub.get("/metrics").await;
+        let (_, metrics) = hub.get_internal("/metrics").await;
         let gap_lines: Vec<&str> = metrics
             .lines()
             .filter(|l| l.starts_with("tribune_gaps_"))
@@ -793,7 +747,7 @@ async fn fans_of_a_sigkilled_hub_resume_on_another_and_lose_nothing() {
     })
     .await;
 
-    let editor = Editor::connect(&url).await;
+    let editor = holes_editor(&url).await;
     let progress = Arc::new(AtomicUsize::new(0));
     let publisher = publish_feed(editor, topic, progress.clone());
     wait_progress(&progress, FAULT_AFTER).await;
@@ -849,7 +803,7 @@ async fn a_stream_limit_lowered_by_another_hub_still_makes_no_silent_hole() {
     let urls = [hub_a.ws_url(), hub_b.ws_url()];
     let fans = Fans::start(topic, |i| vec![urls[i % 2].clone()]).await;
 
-    let editor = Editor::connect(&server.url()).await;
+    let editor = holes_editor(&server.url()).await;
     let progress = Arc::new(AtomicUsize::new(0));
     let publisher = publish_feed(editor, topic, progress.clone());
     wait_progress(&progress, FAULT_AFTER).await;

@@ -10,10 +10,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
 use futures::StreamExt;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
+use tribune_tests::editor::Editor;
 use tribune_tests::hub::ConfigFile;
 use tribune_tests::nats::{NatsCluster, NatsServer, TcpProxy};
 use tribune_tests::{Hub, WsClient, eventually};
@@ -45,66 +45,6 @@ fn now_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_millis() as u64
-}
-
-/// An editor: JetStream publications with `Nats-Msg-Id`, retried until acked.
-struct Editor {
-    js: async_nats::jetstream::Context,
-}
-
-impl Editor {
-    async fn connect(url: &str) -> Editor {
-        let servers: Vec<&str> = url.split(',').collect();
-        let client = async_nats::ConnectOptions::new()
-            .reconnect_delay_callback(|n| Duration::from_millis(50 * n.min(10) as u64))
-            .connect(servers)
-            .await
-            .expect("editor connects");
-        Editor {
-            js: async_nats::jetstream::new(client),
-        }
-    }
-
-    /// Publishes until the stream acknowledges; the stored `seq` (the first
-    /// one when a retry was a duplicate).
-    async fn publish(&self, topic: &str, data: &str, id: &str) -> u64 {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            let mut headers = async_nats::HeaderMap::new();
-            headers.insert("Nats-Msg-Id", id);
-            let attempt = async {
-                self.js
-                    .publish_with_headers(
-                        format!("tribune.fan.{topic}"),
-                        headers,
-                        Bytes::from(data.to_string()),
-                    )
-                    .await
-                    .ok()?
-                    .await
-                    .ok()
-            };
-            if let Ok(Some(ack)) = tokio::time::timeout(Duration::from_secs(1), attempt).await {
-                return ack.sequence;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "publication {id} not acked within 30 s"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// A JetStream API request; the JSON answer.
-    async fn api(&self, subject: &str) -> Value {
-        let reply = self
-            .js
-            .client()
-            .request(subject.to_string(), Bytes::new())
-            .await
-            .expect("JetStream API answers");
-        serde_json::from_slice(&reply.payload).expect("JSON answer")
-    }
 }
 
 /// A `message` frame as the fan saw it, with its payload's raw text.

@@ -6,9 +6,10 @@
 //! ```
 //!
 //! Each publication is checked (topic, JSON, 256 KiB), carries a
-//! `Nats-Msg-Id` and returns the stream seq fans will see. Publishing the same
-//! board twice is stored once (same content, same derived id); the clip gets
-//! its own id so that a retry after a crash cannot publish it twice.
+//! `Nats-Msg-Id` and returns the stream seq fans will see. Every board
+//! publication gets a new id, so each is stored, even one equal to an earlier
+//! board; the clip gets the editor's own id, so that publishing it again
+//! after a crash stores it once.
 
 use serde_json::json;
 use tribune_client::{PublishErrorKind, Publisher};
@@ -43,10 +44,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let first = publisher.publish(BOARD, &board).await?;
     println!("board stored as seq {}", first.seq);
     let again = publisher.publish(BOARD, &board).await?;
-    println!(
-        "same board again: seq {} (duplicate: {})",
-        again.seq, again.duplicate
-    );
+    println!("same board again, a new publication: seq {}", again.seq);
 
     let clip = json!({
         "kind": "clip",
@@ -60,6 +58,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .publish_with_id(CLIPS, serde_json::to_vec(&clip)?, "clip-2020-01-15-0042")
         .await?;
     println!("clip stored as seq {}", stored.seq);
+    let rerun = publisher
+        .publish_with_id(CLIPS, serde_json::to_vec(&clip)?, "clip-2020-01-15-0042")
+        .await?;
+    println!(
+        "clip again with its id: seq {} (duplicate: {})",
+        rerun.seq, rerun.duplicate
+    );
 
     // Mistakes are refused before anything is sent.
     match publisher.publish_json("clips.bad topic", "{}").await {

@@ -18,7 +18,7 @@ use tribune_client::{Client, ConnectionEvent, Event, SubscribeOptions};
 const BOARD: &str = "results.demo2026.speed-skating.mixed-team-sprint";
 const CLIPS: &str = "clips.demo2026.speed-skating";
 
-/// The fields of PAYLOADS.md this example shows; unknown ones are ignored.
+/// The fields of docs/PAYLOADS.md this example shows; unknown ones are ignored.
 #[derive(Debug, Deserialize)]
 struct Board {
     event: BoardEvent,

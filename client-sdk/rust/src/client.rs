@@ -1,6 +1,7 @@
 //! The application's handle: [`Client`] (cheap to clone, every clone talks
 //! to the same connection task) and its [`ClientBuilder`].
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -21,12 +22,15 @@ use crate::error::{
 use crate::events::{ConnectionEvent, ConnectionEvents, ConnectionState, EventHub};
 use crate::queue::SubQueue;
 use crate::subscription::Subscription;
+use crate::tls;
 
 /// Settings of a [`Client`]; every one has a default suited to a fan app.
 #[derive(Debug, Clone)]
 pub struct ClientBuilder {
     urls: Vec<String>,
     token: Option<String>,
+    /// Trust only this CA for `wss://` hubs instead of the platform's roots.
+    ca_file: Option<PathBuf>,
     backoff_min: Duration,
     backoff_max: Duration,
     heartbeat: Option<Duration>,
@@ -42,6 +46,7 @@ impl ClientBuilder {
         Self {
             urls: vec![url.to_string()],
             token: None,
+            ca_file: None,
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(30),
             heartbeat: None,
@@ -63,6 +68,14 @@ impl ClientBuilder {
     /// A JWT, sent as `Authorization: Bearer` on every handshake.
     pub fn token(mut self, token: impl Into<String>) -> Self {
         self.token = Some(token.into());
+        self
+    }
+
+    /// For `wss://` hubs, trust only the CA certificates of this PEM file
+    /// instead of the platform's root certificates: a hub with a private or
+    /// test CA. Read once, by [`connect`](Self::connect).
+    pub fn ca_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.ca_file = Some(path.into());
         self
     }
 
@@ -125,15 +138,27 @@ impl ClientBuilder {
             .iter()
             .map(|u| ws_url(u))
             .collect::<Result<Vec<_>, _>>()?;
+        // Trusted certificates are read only when TLS may be used; a CA file
+        // that was given is checked even then, so a bad path shows at once.
+        let tls = if self.ca_file.is_some() || urls.iter().any(|u| u.scheme() == "wss") {
+            Some(tls::client_config(self.ca_file.as_deref())?)
+        } else {
+            None
+        };
         let mut reconnector =
             Reconnector::new(urls, Backoff::new(self.backoff_min, self.backoff_max));
         let first = if self.retry_initial_connect {
             None
         } else {
             let url = reconnector.next_url();
-            let (ws, welcome) = connect_once(&url, self.token.as_deref(), self.connect_timeout)
-                .await
-                .map_err(|f| f.error)?;
+            let (ws, welcome) = connect_once(
+                &url,
+                self.token.as_deref(),
+                tls.as_ref(),
+                self.connect_timeout,
+            )
+            .await
+            .map_err(|f| f.error)?;
             Some((ws, welcome, url.to_string()))
         };
         let events = Arc::new(EventHub::new(ConnectionState::Connecting));
@@ -149,6 +174,7 @@ impl ClientBuilder {
             rx,
             TaskConfig {
                 token: self.token.clone(),
+                tls,
                 connect_timeout: self.connect_timeout,
                 heartbeat: self.heartbeat,
                 backoff_max: self.backoff_max,

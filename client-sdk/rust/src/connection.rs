@@ -43,6 +43,9 @@ use crate::tracker::{GapVerdict, Phase, Tracker, Verdict};
 #[derive(Debug, Clone)]
 pub(crate) struct TaskConfig {
     pub(crate) token: Option<String>,
+    /// TLS settings for `wss://` hubs, made once when the client was built
+    /// (reading the trusted certificates is I/O, not for every reconnect).
+    pub(crate) tls: Option<Arc<rustls::ClientConfig>>,
     pub(crate) connect_timeout: Duration,
     /// Overrides the hub's `heartbeat_ms`.
     pub(crate) heartbeat: Option<Duration>,
@@ -320,9 +323,10 @@ impl ConnectionTask {
             url: url.to_string(),
         });
         let token = self.config.token.clone();
+        let tls = self.config.tls.clone();
         let timeout = self.config.connect_timeout;
         let connecting = async move {
-            let result = connect_once(&url, token.as_deref(), timeout).await;
+            let result = connect_once(&url, token.as_deref(), tls.as_ref(), timeout).await;
             (result, url)
         };
         tokio::pin!(connecting);

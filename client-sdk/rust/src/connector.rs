@@ -9,6 +9,7 @@
 //! backoff. A successful connection resets the backoff, except after a 4029
 //! (flood) close, so that a client that floods keeps slowing down.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -18,7 +19,7 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::{HeaderValue, header};
 use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 use tribune_protocol::close::Reconnect;
 use tribune_protocol::{CloseCode, PROTOCOL_VERSION, SUBPROTOCOL, ServerFrame, WS_PATH, Welcome};
 use url::Url;
@@ -26,6 +27,7 @@ use url::Url;
 use crate::backoff::{Backoff, jitter_below};
 use crate::error::{ConnectError, ConnectErrorKind};
 use crate::events::DisconnectReason;
+use crate::tls;
 
 pub(crate) type WsStream = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -90,14 +92,15 @@ impl ConnectFailure {
 }
 
 /// One connection attempt: the websocket handshake (offering `tribune.v1`,
-/// with the token as a bearer header) and the hub's `welcome`, all within
-/// `timeout`.
+/// with the token as a bearer header, over TLS with `tls` for `wss://`) and
+/// the hub's `welcome`, all within `timeout`.
 pub(crate) async fn connect_once(
     url: &Url,
     token: Option<&str>,
+    tls: Option<&Arc<rustls::ClientConfig>>,
     timeout: Duration,
 ) -> Result<(WsStream, Welcome), ConnectFailure> {
-    match tokio::time::timeout(timeout, handshake(url, token)).await {
+    match tokio::time::timeout(timeout, handshake(url, token, tls)).await {
         Ok(result) => result,
         Err(_) => Err(ConnectFailure::new(
             ConnectErrorKind::TimedOut,
@@ -106,7 +109,11 @@ pub(crate) async fn connect_once(
     }
 }
 
-async fn handshake(url: &Url, token: Option<&str>) -> Result<(WsStream, Welcome), ConnectFailure> {
+async fn handshake(
+    url: &Url,
+    token: Option<&str>,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+) -> Result<(WsStream, Welcome), ConnectFailure> {
     let mut request = url
         .as_str()
         .into_client_request()
@@ -125,9 +132,11 @@ async fn handshake(url: &Url, token: Option<&str>) -> Result<(WsStream, Welcome)
         })?;
         headers.insert(header::AUTHORIZATION, value);
     }
-    let (mut ws, _response) = tokio_tungstenite::connect_async_with_config(request, None, true)
-        .await
-        .map_err(|e| handshake_failure(url, e))?;
+    let connector = tls.map(|config| Connector::Rustls(config.clone()));
+    let (mut ws, _response) =
+        tokio_tungstenite::connect_async_tls_with_config(request, None, true, connector)
+            .await
+            .map_err(|e| handshake_failure(url, e))?;
     // The first frame of every connection is `welcome`; the hub may ping first.
     loop {
         match ws.next().await {
@@ -212,6 +221,27 @@ fn handshake_failure(url: &Url, err: tungstenite::Error) -> ConnectFailure {
         }
         tungstenite::Error::Url(e) => {
             ConnectFailure::new(ConnectErrorKind::InvalidUrl, format!("{url}: {e}"))
+        }
+        tungstenite::Error::Io(e) if tls::tls_failure(&e).is_some() => {
+            let detail = tls::tls_failure(&e).map(tls::explain).unwrap_or_default();
+            ConnectFailure {
+                error: ConnectError::with_source(
+                    ConnectErrorKind::Tls,
+                    format!("{url}: {detail}"),
+                    e,
+                ),
+                status: None,
+                retry_after: None,
+            }
+        }
+        tungstenite::Error::Tls(tungstenite::error::TlsError::InvalidDnsName) => {
+            ConnectFailure::new(
+                ConnectErrorKind::InvalidUrl,
+                format!("{url}: the host is not a valid TLS server name"),
+            )
+        }
+        tungstenite::Error::Tls(e) => {
+            ConnectFailure::new(ConnectErrorKind::Tls, format!("{url}: {e}"))
         }
         tungstenite::Error::Io(e) => ConnectFailure {
             error: ConnectError::with_source(ConnectErrorKind::Io, url.to_string(), e),

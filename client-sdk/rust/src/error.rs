@@ -84,7 +84,7 @@ impl<K: fmt::Debug + fmt::Display> StdError for Error<K> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ConnectErrorKind {
-    /// The URL is not a `ws://`, `wss://`, `http://`, `https://` or `nats://` URL.
+    /// The URL is not a `ws://`, `wss://`, `http://`, `https://`, `nats://` or `tls://` URL.
     InvalidUrl,
     /// The hub refused the token (HTTP 401). Retrying with the same token is useless.
     Unauthorized,
@@ -96,6 +96,13 @@ pub enum ConnectErrorKind {
     Io,
     /// No answer within the connect timeout.
     TimedOut,
+    /// The TLS handshake failed: the server's certificate is not trusted (give
+    /// its CA), not valid for the host, or expired. The server may fix it.
+    Tls,
+    /// The TLS settings cannot be used: the CA file (or a client certificate)
+    /// is unreadable or holds no certificate, or the system has no root
+    /// certificates.
+    TlsConfig,
     /// The peer is not a Tribune hub speaking protocol version 1.
     Protocol,
     /// The client was closed.
@@ -111,6 +118,8 @@ impl fmt::Display for ConnectErrorKind {
             Self::Unavailable => "hub unavailable",
             Self::Io => "connection failed",
             Self::TimedOut => "connect timed out",
+            Self::Tls => "TLS failed",
+            Self::TlsConfig => "unusable TLS settings",
             Self::Protocol => "protocol error",
             Self::Closed => "client closed",
         })
@@ -118,9 +127,13 @@ impl fmt::Display for ConnectErrorKind {
 }
 
 impl ConnectErrorKind {
-    /// Whether trying again later may succeed (unlike a refused token).
+    /// Whether trying again later may succeed (unlike a refused token). A
+    /// TLS failure may: servers renew or fix their certificates.
     pub fn is_retryable(self) -> bool {
-        matches!(self, Self::Unavailable | Self::Io | Self::TimedOut)
+        matches!(
+            self,
+            Self::Unavailable | Self::Io | Self::TimedOut | Self::Tls
+        )
     }
 }
 

@@ -56,6 +56,21 @@
 //! # }
 //! ```
 //!
+//! Each publication gets its own `Nats-Msg-Id` (a UUIDv7, kept by its
+//! retries), so an update equal to an earlier one is still delivered;
+//! [`Publisher::publish_with_id`] and [`MsgIds::FromContent`] store a repeat
+//! once (see [`publisher`]).
+//!
+//! # TLS and tokens
+//!
+//! `wss://` and `https://` hubs and `tls://` NATS are verified against the
+//! system's root certificates, or only against a CA file:
+//! [`ClientBuilder::ca_file`], [`PublisherBuilder::ca_file`] (and
+//! [`PublisherBuilder::client_cert`] for a NATS that verifies clients),
+//! [`HubPublisher::with_ca_file`]. Namespaces with `token = true` want a JWT:
+//! [`ClientBuilder::token`]; `tribune token` mints one for development.
+//! The crate's README has more, with the CLI.
+//!
 //! # Guarantees
 //!
 //! - A `feed` subscription yields every message once and in order, or an
@@ -80,6 +95,8 @@
 //!   answer of a subscribe request.
 //! - `connection`: the task that owns the socket; handles send it commands.
 //! - `connector`: one handshake, and when to reconnect (close codes, drain, backoff).
+//! - `tls`: which servers are trusted over TLS (platform roots or a CA
+//!   file) for `wss://` and `https://` hubs, and what a TLS failure means.
 //! - `backoff`: full-jitter exponential backoff, pure.
 //! - `tracker`: per-subscription continuity (`prev`, duplicates, gaps) and
 //!   resume bookkeeping, pure.
@@ -90,7 +107,7 @@
 //! - [`events`]: connection states and events for the application.
 //! - [`publisher`]: the editors' [`Publisher`] (NATS JetStream) and [`HubPublisher`] (HTTP).
 //! - [`error`]: `Error<Kind>` and the kinds.
-//! - `src/bin/tribune.rs`: the CLI (`tribune tail`, `tribune publish`).
+//! - `src/bin/tribune/`: the CLI (`tribune tail`, `tribune publish`, `tribune token`).
 
 mod backoff;
 pub mod client;
@@ -102,6 +119,7 @@ pub mod events;
 pub mod publisher;
 mod queue;
 pub mod subscription;
+mod tls;
 mod tracker;
 
 pub use client::{Client, ClientBuilder};
@@ -112,7 +130,14 @@ pub use error::{
 };
 pub use events::{ConnectionEvent, ConnectionEvents, ConnectionState, DisconnectReason};
 pub use publisher::{
-    HubPublisher, MAX_PAYLOAD_BYTES, Published, Publisher, PublisherBuilder, message_id,
+    HubPublisher, MAX_PAYLOAD_BYTES, MsgIds, Published, Publisher, PublisherBuilder,
+    content_message_id, unique_message_id,
 };
 pub use subscription::{Event, SubscribeInfo, SubscribeOptions, Subscription};
 pub use tribune_protocol::{ErrorCode, Message, Mode, Stats};
+
+// The README's examples are compiled with the doc tests, so that they keep
+// matching the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -8,21 +8,33 @@
 //!
 //! # Message ids and retries
 //!
-//! Every NATS publication carries a `Nats-Msg-Id`, so that the stream stores
-//! a retried publication once (within its duplicate window, 120 s by
-//! default). The caller may supply the id ([`Publisher::publish_with_id`]);
-//! otherwise it is derived from the content by [`message_id`]:
+//! Every NATS publication carries a `Nats-Msg-Id`. The stream stores a
+//! message id once within its duplicate window (120 s by default) and
+//! answers a repeat with the seq already stored, marked duplicate.
+//!
+//! - By default each publication gets a new UUIDv7 ([`MsgIds::Unique`]):
+//!   every call is stored, even when its payload equals an earlier one
+//!   (`live`, `paused`, `live` are three messages, and fans see all three).
+//! - The caller may give the id ([`Publisher::publish_with_id`]): a
+//!   publication repeated with the same id (a script re-run after a crash)
+//!   is stored once.
+//! - On request ([`PublisherBuilder::msg_ids`] with [`MsgIds::FromContent`])
+//!   the id is derived from topic and payload by [`content_message_id`], so
+//!   the same payload on the same topic within the window is stored once,
+//!   whichever process sends it. Only for publishers that want exactly that:
+//!   an update equal to one a minute ago is then not stored (the answer says
+//!   `duplicate`). The derivation is pinned, so that processes and versions
+//!   agree:
 //!
 //! ```text
 //! "t1-" + lowercase hex of the first 16 bytes of SHA-256(topic ‖ 0x00 ‖ payload)
 //! ```
 //!
-//! The same payload published twice on the same topic within the window is
-//! therefore stored once: harmless for `state` topics (same board), and what
-//! a retry wants. An editor that means to repeat an identical message must
-//! give its own id. On a timeout the publication is sent again with the same
-//! id, so a retry never duplicates; the seq returned is the stored one.
+//! When the ack does not come in time the publication is sent again with
+//! the same id, so a retry never stores it twice; the seq returned is the
+//! stored one, and [`Published::attempts`] says how many sends it took.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use async_nats::jetstream;
@@ -36,6 +48,7 @@ use tribune_protocol::frame::{HttpError, PublishRequest, PublishResponse};
 use tribune_protocol::validate_topic;
 
 use crate::error::{ConnectError, ConnectErrorKind, PublishError, PublishErrorKind};
+use crate::tls;
 
 /// Largest payload the hub forwards (PROTOCOL.md section 8).
 pub const MAX_PAYLOAD_BYTES: usize = 256 * 1024;
@@ -64,8 +77,30 @@ pub fn check_publication(
     Ok(())
 }
 
-/// The `Nats-Msg-Id` derived from a publication's content (see the module doc).
-pub fn message_id(topic: &str, payload: &[u8]) -> String {
+/// How a [`Publisher`] picks the `Nats-Msg-Id` of a publication without an
+/// explicit id (see the module doc).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MsgIds {
+    /// A new UUIDv7 for every publication, kept across its retries: every
+    /// publication is stored, whatever its payload. The default.
+    #[default]
+    Unique,
+    /// Derived from topic and payload by [`content_message_id`]: a payload
+    /// equal to one stored on the topic within the stream's duplicate window
+    /// is not stored again (its earlier seq is returned, marked duplicate).
+    FromContent,
+}
+
+/// A new `Nats-Msg-Id` for one publication: a UUIDv7, so ids sort by the
+/// time they were made, which helps when reading the stream or logs.
+pub fn unique_message_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+/// The `Nats-Msg-Id` derived from a publication's content (see the module
+/// doc); used with [`MsgIds::FromContent`].
+pub fn content_message_id(topic: &str, payload: &[u8]) -> String {
     let mut hash = Sha256::new();
     hash.update(topic.as_bytes());
     hash.update([0u8]);
@@ -84,30 +119,45 @@ pub fn message_id(topic: &str, payload: &[u8]) -> String {
 pub struct Published {
     /// The stream sequence: the `seq` fans will see.
     pub seq: u64,
-    /// The stream already held this message id: stored once, this is its seq.
+    /// Nothing new was stored: an earlier publication with the same message
+    /// id (an explicit or content-derived one) is in the stream, and `seq` is
+    /// its seq. Never set for a default (unique) id, whose only possible
+    /// earlier copy is this publication's own first attempt.
     pub duplicate: bool,
     /// The `Nats-Msg-Id` used.
     pub msg_id: String,
+    /// How many times it was sent: more than 1 when acks timed out and it was
+    /// retried with the same id.
+    pub attempts: u32,
 }
 
 /// Settings of a [`Publisher`].
 #[derive(Debug, Clone)]
 pub struct PublisherBuilder {
     prefix: String,
+    /// Where ids come from when the caller gives none.
+    msg_ids: MsgIds,
     max_payload: usize,
     attempts: u32,
     ack_timeout: Duration,
     connect_timeout: Duration,
+    /// Trust only this CA for a TLS NATS instead of the platform's roots.
+    ca_file: Option<PathBuf>,
+    /// Certificate and key (PEM) for a NATS that verifies its clients.
+    client_cert: Option<(PathBuf, PathBuf)>,
 }
 
 impl Default for PublisherBuilder {
     fn default() -> Self {
         Self {
             prefix: DEFAULT_PREFIX.into(),
+            msg_ids: MsgIds::Unique,
             max_payload: MAX_PAYLOAD_BYTES,
             attempts: 3,
             ack_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(5),
+            ca_file: None,
+            client_cert: None,
         }
     }
 }
@@ -116,6 +166,14 @@ impl PublisherBuilder {
     /// Subject prefix, when the hubs use another than `tribune`.
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = prefix.into();
+        self
+    }
+
+    /// Where the `Nats-Msg-Id` of [`Publisher::publish`] and
+    /// [`Publisher::publish_json`] comes from. Default [`MsgIds::Unique`];
+    /// [`MsgIds::FromContent`] stores a repeated payload once.
+    pub fn msg_ids(mut self, msg_ids: MsgIds) -> Self {
+        self.msg_ids = msg_ids;
         self
     }
 
@@ -144,24 +202,54 @@ impl PublisherBuilder {
         self
     }
 
-    /// Connects to NATS (`nats://host:port`, comma-separated for a cluster).
+    /// For a NATS with TLS, trust only the CA certificates of this PEM file
+    /// instead of the platform's root certificates (a private CA).
+    pub fn ca_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.ca_file = Some(path.into());
+        self
+    }
+
+    /// For a NATS that verifies its clients' certificates (`verify: true`):
+    /// this client's certificate chain and private key, both PEM.
+    pub fn client_cert(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+        self.client_cert = Some((cert.into(), key.into()));
+        self
+    }
+
+    /// Connects to NATS (`nats://host:port`, comma-separated for a cluster;
+    /// `tls://host:port` insists on TLS, which `nats://` also uses when the
+    /// server asks for it).
     pub async fn connect(self, url: &str) -> Result<Publisher, ConnectError> {
-        let client = async_nats::ConnectOptions::new()
-            .connection_timeout(self.connect_timeout)
-            .connect(url)
-            .await
-            .map_err(|e| {
-                let kind = match e.kind() {
-                    async_nats::ConnectErrorKind::ServerParse => ConnectErrorKind::InvalidUrl,
-                    async_nats::ConnectErrorKind::TimedOut => ConnectErrorKind::TimedOut,
-                    async_nats::ConnectErrorKind::Authentication
-                    | async_nats::ConnectErrorKind::AuthorizationViolation => {
-                        ConnectErrorKind::Unauthorized
-                    }
-                    _ => ConnectErrorKind::Io,
-                };
-                ConnectError::with_source(kind, url.to_string(), e)
-            })?;
+        let mut options =
+            async_nats::ConnectOptions::new().connection_timeout(self.connect_timeout);
+        // Files are checked here, so that a wrong path is reported as such
+        // and not as a failed handshake.
+        if let Some(ca) = &self.ca_file {
+            tls::check_ca_file(ca)?;
+            options = options.add_root_certificates(ca.clone());
+        }
+        if let Some((cert, key)) = &self.client_cert {
+            tls::check_client_identity(cert, key)?;
+            options = options.add_client_certificate(cert.clone(), key.clone());
+        }
+        let client = options.connect(url).await.map_err(|e| {
+            // async-nats reports a refused certificate as I/O; say what it is.
+            if let Some(tls_error) = tls::tls_failure_in_chain(&e) {
+                let detail = format!("{url}: {}", tls::explain(tls_error));
+                return ConnectError::with_source(ConnectErrorKind::Tls, detail, e);
+            }
+            let kind = match e.kind() {
+                async_nats::ConnectErrorKind::ServerParse => ConnectErrorKind::InvalidUrl,
+                async_nats::ConnectErrorKind::TimedOut => ConnectErrorKind::TimedOut,
+                async_nats::ConnectErrorKind::Authentication
+                | async_nats::ConnectErrorKind::AuthorizationViolation => {
+                    ConnectErrorKind::Unauthorized
+                }
+                async_nats::ConnectErrorKind::Tls => ConnectErrorKind::Tls,
+                _ => ConnectErrorKind::Io,
+            };
+            ConnectError::with_source(kind, url.to_string(), e)
+        })?;
         Ok(self.client(client))
     }
 
@@ -173,6 +261,7 @@ impl PublisherBuilder {
         Publisher {
             js,
             prefix: self.prefix,
+            msg_ids: self.msg_ids,
             max_payload: self.max_payload,
             attempts: self.attempts,
         }
@@ -186,6 +275,8 @@ pub struct Publisher {
     js: jetstream::Context,
     /// `<prefix>.fan.<topic>` is the subject.
     prefix: String,
+    /// Where ids come from when the caller gives none.
+    msg_ids: MsgIds,
     max_payload: usize,
     attempts: u32,
 }
@@ -194,6 +285,7 @@ impl std::fmt::Debug for Publisher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Publisher")
             .field("prefix", &self.prefix)
+            .field("msg_ids", &self.msg_ids)
             .field("max_payload", &self.max_payload)
             .field("attempts", &self.attempts)
             .finish_non_exhaustive()
@@ -210,7 +302,8 @@ impl Publisher {
         Self::builder().connect(url).await
     }
 
-    /// Publishes `data` serialized to JSON.
+    /// Publishes `data` serialized to JSON, with an id per
+    /// [`PublisherBuilder::msg_ids`] (by default a new one: always stored).
     pub async fn publish<T: Serialize + ?Sized>(
         &self,
         topic: &str,
@@ -222,26 +315,47 @@ impl Publisher {
         self.publish_json(topic, json).await
     }
 
-    /// Publishes a payload that is already JSON (checked here), with the
-    /// content-derived message id.
+    /// Publishes a payload that is already JSON (checked here), with an id
+    /// per [`PublisherBuilder::msg_ids`] (by default a new one: always stored).
     pub async fn publish_json(
         &self,
         topic: &str,
         json: impl Into<Bytes>,
     ) -> Result<Published, PublishError> {
         let json = json.into();
-        let id = message_id(topic, &json);
-        self.publish_with_id(topic, json, &id).await
+        match self.msg_ids {
+            MsgIds::Unique => {
+                let id = unique_message_id();
+                self.send(topic, json, &id, IdOrigin::ThisPublication).await
+            }
+            MsgIds::FromContent => {
+                let id = content_message_id(topic, &json);
+                self.send(topic, json, &id, IdOrigin::Shared).await
+            }
+        }
     }
 
-    /// Publishes with the caller's message id.
+    /// Publishes with the caller's message id: a publication repeated with
+    /// the same id within the stream's duplicate window is stored once
+    /// (answered with the first one's seq, marked duplicate).
     pub async fn publish_with_id(
         &self,
         topic: &str,
         json: impl Into<Bytes>,
         msg_id: &str,
     ) -> Result<Published, PublishError> {
-        let json = json.into();
+        self.send(topic, json.into(), msg_id, IdOrigin::Shared)
+            .await
+    }
+
+    /// Sends until the stream acks, every attempt with the same id.
+    async fn send(
+        &self,
+        topic: &str,
+        json: Bytes,
+        msg_id: &str,
+        origin: IdOrigin,
+    ) -> Result<Published, PublishError> {
         check_publication(topic, &json, self.max_payload)?;
         let subject = format!("{}.fan.{topic}", self.prefix);
         let mut last_timeout = None;
@@ -250,8 +364,12 @@ impl Publisher {
                 Ok(ack) => {
                     return Ok(Published {
                         seq: ack.sequence,
-                        duplicate: ack.duplicate,
+                        // A unique id the stream already holds was stored by
+                        // an earlier attempt of this very call, whose ack was
+                        // lost: for the caller that is a new publication.
+                        duplicate: ack.duplicate && origin == IdOrigin::Shared,
                         msg_id: msg_id.to_string(),
+                        attempts: attempt,
                     });
                 }
                 Err(e) if e.kind() == JsPublishErrorKind::TimedOut => {
@@ -284,6 +402,15 @@ impl Publisher {
     }
 }
 
+/// Whether anyone but this call can have used a message id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum IdOrigin {
+    /// Made for this publication: only its own attempts carry it.
+    ThisPublication,
+    /// The caller's or derived from content: earlier publications may carry it.
+    Shared,
+}
+
 fn map_js_error(topic: &str, e: jetstream::context::PublishError) -> PublishError {
     let kind = match e.kind() {
         JsPublishErrorKind::StreamNotFound => PublishErrorKind::NoStream,
@@ -294,9 +421,10 @@ fn map_js_error(topic: &str, e: jetstream::context::PublishError) -> PublishErro
     PublishError::with_source(kind, topic.to_string(), e)
 }
 
-/// Publishing through a hub's `POST /v1/publish`: for integrations, tests
-/// and the embedded bus. Without a configured key only loopback callers may
-/// publish.
+/// Publishing through a hub's `POST /v1/publish` (on its internal
+/// listener): for integrations, tests and the embedded bus. The hub wants
+/// its `publish_key` ([`HubPublisher::key`]); without one configured it
+/// takes publications only from loopback on a `--demo` node.
 #[derive(Debug, Clone)]
 pub struct HubPublisher {
     http: reqwest::Client,
@@ -309,8 +437,19 @@ pub struct HubPublisher {
 
 impl HubPublisher {
     /// A publisher for the hub at `url` (`http://host:port`; `ws://` is
-    /// accepted and mapped).
+    /// accepted and mapped). An `https://` hub must have a certificate that
+    /// the platform's roots trust.
     pub fn new(url: &str) -> Result<Self, ConnectError> {
+        Self::build(url, None)
+    }
+
+    /// A publisher for an `https://` hub whose certificate chains to one of
+    /// the CA certificates of this PEM file (only those are trusted).
+    pub fn with_ca_file(url: &str, ca_file: impl AsRef<Path>) -> Result<Self, ConnectError> {
+        Self::build(url, Some(ca_file.as_ref()))
+    }
+
+    fn build(url: &str, ca_file: Option<&Path>) -> Result<Self, ConnectError> {
         let mut endpoint = url::Url::parse(url).map_err(|e| {
             ConnectError::with_source(ConnectErrorKind::InvalidUrl, url.to_string(), e)
         })?;
@@ -329,8 +468,12 @@ impl HubPublisher {
         }
         endpoint.set_path("/v1/publish");
         endpoint.set_query(None);
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
+        let mut http = reqwest::Client::builder().timeout(Duration::from_secs(10));
+        if scheme == "https" || ca_file.is_some() {
+            let config = tls::client_config(ca_file)?;
+            http = http.use_preconfigured_tls(rustls::ClientConfig::clone(&config));
+        }
+        let http = http
             .build()
             .map_err(|e| ConnectError::with_source(ConnectErrorKind::Io, "HTTP client", e))?;
         Ok(Self {
@@ -367,7 +510,13 @@ impl HubPublisher {
             } else {
                 PublishErrorKind::Transport
             };
-            PublishError::with_source(kind, format!("{}", self.endpoint), e)
+            // reqwest's own text does not say why a connection failed; a TLS
+            // refusal is worth spelling out (and its fix).
+            let detail = match tls::tls_failure_in_chain(&e) {
+                Some(tls_error) => format!("{}: {}", self.endpoint, tls::explain(tls_error)),
+                None => format!("{}", self.endpoint),
+            };
+            PublishError::with_source(kind, detail, e)
         })?;
         let status = response.status();
         let text = response.text().await.map_err(|e| {
@@ -447,19 +596,35 @@ mod tests {
     }
 
     #[test]
-    fn message_ids_are_deterministic_and_content_bound() {
-        let a = message_id("clips.a.b", b"{\"n\":1}");
-        assert_eq!(a, message_id("clips.a.b", b"{\"n\":1}"));
-        assert_ne!(a, message_id("clips.a.b", b"{\"n\":2}"));
-        assert_ne!(a, message_id("clips.a.c", b"{\"n\":1}"));
+    fn unique_ids_differ_and_are_uuid_v7() {
+        let a = unique_message_id();
+        let b = unique_message_id();
+        assert_ne!(a, b);
+        let parsed = uuid::Uuid::parse_str(&a).unwrap();
+        assert_eq!(parsed.get_version_num(), 7, "{a}");
+        // Time-ordered: within a process each id sorts after the one before
+        // (hyphenated lowercase hex sorts like the bytes).
+        let later = unique_message_id();
+        assert!(a < b && b < later, "{a} {b} {later}");
+    }
+
+    #[test]
+    fn content_ids_are_deterministic_and_content_bound() {
+        let a = content_message_id("clips.a.b", b"{\"n\":1}");
+        assert_eq!(a, content_message_id("clips.a.b", b"{\"n\":1}"));
+        assert_ne!(a, content_message_id("clips.a.b", b"{\"n\":2}"));
+        assert_ne!(a, content_message_id("clips.a.c", b"{\"n\":1}"));
         // The separator keeps topic and payload apart: "a.b" + "c" ≠ "a.bc" + "".
-        assert_ne!(message_id("x.ab", b"c"), message_id("x.a", b"bc"));
+        assert_ne!(
+            content_message_id("x.ab", b"c"),
+            content_message_id("x.a", b"bc")
+        );
         assert!(a.starts_with("t1-") && a.len() == 35, "{a}");
         // Pinned: the derivation is part of the contract (retries across
         // processes and versions must agree). Computed independently:
         // python3 -c 'import hashlib;print(hashlib.sha256(b"x.y\x00{}").hexdigest()[:32])'
         assert_eq!(
-            message_id("x.y", b"{}"),
+            content_message_id("x.y", b"{}"),
             "t1-b61f707121a61495f140645963e8f586"
         );
     }

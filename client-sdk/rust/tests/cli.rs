@@ -74,7 +74,9 @@ fn assert_usage_error(run: &Run, needle: &str) {
 #[tokio::test]
 async fn publish_then_tail_history_round_trip() {
     let hub = Hub::start(&[]).await;
-    let http = hub.http_url();
+    // Publishing goes to the internal listener, with the hub's key.
+    let http = hub.internal_url();
+    let key = hub.publish_key().to_string();
     let ws = hub.ws_url();
     let topic = "results.cli.board";
 
@@ -87,6 +89,8 @@ async fn publish_then_tail_history_round_trip() {
                 r#"{"status":"final","rows":[]}"#,
                 "--hub",
                 &http,
+                "--key",
+                &key,
             ],
             None,
         )
@@ -120,7 +124,13 @@ async fn publish_then_tail_history_round_trip() {
     // JSON lines from stdin, then the feed's history as JSON.
     let feed = "clips.cli.feed";
     let lines = "{\"n\":1}\n\n{\"n\":2}\n{\"n\":3}\n";
-    let published = seqs(&tribune(&["publish", feed, "-", "--hub", &http], Some(lines)).await);
+    let published = seqs(
+        &tribune(
+            &["publish", feed, "-", "--hub", &http, "--key", &key],
+            Some(lines),
+        )
+        .await,
+    );
     assert_eq!(published.len(), 3);
     let tail = tribune(
         &[
@@ -205,7 +215,9 @@ async fn epoch_of(hub: &Hub, topic: &str) -> String {
 #[tokio::test]
 async fn bad_input_is_one_line_and_exit_code_2() {
     let hub = Hub::start(&[]).await;
-    let http = hub.http_url();
+    // Publishing goes to the internal listener, with the hub's key.
+    let http = hub.internal_url();
+    let key = hub.publish_key().to_string();
 
     let run = tribune(
         &[
@@ -215,13 +227,17 @@ async fn bad_input_is_one_line_and_exit_code_2() {
             "{}",
             "--hub",
             &http,
+            "--key",
+            &key,
         ],
         None,
     )
     .await;
     assert_usage_error(&run, "invalid topic 'results.bad topic'");
     let run = tribune(
-        &["publish", "results", "--data", "{}", "--hub", &http],
+        &[
+            "publish", "results", "--data", "{}", "--hub", &http, "--key", &key,
+        ],
         None,
     )
     .await;
@@ -234,6 +250,8 @@ async fn bad_input_is_one_line_and_exit_code_2() {
             "{\"status\":",
             "--hub",
             &http,
+            "--key",
+            &key,
         ],
         None,
     )
@@ -247,6 +265,8 @@ async fn bad_input_is_one_line_and_exit_code_2() {
             "{} {}",
             "--hub",
             &http,
+            "--key",
+            &key,
         ],
         None,
     )
@@ -254,7 +274,7 @@ async fn bad_input_is_one_line_and_exit_code_2() {
     assert_usage_error(&run, "invalid JSON");
     // A bad line in the middle of stdin: nothing is published.
     let run = tribune(
-        &["publish", "clips.cli.bad", "--hub", &http],
+        &["publish", "clips.cli.bad", "--hub", &http, "--key", &key],
         Some("{\"n\":1}\nnot json\n"),
     )
     .await;
@@ -289,6 +309,8 @@ async fn bad_input_is_one_line_and_exit_code_2() {
             big.to_str().unwrap(),
             "--hub",
             &http,
+            "--key",
+            &key,
         ],
         None,
     )
@@ -301,7 +323,16 @@ async fn bad_input_is_one_line_and_exit_code_2() {
 
     // A failure that is not the input's: exit 1.
     let run = tribune(
-        &["publish", "nowhere.cli.x", "--data", "{}", "--hub", &http],
+        &[
+            "publish",
+            "nowhere.cli.x",
+            "--data",
+            "{}",
+            "--hub",
+            &http,
+            "--key",
+            &key,
+        ],
         None,
     )
     .await;

@@ -13,7 +13,8 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 use tokio::time::{Instant, timeout};
 use tribune_client::{
-    Client, ConnectionEvent, DisconnectReason, Event, PublishErrorKind, Publisher, Subscription,
+    Client, ConnectionEvent, DisconnectReason, Event, MsgIds, PublishErrorKind, Publisher,
+    Subscription,
 };
 use tribune_tests::hub::ConfigFile;
 use tribune_tests::nats::{NatsServer, TcpProxy};
@@ -145,23 +146,24 @@ async fn publisher_to_fans_through_the_stream() {
     let clip = json!({"kind": "clip", "id": "c-1", "title": "Final lap"});
     let first = publisher.publish(topic, &clip).await.unwrap();
     assert!(!first.duplicate);
-    assert_eq!(
-        first.msg_id,
-        tribune_client::message_id(topic, &serde_json::to_vec(&clip).unwrap())
-    );
+    assert_eq!(first.attempts, 1);
     assert_eq!(next_message(&mut sub).await, (first.seq, clip.clone()));
 
-    // The same content again is a retry: stored once, same seq, not delivered twice.
-    let again = publisher.publish(topic, &clip).await.unwrap();
-    assert_eq!((again.seq, again.duplicate), (first.seq, true));
-    // An explicit id makes an identical payload a new publication.
+    // An explicit id makes a repeat of the same publication a no-op: stored
+    // once, answered with the first seq, not delivered twice.
+    let bytes = serde_json::to_vec(&clip).unwrap();
     let explicit = publisher
-        .publish_with_id(topic, serde_json::to_vec(&clip).unwrap(), "c-1-repeat")
+        .publish_with_id(topic, bytes.clone(), "c-1-once")
         .await
         .unwrap();
     assert!(explicit.seq > first.seq && !explicit.duplicate);
-    assert_eq!(next_message(&mut sub).await, (explicit.seq, clip));
-    // Payloads arrive byte for byte.
+    assert_eq!(next_message(&mut sub).await, (explicit.seq, clip.clone()));
+    let rerun = publisher
+        .publish_with_id(topic, bytes, "c-1-once")
+        .await
+        .unwrap();
+    assert_eq!((rerun.seq, rerun.duplicate), (explicit.seq, true));
+    // Payloads arrive byte for byte.    // Payloads arrive byte for byte.
     let raw = "{ \"spacing\" :  [1, 2.50] }";
     let stored = publisher.publish_json(topic, raw).await.unwrap();
     match next_event(&mut sub).await {
@@ -195,6 +197,56 @@ async fn publisher_to_fans_through_the_stream() {
         kind(elsewhere.publish_json(topic, "{}").await),
         PublishErrorKind::NoStream
     );
+}
+
+/// Issue 15: `live`, `paused`, `live` on a board are three updates. With ids
+/// derived from content the third was answered as a duplicate of the first
+/// and never reached the fans.
+#[tokio::test]
+async fn the_same_payload_published_twice_is_stored_and_delivered_twice() {
+    let nats = NatsServer::start().await;
+    let cfg = ConfigFile::new(CONFIG);
+    let hub = hub(&nats, &cfg, "n1").await;
+    let client = Client::connect(hub.ws_url()).await.unwrap();
+    let publisher = Publisher::connect(&nats.url()).await.unwrap();
+    let topic = "results.sdk.status";
+    let mut sub = client.subscribe(topic).await.unwrap();
+
+    let live = json!({"status": "live"});
+    let paused = json!({"status": "paused"});
+    let mut seqs = Vec::new();
+    for data in [&live, &paused, &live] {
+        let stored = publisher.publish(topic, data).await.unwrap();
+        assert!(!stored.duplicate, "{stored:?}");
+        seqs.push(stored.seq);
+        assert_eq!(next_message(&mut sub).await, (stored.seq, data.clone()));
+    }
+    assert!(seqs[0] < seqs[1] && seqs[1] < seqs[2], "{seqs:?}");
+    // The same bytes through publish_json: a new publication again.
+    let raw = publisher
+        .publish_json(topic, r#"{"status":"live"}"#)
+        .await
+        .unwrap();
+    assert!(raw.seq > seqs[2] && !raw.duplicate);
+    assert_eq!(next_message(&mut sub).await, (raw.seq, live.clone()));
+
+    // Content-derived ids only when asked for: then the repeat is not stored.
+    let by_content = Publisher::builder()
+        .msg_ids(MsgIds::FromContent)
+        .connect(&nats.url())
+        .await
+        .unwrap();
+    let once = by_content.publish(topic, &paused).await.unwrap();
+    assert_eq!(
+        once.msg_id,
+        tribune_client::content_message_id(topic, &serde_json::to_vec(&paused).unwrap())
+    );
+    assert_eq!(next_message(&mut sub).await, (once.seq, paused.clone()));
+    let again = by_content.publish(topic, &paused).await.unwrap();
+    assert_eq!((again.seq, again.duplicate), (once.seq, true));
+    // Nothing more reached the fan: the next message is the next publication.
+    let last = publisher.publish(topic, &live).await.unwrap();
+    assert_eq!(next_message(&mut sub).await, (last.seq, live));
 }
 
 #[tokio::test]
@@ -494,29 +546,64 @@ async fn cli_publishes_on_nats_and_tails_it_back() {
         )
     };
     let topic = "results.sdk.cli";
-    let (code, stdout, stderr) = run(vec![
-        "publish".into(),
-        topic.into(),
-        "--data".into(),
-        r#"{"status":"live"}"#.into(),
-        "--nats".into(),
-        nats.url(),
-    ])
-    .await;
+    let client = Client::connect(hub.ws_url()).await.unwrap();
+    let mut sub = client.subscribe(topic).await.unwrap();
+    let publish = |data: &str, extra: &[&str]| {
+        let mut args: Vec<String> = vec![
+            "publish".into(),
+            topic.into(),
+            "--data".into(),
+            data.into(),
+            "--nats".into(),
+            nats.url(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        run(args)
+    };
+    // The issue's sequence: three updates, three seqs, the fan sees all three.
+    let mut seqs = Vec::new();
+    for data in [
+        r#"{"status":"live"}"#,
+        r#"{"status":"paused"}"#,
+        r#"{"status":"live"}"#,
+    ] {
+        let (code, stdout, stderr) = publish(data, &[]).await;
+        assert_eq!(code, Some(0), "{stderr}");
+        let seq: u64 = stdout
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("one seq expected, got {stdout:?}"));
+        assert_eq!(
+            next_message(&mut sub).await,
+            (seq, serde_json::from_str(data).unwrap())
+        );
+        seqs.push(seq);
+    }
+    assert!(seqs[0] < seqs[1] && seqs[1] < seqs[2], "{seqs:?}");
+
+    // On request, the id comes from the content: the repeat is a duplicate,
+    // said on stdout and explained on stderr.
+    let (code, stdout, stderr) = publish(r#"{"status":"final"}"#, &["--id-from-content"]).await;
     assert_eq!(code, Some(0), "{stderr}");
-    let seq: u64 = stdout.trim().parse().unwrap();
-    // The same payload again is a duplicate of the same seq.
-    let (code, stdout, stderr) = run(vec![
-        "publish".into(),
-        topic.into(),
-        "--data".into(),
-        r#"{"status":"live"}"#.into(),
-        "--nats".into(),
-        nats.url(),
-    ])
-    .await;
+    let final_seq: u64 = stdout.trim().parse().unwrap();
+    let (code, stdout, stderr) = publish(r#"{"status":"final"}"#, &["--id-from-content"]).await;
     assert_eq!(code, Some(0), "{stderr}");
-    assert_eq!(stdout.trim(), format!("{seq} (duplicate)"));
+    assert_eq!(stdout.trim(), format!("{final_seq} (duplicate)"));
+    assert!(stderr.contains("nothing new published"), "{stderr}");
+    // An explicit id too.
+    let (code, stdout, stderr) = publish(r#"{"status":"final"}"#, &["--id", "board-final"]).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    let explicit: u64 = stdout.trim().parse().unwrap();
+    assert!(explicit > final_seq);
+    let (code, stdout, _) = publish(r#"{"status":"final"}"#, &["--id", "board-final"]).await;
+    assert_eq!(
+        (code, stdout.trim()),
+        (Some(0), &*format!("{explicit} (duplicate)"))
+    );
+    let (code, _, stderr) =
+        publish(r#"{"status":"final"}"#, &["--id", "x", "--id-from-content"]).await;
+    assert_eq!(code, Some(2), "{stderr}");
+
     let (code, stdout, stderr) = run(vec![
         "tail".into(),
         topic.into(),
@@ -529,7 +616,10 @@ async fn cli_publishes_on_nats_and_tails_it_back() {
     ])
     .await;
     assert_eq!(code, Some(0), "{stderr}");
-    assert_eq!(stdout, format!("{topic} #{seq} {{\"status\":\"live\"}}\n"));
+    assert_eq!(
+        stdout,
+        format!("{topic} #{explicit} {{\"status\":\"final\"}}\n")
+    );
 }
 
 #[tokio::test]
@@ -560,13 +650,20 @@ async fn publisher_retries_after_a_lost_ack_store_once() {
         .unwrap()
         .unwrap()
         .expect("published after retries");
-    // It outlasted several 200 ms attempts: it was retried.
+    // It outlasted several 200 ms attempts: it was retried, every attempt
+    // with the one id made for this publication. The stream stored the first
+    // attempt and answered the last as a duplicate of it, which is this
+    // publication's own copy, not an earlier publication.
+    assert!(stored.attempts > 1, "{stored:?}");
     assert!(
         started.elapsed() >= Duration::from_millis(600),
         "{stored:?}"
     );
+    assert!(!stored.duplicate, "{stored:?}");
     assert_eq!(next_message(&mut sub).await, (stored.seq, json!({"n": 1})));
-    // Stored once: the next publication is the next message fans see.
+    // Stored once: no other copy took a seq, and the next publication is the
+    // next message fans see.
     let next = publisher.publish(topic, &json!({"n": 2})).await.unwrap();
+    assert_eq!(next.seq, stored.seq + 1, "a retry was stored twice");
     assert_eq!(next_message(&mut sub).await, (next.seq, json!({"n": 2})));
 }

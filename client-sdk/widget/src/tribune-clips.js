@@ -1,5 +1,5 @@
 // <tribune-clips topic="clips...">: the social clips feed of an event
-// (PAYLOADS.md "Social clips"), newest first, at most `max` items, each with
+// (docs/PAYLOADS.md "Social clips"), newest first, at most `max` items, each with
 // its thumbnail, title, duration and source. Links and images only for
 // https: or same-origin URLs; every string is text. Where clips were lost
 // (the SDK's gap events), a notice stands at that place in the list.

@@ -1,5 +1,5 @@
 // <tribune-results topic="results...">: the live board of one event
-// (PAYLOADS.md "Live results"), with its connection state, "updated N s ago",
+// (docs/PAYLOADS.md "Live results"), with its connection state, "updated N s ago",
 // the audience count and a reaction bar whose meters follow the hub's live
 // `stats` (PROTOCOL.md sections 3 and 4).
 //

@@ -231,6 +231,14 @@ impl Authenticator {
     }
 }
 
+/// The `kid` of a token's header, unverified, for the audit log: which key a
+/// refused token named (a rotated-out key, or a forger's guess). `None` when
+/// the token is not shaped like one or names no key.
+pub fn key_id(token: &str) -> Option<String> {
+    check_token_shape(token).ok()?;
+    peek_header(token).ok()?.kid
+}
+
 /// The claims this hub reads; the others are ignored.
 #[derive(Deserialize)]
 struct Claims {

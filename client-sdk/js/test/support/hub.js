@@ -1,10 +1,12 @@
 // Starts the real `tribune-hub` binary on 127.0.0.1 port 0 (no mocks): reads
-// the `listening on http://<addr>` line, publishes through POST /v1/publish
-// (loopback needs no key), stops it with a signal. Also a TCP proxy in front
+// the `internal listener on http://<addr>` and `listening on http://<addr>`
+// lines, publishes through POST /v1/publish on the internal listener with a
+// fresh key (given in TRIBUNE_PUBLISH_KEY), stops it with a signal. Also a TCP proxy in front
 // of it, so that a test can cut the network or restart the hub behind one
 // stable address.
 
 import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
@@ -17,6 +19,8 @@ export class Hub {
     this.args = args;
     this.child = null;
     this.addr = null;
+    this.internalAddr = null;
+    this.publishKey = randomBytes(24).toString('hex');
     this.output = [];
   }
 
@@ -45,7 +49,7 @@ export class Hub {
     }
     const child = spawn(hubBinary, ['--listen', '127.0.0.1:0', ...this.args], {
       stdio: ['ignore', 'pipe', 'pipe'],
-      env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'warn' },
+      env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'warn', TRIBUNE_PUBLISH_KEY: this.publishKey },
     });
     this.child = child;
     this.exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
@@ -56,9 +60,11 @@ export class Hub {
       child.stdout.on('data', (d) => {
         this.#keep(d);
         buf += d.toString();
+        const internal = /internal listener on http:\/\/(\S+)/.exec(buf);
         const m = /listening on http:\/\/(\S+)/.exec(buf);
-        if (m) {
+        if (internal && m) {
           clearTimeout(timer);
+          this.internalAddr = internal[1];
           resolve(m[1]);
         }
       });
@@ -79,11 +85,11 @@ export class Hub {
     return this.output.join('').slice(-4000);
   }
 
-  /** POST /v1/publish; resolves with the stored seq. */
+  /** POST /v1/publish on the internal listener, with the key; resolves with the stored seq. */
   async publish(topic, data) {
-    const res = await fetch(`${this.httpUrl}/v1/publish`, {
+    const res = await fetch(`http://${this.internalAddr}/v1/publish`, {
       method: 'POST',
-      headers: { 'content-type': 'application/json' },
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${this.publishKey}` },
       body: JSON.stringify({ topic, data }),
     });
     const body = await res.text();

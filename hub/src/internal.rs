@@ -1,0 +1,39 @@
+//! The internal listener's routes (`internal_listen`, loopback by default):
+//! `GET /metrics`, `POST /v1/publish`, `GET /healthz`, `GET /readyz`, and
+//! every operator endpoint to come. None of them is for fans, and none is
+//! on the public listener: a browser page, a fan's app or a DNS-rebinding
+//! attack reaching the public port finds only the websocket and the assets.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+
+use crate::answer::{healthz, not_found, readyz};
+use crate::node::Node;
+
+/// The internal listener's routes.
+pub fn router(node: Arc<Node>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/v1/publish", post(crate::publish::publish))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn(crate::edge::headers::add))
+        .with_state(node)
+}
+
+async fn metrics(State(node): State<Arc<Node>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        node.metrics.render(),
+    )
+        .into_response()
+}
