@@ -314,11 +314,28 @@ pub struct BusConfig {
     /// its fans watch, so at least hubs × active topics per hub. nats-server
     /// 2.15 allows 1,000 per stream unless the stream says otherwise.
     pub max_consumers: u64,
-    /// Optional credentials file, user/password or token.
+    /// Credentials, one kind at most (`bus::nats::settings` checks them,
+    /// and `--check-config` with it): a `.creds` file (user JWT and NKey
+    /// seed, operator mode)...
     pub credentials: Option<PathBuf>,
+    /// ...or a file holding a user NKey seed (`SU...`)...
+    pub nkey_seed_file: Option<PathBuf>,
+    /// ...or a user and password...
     pub user: Option<String>,
     pub password: Option<String>,
+    /// ...or a token.
     pub token: Option<String>,
+    /// PEM CA certificate(s) the server's certificate must chain to,
+    /// instead of the system's roots (a private CA).
+    pub tls_ca_file: Option<PathBuf>,
+    /// PEM client certificate chain, for servers that verify clients
+    /// (with `tls_key_file`).
+    pub tls_cert_file: Option<PathBuf>,
+    /// The client certificate's PEM private key.
+    pub tls_key_file: Option<PathBuf>,
+    /// Refuse to talk to NATS without TLS. Also implied by any `tls_*` file
+    /// and by `tls://` URLs.
+    pub tls_required: bool,
 }
 
 impl Default for BusConfig {
@@ -337,9 +354,14 @@ impl Default for BusConfig {
             check_interval_ms: 3_000,
             max_consumers: 100_000,
             credentials: None,
+            nkey_seed_file: None,
             user: None,
             password: None,
             token: None,
+            tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_required: false,
         }
     }
 }
@@ -677,7 +699,8 @@ impl Config {
     }
 
     /// Settings that name something outside the file: origins a browser
-    /// can send, NATS URLs, credential files. Checked here so that
+    /// can send, NATS URLs, the statistics key (the bus's credential and TLS
+    /// files: `bus::nats::settings`, called beside). Checked here so that
     /// `--check-config` refuses what the node would fail on later, or
     /// (an origin that can never match) silently never use.
     fn check_references(&self) -> Result<(), ConfigError> {
@@ -711,9 +734,6 @@ impl Config {
                     )));
                 }
             }
-        }
-        if let Some(path) = &self.bus.credentials {
-            std::fs::metadata(path).map_err(|e| ConfigError::unreadable(path, e))?;
         }
         self.stats.key_bytes()?;
         Ok(())
@@ -761,7 +781,7 @@ impl Config {
 }
 
 /// Each comma-separated URL with its userinfo's password (or token) replaced.
-fn redact_url_credentials(urls: &str) -> String {
+pub(crate) fn redact_url_credentials(urls: &str) -> String {
     urls.split(',')
         .map(|url| {
             let Some((scheme, rest)) = url.split_once("://") else {
@@ -805,8 +825,7 @@ mod tests {
         let e = check("[bus]\nurl = \"nats://a:4222, localhost:4222\"\n").unwrap_err();
         assert!(e.to_string().contains("server 2 of the list"), "{e}");
         assert!(check("[bus]\nurl = \"nats://a:4222,tls://b:4222\"\n").is_ok());
-        let e = check("[bus]\ncredentials = \"/nonexistent/hub.creds\"\n").unwrap_err();
-        assert_eq!(e.kind(), ConfigErrorKind::Unreadable);
+        // The bus's files are checked by `bus::nats::settings`.
     }
 
     #[test]

@@ -81,6 +81,12 @@ pub fn check_tls(config: &config::TlsConfig) -> Result<(), ConfigError> {
     edge::tls::Tls::load(config).map(|_| ())
 }
 
+/// Reads and parses the bus's credential and TLS files as connecting
+/// would, so that `--check-config` refuses what the node would refuse.
+pub fn check_bus(config: &config::BusConfig) -> Result<(), ConfigError> {
+    bus::nats::settings::check(config)
+}
+
 /// Builds the bus the configuration asks for: one object, seen as the stored
 /// stream and as the side channel.
 async fn connect_bus(

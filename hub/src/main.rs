@@ -14,13 +14,17 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    // Keys and files of [auth] and [tls] are read here too, so --check-config refuses
+    // Keys and files of [auth], [tls] and [bus] are read here too, so --check-config refuses
     // what the node would refuse at start.
     if let Err(e) = tribune_hub::auth::Authenticator::from_config(&config.auth) {
         eprintln!("tribune-hub: auth: {e:#}");
         return ExitCode::from(2);
     }
     if let Err(e) = tribune_hub::check_tls(&config.tls) {
+        eprintln!("tribune-hub: {e:#}");
+        return ExitCode::from(2);
+    }
+    if let Err(e) = tribune_hub::check_bus(&config.bus) {
         eprintln!("tribune-hub: {e:#}");
         return ExitCode::from(2);
     }

@@ -63,6 +63,7 @@ impl Nats {
             max_connections: Some(1_000_000),
             dir_in: Some(run_dir.to_path_buf()),
             log: Some(run_dir.join(format!("nats-server-{}.log", std::process::id()))),
+            ..NatsOptions::default()
         })
         .await?;
         Ok(Some(Nats {

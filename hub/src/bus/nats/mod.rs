@@ -14,6 +14,8 @@
 //!   disconnected).
 //! - `connect`: connecting (short ping interval, quick reconnects), refusing
 //!   servers older than 2.11 or without JetStream, [`NatsBus::connect`].
+//! - `settings`: credentials and TLS of `[bus]`, checked (also by
+//!   `--check-config`) and handed to async-nats.
 //! - `stream`: the JetStream stream: its config, provisioning it when
 //!   `bus.manage_stream` (or checking the operator's), the JetStream API,
 //!   storing a message.
@@ -31,6 +33,7 @@ mod connect;
 mod direct_get;
 mod headers;
 mod live;
+pub mod settings;
 mod side;
 mod state;
 mod stream;
