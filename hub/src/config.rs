@@ -47,6 +47,13 @@ pub struct Cli {
     /// Parse and validate the configuration, print it as TOML, exit 0 (or 2).
     #[arg(long)]
     pub check_config: bool,
+    /// Create or update the NATS stream as `[bus]` describes it (what a hub
+    /// with `bus.manage_stream = true` does at start), print its epoch and
+    /// exit: for the job that declares the stream with the stream
+    /// administrator's credentials, while hubs run with `manage_stream =
+    /// false` and may not change it.
+    #[arg(long)]
+    pub provision_stream: bool,
 }
 
 /// The environment variable that sets `publish_key` (over the file's), so

@@ -87,6 +87,23 @@ pub fn check_bus(config: &config::BusConfig) -> Result<(), ConfigError> {
     bus::nats::settings::check(config)
 }
 
+/// Creates or updates the stream as `[bus]` describes it, as a hub with
+/// `manage_stream = true` does at start, and answers its epoch: what the job
+/// holding the stream administrator's credentials runs
+/// (`--provision-stream`), so that hubs need no right to change the stream.
+pub async fn provision_stream(config: &Config) -> anyhow::Result<String> {
+    if config.bus.url.is_none() {
+        anyhow::bail!("--provision-stream needs a NATS bus: --nats or bus.url");
+    }
+    let bus_config = config::BusConfig {
+        manage_stream: true,
+        ..config.bus.clone()
+    };
+    let bus = bus::nats::NatsBus::connect(&bus_config, config.deepest_retention() + 1).await?;
+    let epoch = bus.status().borrow().epoch.to_string();
+    Ok(epoch)
+}
+
 /// Builds the bus the configuration asks for: one object, seen as the stored
 /// stream and as the side channel.
 async fn connect_bus(

@@ -54,6 +54,18 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if cli.provision_stream {
+        return match runtime.block_on(tribune_hub::provision_stream(&config)) {
+            Ok(epoch) => {
+                println!("stream {} ready, epoch {epoch}", config.bus.stream);
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("tribune-hub: {e:#}");
+                ExitCode::from(1)
+            }
+        };
+    }
     match runtime.block_on(tribune_hub::run(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
