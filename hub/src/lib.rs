@@ -3,7 +3,6 @@
 //!
 //! Layout (one concern per file):
 //! - `config`: every setting with its default (file, env, flags).
-//! - `config_layers`: defaults, file and `TRIBUNE_*` variables combined key by key.
 //! - `error`: the one error type, `Error<Kind>`, and each area's kinds.
 //! - `node`: the `Node` every connection shares; its socket counts.
 //! - `edge`: between the network and the node: client addresses behind
@@ -41,7 +40,6 @@ pub(crate) mod audit;
 pub mod auth;
 pub mod bus;
 pub mod config;
-pub(crate) mod config_layers;
 pub(crate) mod connection;
 pub(crate) mod demo;
 pub(crate) mod drain;
@@ -79,6 +77,12 @@ const LIMITER_SWEEP: Duration = Duration::from_secs(5);
 /// `--check-config` refuses what the node would refuse.
 pub fn check_tls(config: &config::TlsConfig) -> Result<(), ConfigError> {
     edge::tls::Tls::load(config).map(|_| ())
+}
+
+/// Reads the statistics key as the node would at start (its file
+/// included), so that `--check-config` refuses what the node would refuse.
+pub fn check_stats_key(stats: &config::StatsConfig) -> Result<(), ConfigError> {
+    stats.key_bytes().map(drop)
 }
 
 /// Reads and parses the bus's credential and TLS files as connecting

@@ -14,7 +14,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    // Keys and files of [auth], [tls] and [bus] are read here too, so --check-config refuses
+    if cli.print_config {
+        print!("{}", config.to_toml());
+        return ExitCode::SUCCESS;
+    }
+    // Keys and files of [auth], [tls], [bus] and [stats] are read here too, so --check-config refuses
     // what the node would refuse at start.
     if let Err(e) = tribune_hub::auth::Authenticator::from_config(&config.auth) {
         eprintln!("tribune-hub: auth: {e:#}");
@@ -25,6 +29,10 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     if let Err(e) = tribune_hub::check_bus(&config.bus) {
+        eprintln!("tribune-hub: {e:#}");
+        return ExitCode::from(2);
+    }
+    if let Err(e) = tribune_hub::check_stats_key(&config.stats) {
         eprintln!("tribune-hub: {e:#}");
         return ExitCode::from(2);
     }

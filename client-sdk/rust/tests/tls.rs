@@ -265,6 +265,8 @@ async fn cli_tails_and_publishes_over_tls_with_ca_file() {
     let pki = TestPki::new("a");
     let hub = Hub::start(&[]).await;
     let proxy = TlsProxy::start(pki.server_config(), hub.addr()).await;
+    // Publications go to the internal listener, with the hub's key.
+    let internal = TlsProxy::start(pki.server_config(), hub.internal_addr()).await;
     let topic = "clips.tls.cli";
     let ca = pki.ca();
     let ca = ca.to_str().unwrap();
@@ -276,7 +278,9 @@ async fn cli_tails_and_publishes_over_tls_with_ca_file() {
         "--data",
         r#"{"n":1}"#,
         "--hub",
-        &proxy.https_url(),
+        &internal.https_url(),
+        "--key",
+        hub.publish_key(),
         "--ca-file",
         ca,
     ])
