@@ -36,6 +36,11 @@ const CHECK_READ_TRIES: u32 = 3;
 /// hostile bus could otherwise flood the log.
 static HOLE_LOG: LogLimit = LogLimit::new(Duration::from_secs(1));
 
+/// Live feeds that cannot be opened again (the bus down, the stream's
+/// consumers at their limit) are logged at most once a second across the
+/// node: every relay retries twice a second.
+static REOPEN_LOG: LogLimit = LogLimit::new(Duration::from_secs(1));
+
 /// Whether a payload may be forwarded: JSON, within the size limit.
 fn payload_ok(data: &Bytes, max: usize, metrics: &Metrics) -> bool {
     if data.len() > max {
@@ -196,7 +201,10 @@ impl RelayTask {
                             match self.bus.live(&self.relay.topic).await {
                                 Ok(f) => break f,
                                 Err(e) => {
-                                    tracing::warn!(topic = %self.relay.topic, error = %e, "live feed lost");
+                                    if let Some(held_back) = REOPEN_LOG.allow() {
+                                        tracing::warn!(topic = %self.relay.topic, error = %e, held_back,
+                                            "live feed lost, opening it again");
+                                    }
                                     tokio::time::sleep(Duration::from_millis(500)).await;
                                 }
                             }

@@ -7,9 +7,11 @@
 //! message look republished, headers included, and a relay would forward,
 //! cache and replay it. A consumer's deliveries come from what the stream
 //! stored; each carries in its `$JS.ACK` reply subject the stream, the
-//! consumer, the stream sequence and the consumer sequence. A message on the
-//! inbox is taken only when it names this feed's stream and consumer and
-//! continues its consumer sequence; anything else is refused and counted.
+//! consumer, the stream sequence and the consumer sequence, and nats-server
+//! refuses any client's publication with a `$JS.ACK` reply (since 2.8,
+//! nats-server#3026), permissions or not. A message on the inbox is taken
+//! only when it names this feed's stream and consumer and continues its
+//! consumer sequence; anything else is refused and counted.
 //!
 //! The feed ends (the relay opens a new one and reads what it missed from
 //! the stream, where removed messages are told as a hole) whenever it cannot
@@ -260,9 +262,11 @@ impl Feed {
             return self.refuse("not_from_stream", Step::Skip);
         }
         if ack.consumer_seq <= self.last_consumer_seq || ack.stream_seq <= self.last_seq {
-            // A consumer never delivers a sequence twice without acks: one of
-            // the two was not the server's. Which one cannot be told, so the
-            // feed starts again from the stream.
+            // A consumer never delivers a sequence twice without acks, and no
+            // client can send a `$JS.ACK` reply: whatever repeats one is not
+            // to be trusted (a server bug, a relayed message). Which of the
+            // two was wrong cannot be told, so the feed starts again from the
+            // stream.
             return self.refuse("out_of_order", Step::End("a delivery repeated a sequence"));
         }
         if ack.consumer_seq != self.last_consumer_seq + 1 {
