@@ -22,13 +22,15 @@
 //! - `registry`: topic → relay; relay lifecycle; bus watch and checks.
 //! - `relay`: per-topic ordering, gap repair, cache, encode-once fan-out.
 //! - `bus`: the `Bus` (stored stream) and `SideChannel` traits and their
-//!   contracts; `bus::memory` (embedded) and `bus::nats` (NATS JetStream);
+//!   contracts; `bus::memory` (embedded) and `bus::nats` (NATS JetStream:
+//!   live feeds from consumers of the stream, credentials and TLS);
 //!   `bus::conformance`, the shared suite.
 //! - `limits`: every limit of PROTOCOL.md section 8.
 //! - `log_limit`: warnings that hostile input could flood, at most one per interval.
 //! - `metrics`: every metric name.
 //! - `drain`: SIGTERM and the paced drain.
-//! - `stats`: audience and reaction windows summed across nodes.
+//! - `stats`: audience and reaction windows summed across nodes, partials
+//!   sealed with the cluster key.
 //! - `demo`: the simulated live event behind `--demo`.
 //!
 //! Public, for `main.rs`, the integration tests and the fuzz targets:
