@@ -28,6 +28,7 @@
 //! - `limits`: every limit of PROTOCOL.md section 8.
 //! - `log_limit`: warnings that hostile input could flood, at most one per interval.
 //! - `metrics`: every metric name.
+//! - `process`: the process's own readings (`/proc/self`) for `/metrics`.
 //! - `drain`: SIGTERM and the paced drain.
 //! - `stats`: audience and reaction windows summed across nodes.
 //! - `demo`: the simulated live event behind `--demo`.
@@ -55,6 +56,7 @@ pub(crate) mod metrics;
 pub(crate) mod node;
 pub(crate) mod occupancy;
 pub(crate) mod outbox;
+pub(crate) mod process;
 pub(crate) mod publish;
 pub(crate) mod registry;
 pub(crate) mod relay;
