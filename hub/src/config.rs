@@ -95,6 +95,10 @@ pub struct Config {
     /// Every connection to the public listener starts with a PROXY protocol
     /// v2 header (an L4 load balancer's); only trusted proxies may connect.
     pub proxy_protocol: bool,
+    /// How log lines are written to stderr: `text` (`key=value`, colours
+    /// only at a terminal) or `json` (one object per line, for log shippers).
+    /// `RUST_LOG` picks what is logged (default `info`).
+    pub log_format: LogFormat,
     pub limits: Limits,
     pub auth: AuthConfig,
     pub bus: BusConfig,
@@ -102,6 +106,18 @@ pub struct Config {
     pub stats: StatsConfig,
     pub tls: TlsConfig,
     pub namespaces: BTreeMap<String, Namespace>,
+}
+
+/// The shape of log lines (`log_format`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// `timestamp LEVEL target: message key=value`, for people.
+    #[default]
+    Text,
+    /// One JSON object per line (`timestamp`, `level`, `target`, `fields`),
+    /// for log shippers.
+    Json,
 }
 
 /// One entry of `trusted_proxies`: an address (`10.0.0.7`) or a range
@@ -445,6 +461,7 @@ impl Default for Config {
             allowed_origins: Vec::new(),
             trusted_proxies: Vec::new(),
             proxy_protocol: false,
+            log_format: LogFormat::Text,
             limits: Limits::default(),
             auth: AuthConfig::default(),
             bus: BusConfig::default(),
@@ -708,7 +725,7 @@ impl Config {
 }
 
 /// Each comma-separated URL with its userinfo's password (or token) replaced.
-fn redact_url_credentials(urls: &str) -> String {
+pub(crate) fn redact_url_credentials(urls: &str) -> String {
     urls.split(',')
         .map(|url| {
             let Some((scheme, rest)) = url.split_once("://") else {

@@ -74,7 +74,9 @@ impl NatsBus {
             epoch: Epoch::new(&cfg.stream, created),
             generation: 1,
         });
-        info!(url, stream = %cfg.stream, %version, "NATS bus ready");
+        // Logs never carry the URL's password or token.
+        let shown = crate::config::redact_url_credentials(url);
+        info!(url = %shown, stream = %cfg.stream, %version, "NATS bus ready");
 
         let check_every = Duration::from_millis(cfg.check_interval_ms.max(100));
         tokio::spawn(watch_connection(
@@ -82,6 +84,7 @@ impl NatsBus {
             events_rx,
             check_every,
             connects,
+            shown,
         ));
         Ok(NatsBus { inner })
     }
