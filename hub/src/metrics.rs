@@ -25,6 +25,9 @@ pub struct Metrics {
     registry: Registry,
     /// Open websocket connections.
     pub connections: Gauge,
+    /// The node's connection cap (`limits.max_connections`, lowered to fit
+    /// the open-files limit): what `connections` is compared with.
+    pub connections_max: Gauge,
     /// Websocket connections accepted since start.
     pub connections_accepted: Counter,
     /// Handshakes refused before the upgrade, by reason.
@@ -158,6 +161,7 @@ impl Metrics {
         let mut registry = Registry::default();
         let m = Self {
             connections: Gauge::default(),
+            connections_max: Gauge::default(),
             connections_accepted: Counter::default(),
             handshakes_refused: Family::default(),
             refusals: Family::default(),
@@ -199,6 +203,11 @@ impl Metrics {
             "connections",
             "Open websocket connections",
             m.connections.clone(),
+        );
+        r.register(
+            "connections_max",
+            "The node's connection cap (lowered to fit the open-files limit)",
+            m.connections_max.clone(),
         );
         r.register(
             "connections_accepted",
@@ -482,6 +491,7 @@ mod tests {
         let text = m.render();
         for name in [
             "tribune_connections ",
+            "tribune_connections_max ",
             "tribune_history_requests_total 1",
             "tribune_handshakes_refused_total{reason=\"rate\"} 1",
             "tribune_closes_total{code=\"4008\"} 1",
