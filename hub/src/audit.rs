@@ -18,6 +18,7 @@
 //!   `token`, `address_share`, `user_share` (and `capacity`);
 //! - `POST /v1/publish`: `publish_origin`, `publish_key`, `publish_disabled`,
 //!   `publish_rate`, `publish_content_type`;
+//! - `/admin`: `admin_key` (missing or wrong), `admin_rate`;
 //! - on a connection: `react_grant`, `react_unsubscribed`, `topic_rate`,
 //!   `relay_cap`, `flood` (4029).
 //!

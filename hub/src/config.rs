@@ -79,6 +79,9 @@ pub struct Config {
     /// `TRIBUNE_PUBLISH_KEY`. Without one nobody may publish over HTTP, but
     /// loopback callers of a `--demo` node.
     pub publish_key: Option<String>,
+    /// Key of the admin page (`/admin` on the internal listener), at least
+    /// 32 bytes; also `TRIBUNE_ADMIN_KEY`. Unset: no admin page.
+    pub admin_key: Option<String>,
     /// Interval of WebSocket pings (PROTOCOL.md section 7).
     pub heartbeat_ms: u64,
     /// How long a relay outlives its last subscriber, so that a fan who
@@ -455,6 +458,7 @@ impl Default for Config {
             node_name: String::new(),
             demo: false,
             publish_key: None,
+            admin_key: None,
             heartbeat_ms: 25_000,
             relay_linger_ms: 5_000,
             slow_close_grace_ms: 5_000,
@@ -530,6 +534,9 @@ impl Config {
         if self.publish_key.as_deref() == Some("") {
             self.publish_key = None;
         }
+        if self.admin_key.as_deref() == Some("") {
+            self.admin_key = None;
+        }
         self
     }
 
@@ -602,6 +609,13 @@ impl Config {
         {
             return fail(format!(
                 "publish_key must be at least {MIN_PUBLISH_KEY_BYTES} bytes (or unset)"
+            ));
+        }
+        if let Some(key) = &self.admin_key
+            && key.len() < MIN_PUBLISH_KEY_BYTES
+        {
+            return fail(format!(
+                "admin_key must be at least {MIN_PUBLISH_KEY_BYTES} bytes (or unset)"
             ));
         }
         if self.proxy_protocol && self.trusted_proxies.is_empty() {
@@ -714,6 +728,7 @@ impl Config {
             }
         };
         hide(&mut c.publish_key);
+        hide(&mut c.admin_key);
         hide(&mut c.auth.secret);
         hide(&mut c.bus.password);
         hide(&mut c.bus.token);
@@ -830,6 +845,7 @@ mod tests {
         let mut c = Config::from_toml(
             r#"
             publish_key = "publish-key-of-at-least-32-bytes-xyz"
+            admin_key = "admin-key-of-at-least-32-bytes-xyzw"
             [auth]
             secret = "auth-secret-of-at-least-32-bytes-xyz"
             [bus]
@@ -844,6 +860,7 @@ mod tests {
         let text = c.to_toml();
         for secret in [
             "publish-key-of",
+            "admin-key-of",
             "auth-secret-of",
             "bus-url-pass",
             "bus-password",
@@ -855,13 +872,14 @@ mod tests {
             text.contains("nats://editor:<redacted>@nats-1:4222,nats://nats-2:4222"),
             "{text}"
         );
-        assert_eq!(text.matches(REDACTED).count(), 5, "{text}");
+        assert_eq!(text.matches(REDACTED).count(), 6, "{text}");
     }
 
     #[test]
     fn short_publish_keys_and_half_tls_are_refused() {
         for (toml, needle) in [
             ("publish_key = \"a\"\n", "publish_key"),
+            ("admin_key = \"short\"\n", "admin_key"),
             ("[tls]\ncert_file = \"/c.pem\"\n", "tls"),
             ("proxy_protocol = true\n", "proxy_protocol"),
             (
@@ -878,6 +896,12 @@ mod tests {
             Config::from_toml("publish_key = \"\"\n")
                 .unwrap()
                 .publish_key
+                .is_none()
+        );
+        assert!(
+            Config::from_toml("admin_key = \"\"\n")
+                .unwrap()
+                .admin_key
                 .is_none()
         );
     }

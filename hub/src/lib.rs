@@ -10,6 +10,8 @@
 //!   proxies, PROXY protocol, TLS, the accept loops, security headers.
 //! - `server`: the public listener's routes; the websocket upgrade.
 //! - `internal`: the internal listener's routes (metrics, publish, probes).
+//! - `admin`: the admin page (`/admin`, internal listener, with a key):
+//!   nodes and topics from the statistics partials, a live tail.
 //! - `publish`: `POST /v1/publish` and its guards.
 //! - `answer`: HTTP answers both listeners give (errors, health).
 //! - `handshake`: checks before the upgrade (rate, capacity, origin, token,
@@ -37,6 +39,7 @@
 //! [`run`], `config`, `auth`, `bus` and `error`. Every other module is
 //! private to the crate.
 
+pub(crate) mod admin;
 pub(crate) mod answer;
 pub(crate) mod audit;
 pub mod auth;

@@ -131,6 +131,8 @@ pub const REFUSALS: &[&str] = &[
     "publish_disabled",
     "publish_rate",
     "publish_content_type",
+    "admin_key",
+    "admin_rate",
     "react_grant",
     "react_unsubscribed",
     "topic_rate",

@@ -3,7 +3,9 @@
 //!
 //! Every window each node publishes one partial for all its active topics:
 //! its local audience (subscribers of the topic's relay) and the reactions it
-//! accepted in that window. Every node keeps the latest audience of each node
+//! accepted in that window, with its connection count (the admin page,
+//! `admin/cluster.rs`, reads the partials too; a node without topics still
+//! sends one). Every node keeps the latest audience of each node
 //! (a node silent for three windows drops out) and adds up every partial's
 //! reactions exactly once, then sends one `stats` frame per topic, encoded
 //! once and shared by all local subscribers, when a figure changed. No leader,
@@ -29,7 +31,13 @@ use crate::registry::Registry;
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Partial {
     pub node: String,
-    /// topic → figures.
+    /// The node's open connections (for the admin page; absent from nodes
+    /// older than it, hence the default).
+    #[serde(rename = "c", default)]
+    pub connections: u64,
+    /// topic → figures: every topic with a relay on the node (the admin
+    /// page lists them all); `stats` frames go only to namespaces with an
+    /// audience or reactions.
     pub topics: BTreeMap<String, TopicFigures>,
 }
 
@@ -122,6 +130,7 @@ pub fn split(partial: Partial, max_bytes: usize) -> Vec<Partial> {
     let mut parts = Vec::new();
     let mut current = Partial {
         node: partial.node.clone(),
+        connections: partial.connections,
         topics: BTreeMap::new(),
     };
     let mut size = 0;
@@ -139,6 +148,7 @@ pub fn split(partial: Partial, max_bytes: usize) -> Vec<Partial> {
                 &mut current,
                 Partial {
                     node: partial.node.clone(),
+                    connections: partial.connections,
                     topics: BTreeMap::new(),
                 },
             ));
@@ -147,7 +157,8 @@ pub fn split(partial: Partial, max_bytes: usize) -> Vec<Partial> {
         size += entry;
         current.topics.insert(topic, figures);
     }
-    if !current.topics.is_empty() {
+    // A node without topics is still heard, with its connections.
+    if !current.topics.is_empty() || parts.is_empty() {
         parts.push(current);
     }
     parts
@@ -200,15 +211,13 @@ impl Stats {
     fn partial(&self) -> Partial {
         let mut topics = BTreeMap::new();
         for relay in self.registry.relays() {
-            if self.engaged(&relay.topic) {
-                topics.insert(
-                    relay.topic.to_string(),
-                    TopicFigures {
-                        audience: relay.audience() as u64,
-                        reactions: BTreeMap::new(),
-                    },
-                );
-            }
+            topics.insert(
+                relay.topic.to_string(),
+                TopicFigures {
+                    audience: relay.audience() as u64,
+                    reactions: BTreeMap::new(),
+                },
+            );
         }
         let reacted: Vec<Topic> = self.reactions.iter().map(|e| e.key().clone()).collect();
         for topic in reacted {
@@ -218,6 +227,7 @@ impl Stats {
         }
         Partial {
             node: self.config.node_name.clone(),
+            connections: self.metrics.connections.get().max(0) as u64,
             topics,
         }
     }
@@ -306,6 +316,7 @@ mod tests {
     fn partial(node: &str, topic: &str, audience: u64, reactions: &[(&str, u64)]) -> Partial {
         Partial {
             node: node.into(),
+            connections: 0,
             topics: BTreeMap::from([(
                 topic.to_string(),
                 TopicFigures {
@@ -347,6 +358,7 @@ mod tests {
     fn partials_split_under_the_size_limit_and_add_up() {
         let mut big = Partial {
             node: "n1".into(),
+            connections: 7,
             topics: BTreeMap::new(),
         };
         for i in 0..5000 {
@@ -361,6 +373,14 @@ mod tests {
         }
         let parts = split(big.clone(), MAX_PART_BYTES);
         assert!(parts.len() > 1);
+        assert!(parts.iter().all(|p| p.connections == 7));
+        // A node without topics is heard all the same.
+        let idle = Partial {
+            node: "n2".into(),
+            connections: 3,
+            topics: BTreeMap::new(),
+        };
+        assert_eq!(split(idle.clone(), MAX_PART_BYTES), [idle]);
         for p in &parts {
             assert!(
                 serde_json::to_vec(p).unwrap().len() <= MAX_PART_BYTES,
