@@ -70,13 +70,15 @@ pub struct HubOptions {
 }
 
 impl HubOptions {
-    /// The tests' hub: [`binary`], `RUST_LOG` from `$HUB_LOG` (else `warn`).
+    /// The tests' hub: [`binary`], `RUST_LOG` from `$HUB_LOG` (else `warn`,
+    /// and the audit log's `info` lines).
     pub fn for_tests(args: &[&str]) -> HubOptions {
         HubOptions {
             bin: binary(),
             args: args.iter().map(|s| s.to_string()).collect(),
             env: vec![(PUBLISH_KEY_ENV.to_string(), random_key())],
-            log_level: std::env::var("HUB_LOG").unwrap_or_else(|_| "warn".into()),
+            log_level: std::env::var("HUB_LOG")
+                .unwrap_or_else(|_| "warn,tribune::audit=info".into()),
             log_file: None,
             file_limit: None,
         }

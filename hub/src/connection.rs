@@ -211,6 +211,7 @@ async fn write_loop(
     loop {
         let close = outbox.take(&mut batch);
         if !batch.is_empty() {
+            let bytes: usize = batch.iter().map(|q| q.frame.len()).sum();
             // Boxed: one allocation per flush (not per frame) keeps the
             // sink's write futures out of every idle connection's task.
             let mut write = Box::pin(write_batch(&mut sink, &mut batch));
@@ -226,6 +227,7 @@ async fn write_loop(
             if !ok {
                 return;
             }
+            node.metrics.bytes_sent.inc_by(bytes as u64);
             continue;
         }
         if let Some(code) = close {

@@ -198,6 +198,7 @@ async fn crowd(node: Arc<Node>) {
         crowd = (crowd as i64 + rng.random_range(-400..=600)).clamp(20_000, 120_000) as u64;
         let partial = crate::stats::Partial {
             node: CROWD_NODE.to_string(),
+            connections: crowd,
             topics: std::collections::BTreeMap::from([(
                 RESULTS_TOPIC.to_string(),
                 crate::stats::TopicFigures {

@@ -9,6 +9,8 @@
 //!   proxies, PROXY protocol, TLS, the accept loops, security headers.
 //! - `server`: the public listener's routes; the websocket upgrade.
 //! - `internal`: the internal listener's routes (metrics, publish, probes).
+//! - `admin`: the admin page (`/admin`, internal listener, with a key):
+//!   nodes and topics from the statistics partials, a live tail.
 //! - `publish`: `POST /v1/publish` and its guards.
 //! - `answer`: HTTP answers both listeners give (errors, health).
 //! - `handshake`: checks before the upgrade (rate, capacity, origin, token,
@@ -28,6 +30,7 @@
 //! - `limits`: every limit of PROTOCOL.md section 8.
 //! - `log_limit`: warnings that hostile input could flood, at most one per interval.
 //! - `metrics`: every metric name.
+//! - `process`: the process's own readings (`/proc/self`) for `/metrics`.
 //! - `drain`: SIGTERM and the paced drain.
 //! - `stats`: audience and reaction windows summed across nodes, partials
 //!   sealed with the cluster key.
@@ -37,6 +40,7 @@
 //! [`run`], `config`, `auth`, `bus` and `error`. Every other module is
 //! private to the crate.
 
+pub(crate) mod admin;
 pub(crate) mod answer;
 pub(crate) mod audit;
 pub mod auth;
@@ -55,6 +59,7 @@ pub(crate) mod metrics;
 pub(crate) mod node;
 pub(crate) mod occupancy;
 pub(crate) mod outbox;
+pub(crate) mod process;
 pub(crate) mod publish;
 pub(crate) mod registry;
 pub(crate) mod relay;

@@ -88,6 +88,8 @@ impl Node {
         metrics: Arc<Metrics>,
     ) -> Arc<Node> {
         let config_max = config.limits.max_connections;
+        let max_connections = connection_cap(config_max, file_limit());
+        metrics.connections_max.set(max_connections as i64);
         let registry = Registry::new(bus.clone(), config.clone(), metrics.clone());
         let stats = Stats::new(
             config.clone(),
@@ -115,7 +117,7 @@ impl Node {
             pending_by_peer: Counts::default(),
             draining: AtomicBool::new(false),
             next_conn: AtomicU64::new(1),
-            max_connections: connection_cap(config_max, file_limit()),
+            max_connections,
         })
     }
 

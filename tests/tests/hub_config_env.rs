@@ -80,6 +80,7 @@ fn probe(path: &[String], default: &Value) -> (String, Expect) {
             );
         }
         "auth.algorithm" => return ("HS256".into(), Expect::Value(Value::String("HS256".into()))),
+        "log_format" => return ("json".into(), Expect::Value(Value::String("json".into()))),
         "bus.storage" => {
             return (
                 "memory".into(),

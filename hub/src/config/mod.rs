@@ -105,6 +105,9 @@ pub struct Config {
     /// `TRIBUNE_PUBLISH_KEY`. Without one nobody may publish over HTTP, but
     /// loopback callers of a `--demo` node.
     pub publish_key: Option<String>,
+    /// Key of the admin page (`/admin` on the internal listener), at least
+    /// 32 bytes; also `TRIBUNE_ADMIN_KEY`. Unset: no admin page.
+    pub admin_key: Option<String>,
     /// Interval of WebSocket pings (PROTOCOL.md section 7).
     pub heartbeat_ms: u64,
     /// How long a relay outlives its last subscriber, so that a fan who
@@ -121,6 +124,10 @@ pub struct Config {
     /// Every connection to the public listener starts with a PROXY protocol
     /// v2 header (an L4 load balancer's); only trusted proxies may connect.
     pub proxy_protocol: bool,
+    /// How log lines are written to stderr: `text` (`key=value`, colours
+    /// only at a terminal) or `json` (one object per line, for log shippers).
+    /// `RUST_LOG` picks what is logged (default `info`).
+    pub log_format: LogFormat,
     pub limits: Limits,
     pub auth: AuthConfig,
     pub bus: BusConfig,
@@ -142,12 +149,14 @@ impl Default for Config {
             node_name: String::new(),
             demo: false,
             publish_key: None,
+            admin_key: None,
             heartbeat_ms: 25_000,
             relay_linger_ms: 5_000,
             slow_close_grace_ms: 5_000,
             allowed_origins: Vec::new(),
             trusted_proxies: Vec::new(),
             proxy_protocol: false,
+            log_format: LogFormat::Text,
             limits: Limits::default(),
             auth: AuthConfig::default(),
             bus: BusConfig::default(),
@@ -214,6 +223,9 @@ impl Config {
     fn normalized(mut self) -> Config {
         if self.publish_key.as_deref() == Some("") {
             self.publish_key = None;
+        }
+        if self.admin_key.as_deref() == Some("") {
+            self.admin_key = None;
         }
         self
     }

@@ -414,3 +414,15 @@ pub fn default_namespaces() -> BTreeMap<String, Namespace> {
         ),
     ])
 }
+
+/// The shape of log lines (`log_format`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// `timestamp LEVEL target: message key=value`, for people.
+    #[default]
+    Text,
+    /// One JSON object per line (`timestamp`, `level`, `target`, `fields`),
+    /// for log shippers.
+    Json,
+}

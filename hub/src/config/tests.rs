@@ -92,6 +92,7 @@ fn secrets_are_redacted_in_the_printed_configuration() {
     let mut c = Config::from_toml(
         r#"
         publish_key = "publish-key-of-at-least-32-bytes-xyz"
+        admin_key = "admin-key-of-at-least-32-bytes-xyzw"
         [auth]
         secret = "auth-secret-of-at-least-32-bytes-xyz"
         [bus]
@@ -108,6 +109,7 @@ fn secrets_are_redacted_in_the_printed_configuration() {
     let text = c.to_toml();
     for secret in [
         "publish-key-of",
+        "admin-key-of",
         "auth-secret-of",
         "bus-url-pass",
         "bus-password",
@@ -120,13 +122,14 @@ fn secrets_are_redacted_in_the_printed_configuration() {
         text.contains("nats://editor:<redacted>@nats-1:4222,nats://nats-2:4222"),
         "{text}"
     );
-    assert_eq!(text.matches(REDACTED).count(), 6, "{text}");
+    assert_eq!(text.matches(REDACTED).count(), 7, "{text}");
 }
 
 #[test]
 fn short_publish_keys_and_half_tls_are_refused() {
     for (toml, needle) in [
         ("publish_key = \"a\"\n", "publish_key"),
+        ("admin_key = \"short\"\n", "admin_key"),
         ("[tls]\ncert_file = \"/c.pem\"\n", "tls"),
         ("proxy_protocol = true\n", "proxy_protocol"),
         (
@@ -143,6 +146,12 @@ fn short_publish_keys_and_half_tls_are_refused() {
         Config::from_toml("publish_key = \"\"\n")
             .unwrap()
             .publish_key
+            .is_none()
+    );
+    assert!(
+        Config::from_toml("admin_key = \"\"\n")
+            .unwrap()
+            .admin_key
             .is_none()
     );
 }

@@ -20,6 +20,10 @@ pub struct Partial {
     /// When it was published, Unix milliseconds: a stale one is refused.
     #[serde(default)]
     pub at: u64,
+    /// The node's open connections (for the admin page; absent from nodes
+    /// older than it, hence the default).
+    #[serde(rename = "c", default)]
+    pub connections: u64,
     /// topic → figures.
     pub topics: BTreeMap<String, TopicFigures>,
 }
@@ -133,7 +137,8 @@ pub fn split(partial: Partial, max_bytes: usize) -> Vec<Partial> {
         size += entry;
         current.topics.insert(topic, figures);
     }
-    if !current.topics.is_empty() {
+    // A node without topics is still heard, with its connections.
+    if !current.topics.is_empty() || parts.is_empty() {
         parts.push(current);
     }
     parts

@@ -32,7 +32,8 @@ use tribune_protocol::{ServerFrame, Topic, encode_server};
 
 use aggregate::{Aggregate, split};
 pub use aggregate::{Partial, TopicFigures};
-use seal::{Opener, Sealer};
+pub use seal::Opener;
+use seal::Sealer;
 
 use crate::bus::SideChannel;
 use crate::config::Config;
@@ -141,6 +142,7 @@ impl Stats {
         }
         Partial {
             node: self.config.node_name.clone(),
+            connections: self.metrics.connections.get().max(0) as u64,
             topics,
             ..Partial::default()
         }

@@ -101,6 +101,7 @@ impl NatsBus {
             events_rx,
             check_every,
             connects,
+            shown,
         ));
         Ok(NatsBus { inner })
     }
