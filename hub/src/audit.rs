@@ -3,7 +3,9 @@
 //! `sub` and `kid` when there was one; and a count per reason in
 //! `tribune_refusals_total{reason}`.
 //!
-//! Lines go to the `tribune::audit` target at WARN, at most one per reason
+//! Lines go to the `tribune::audit` target at INFO (a refusal is the node
+//! doing its job, not a fault: WARN is kept for what an operator must fix),
+//! at most one per reason
 //! per second, each saying how many of that reason were held back since the
 //! last one: a flood of one kind can neither fill the disk nor hide another
 //! kind. The count is exact whatever the log lets through.
@@ -16,6 +18,7 @@
 //!   `token`, `address_share`, `user_share` (and `capacity`);
 //! - `POST /v1/publish`: `publish_origin`, `publish_key`, `publish_disabled`,
 //!   `publish_rate`, `publish_content_type`;
+//! - `/admin`: `admin_key` (missing or wrong), `admin_rate`;
 //! - on a connection: `react_grant`, `react_unsubscribed`, `topic_rate`,
 //!   `relay_cap`, `flood` (4029).
 //!
@@ -89,7 +92,7 @@ impl Audit {
         let Some(held_back) = held_back else {
             return;
         };
-        tracing::warn!(
+        tracing::info!(
             target: "tribune::audit",
             reason,
             client = %Field(who.client.map(|ip| ip.to_string()).as_deref()),

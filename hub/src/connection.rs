@@ -314,6 +314,7 @@ mod tests {
             bus.clone(),
             bus,
             None,
+            Arc::new(crate::metrics::Metrics::new()),
         );
         let metrics = node.metrics.clone();
         let sink: Sink = Writer::new(Box::new(w), false, metrics);

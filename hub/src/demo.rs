@@ -198,6 +198,7 @@ async fn crowd(node: Arc<Node>) {
         crowd = (crowd as i64 + rng.random_range(-400..=600)).clamp(20_000, 120_000) as u64;
         let partial = crate::stats::Partial {
             node: CROWD_NODE.to_string(),
+            connections: crowd,
             topics: std::collections::BTreeMap::from([(
                 RESULTS_TOPIC.to_string(),
                 crate::stats::TopicFigures {
@@ -205,8 +206,11 @@ async fn crowd(node: Arc<Node>) {
                     reactions: Default::default(),
                 },
             )]),
+            ..Default::default()
         };
-        let bytes = Bytes::from(serde_json::to_vec(&partial).unwrap_or_default());
+        // Sealed as the node's own partials are, so that the other nodes
+        // take it.
+        let bytes = node.stats.seal(partial);
         if let Err(e) = node.side.publish_stats(CROWD_NODE, bytes).await {
             tracing::debug!(error = %e, "demo crowd not published");
         }

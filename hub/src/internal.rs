@@ -1,6 +1,7 @@
 //! The internal listener's routes (`internal_listen`, loopback by default):
-//! `GET /metrics`, `POST /v1/publish`, `GET /healthz`, `GET /readyz`, and
-//! every operator endpoint to come. None of them is for fans, and none is
+//! `GET /metrics`, `POST /v1/publish`, `GET /healthz`, `GET /readyz`, the
+//! admin page (`/admin`, with an admin key), and every operator endpoint
+//! to come. None of them is for fans, and none is
 //! on the public listener: a browser page, a fan's app or a DNS-rebinding
 //! attack reaching the public port finds only the websocket and the assets.
 
@@ -17,14 +18,19 @@ use crate::node::Node;
 
 /// The internal listener's routes.
 pub fn router(node: Arc<Node>) -> Router {
-    Router::new()
+    let mut routes = Router::new()
         .route("/metrics", get(metrics))
         .route("/v1/publish", post(crate::publish::publish))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .with_state(node.clone());
+    // `/admin` exists only with an admin key (`admin/`).
+    if let Some(admin) = crate::admin::router(node) {
+        routes = routes.merge(admin);
+    }
+    routes
         .fallback(not_found)
         .layer(axum::middleware::from_fn(crate::edge::headers::add))
-        .with_state(node)
 }
 
 async fn metrics(State(node): State<Arc<Node>>) -> Response {

@@ -9,6 +9,8 @@
 //!   proxies, PROXY protocol, TLS, the accept loops, security headers.
 //! - `server`: the public listener's routes; the websocket upgrade.
 //! - `internal`: the internal listener's routes (metrics, publish, probes).
+//! - `admin`: the admin page (`/admin`, internal listener, with a key):
+//!   nodes and topics from the statistics partials, a live tail.
 //! - `publish`: `POST /v1/publish` and its guards.
 //! - `answer`: HTTP answers both listeners give (errors, health).
 //! - `handshake`: checks before the upgrade (rate, capacity, origin, token,
@@ -24,19 +26,23 @@
 //! - `registry`: topic → relay; relay lifecycle; bus watch and checks.
 //! - `relay`: per-topic ordering, gap repair, cache, encode-once fan-out.
 //! - `bus`: the `Bus` (stored stream) and `SideChannel` traits and their
-//!   contracts; `bus::memory` (embedded) and `bus::nats` (NATS JetStream);
+//!   contracts; `bus::memory` (embedded) and `bus::nats` (NATS JetStream:
+//!   live feeds from consumers of the stream, credentials and TLS);
 //!   `bus::conformance`, the shared suite.
 //! - `limits`: every limit of PROTOCOL.md section 8.
 //! - `log_limit`: warnings that hostile input could flood, at most one per interval.
 //! - `metrics`: every metric name.
+//! - `process`: the process's own readings (`/proc/self`) for `/metrics`.
 //! - `drain`: SIGTERM and the paced drain.
-//! - `stats`: audience and reaction windows summed across nodes.
+//! - `stats`: audience and reaction windows summed across nodes, partials
+//!   sealed with the cluster key.
 //! - `demo`: the simulated live event behind `--demo`.
 //!
 //! Public, for `main.rs`, the integration tests and the fuzz targets:
 //! [`run`], `config`, `auth`, `bus` and `error`. Every other module is
 //! private to the crate.
 
+pub(crate) mod admin;
 pub(crate) mod answer;
 pub(crate) mod audit;
 pub mod auth;
@@ -55,6 +61,7 @@ pub(crate) mod metrics;
 pub(crate) mod node;
 pub(crate) mod occupancy;
 pub(crate) mod outbox;
+pub(crate) mod process;
 pub(crate) mod publish;
 pub(crate) mod registry;
 pub(crate) mod relay;
@@ -71,6 +78,7 @@ use crate::bus::memory::MemoryBus;
 use crate::bus::{Bus, SideChannel};
 use crate::config::Config;
 use crate::error::ConfigError;
+use crate::metrics::Metrics;
 
 /// How often per-address limiters forget the addresses gone quiet.
 const LIMITER_SWEEP: Duration = Duration::from_secs(5);
@@ -81,9 +89,41 @@ pub fn check_tls(config: &config::TlsConfig) -> Result<(), ConfigError> {
     edge::tls::Tls::load(config).map(|_| ())
 }
 
+/// Reads the statistics key as the node would at start (its file
+/// included), so that `--check-config` refuses what the node would refuse.
+pub fn check_stats_key(stats: &config::StatsConfig) -> Result<(), ConfigError> {
+    stats.key_bytes().map(drop)
+}
+
+/// Reads and parses the bus's credential and TLS files as connecting
+/// would, so that `--check-config` refuses what the node would refuse.
+pub fn check_bus(config: &config::BusConfig) -> Result<(), ConfigError> {
+    bus::nats::settings::check(config)
+}
+
+/// Creates or updates the stream as `[bus]` describes it, as a hub with
+/// `manage_stream = true` does at start, and answers its epoch: what the job
+/// holding the stream administrator's credentials runs
+/// (`--provision-stream`), so that hubs need no right to change the stream.
+pub async fn provision_stream(config: &Config) -> anyhow::Result<String> {
+    if config.bus.url.is_none() {
+        anyhow::bail!("--provision-stream needs a NATS bus: --nats or bus.url");
+    }
+    let bus_config = config::BusConfig {
+        manage_stream: true,
+        ..config.bus.clone()
+    };
+    let bus = bus::nats::NatsBus::connect(&bus_config, config.deepest_retention() + 1).await?;
+    let epoch = bus.status().borrow().epoch.to_string();
+    Ok(epoch)
+}
+
 /// Builds the bus the configuration asks for: one object, seen as the stored
 /// stream and as the side channel.
-async fn connect_bus(config: &Config) -> anyhow::Result<(Arc<dyn Bus>, Arc<dyn SideChannel>)> {
+async fn connect_bus(
+    config: &Config,
+    metrics: &Metrics,
+) -> anyhow::Result<(Arc<dyn Bus>, Arc<dyn SideChannel>)> {
     // BUS SELECTION
     match &config.bus.url {
         None => {
@@ -96,15 +136,23 @@ async fn connect_bus(config: &Config) -> anyhow::Result<(Arc<dyn Bus>, Arc<dyn S
             let bus = Arc::new(MemoryBus::new(retention, window));
             Ok((bus.clone(), bus))
         }
-        Some(_url) => connect_nats(config).await,
+        Some(_url) => connect_nats(config, metrics).await,
     }
 }
 
-async fn connect_nats(config: &Config) -> anyhow::Result<(Arc<dyn Bus>, Arc<dyn SideChannel>)> {
+async fn connect_nats(
+    config: &Config,
+    metrics: &Metrics,
+) -> anyhow::Result<(Arc<dyn Bus>, Arc<dyn SideChannel>)> {
     // One message more than the deepest retention: the oldest message a relay
     // caches then still has its predecessor stored, so its `prev` is exact and
     // a resume from that predecessor recovers, as on the embedded bus.
-    let bus = bus::nats::NatsBus::connect(&config.bus, config.deepest_retention() + 1).await?;
+    let bus = bus::nats::NatsBus::connect_counted(
+        &config.bus,
+        config.deepest_retention() + 1,
+        metrics.bus_refused.clone(),
+    )
+    .await?;
     let bus = Arc::new(bus);
     Ok((bus.clone(), bus))
 }
@@ -117,8 +165,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let config = Arc::new(config);
     let auth = auth::Authenticator::from_config(&config.auth)?;
     let tls = edge::tls::Tls::load(&config.tls)?.map(Arc::new);
-    let (bus, side) = connect_bus(&config).await?;
-    let node = node::Node::new(config.clone(), bus, side, auth);
+    let metrics = Arc::new(Metrics::new());
+    let (bus, side) = connect_bus(&config, &metrics).await?;
+    let node = node::Node::new(config.clone(), bus, side, auth, metrics);
     let internal = edge::listener::bind(config.internal_listen).map_err(|e| {
         anyhow::anyhow!(
             "cannot listen on {} (internal_listen): {e}",

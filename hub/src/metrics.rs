@@ -1,4 +1,14 @@
-//! Every metric name of a hub node, in one place (Prometheus text at `/metrics`).
+//! Every metric name of a hub node, in one place (OpenMetrics text at
+//! `/metrics`, on the internal listener).
+//!
+//! A dashboard and its alerts must see a series before its first event:
+//! `rate()` over a series that does not exist is no data, not zero, so an
+//! alert on refusals or 4008 closes would stay silent on a fresh node. Every
+//! labelled family is therefore created with all its known label values at
+//! zero (the lists below); a label value outside a list still counts.
+//! Names carry the thing counted (`tribune_messages_delivered_total`, not
+//! `tribune_deliveries_total`), and one event has one counter: slow
+//! consumers are `tribune_closes_total{code="4008"}`.
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -15,6 +25,9 @@ pub struct Metrics {
     registry: Registry,
     /// Open websocket connections.
     pub connections: Gauge,
+    /// The node's connection cap (`limits.max_connections`, lowered to fit
+    /// the open-files limit): what `connections` is compared with.
+    pub connections_max: Gauge,
     /// Websocket connections accepted since start.
     pub connections_accepted: Counter,
     /// Handshakes refused before the upgrade, by reason.
@@ -46,9 +59,15 @@ pub struct Metrics {
     /// Payloads the relay refused to forward, by reason.
     pub payloads_dropped: Family<Labels, Counter>,
     /// Message frames queued to clients (one per subscriber per message).
-    pub deliveries: Counter,
+    pub messages_delivered: Counter,
+    /// Time from the bus storing a message (its `ts`) to the relay queuing
+    /// it to its subscribers, once per message with subscribers.
+    pub delivery_latency_seconds: Histogram,
+    /// Bytes of websocket frames written to clients (headers included,
+    /// compressed where the connection negotiated deflate).
+    pub bytes_sent: Counter,
     /// Superseded state frames dropped for slow clients.
-    pub conflated: Counter,
+    pub frames_conflated: Counter,
     /// Fossil deltas made (one per message per topic, whatever the audience).
     pub deltas: Counter,
     /// Delta frames queued to clients instead of the full message.
@@ -58,8 +77,6 @@ pub struct Metrics {
     pub compressions: Counter,
     /// Connections that negotiated permessage-deflate.
     pub deflate_connections: Counter,
-    /// Clients closed with 4008.
-    pub slow_consumers: Counter,
     /// History reads issued to the bus (relay loads and resumes).
     pub history_requests: Counter,
     /// Gaps found in the live feed and repaired from the stream.
@@ -71,6 +88,9 @@ pub struct Metrics {
     pub gaps_unrepairable: Family<Labels, Counter>,
     /// Bus reconnections seen (the bus generation grew).
     pub bus_reconnects: Counter,
+    /// Messages on a live feed's private subject that the stream did not
+    /// deliver (forged, replayed), by reason; never forwarded.
+    pub bus_refused: Family<Labels, Counter>,
     /// 1 while the bus is connected.
     pub bus_connected: Gauge,
     /// 1 while the node drains.
@@ -85,13 +105,84 @@ pub struct Metrics {
     pub stats_sent: Counter,
     /// Statistics partials the bus refused (other nodes miss these figures).
     pub stats_partials_failed: Counter,
+    /// Other nodes' statistics partials refused as a whole (forged, altered,
+    /// replayed, stale, beyond caps), by reason.
+    pub stats_partials_rejected: Family<Labels, Counter>,
+    /// Figures dropped from accepted partials (a topic that shows none, a
+    /// reaction its namespace does not allow), by reason.
+    pub stats_figures_dropped: Family<Labels, Counter>,
+    /// 1, labelled with the hub's version.
+    pub build_info: Family<Labels, Gauge>,
 }
+
+/// Reasons of `tribune_handshakes_refused_total`: at accept, then at the handshake.
+pub const HANDSHAKE_REFUSALS: &[&str] = &[
+    "capacity",
+    "pending",
+    "pending_address",
+    "draining",
+    "rate",
+    "rate_node",
+    "origin",
+    "token",
+    "address_share",
+    "user_share",
+];
+
+/// Reasons of `tribune_refusals_total` (the audit log's, `audit.rs`).
+pub const REFUSALS: &[&str] = &[
+    "capacity",
+    "pending",
+    "pending_address",
+    "header_timeout",
+    "proxy_untrusted",
+    "proxy_header",
+    "tls_handshake",
+    "draining",
+    "rate",
+    "rate_node",
+    "origin",
+    "token",
+    "address_share",
+    "user_share",
+    "publish_origin",
+    "publish_key",
+    "publish_disabled",
+    "publish_rate",
+    "publish_content_type",
+    "admin_key",
+    "admin_rate",
+    "react_grant",
+    "react_unsubscribed",
+    "topic_rate",
+    "relay_cap",
+    "flood",
+];
+
+/// Close codes of `tribune_closes_total` (PROTOCOL.md section 6); `other`
+/// for anything else.
+pub const CLOSE_CODES: &[&str] = &[
+    "1000", "1001", "1002", "1003", "1007", "1008", "1009", "1011", "4008", "4029", "other",
+];
+
+/// Reasons of `tribune_payloads_dropped_total`.
+pub const DROP_REASONS: &[&str] = &["too_large", "invalid_json"];
+
+/// Results of `tribune_reactions_total`.
+pub const REACTION_RESULTS: &[&str] = &["accepted", "rate_limited", "refused"];
+
+/// Topic modes of `tribune_gaps_unrepairable_total`.
+pub const TOPIC_MODES: &[&str] = &["feed", "state"];
+
+/// Limiters of `tribune_limiter_keys` and `tribune_limiter_keys_expired_total`.
+pub const LIMITERS: &[&str] = &["handshakes", "publish_failures", "connections"];
 
 impl Metrics {
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("tribune");
+        let mut registry = Registry::default();
         let m = Self {
             connections: Gauge::default(),
+            connections_max: Gauge::default(),
             connections_accepted: Counter::default(),
             handshakes_refused: Family::default(),
             refusals: Family::default(),
@@ -106,18 +197,20 @@ impl Metrics {
             relays: Gauge::default(),
             bus_messages: Counter::default(),
             payloads_dropped: Family::default(),
-            deliveries: Counter::default(),
-            conflated: Counter::default(),
+            messages_delivered: Counter::default(),
+            delivery_latency_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
+            bytes_sent: Counter::default(),
+            frames_conflated: Counter::default(),
             deltas: Counter::default(),
             delta_deliveries: Counter::default(),
             compressions: Counter::default(),
             deflate_connections: Counter::default(),
-            slow_consumers: Counter::default(),
             history_requests: Counter::default(),
             gaps_repaired: Counter::default(),
             gap_repair_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
             gaps_unrepairable: Family::default(),
             bus_reconnects: Counter::default(),
+            bus_refused: Family::default(),
             bus_connected: Gauge::default(),
             draining: Gauge::default(),
             http_publishes: Counter::default(),
@@ -125,13 +218,24 @@ impl Metrics {
             reactions: Family::default(),
             stats_sent: Counter::default(),
             stats_partials_failed: Counter::default(),
+            stats_partials_rejected: Family::default(),
+            stats_figures_dropped: Family::default(),
+            build_info: Family::default(),
             registry: Registry::default(),
         };
-        let r = &mut registry;
+        m.precreate();
+        // `process_*` without the prefix: the names every client library uses.
+        registry.register_collector(Box::new(crate::process::ProcessCollector));
+        let r = registry.sub_registry_with_prefix("tribune");
         r.register(
             "connections",
             "Open websocket connections",
             m.connections.clone(),
+        );
+        r.register(
+            "connections_max",
+            "The node's connection cap (lowered to fit the open-files limit)",
+            m.connections_max.clone(),
         );
         r.register(
             "connections_accepted",
@@ -204,14 +308,24 @@ impl Metrics {
             m.payloads_dropped.clone(),
         );
         r.register(
-            "deliveries",
-            "Message frames queued to clients",
-            m.deliveries.clone(),
+            "messages_delivered",
+            "Message frames queued to clients, one per subscriber per message",
+            m.messages_delivered.clone(),
         );
         r.register(
-            "conflated",
+            "delivery_latency_seconds",
+            "Time from the bus storing a message (ts) to its fan-out to subscribers",
+            m.delivery_latency_seconds.clone(),
+        );
+        r.register(
+            "bytes_sent",
+            "Bytes of websocket frames written to clients",
+            m.bytes_sent.clone(),
+        );
+        r.register(
+            "frames_conflated",
             "Superseded state frames dropped for slow clients",
-            m.conflated.clone(),
+            m.frames_conflated.clone(),
         );
         r.register(
             "deltas",
@@ -232,11 +346,6 @@ impl Metrics {
             "deflate_connections",
             "Connections that negotiated permessage-deflate",
             m.deflate_connections.clone(),
-        );
-        r.register(
-            "slow_consumers",
-            "Clients closed with 4008",
-            m.slow_consumers.clone(),
         );
         r.register(
             "history_requests",
@@ -264,6 +373,11 @@ impl Metrics {
             m.bus_reconnects.clone(),
         );
         r.register(
+            "bus_messages_refused",
+            "Messages on a live feed's subject that the stream did not deliver, by reason",
+            m.bus_refused.clone(),
+        );
+        r.register(
             "bus_connected",
             "1 while the bus is connected",
             m.bus_connected.clone(),
@@ -273,6 +387,11 @@ impl Metrics {
             "http_publishes",
             "Messages stored through POST /v1/publish",
             m.http_publishes.clone(),
+        );
+        r.register(
+            "bus_messages_refused",
+            "Messages on a live feed's subject that the stream did not deliver, by reason",
+            m.bus_refused.clone(),
         );
         r.register(
             "client_publishes",
@@ -294,10 +413,63 @@ impl Metrics {
             "Statistics partials the bus refused",
             m.stats_partials_failed.clone(),
         );
+        r.register(
+            "stats_partials_rejected",
+            "Other nodes' statistics partials refused, by reason",
+            m.stats_partials_rejected.clone(),
+        );
+        r.register(
+            "stats_figures_dropped",
+            "Figures dropped from accepted statistics partials, by reason",
+            m.stats_figures_dropped.clone(),
+        );
+        r.register(
+            "build_info",
+            "1, labelled with the hub's version",
+            m.build_info.clone(),
+        );
         Self { registry, ..m }
     }
 
-    /// Prometheus text exposition.
+    /// Creates every known label value at zero (see the module doc).
+    fn precreate(&self) {
+        fn zero<M: Default + Clone>(
+            family: &Family<Labels, M>,
+            name: &'static str,
+            values: &[&'static str],
+        ) {
+            for v in values {
+                drop(family.get_or_create(&vec![(name, *v)]));
+            }
+        }
+        zero(&self.handshakes_refused, "reason", HANDSHAKE_REFUSALS);
+        zero(&self.refusals, "reason", REFUSALS);
+        zero(&self.closes, "code", CLOSE_CODES);
+        zero(&self.payloads_dropped, "reason", DROP_REASONS);
+        zero(&self.reactions, "result", REACTION_RESULTS);
+        zero(&self.gaps_unrepairable, "mode", TOPIC_MODES);
+        zero(&self.limiter_keys, "limiter", LIMITERS);
+        zero(&self.limiter_keys_expired, "limiter", LIMITERS);
+        self.build_info
+            .get_or_create(&vec![("version", env!("CARGO_PKG_VERSION"))])
+            .set(1);
+    }
+
+    /// Counts one message fanned out to `subscribers`, stored by the bus at
+    /// `ts` (Unix milliseconds).
+    pub fn delivered(&self, subscribers: usize, ts: u64) {
+        self.messages_delivered.inc_by(subscribers as u64);
+        if subscribers > 0 {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            // A bus clock ahead of ours reads as zero, not as a huge value.
+            self.delivery_latency_seconds
+                .observe(now.saturating_sub(ts) as f64 / 1000.0);
+        }
+    }
+
+    /// OpenMetrics text exposition (with its `# EOF`).
     pub fn render(&self) -> String {
         let mut out = String::new();
         encode(&mut out, &self.registry).expect("writing to a String cannot fail");
@@ -333,6 +505,7 @@ impl Metrics {
         let code: &'static str = match code {
             1000 => "1000",
             1001 => "1001",
+            1002 => "1002",
             1003 => "1003",
             1007 => "1007",
             1008 => "1008",
@@ -358,6 +531,22 @@ impl Metrics {
             .inc();
     }
 
+    /// Counts another node's statistics partial refused for `reason`.
+    pub fn stats_rejected(&self, reason: &'static str) {
+        self.stats_partials_rejected
+            .get_or_create(&vec![("reason", reason)])
+            .inc();
+    }
+
+    /// Counts `n` figures dropped from accepted partials for `reason`.
+    pub fn stats_dropped(&self, reason: &'static str, n: u64) {
+        if n > 0 {
+            self.stats_figures_dropped
+                .get_or_create(&vec![("reason", reason)])
+                .inc_by(n);
+        }
+    }
+
     pub fn reaction(&self, result: &'static str) {
         self.reactions
             .get_or_create(&vec![("result", result)])
@@ -381,16 +570,51 @@ mod tests {
         m.refused("rate");
         m.closed(4008);
         m.history_requests.inc();
+        m.closed(1002);
+        m.delivered(3, 0);
         let text = m.render();
         for name in [
             "tribune_connections ",
+            "tribune_connections_max ",
             "tribune_history_requests_total 1",
             "tribune_handshakes_refused_total{reason=\"rate\"} 1",
             "tribune_closes_total{code=\"4008\"} 1",
+            "tribune_closes_total{code=\"1002\"} 1",
             "tribune_gap_repair_seconds_bucket",
             "tribune_stats_partials_failed_total 0",
+            "tribune_messages_delivered_total 3",
+            "tribune_delivery_latency_seconds_count 1",
+            "tribune_bytes_sent_total 0",
+            "tribune_build_info{version=\"",
+            "process_open_fds ",
+            "process_resident_memory_bytes ",
+            "process_cpu_seconds_total ",
+            "# EOF",
         ] {
             assert!(text.contains(name), "{name} missing in\n{text}");
+        }
+        assert!(!text.contains("tribune_process_"), "{text}");
+    }
+
+    #[test]
+    fn labelled_families_exist_before_their_first_event() {
+        let text = Metrics::new().render();
+        for (family, label, values) in [
+            (
+                "tribune_handshakes_refused_total",
+                "reason",
+                HANDSHAKE_REFUSALS,
+            ),
+            ("tribune_refusals_total", "reason", REFUSALS),
+            ("tribune_closes_total", "code", CLOSE_CODES),
+            ("tribune_payloads_dropped_total", "reason", DROP_REASONS),
+            ("tribune_reactions_total", "result", REACTION_RESULTS),
+            ("tribune_gaps_unrepairable_total", "mode", TOPIC_MODES),
+        ] {
+            for v in values {
+                let series = format!("{family}{{{label}=\"{v}\"}} 0");
+                assert!(text.contains(&series), "{series} missing in\n{text}");
+            }
         }
     }
 }

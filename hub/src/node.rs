@@ -85,9 +85,11 @@ impl Node {
         bus: Arc<dyn Bus>,
         side: Arc<dyn SideChannel>,
         auth: Option<Authenticator>,
+        metrics: Arc<Metrics>,
     ) -> Arc<Node> {
         let config_max = config.limits.max_connections;
-        let metrics = Arc::new(Metrics::new());
+        let max_connections = connection_cap(config_max, file_limit());
+        metrics.connections_max.set(max_connections as i64);
         let registry = Registry::new(bus.clone(), config.clone(), metrics.clone());
         let stats = Stats::new(
             config.clone(),
@@ -115,7 +117,7 @@ impl Node {
             pending_by_peer: Counts::default(),
             draining: AtomicBool::new(false),
             next_conn: AtomicU64::new(1),
-            max_connections: connection_cap(config_max, file_limit()),
+            max_connections,
         })
     }
 
@@ -355,7 +357,13 @@ mod tests {
 
     fn node() -> Arc<Node> {
         let bus = Arc::new(MemoryBus::new(HashMap::new(), Duration::from_secs(60)));
-        Node::new(Arc::new(Config::default()), bus.clone(), bus, None)
+        Node::new(
+            Arc::new(Config::default()),
+            bus.clone(),
+            bus,
+            None,
+            Arc::new(Metrics::new()),
+        )
     }
 
     #[test]

@@ -73,6 +73,15 @@ async fn ws(
     let accepted = match crate::handshake::check(&node, peer, headers, query.as_deref()) {
         Ok(accepted) => accepted,
         Err(refusal) => {
+            // Every refused fan at debug (the audit line at info is limited
+            // to one per reason per second): why, and who.
+            tracing::debug!(
+                reason = refusal.reason,
+                status = refusal.status.as_u16(),
+                peer = %peer,
+                client = ?refusal.client,
+                "handshake refused"
+            );
             node.metrics.refused(refusal.reason);
             node.audit
                 .refused(refusal.reason, refusal.who(), &refusal.message);

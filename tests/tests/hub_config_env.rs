@@ -80,6 +80,7 @@ fn probe(path: &[String], default: &Value) -> (String, Expect) {
             );
         }
         "auth.algorithm" => return ("HS256".into(), Expect::Value(Value::String("HS256".into()))),
+        "log_format" => return ("json".into(), Expect::Value(Value::String("json".into()))),
         "bus.storage" => {
             return (
                 "memory".into(),
@@ -97,7 +98,8 @@ fn probe(path: &[String], default: &Value) -> (String, Expect) {
         k if k.ends_with("secret")
             || k.ends_with("password")
             || k.ends_with("token") && !k.starts_with("namespaces")
-            || k.ends_with("_key") =>
+            || k.ends_with("_key")
+            || k.ends_with(".key") =>
         {
             return (
                 "env-secret-value-0123456789abcdef0123456789".into(),

@@ -155,7 +155,7 @@ async fn deltas_survive_conflation() {
             break;
         }
     }
-    assert!(hub.metric("tribune_conflated_total").await > 0.0);
+    assert!(hub.metric("tribune_frames_conflated_total").await > 0.0);
     assert!(r.deltas > 0, "deltas went out ({} full)", r.fulls);
     // At most one per message per topic after the first (300 boards, 299
     // heavy states), whatever the queue did. Fewer when a relay's live feed

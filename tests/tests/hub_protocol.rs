@@ -461,9 +461,9 @@ async fn health_ready_and_metrics() {
     for family in [
         "tribune_connections",
         "tribune_relays",
-        "tribune_deliveries",
+        "tribune_messages_delivered",
         "tribune_history_requests",
-        "tribune_slow_consumers",
+        "tribune_closes",
         "tribune_gaps_repaired",
         "tribune_bus_connected",
     ] {
@@ -474,7 +474,7 @@ async fn health_ready_and_metrics() {
     }
     assert_eq!(hub.metric("tribune_connections").await, 1.0);
     assert_eq!(hub.metric("tribune_relays").await, 1.0);
-    assert_eq!(hub.metric("tribune_deliveries_total").await, 1.0);
+    assert_eq!(hub.metric("tribune_messages_delivered_total").await, 1.0);
     assert_eq!(hub.metric("tribune_http_publishes_total").await, 1.0);
     assert_eq!(hub.metric("tribune_bus_connected").await, 1.0);
 }

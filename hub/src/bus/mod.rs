@@ -33,11 +33,23 @@
 //!   (a recreated stream, a restarted embedded bus) has a new epoch; `seq`
 //!   values of different epochs are unrelated. [`BusStatus::epoch`] always holds
 //!   the current one.
+//! - **Only stored messages are delivered.** Everything a [`LiveFeed`] or a
+//!   history read yields was stored by the bus: nothing a third party sends
+//!   beside it (on NATS, a publication on any subject, headers included) can
+//!   pass for a stored message.
 //! - **Live delivery is at most once.** A [`LiveFeed`] yields the topic's new
-//!   messages in `seq` order, but may miss some (a reconnect, a lagging
-//!   republish). The relay detects gaps from `prev` and repairs them with
+//!   messages in `seq` order, but may miss some (a reconnect, a dropped
+//!   delivery). The relay detects gaps from `prev` and repairs them with
 //!   [`Bus::after`]; after each reconnect ([`BusStatus::generation`] grows) and
 //!   periodically it compares [`Bus::last_seqs`] with what it has seen.
+//! - **A feed's first `prev` may be unknown.** The first message a feed
+//!   yields may carry `prev` 0 although older messages are stored: whoever
+//!   opens a feed reads what was stored before it (the relay reads history
+//!   after opening one, and repairs after reopening one). Every later message
+//!   carries its exact `prev`.
+//! - **A feed may end.** A bus ends a feed it can no longer vouch for (its
+//!   subscription lost, deliveries out of order); the relay opens a new one
+//!   and repairs from history what was stored in between.
 //! - **History reads are exact.** [`Bus::last`] and [`Bus::after`] return stored
 //!   messages of one topic in ascending `seq` order, with their `prev`.
 //! - **Holes are said.** [`Bus::after`] tells whether messages of the topic
@@ -47,7 +59,7 @@
 //!   A bus that cannot tell for sure says `hole`: a false alarm costs a fan a
 //!   notice, a missed one costs it messages without a word.
 //! - **Timeouts.** Every method returns within the bus's request timeout; a
-//!   failure is [`BusError::Unavailable`], never a hang.
+//!   failure is [`BusErrorKind::Unavailable`], never a hang.
 
 // The suite ships with the library so that the integration tests can run it
 // against NATS; only tests build it.
@@ -129,22 +141,7 @@ pub struct After {
     pub hole: bool,
 }
 
-/// Why a bus call failed.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum BusError {
-    /// Disconnected, timed out, or refused by the server.
-    #[error("bus unavailable: {0}")]
-    Unavailable(String),
-    /// The request itself was refused (a payload too large, say).
-    #[error("bus refused the request: {0}")]
-    Rejected(String),
-    /// The hub will not start on this bus as configured: no server answers,
-    /// the server is too old or runs without JetStream, the stream is missing
-    /// or unfit, or the settings are not usable. Only connecting returns it;
-    /// the text is the operator's whole one-line message.
-    #[error("{0}")]
-    Unusable(String),
-}
+pub use crate::error::{BusError, BusErrorKind};
 
 pub type BusResult<T> = Result<T, BusError>;
 
@@ -206,7 +203,7 @@ pub trait Bus: Send + Sync + 'static {
 ///   enter the stream fans read.
 /// - **At most once, no history.** No `seq`, no replay: what is sent while
 ///   nobody listens is gone. A send while disconnected fails with
-///   [`BusError::Unavailable`] rather than being queued for later.
+///   [`BusErrorKind::Unavailable`] rather than being queued for later.
 /// - **Everyone hears everyone.** [`SideChannel::stats_feed`] yields every
 ///   node's partials, this node's own included.
 /// - **Timeouts.** Every method returns within the bus's request timeout.

@@ -18,6 +18,7 @@ mod sections;
 mod tests;
 mod validate;
 
+pub(crate) use render::redact_url_credentials;
 pub use sections::*;
 
 use std::collections::BTreeMap;
@@ -60,6 +61,13 @@ pub struct Cli {
     /// Parse and validate the configuration, print it as TOML, exit 0 (or 2).
     #[arg(long)]
     pub check_config: bool,
+    /// Create or update the NATS stream as `[bus]` describes it (what a hub
+    /// with `bus.manage_stream = true` does at start), print its epoch and
+    /// exit: for the job that declares the stream with the stream
+    /// administrator's credentials, while hubs run with `manage_stream =
+    /// false` and may not change it.
+    #[arg(long)]
+    pub provision_stream: bool,
     /// Print the effective configuration (defaults, file, environment and
     /// flags merged; secrets redacted) as TOML and exit 0, without reading
     /// the key and certificate files it names.
@@ -97,6 +105,9 @@ pub struct Config {
     /// `TRIBUNE_PUBLISH_KEY`. Without one nobody may publish over HTTP, but
     /// loopback callers of a `--demo` node.
     pub publish_key: Option<String>,
+    /// Key of the admin page (`/admin` on the internal listener), at least
+    /// 32 bytes; also `TRIBUNE_ADMIN_KEY`. Unset: no admin page.
+    pub admin_key: Option<String>,
     /// Interval of WebSocket pings (PROTOCOL.md section 7).
     pub heartbeat_ms: u64,
     /// Accept permessage-deflate (RFC 7692) from clients that offer it. Each
@@ -117,6 +128,10 @@ pub struct Config {
     /// Every connection to the public listener starts with a PROXY protocol
     /// v2 header (an L4 load balancer's); only trusted proxies may connect.
     pub proxy_protocol: bool,
+    /// How log lines are written to stderr: `text` (`key=value`, colours
+    /// only at a terminal) or `json` (one object per line, for log shippers).
+    /// `RUST_LOG` picks what is logged (default `info`).
+    pub log_format: LogFormat,
     pub limits: Limits,
     pub auth: AuthConfig,
     pub bus: BusConfig,
@@ -138,6 +153,7 @@ impl Default for Config {
             node_name: String::new(),
             demo: false,
             publish_key: None,
+            admin_key: None,
             heartbeat_ms: 25_000,
             permessage_deflate: true,
             relay_linger_ms: 5_000,
@@ -145,6 +161,7 @@ impl Default for Config {
             allowed_origins: Vec::new(),
             trusted_proxies: Vec::new(),
             proxy_protocol: false,
+            log_format: LogFormat::Text,
             limits: Limits::default(),
             auth: AuthConfig::default(),
             bus: BusConfig::default(),
@@ -211,6 +228,9 @@ impl Config {
     fn normalized(mut self) -> Config {
         if self.publish_key.as_deref() == Some("") {
             self.publish_key = None;
+        }
+        if self.admin_key.as_deref() == Some("") {
+            self.admin_key = None;
         }
         self
     }

@@ -20,9 +20,11 @@ impl Config {
             }
         };
         hide(&mut c.publish_key);
+        hide(&mut c.admin_key);
         hide(&mut c.auth.secret);
         hide(&mut c.bus.password);
         hide(&mut c.bus.token);
+        hide(&mut c.stats.key);
         if let Some(url) = &c.bus.url {
             c.bus.url = Some(redact_url_credentials(url));
         }
@@ -31,7 +33,7 @@ impl Config {
 }
 
 /// Each comma-separated URL with its userinfo's password (or token) replaced.
-fn redact_url_credentials(urls: &str) -> String {
+pub(crate) fn redact_url_credentials(urls: &str) -> String {
     urls.split(',')
         .map(|url| {
             let Some((scheme, rest)) = url.split_once("://") else {

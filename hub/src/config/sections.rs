@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use tribune_protocol::Mode;
 
+use crate::error::ConfigError;
+
 /// One entry of `trusted_proxies`: an address (`10.0.0.7`) or a range
 /// (`10.0.0.0/8`, `fd00::/8`). An IPv4-mapped IPv6 entry is stored as the
 /// IPv4 one, as peers are compared in their canonical form.
@@ -210,13 +212,35 @@ pub struct BusConfig {
     pub request_timeout_ms: u64,
     /// Client ping interval, so that a dead server is noticed quickly.
     pub ping_interval_ms: u64,
-    /// Interval of the batched last-sequence check of all active topics.
+    /// Interval of the batched last-sequence check of all active topics;
+    /// also the idle heartbeat of every live feed's consumer.
     pub check_interval_ms: u64,
-    /// Optional credentials file, user/password or token.
+    /// The stream's `max_consumers`: every hub holds one consumer per topic
+    /// its fans watch, so at least hubs × active topics per hub. nats-server
+    /// 2.15 allows 1,000 per stream unless the stream says otherwise.
+    pub max_consumers: u64,
+    /// Credentials, one kind at most (`bus::nats::settings` checks them,
+    /// and `--check-config` with it): a `.creds` file (user JWT and NKey
+    /// seed, operator mode)...
     pub credentials: Option<PathBuf>,
+    /// ...or a file holding a user NKey seed (`SU...`)...
+    pub nkey_seed_file: Option<PathBuf>,
+    /// ...or a user and password...
     pub user: Option<String>,
     pub password: Option<String>,
+    /// ...or a token.
     pub token: Option<String>,
+    /// PEM CA certificate(s) the server's certificate must chain to,
+    /// instead of the system's roots (a private CA).
+    pub tls_ca_file: Option<PathBuf>,
+    /// PEM client certificate chain, for servers that verify clients
+    /// (with `tls_key_file`).
+    pub tls_cert_file: Option<PathBuf>,
+    /// The client certificate's PEM private key.
+    pub tls_key_file: Option<PathBuf>,
+    /// Refuse to talk to NATS without TLS. Also implied by any `tls_*` file
+    /// and by `tls://` URLs.
+    pub tls_required: bool,
 }
 
 impl Default for BusConfig {
@@ -233,10 +257,16 @@ impl Default for BusConfig {
             request_timeout_ms: 2_000,
             ping_interval_ms: 5_000,
             check_interval_ms: 3_000,
+            max_consumers: 100_000,
             credentials: None,
+            nkey_seed_file: None,
             user: None,
             password: None,
             token: None,
+            tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_required: false,
         }
     }
 }
@@ -263,17 +293,72 @@ impl Default for DrainConfig {
     }
 }
 
-/// Audience and reaction windows.
+/// Audience and reaction windows, and the key that seals this cluster's
+/// statistics partials on the bus.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StatsConfig {
     pub window_ms: u64,
+    /// HMAC-SHA256 key, at least 32 bytes, the same on every node of the
+    /// cluster: only partials sealed with it count. Unused by the embedded
+    /// bus; on NATS without it, other nodes' partials are ignored. A secret:
+    /// set it with `TRIBUNE_STATS__KEY` or `key_file`.
+    pub key: Option<String>,
+    /// A file holding the key (surrounding whitespace ignored).
+    pub key_file: Option<PathBuf>,
 }
 
 impl Default for StatsConfig {
     fn default() -> Self {
-        Self { window_ms: 1_000 }
+        Self {
+            window_ms: 1_000,
+            key: None,
+            key_file: None,
+        }
     }
+}
+
+/// The shortest statistics key accepted, in bytes.
+pub const STATS_KEY_MIN_BYTES: usize = 32;
+
+impl StatsConfig {
+    /// What is checked without reading the key file (`--print-config` reads
+    /// none): not both `key` and `key_file`, and a `key` long enough.
+    pub fn check_key_settings(&self) -> Result<(), ConfigError> {
+        match (&self.key, &self.key_file) {
+            (Some(_), Some(_)) => Err(ConfigError::invalid(
+                "stats.key and stats.key_file are both set: keep one".to_string(),
+            )),
+            (Some(key), None) => long_enough(key.trim().as_bytes()),
+            _ => Ok(()),
+        }
+    }
+
+    /// The statistics key from `key` or `key_file` (read here), if one is
+    /// set. Errors never show the key.
+    pub fn key_bytes(&self) -> Result<Option<Vec<u8>>, ConfigError> {
+        self.check_key_settings()?;
+        let key = match (&self.key, &self.key_file) {
+            (Some(key), _) => key.trim().as_bytes().to_vec(),
+            (None, Some(path)) => {
+                let text = std::fs::read(path).map_err(|e| ConfigError::unreadable(path, e))?;
+                text.trim_ascii().to_vec()
+            }
+            (None, None) => return Ok(None),
+        };
+        long_enough(&key)?;
+        Ok(Some(key))
+    }
+}
+
+fn long_enough(key: &[u8]) -> Result<(), ConfigError> {
+    if key.len() < STATS_KEY_MIN_BYTES {
+        return Err(ConfigError::invalid(format!(
+            "stats.key must be at least {STATS_KEY_MIN_BYTES} bytes \
+             (e.g. the output of `openssl rand -base64 32`)"
+        )));
+    }
+    Ok(())
 }
 
 /// One namespace: the first token of its topics.
@@ -334,4 +419,16 @@ pub fn default_namespaces() -> BTreeMap<String, Namespace> {
             },
         ),
     ])
+}
+
+/// The shape of log lines (`log_format`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// `timestamp LEVEL target: message key=value`, for people.
+    #[default]
+    Text,
+    /// One JSON object per line (`timestamp`, `level`, `target`, `fields`),
+    /// for log shippers.
+    Json,
 }

@@ -20,8 +20,19 @@ fn references_outside_the_file_are_checked() {
     let e = check("[bus]\nurl = \"nats://a:4222, localhost:4222\"\n").unwrap_err();
     assert!(e.to_string().contains("server 2 of the list"), "{e}");
     assert!(check("[bus]\nurl = \"nats://a:4222,tls://b:4222\"\n").is_ok());
-    let e = check("[bus]\ncredentials = \"/nonexistent/hub.creds\"\n").unwrap_err();
+    // Key files are read with the other key files (`--print-config` reads
+    // none): the bus's by `bus::nats::settings`, the statistics key's by
+    // `key_bytes`.
+    let missing = Config::from_toml("[stats]\nkey_file = \"/nonexistent/stats.key\"\n").unwrap();
+    assert!(missing.validate().is_ok());
+    let e = missing.stats.key_bytes().unwrap_err();
     assert_eq!(e.kind(), ConfigErrorKind::Unreadable);
+    let e = check("[stats]\nkey = \"short\"\n").unwrap_err();
+    assert!(e.to_string().contains("at least 32 bytes"), "{e}");
+    assert!(
+        !e.to_string().contains("short"),
+        "the key is never shown: {e}"
+    );
 }
 
 #[test]
@@ -81,12 +92,15 @@ fn secrets_are_redacted_in_the_printed_configuration() {
     let mut c = Config::from_toml(
         r#"
         publish_key = "publish-key-of-at-least-32-bytes-xyz"
+        admin_key = "admin-key-of-at-least-32-bytes-xyzw"
         [auth]
         secret = "auth-secret-of-at-least-32-bytes-xyz"
         [bus]
         url = "nats://editor:bus-url-pass@nats-1:4222,nats://nats-2:4222"
         password = "bus-password"
         token = "bus-token"
+        [stats]
+        key = "stats-key-of-at-least-32-bytes-xyzw"
         "#,
     )
     .unwrap();
@@ -95,10 +109,12 @@ fn secrets_are_redacted_in_the_printed_configuration() {
     let text = c.to_toml();
     for secret in [
         "publish-key-of",
+        "admin-key-of",
         "auth-secret-of",
         "bus-url-pass",
         "bus-password",
         "bus-token",
+        "stats-key-of",
     ] {
         assert!(!text.contains(secret), "{secret} printed:\n{text}");
     }
@@ -106,13 +122,14 @@ fn secrets_are_redacted_in_the_printed_configuration() {
         text.contains("nats://editor:<redacted>@nats-1:4222,nats://nats-2:4222"),
         "{text}"
     );
-    assert_eq!(text.matches(REDACTED).count(), 5, "{text}");
+    assert_eq!(text.matches(REDACTED).count(), 7, "{text}");
 }
 
 #[test]
 fn short_publish_keys_and_half_tls_are_refused() {
     for (toml, needle) in [
         ("publish_key = \"a\"\n", "publish_key"),
+        ("admin_key = \"short\"\n", "admin_key"),
         ("[tls]\ncert_file = \"/c.pem\"\n", "tls"),
         ("proxy_protocol = true\n", "proxy_protocol"),
         (
@@ -129,6 +146,12 @@ fn short_publish_keys_and_half_tls_are_refused() {
         Config::from_toml("publish_key = \"\"\n")
             .unwrap()
             .publish_key
+            .is_none()
+    );
+    assert!(
+        Config::from_toml("admin_key = \"\"\n")
+            .unwrap()
+            .admin_key
             .is_none()
     );
 }

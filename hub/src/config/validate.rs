@@ -76,6 +76,13 @@ impl Config {
                 "publish_key must be at least {MIN_PUBLISH_KEY_BYTES} bytes (or unset)"
             ));
         }
+        if let Some(key) = &self.admin_key
+            && key.len() < MIN_PUBLISH_KEY_BYTES
+        {
+            return fail(format!(
+                "admin_key must be at least {MIN_PUBLISH_KEY_BYTES} bytes (or unset)"
+            ));
+        }
         if self.proxy_protocol && self.trusted_proxies.is_empty() {
             return fail(
                 "proxy_protocol needs trusted_proxies: the load balancers' addresses".into(),
@@ -95,6 +102,9 @@ impl Config {
         }
         if self.heartbeat_ms < 100 {
             return fail("heartbeat_ms must be at least 100".into());
+        }
+        if self.bus.max_consumers == 0 || self.bus.max_consumers > i64::MAX as u64 {
+            return fail("bus.max_consumers must be at least 1".into());
         }
         if self.bus.duplicate_window_secs > self.bus.max_age_secs {
             return fail("bus.duplicate_window_secs must not exceed bus.max_age_secs".into());
@@ -150,9 +160,9 @@ impl Config {
                 }
             }
         }
-        if let Some(path) = &self.bus.credentials {
-            std::fs::metadata(path).map_err(|e| ConfigError::unreadable(path, e))?;
-        }
+        // The key file itself is read with the other key files
+        // (`tribune_hub::check_stats_key`), which `--print-config` skips.
+        self.stats.check_key_settings()?;
         Ok(())
     }
 }

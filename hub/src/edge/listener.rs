@@ -123,6 +123,7 @@ pub async fn serve_public(
         let pending = match node.accept(per_peer) {
             Ok(p) => p,
             Err(reason) => {
+                tracing::debug!(reason, peer = %peer, "socket refused at accept");
                 node.metrics.refused(reason);
                 node.audit
                     .refused(reason, Who::client(peer_ip), "socket refused at accept");

@@ -384,7 +384,8 @@ impl Relay {
             if let Some(gap) = &gap
                 && outbox.push_message(self.id, false, gap.clone()) == Pushed::Overflowed
             {
-                self.metrics.slow_consumers.inc();
+                // Closed with 4008: counted in `tribune_closes_total` when
+                // the connection ends.
                 continue;
             }
             let pushed = match &delta {
@@ -398,22 +399,20 @@ impl Relay {
                 }
             };
             match pushed {
-                Pushed::Queued | Pushed::Closed => {}
+                // Overflowed: closed with 4008, counted when it ends.
+                Pushed::Queued | Pushed::Closed | Pushed::Overflowed => {}
                 Pushed::Conflated(n) => conflated += n,
-                Pushed::Overflowed => {
-                    self.metrics.slow_consumers.inc();
-                }
             }
         }
         let delivered = st.subscribers.len();
         drop(st);
         self.forwarded.send_replace(msg.seq);
-        self.metrics.deliveries.inc_by(delivered as u64);
+        self.metrics.delivered(delivered, msg.ts);
         if deltas > 0 {
             self.metrics.delta_deliveries.inc_by(deltas);
         }
         if conflated > 0 {
-            self.metrics.conflated.inc_by(conflated as u64);
+            self.metrics.frames_conflated.inc_by(conflated as u64);
         }
     }
 

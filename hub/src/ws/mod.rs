@@ -32,6 +32,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 pub use frame::{Frame, OpCode};
+
+use crate::error::{UpgradeError, UpgradeErrorKind};
 pub use read::{Incoming, ReadError, Reader};
 
 pub use write::Writer;
@@ -72,11 +74,6 @@ pub struct Offer {
     deflate: bool,
 }
 
-/// Why a request is not a websocket upgrade.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct NotUpgrade(&'static str);
-
 fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
     headers
         .get_all(name)
@@ -115,26 +112,24 @@ fn deflate_offer_ok(offer: &str) -> bool {
 
 impl Offer {
     /// Reads an upgrade request; `Err` says what is missing.
-    pub fn read(req: &Request) -> Result<Offer, NotUpgrade> {
+    pub fn read(req: &Request) -> Result<Offer, UpgradeError> {
         let h = req.headers();
         if req.method() != axum::http::Method::GET {
-            return Err(NotUpgrade("a websocket upgrade is a GET"));
+            return Err(UpgradeErrorKind::NotGet.into());
         }
         if !has_token(h, header::CONNECTION, "upgrade")
             || !has_token(h, header::UPGRADE, "websocket")
         {
-            return Err(NotUpgrade(
-                "no 'Connection: upgrade' with 'Upgrade: websocket'",
-            ));
+            return Err(UpgradeErrorKind::NoUpgradeHeaders.into());
         }
         if h.get(header::SEC_WEBSOCKET_VERSION)
             .is_none_or(|v| v != "13")
         {
-            return Err(NotUpgrade("'Sec-WebSocket-Version' must be 13"));
+            return Err(UpgradeErrorKind::WrongVersion.into());
         }
         let key = h
             .get(header::SEC_WEBSOCKET_KEY)
-            .ok_or(NotUpgrade("no 'Sec-WebSocket-Key'"))?
+            .ok_or(UpgradeError::from(UpgradeErrorKind::NoKey))?
             .clone();
         let subprotocol = has_token(
             h,
@@ -265,8 +260,17 @@ mod tests {
             .insert("sec-websocket-version", HeaderValue::from_static("8"));
         let mut plain = request(&[]);
         plain.headers_mut().remove("upgrade");
-        for r in [no_key, old, plain] {
-            assert!(Offer::read(&r).is_err());
-        }
+        let kinds: Vec<UpgradeErrorKind> = [no_key, old, plain]
+            .iter()
+            .map(|r| Offer::read(r).err().unwrap().kind())
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                UpgradeErrorKind::NoKey,
+                UpgradeErrorKind::WrongVersion,
+                UpgradeErrorKind::NoUpgradeHeaders
+            ]
+        );
     }
 }

@@ -39,9 +39,11 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
         let compressions = &self.metrics.compressions;
         let mut slices = [IoSlice::new(&[]); MAX_SLICES];
         let mut used = 0;
+        let mut bytes = 0;
         for frame in frames {
             for slice in frame.wire(self.deflate, compressions) {
                 if !slice.is_empty() {
+                    bytes += slice.len();
                     slices[used] = slice;
                     used += 1;
                 }
@@ -52,7 +54,11 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
             }
         }
         write_slices(&mut self.io, &mut slices[..used]).await?;
-        self.io.flush().await
+        self.io.flush().await?;
+        // What the connection put on the wire: headers included, compressed
+        // where it negotiated deflate.
+        self.metrics.bytes_sent.inc_by(bytes as u64);
+        Ok(())
     }
 
     /// Shuts the write side down (after the close frame).

@@ -566,6 +566,7 @@ async fn run_nats(
         max_connections: Some(1_000_000),
         dir_in: Some(run_dir.to_path_buf()),
         log: None,
+        ..NatsOptions::default()
     })
     .await?;
     let pid = server.pid();

@@ -18,19 +18,26 @@ use crate::bus::{BusError, Epoch};
 const REFRESH_RETRY: Duration = Duration::from_millis(250);
 /// How often dropped-message warnings are logged at most.
 const SLOW_LOG_EVERY: Duration = Duration::from_secs(5);
+/// How often "still unreachable" is logged while the bus is down: the client
+/// retries several times a second, and one line per attempt buries the rest.
+const DOWN_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// Keeps the status current: `Disconnected` clears `connected`; after a
 /// `Connected` event (and every `check_every`) the stream info is read again,
 /// so that a recreated stream shows a new epoch and a reconnect a new
-/// generation. Ends when the bus is dropped.
+/// generation. Ends when the bus is dropped. `url` (credentials redacted)
+/// names the servers in the warnings.
 pub(super) async fn watch_connection(
     inner: Weak<Inner>,
     mut events: mpsc::UnboundedReceiver<Event>,
     check_every: Duration,
     mut connects_seen: u64,
+    url: String,
 ) {
     let mut wait = check_every;
     let (mut slow_drops, mut last_slow_log) = (0u64, None);
+    // While disconnected: since when, failed attempts, last warning.
+    let mut down: Option<(std::time::Instant, u64, std::time::Instant)> = None;
     loop {
         let event = tokio::select! {
             event = events.recv() => match event {
@@ -42,7 +49,9 @@ pub(super) async fn watch_connection(
         let Some(inner) = inner.upgrade() else { return };
         match event {
             Some(Event::Disconnected) => {
-                warn!("NATS connection lost");
+                warn!(url = %url, "NATS connection lost: reconnecting");
+                let now = std::time::Instant::now();
+                down = Some((now, 0, now));
                 inner
                     .status
                     .send_if_modified(|s| std::mem::replace(&mut s.connected, false));
@@ -61,7 +70,32 @@ pub(super) async fn watch_connection(
                 }
                 continue;
             }
-            Some(Event::Connected) | None => {}
+            Some(Event::ClientError(e)) if down.is_some() => {
+                let (since, attempts, last_log) = down.as_mut().expect("guarded");
+                *attempts += 1;
+                if last_log.elapsed() >= DOWN_LOG_EVERY {
+                    warn!(
+                        url = %url,
+                        down_s = since.elapsed().as_secs(),
+                        attempts = *attempts,
+                        error = %e,
+                        "NATS still unreachable"
+                    );
+                    *last_log = std::time::Instant::now();
+                }
+                continue;
+            }
+            Some(Event::Connected) => {
+                if let Some((since, attempts, _)) = down.take() {
+                    info!(
+                        url = %url,
+                        down_ms = since.elapsed().as_millis() as u64,
+                        attempts,
+                        "NATS connection back"
+                    );
+                }
+            }
+            None => {}
             Some(other) => {
                 debug!(event = %other, "NATS event");
                 continue;
@@ -101,7 +135,7 @@ impl Inner {
                         .map_err(|e| (e, true))
                 }
                 None => Err((
-                    BusError::Unavailable(format!("stream {} does not exist", self.stream)),
+                    BusError::unavailable(format!("stream {} does not exist", self.stream)),
                     true,
                 )),
             },
