@@ -241,14 +241,10 @@ fn verify_token(
     let authorization = headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
     let token =
         token_from_request(query, authorization).map_err(|e| unauthorized(e.to_string(), None))?;
-    match (token, &node.auth) {
-        (None, _) => Ok(None),
-        (Some(token), None) => Err(unauthorized(
-            "this node verifies no tokens (no key configured)".into(),
-            key_id(&token),
-        )),
-        (Some(token), Some(auth)) => auth
-            .verify(&token)
+    match token {
+        None => Ok(None),
+        Some(token) => node
+            .verify_token(&token)
             .map(Some)
             .map_err(|e| unauthorized(e.to_string(), key_id(&token))),
     }

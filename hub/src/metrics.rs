@@ -76,6 +76,8 @@ pub struct Metrics {
     pub stats_sent: Counter,
     /// Statistics partials the bus refused (other nodes miss these figures).
     pub stats_partials_failed: Counter,
+    /// Tokens on live connections and the server API (`auth/metrics.rs`).
+    pub tokens: crate::auth::TokenMetrics,
 }
 
 impl Metrics {
@@ -112,6 +114,7 @@ impl Metrics {
             reactions: Family::default(),
             stats_sent: Counter::default(),
             stats_partials_failed: Counter::default(),
+            tokens: Default::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -261,6 +264,7 @@ impl Metrics {
             "Statistics partials the bus refused",
             m.stats_partials_failed.clone(),
         );
+        m.tokens.register(r);
         Self { registry, ..m }
     }
 

@@ -232,6 +232,28 @@ impl Node {
         self.metrics.connections.dec();
     }
 
+    /// Verifies a token, on the handshake or in an `auth` frame: the key,
+    /// the claims and the policy.
+    pub fn verify_token(&self, token: &str) -> Result<crate::auth::Grant, crate::error::AuthError> {
+        match &self.auth {
+            Some(auth) => auth.verify(token),
+            None => Err(crate::error::AuthError::new(
+                crate::error::AuthErrorKind::NoKey,
+                "this node verifies no tokens (no key configured)",
+            )),
+        }
+    }
+
+    /// Counts connection `id`, which logged in after its handshake, under
+    /// `user`; false when the user holds its share of the node.
+    pub fn claim_user(&self, id: u64, user: &str) -> bool {
+        let max = self.config.limits.max_connections_per_user;
+        match self.connections.get_mut(&id) {
+            Some(mut attached) => attached.place.add_user(user, max),
+            None => false,
+        }
+    }
+
     /// The outboxes of every open connection (drain).
     pub fn outboxes(&self) -> Vec<Arc<Outbox>> {
         self.connections
@@ -251,7 +273,7 @@ struct Attached {
     /// For the drain.
     outbox: Arc<Outbox>,
     /// Its address's and user's place, given back when it detaches.
-    _place: Place,
+    place: Place,
 }
 
 /// A socket accepted by [`Node::accept`]: its pending place is given back
@@ -305,13 +327,7 @@ impl Admission {
     pub fn attach(mut self, outbox: Arc<Outbox>) -> (Arc<Node>, u64) {
         let node = self.node.take().expect("attached once");
         let place = self.place.take().expect("attached once");
-        node.connections.insert(
-            self.id,
-            Attached {
-                outbox,
-                _place: place,
-            },
-        );
+        node.connections.insert(self.id, Attached { outbox, place });
         (node, self.id)
     }
 }
