@@ -79,6 +79,12 @@ pub struct Config {
     /// `TRIBUNE_PUBLISH_KEY`. Without one nobody may publish over HTTP, but
     /// loopback callers of a `--demo` node.
     pub publish_key: Option<String>,
+    /// Bearer key of the server API on the internal listener
+    /// (`/v1/disconnect`, `/v1/unsubscribe`, `/v1/revoke`), at least 32
+    /// bytes; also `TRIBUNE_OPERATOR_KEY`. It also seals the control
+    /// messages that carry those calls to every node, so every node of a
+    /// cluster has the same one. Unset: the server API is off.
+    pub operator_key: Option<String>,
     /// Interval of WebSocket pings (PROTOCOL.md section 7).
     pub heartbeat_ms: u64,
     /// How long a relay outlives its last subscriber, so that a fan who
@@ -465,6 +471,7 @@ impl Default for Config {
             node_name: String::new(),
             demo: false,
             publish_key: None,
+            operator_key: None,
             heartbeat_ms: 25_000,
             relay_linger_ms: 5_000,
             slow_close_grace_ms: 5_000,
@@ -539,6 +546,9 @@ impl Config {
         if self.publish_key.as_deref() == Some("") {
             self.publish_key = None;
         }
+        if self.operator_key.as_deref() == Some("") {
+            self.operator_key = None;
+        }
         self
     }
 
@@ -611,6 +621,13 @@ impl Config {
         {
             return fail(format!(
                 "publish_key must be at least {MIN_PUBLISH_KEY_BYTES} bytes (or unset)"
+            ));
+        }
+        if let Some(key) = &self.operator_key
+            && key.len() < MIN_PUBLISH_KEY_BYTES
+        {
+            return fail(format!(
+                "operator_key must be at least {MIN_PUBLISH_KEY_BYTES} bytes (or unset)"
             ));
         }
         if self.proxy_protocol && self.trusted_proxies.is_empty() {
@@ -723,6 +740,7 @@ impl Config {
             }
         };
         hide(&mut c.publish_key);
+        hide(&mut c.operator_key);
         hide(&mut c.auth.secret);
         hide(&mut c.bus.password);
         hide(&mut c.bus.token);
@@ -839,6 +857,7 @@ mod tests {
         let mut c = Config::from_toml(
             r#"
             publish_key = "publish-key-of-at-least-32-bytes-xyz"
+            operator_key = "operator-key-of-at-least-32-bytes-xyz"
             [auth]
             secret = "auth-secret-of-at-least-32-bytes-xyz"
             [bus]
@@ -853,6 +872,7 @@ mod tests {
         let text = c.to_toml();
         for secret in [
             "publish-key-of",
+            "operator-key-of",
             "auth-secret-of",
             "bus-url-pass",
             "bus-password",
@@ -864,7 +884,7 @@ mod tests {
             text.contains("nats://editor:<redacted>@nats-1:4222,nats://nats-2:4222"),
             "{text}"
         );
-        assert_eq!(text.matches(REDACTED).count(), 5, "{text}");
+        assert_eq!(text.matches(REDACTED).count(), 6, "{text}");
     }
 
     #[test]

@@ -48,6 +48,9 @@ pub fn serve(
     let outbox = Arc::new(Outbox::new(limits.queue_bytes, limits.queue_messages));
     let client = admission.client();
     let (node, conn_id) = admission.attach(outbox.clone());
+    if let Some(grant) = &grant {
+        node.set_token(conn_id, grant);
+    }
     let expires_at = grant.as_ref().and_then(|g| g.expires_at);
     // Only a node that verifies tokens can see one set or refreshed later.
     let expiry = node

@@ -11,6 +11,8 @@
 //! - `server`: the public listener's routes; the websocket upgrade.
 //! - `internal`: the internal listener's routes (metrics, publish, probes).
 //! - `publish`: `POST /v1/publish` and its guards.
+//! - `server_api`: the operators' `POST /v1/disconnect` and `/v1/revoke`;
+//!   `control`: the sealed control messages that carry them to every node.
 //! - `answer`: HTTP answers both listeners give (errors, health).
 //! - `handshake`: checks before the upgrade (rate, capacity, origin, token,
 //!   shares).
@@ -43,6 +45,7 @@ pub mod bus;
 pub mod config;
 pub(crate) mod config_layers;
 pub(crate) mod connection;
+pub(crate) mod control;
 pub(crate) mod demo;
 pub(crate) mod drain;
 pub(crate) mod edge;
@@ -59,6 +62,7 @@ pub(crate) mod publish;
 pub(crate) mod registry;
 pub(crate) mod relay;
 pub(crate) mod server;
+pub(crate) mod server_api;
 pub(crate) mod session;
 pub(crate) mod stats;
 
@@ -160,6 +164,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     tokio::spawn(node.registry.clone().watch_bus());
     tokio::spawn(node.stats.clone().run());
+    tokio::spawn(server_api::follow(node.clone()));
     if config.demo {
         tokio::spawn(demo::run(node.clone()));
     }

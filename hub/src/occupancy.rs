@@ -116,6 +116,11 @@ impl Place {
         self.address
     }
 
+    /// The user this place counts under, if any.
+    pub fn user(&self) -> Option<&str> {
+        self.user.as_deref()
+    }
+
     /// Counts a connection that logged in after its handshake (a first
     /// `auth` frame) under its user; false when the user holds `max`
     /// already. A place that has a user keeps it.

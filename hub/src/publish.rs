@@ -173,7 +173,7 @@ fn guard(node: &Node, peer: SocketAddr, headers: &HeaderMap) -> Option<Response>
 /// Compares keys in constant time, their lengths included: both are hashed
 /// first, so neither the position of the first wrong byte nor the length of
 /// the real key shows in the time taken.
-fn same_key(given: &str, expected: &str) -> bool {
+pub(crate) fn same_key(given: &str, expected: &str) -> bool {
     let a = Sha256::digest(given.as_bytes());
     let b = Sha256::digest(expected.as_bytes());
     a.iter()

@@ -223,6 +223,7 @@ impl Session {
             );
             return Verdict::Continue;
         }
+        self.node.set_token(self.conn_id, &grant);
         self.grant = Some(grant);
         self.end_ungranted();
         let expires_at = self.grant.as_ref().and_then(|g| g.expires_at);

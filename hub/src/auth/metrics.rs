@@ -27,6 +27,8 @@ pub struct TokenMetrics {
     pub api_calls: Family<Labels, Counter>,
     /// Connections closed by an operator (disconnect or revocation).
     pub disconnected: Counter,
+    /// Control messages dropped, by `reason` (`seal`, `stale`, `malformed`).
+    pub control_dropped: Family<Labels, Counter>,
 }
 
 impl TokenMetrics {
@@ -66,6 +68,17 @@ impl TokenMetrics {
             "Connections closed by an operator's disconnect or revocation",
             self.disconnected.clone(),
         );
+        r.register(
+            "control_dropped",
+            "Control messages dropped, by reason (seal, stale, malformed)",
+            self.control_dropped.clone(),
+        );
+    }
+
+    pub fn control_dropped(&self, reason: &'static str) {
+        self.control_dropped
+            .get_or_create(&vec![("reason", reason)])
+            .inc();
     }
 
     pub fn auth_frame(&self, kind: &'static str) {

@@ -24,12 +24,14 @@
 //! Files: this one, the [`Authenticator`] and its checks; `keys`, reading
 //! PEM keys and JWKS files (reloaded on change); `request`, where a
 //! handshake carries the token; `expiry`, when a live connection's token
-//! runs out (it moves with each refresh); `metrics`, the token counters.
+//! runs out (it moves with each refresh); `revocation`, the tokens an
+//! operator revoked; `metrics`, the token counters.
 
 mod expiry;
 mod keys;
 mod metrics;
 mod request;
+mod revocation;
 #[cfg(test)]
 mod tests;
 
@@ -38,6 +40,7 @@ use keys::{JwksFile, algorithm_name, read_pem_key};
 pub use metrics::TokenMetrics;
 pub use request::{MAX_TOKEN_BYTES, token_from_request};
 use request::{check_token_shape, malformed};
+pub use revocation::{DEFAULT_RETENTION, Revocations};
 
 use std::sync::Arc;
 

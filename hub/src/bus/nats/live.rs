@@ -9,7 +9,7 @@ use tribune_protocol::Topic;
 
 use super::headers::{header_u64, timestamp_ms};
 use super::state::Inner;
-use crate::bus::{BusError, BusMessage, BusResult, LiveFeed, StatsFeed};
+use crate::bus::{BusError, BusMessage, BusResult, ControlFeed, LiveFeed, StatsFeed};
 
 impl Inner {
     /// The topic's new messages, from the stream's republished subject.
@@ -38,6 +38,11 @@ impl Inner {
             })
             .boxed();
         Ok(feed)
+    }
+
+    pub(super) async fn control_feed(&self) -> BusResult<ControlFeed> {
+        let subscriber = self.subscribe(self.subjects.control.clone()).await?;
+        Ok(subscriber.map(|msg| msg.payload).boxed())
     }
 
     /// Subscribes within the request timeout. The SUB is on the wire when

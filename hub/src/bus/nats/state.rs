@@ -47,6 +47,8 @@ pub(super) struct Subjects {
     pub(super) inbound: String,
     /// `p.stats.`: per-node statistics partials.
     pub(super) stats: String,
+    /// `p.control`: operators' control messages (disconnect, revoke).
+    pub(super) control: String,
     /// `$JS.API.DIRECT.GET.<stream>`.
     pub(super) direct_get: String,
 }
@@ -58,6 +60,7 @@ impl Subjects {
             live: format!("{prefix}.live."),
             inbound: format!("{prefix}.in."),
             stats: format!("{prefix}.stats."),
+            control: format!("{prefix}.control"),
             direct_get: format!("$JS.API.DIRECT.GET.{stream}"),
         }
     }
