@@ -64,6 +64,9 @@ pub struct HubOptions {
     pub log_level: String,
     /// A file that gets every line the hub prints (appended, across restarts).
     pub log_file: Option<PathBuf>,
+    /// Its open-files limit (`ulimit -n`), to test what the node does at
+    /// the limit; `None`: the harness's own.
+    pub file_limit: Option<u64>,
 }
 
 impl HubOptions {
@@ -75,6 +78,7 @@ impl HubOptions {
             env: vec![(PUBLISH_KEY_ENV.to_string(), random_key())],
             log_level: std::env::var("HUB_LOG").unwrap_or_else(|_| "warn".into()),
             log_file: None,
+            file_limit: None,
         }
     }
 }
@@ -128,6 +132,17 @@ impl Hub {
         }
     }
 
+    /// Starts the tests' hub with `args` under an open-files limit of
+    /// `limit`; panics when it cannot.
+    pub async fn start_with_file_limit(args: &[&str], limit: u64) -> Hub {
+        let mut opts = HubOptions::for_tests(args);
+        opts.file_limit = Some(limit);
+        match Self::launch(opts).await {
+            Ok(hub) => hub,
+            Err(e) => panic!("hub did not start: {e:#}"),
+        }
+    }
+
     /// Like [`Hub::start_with_env`], but returns the failure as text.
     pub async fn try_start_with_env(args: &[&str], env: &[(&str, &str)]) -> Result<Hub, String> {
         let mut opts = HubOptions::for_tests(args);
@@ -157,7 +172,20 @@ impl Hub {
             .find(|(k, _)| k == PUBLISH_KEY_ENV)
             .map(|(_, v)| v.clone())
             .unwrap_or_default();
-        let mut child = Command::new(&opts.bin)
+        // A lower file limit through the shell's `ulimit` (the workspace
+        // forbids the unsafe `pre_exec` that setrlimit in the child needs);
+        // `exec` keeps the hub's own pid.
+        let mut command = match opts.file_limit {
+            None => Command::new(&opts.bin),
+            Some(limit) => {
+                let mut c = Command::new("bash");
+                c.args(["-c", r#"ulimit -n "$0" && exec "$@""#])
+                    .arg(limit.to_string())
+                    .arg(&opts.bin);
+                c
+            }
+        };
+        let mut child = command
             .args(&opts.args)
             .envs(opts.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("RUST_LOG", &opts.log_level)

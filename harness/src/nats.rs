@@ -1,8 +1,10 @@
 //! A real nats-server: JetStream on, loopback only, its own temp store and
 //! log, killed on drop, restartable on the same ports and store (to test
 //! faults); optionally a websocket listener (the load generator's peer
-//! target); and a 3-node JetStream cluster whose nodes can be killed and
-//! restarted one by one.
+//! target) and any further configuration (TLS, users and permissions,
+//! operator and accounts) with the environment its variables name; and a
+//! 3-node JetStream cluster whose nodes can be killed and restarted one by
+//! one.
 //!
 //! Ports are picked free before the server starts, so that a restart finds
 //! the same ones; a port taken in between is a start retried on new ones.
@@ -41,6 +43,12 @@ pub struct NatsOptions {
     pub dir_in: Option<PathBuf>,
     /// The log file; `None`: inside the temp folder, removed with it.
     pub log: Option<PathBuf>,
+    /// Appended to the server's config file as is: `tls {...}`,
+    /// `authorization {...}`, `include ./file.conf`, `operator: ...`.
+    pub extra_config: Option<String>,
+    /// Set in the server's environment: the values of `$VARIABLES` its
+    /// config refers to (passwords, public keys).
+    pub env: Vec<(String, String)>,
 }
 
 /// A free loopback port (bound and released: a small race, retried by callers).
@@ -62,6 +70,8 @@ struct Node {
     config: PathBuf,
     log: PathBuf,
     store: PathBuf,
+    /// The server's environment beyond the inherited one.
+    env: Vec<(String, String)>,
     child: Option<Child>,
 }
 
@@ -92,6 +102,10 @@ impl Node {
         if let Some(ws) = ws_port {
             config += &format!("websocket {{\n  listen: \"127.0.0.1:{ws}\"\n  no_tls: true\n}}\n");
         }
+        if let Some(extra) = &opts.extra_config {
+            config += extra;
+            config.push('\n');
+        }
         if let Some((cluster_name, cluster_port, routes)) = cluster {
             let routes: Vec<String> = routes
                 .iter()
@@ -120,6 +134,7 @@ impl Node {
                 .clone()
                 .unwrap_or_else(|| dir.join(format!("{name}.log"))),
             store,
+            env: opts.env.clone(),
             child: None,
         })
     }
@@ -138,6 +153,7 @@ impl Node {
         let child = Command::new(&self.bin)
             .arg("-c")
             .arg(&self.config)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

@@ -1,22 +1,25 @@
-//! Control messages: an operator's server-API call (disconnect, revoke) carried to every node over the bus side channel
-//! (`<prefix>.control`; the embedded bus in-process), and applied by each.
+//! Control messages: an operator's server-API call (disconnect, revoke)
+//! carried to every node over the bus side channel (`<prefix>.control`; the
+//! embedded bus in-process), and applied by each.
 //!
-//! A message is sealed with HMAC-SHA256 under the `operator_key` that every
-//! node of a cluster shares: a node drops a message whose seal does not
-//! verify (anyone who can publish on the bus could otherwise throw fans
-//! out) or that is more than [`MAX_AGE`] old or ahead (a replay). This file
-//! is the only one that knows the seal, so that it can move to the
-//! cluster's common sealing of side-channel messages in one place. Applying
-//! them is the node's (`Node::apply`); following the feed, the server API's.
+//! A message is sealed as the statistics partials are (`stats/seal.rs`):
+//! `<HMAC-SHA256 hex>\n<JSON>` under the cluster's `stats.key`, which every
+//! node shares. On NATS a node drops a message whose seal does not verify
+//! (anyone who can publish on the bus could otherwise throw fans out), one
+//! without a seal or without a key to check it, one whose `ts` is more than
+//! [`FRESH`] from its clock, and one it has taken before (its random `id`):
+//! a recorded message cannot be played again. The embedded bus carries only
+//! this process's messages. Applying them is the node's (`Node::apply`);
+//! following the feed, the server API's.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::collections::HashMap;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
-/// Oldest (and furthest ahead) a control message is accepted.
-pub const MAX_AGE: Duration = Duration::from_secs(60);
+pub use crate::stats::seal::FRESH;
+use crate::stats::seal::{HmacSha256, Rejected, keyed, seal_json, verify_sealed};
 
 /// What an operator asked of every node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,24 +48,17 @@ pub enum Op {
     },
 }
 
-/// An [`Op`] as it travels: who sent it and when.
+/// An [`Op`] as it travels: who sent it, when, and a random id.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Message {
     /// The node that received the operator's call (and applied it first).
     origin: String,
     /// Unix milliseconds when it was sent.
     ts: u64,
+    /// Random: a message taken once is not taken again.
+    id: u64,
     #[serde(flatten)]
     op: Op,
-}
-
-/// The sealed form on the bus.
-#[derive(Serialize, Deserialize)]
-struct Sealed {
-    /// The [`Message`] as JSON text.
-    body: String,
-    /// HMAC-SHA256 of `body` under the operator key, hex.
-    mac: String,
 }
 
 fn now_ms() -> u64 {
@@ -72,113 +68,119 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// HMAC-SHA256 (RFC 2104).
-fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {
-    const BLOCK: usize = 64;
-    let mut k = [0u8; BLOCK];
-    if key.len() > BLOCK {
-        k[..32].copy_from_slice(&Sha256::digest(key));
-    } else {
-        k[..key.len()].copy_from_slice(key);
-    }
-    let pad = |byte: u8| k.map(|b| b ^ byte);
-    let inner = Sha256::new()
-        .chain_update(pad(0x36))
-        .chain_update(data)
-        .finalize();
-    Sha256::new()
-        .chain_update(pad(0x5c))
-        .chain_update(inner)
-        .finalize()
-        .into()
+/// Seals and opens control messages with the cluster key.
+pub struct Seal {
+    mac: Option<HmacSha256>,
+    /// The embedded bus: nothing but this process publishes there.
+    trusted_bus: bool,
+    /// Ids taken, and when: forgotten once [`FRESH`] makes a replay stale.
+    seen: HashMap<u64, Instant>,
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Seals `op` from node `origin` under `key`.
-pub fn seal(key: &str, origin: &str, op: &Op) -> Bytes {
-    seal_at(key, origin, op, now_ms())
-}
-
-fn seal_at(key: &str, origin: &str, op: &Op, ts: u64) -> Bytes {
-    let body = serde_json::to_string(&Message {
-        origin: origin.to_string(),
-        ts,
-        op: op.clone(),
-    })
-    .expect("control messages serialize");
-    let mac = hex(&hmac(key.as_bytes(), body.as_bytes()));
-    Bytes::from(serde_json::to_vec(&Sealed { body, mac }).expect("serializes"))
-}
-
-/// Why a control message was dropped.
+/// Why a control message was dropped (the `reason` label of
+/// `tribune_control_dropped_total`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dropped {
+    Seal(Rejected),
     Malformed,
-    BadSeal,
     Stale,
+    Replayed,
 }
 
-/// Opens a sealed message: the sending node and the op.
-pub fn open(key: &str, payload: &[u8]) -> Result<(String, Op), Dropped> {
-    open_at(key, payload, now_ms())
+impl Dropped {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dropped::Seal(r) => r.as_str(),
+            Dropped::Malformed => "malformed",
+            Dropped::Stale => "stale",
+            Dropped::Replayed => "replayed",
+        }
+    }
 }
 
-fn open_at(key: &str, payload: &[u8], now: u64) -> Result<(String, Op), Dropped> {
-    let sealed: Sealed = serde_json::from_slice(payload).map_err(|_| Dropped::Malformed)?;
-    let expected = hex(&hmac(key.as_bytes(), sealed.body.as_bytes()));
-    // Constant time: a forger learns nothing from how fast a guess fails.
-    let same = expected.len() == sealed.mac.len()
-        && expected
-            .bytes()
-            .zip(sealed.mac.bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0;
-    if !same {
-        return Err(Dropped::BadSeal);
+impl Seal {
+    /// `key`: the cluster's `stats.key`; `trusted_bus`: the embedded bus.
+    pub fn new(key: Option<&[u8]>, trusted_bus: bool) -> Seal {
+        Seal {
+            mac: key.map(keyed),
+            trusted_bus,
+            seen: HashMap::new(),
+        }
     }
-    let msg: Message = serde_json::from_str(&sealed.body).map_err(|_| Dropped::Malformed)?;
-    if msg.ts.abs_diff(now) > MAX_AGE.as_millis() as u64 {
-        return Err(Dropped::Stale);
+
+    /// The bytes to publish for `op` from node `origin`.
+    pub fn seal(&self, origin: &str, op: &Op) -> Bytes {
+        self.seal_at(origin, op, now_ms())
     }
-    Ok((msg.origin, msg.op))
+
+    fn seal_at(&self, origin: &str, op: &Op, ts: u64) -> Bytes {
+        let json = serde_json::to_vec(&Message {
+            origin: origin.to_string(),
+            ts,
+            id: rand::random(),
+            op: op.clone(),
+        })
+        .expect("control messages serialize");
+        seal_json(self.mac.as_ref(), json)
+    }
+
+    /// Opens a message: the sending node and the op.
+    pub fn open(&mut self, payload: &[u8]) -> Result<(String, Op), Dropped> {
+        self.open_at(payload, now_ms(), Instant::now())
+    }
+
+    fn open_at(&mut self, payload: &[u8], now: u64, at: Instant) -> Result<(String, Op), Dropped> {
+        let json =
+            verify_sealed(self.mac.as_ref(), self.trusted_bus, payload).map_err(Dropped::Seal)?;
+        let msg: Message = serde_json::from_slice(json).map_err(|_| Dropped::Malformed)?;
+        if msg.ts.abs_diff(now) > FRESH.as_millis() as u64 {
+            return Err(Dropped::Stale);
+        }
+        self.seen
+            .retain(|_, when| at.duration_since(*when) < FRESH * 2);
+        if self.seen.insert(msg.id, at).is_some() {
+            return Err(Dropped::Replayed);
+        }
+        Ok((msg.origin, msg.op))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const KEY: &str = "operator-key-0123456789abcdef0123456789";
+    const KEY: &[u8] = b"cluster-key-0123456789abcdef0123456789";
 
-    #[test]
-    fn hmac_matches_rfc_4231_case_2() {
-        let mac = hmac(b"Jefe", b"what do ya want for nothing?");
-        assert_eq!(
-            hex(&mac),
-            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
-        );
-    }
-
-    #[test]
-    fn sealed_messages_open_with_the_key_only_and_only_while_fresh() {
-        let op = Op::Disconnect {
+    fn op() -> Op {
+        Op::Disconnect {
             user: Some("u1".into()),
             conn: None,
             node: None,
-        };
-        let sealed = seal_at(KEY, "hub-a", &op, 1_000_000);
+        }
+    }
+
+    #[test]
+    fn sealed_messages_open_with_the_key_only_once_and_only_while_fresh() {
+        let sender = Seal::new(Some(KEY), false);
+        let mut receiver = Seal::new(Some(KEY), false);
+        let at = Instant::now();
+        let sealed = sender.seal_at("hub-a", &op(), 1_000_000);
         assert_eq!(
-            open_at(KEY, &sealed, 1_000_500),
-            Ok(("hub-a".to_string(), op.clone()))
+            receiver.open_at(&sealed, 1_000_500, at),
+            Ok(("hub-a".to_string(), op()))
         );
         assert_eq!(
-            open_at("another-key-0123456789abcdef0123456789", &sealed, 1_000_500),
-            Err(Dropped::BadSeal)
+            receiver.open_at(&sealed, 1_000_600, at),
+            Err(Dropped::Replayed)
         );
+        let mut other = Seal::new(Some(b"another-key-0123456789abcdef0123456789"), false);
         assert_eq!(
-            open_at(KEY, &sealed, 1_000_000 + 61_000),
+            other.open_at(&sealed, 1_000_500, at),
+            Err(Dropped::Seal(Rejected::BadSignature))
+        );
+        let late = sender.seal_at("hub-a", &op(), 1_000_000);
+        assert_eq!(
+            receiver.open_at(&late, 1_000_000 + 31_000, at),
             Err(Dropped::Stale)
         );
         // A changed body breaks the seal.
@@ -186,9 +188,22 @@ mod tests {
             .unwrap()
             .replace("u1", "u2");
         assert_eq!(
-            open_at(KEY, text.as_bytes(), 1_000_500),
-            Err(Dropped::BadSeal)
+            receiver.open_at(text.as_bytes(), 1_000_500, at),
+            Err(Dropped::Seal(Rejected::BadSignature))
         );
-        assert_eq!(open_at(KEY, b"{}", 1_000_500), Err(Dropped::Malformed));
+        // On NATS, without a key nothing is taken; unsealed, nothing either.
+        let mut keyless = Seal::new(None, false);
+        assert_eq!(
+            keyless.open_at(&sealed, 1_000_500, at),
+            Err(Dropped::Seal(Rejected::NoKey))
+        );
+        let unsealed = Seal::new(None, true).seal_at("hub-a", &op(), 1_000_000);
+        assert_eq!(
+            receiver.open_at(&unsealed, 1_000_500, at),
+            Err(Dropped::Seal(Rejected::Unsigned))
+        );
+        // The embedded bus takes its own unsealed messages.
+        let mut embedded = Seal::new(None, true);
+        assert!(embedded.open_at(&unsealed, 1_000_500, at).is_ok());
     }
 }

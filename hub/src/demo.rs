@@ -205,8 +205,11 @@ async fn crowd(node: Arc<Node>) {
                     reactions: Default::default(),
                 },
             )]),
+            ..Default::default()
         };
-        let bytes = Bytes::from(serde_json::to_vec(&partial).unwrap_or_default());
+        // Sealed as the node's own partials are, so that the other nodes
+        // take it.
+        let bytes = node.stats.seal(partial);
         if let Err(e) = node.side.publish_stats(CROWD_NODE, bytes).await {
             tracing::debug!(error = %e, "demo crowd not published");
         }

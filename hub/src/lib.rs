@@ -3,7 +3,6 @@
 //!
 //! Layout (one concern per file):
 //! - `config`: every setting with its default (file, env, flags).
-//! - `config_layers`: defaults, file and `TRIBUNE_*` variables combined key by key.
 //! - `error`: the one error type, `Error<Kind>`, and each area's kinds.
 //! - `node`: the `Node` every connection shares; its socket counts.
 //! - `edge`: between the network and the node: client addresses behind
@@ -25,13 +24,15 @@
 //! - `registry`: topic → relay; relay lifecycle; bus watch and checks.
 //! - `relay`: per-topic ordering, gap repair, cache, encode-once fan-out.
 //! - `bus`: the `Bus` (stored stream) and `SideChannel` traits and their
-//!   contracts; `bus::memory` (embedded) and `bus::nats` (NATS JetStream);
+//!   contracts; `bus::memory` (embedded) and `bus::nats` (NATS JetStream:
+//!   live feeds from consumers of the stream, credentials and TLS);
 //!   `bus::conformance`, the shared suite.
 //! - `limits`: every limit of PROTOCOL.md section 8.
 //! - `log_limit`: warnings that hostile input could flood, at most one per interval.
 //! - `metrics`: every metric name.
 //! - `drain`: SIGTERM and the paced drain.
-//! - `stats`: audience and reaction windows summed across nodes.
+//! - `stats`: audience and reaction windows summed across nodes, partials
+//!   sealed with the cluster key.
 //! - `demo`: the simulated live event behind `--demo`.
 //!
 //! Public, for `main.rs`, the integration tests and the fuzz targets:
@@ -43,7 +44,6 @@ pub(crate) mod audit;
 pub mod auth;
 pub mod bus;
 pub mod config;
-pub(crate) mod config_layers;
 pub(crate) mod connection;
 pub(crate) mod control;
 pub(crate) mod demo;
@@ -74,6 +74,7 @@ use crate::bus::memory::MemoryBus;
 use crate::bus::{Bus, SideChannel};
 use crate::config::Config;
 use crate::error::ConfigError;
+use crate::metrics::Metrics;
 
 /// How often per-address limiters forget the addresses gone quiet.
 const LIMITER_SWEEP: Duration = Duration::from_secs(5);
@@ -84,9 +85,41 @@ pub fn check_tls(config: &config::TlsConfig) -> Result<(), ConfigError> {
     edge::tls::Tls::load(config).map(|_| ())
 }
 
+/// Reads the statistics key as the node would at start (its file
+/// included), so that `--check-config` refuses what the node would refuse.
+pub fn check_stats_key(stats: &config::StatsConfig) -> Result<(), ConfigError> {
+    stats.key_bytes().map(drop)
+}
+
+/// Reads and parses the bus's credential and TLS files as connecting
+/// would, so that `--check-config` refuses what the node would refuse.
+pub fn check_bus(config: &config::BusConfig) -> Result<(), ConfigError> {
+    bus::nats::settings::check(config)
+}
+
+/// Creates or updates the stream as `[bus]` describes it, as a hub with
+/// `manage_stream = true` does at start, and answers its epoch: what the job
+/// holding the stream administrator's credentials runs
+/// (`--provision-stream`), so that hubs need no right to change the stream.
+pub async fn provision_stream(config: &Config) -> anyhow::Result<String> {
+    if config.bus.url.is_none() {
+        anyhow::bail!("--provision-stream needs a NATS bus: --nats or bus.url");
+    }
+    let bus_config = config::BusConfig {
+        manage_stream: true,
+        ..config.bus.clone()
+    };
+    let bus = bus::nats::NatsBus::connect(&bus_config, config.deepest_retention() + 1).await?;
+    let epoch = bus.status().borrow().epoch.to_string();
+    Ok(epoch)
+}
+
 /// Builds the bus the configuration asks for: one object, seen as the stored
 /// stream and as the side channel.
-async fn connect_bus(config: &Config) -> anyhow::Result<(Arc<dyn Bus>, Arc<dyn SideChannel>)> {
+async fn connect_bus(
+    config: &Config,
+    metrics: &Metrics,
+) -> anyhow::Result<(Arc<dyn Bus>, Arc<dyn SideChannel>)> {
     // BUS SELECTION
     match &config.bus.url {
         None => {
@@ -99,15 +132,23 @@ async fn connect_bus(config: &Config) -> anyhow::Result<(Arc<dyn Bus>, Arc<dyn S
             let bus = Arc::new(MemoryBus::new(retention, window));
             Ok((bus.clone(), bus))
         }
-        Some(_url) => connect_nats(config).await,
+        Some(_url) => connect_nats(config, metrics).await,
     }
 }
 
-async fn connect_nats(config: &Config) -> anyhow::Result<(Arc<dyn Bus>, Arc<dyn SideChannel>)> {
+async fn connect_nats(
+    config: &Config,
+    metrics: &Metrics,
+) -> anyhow::Result<(Arc<dyn Bus>, Arc<dyn SideChannel>)> {
     // One message more than the deepest retention: the oldest message a relay
     // caches then still has its predecessor stored, so its `prev` is exact and
     // a resume from that predecessor recovers, as on the embedded bus.
-    let bus = bus::nats::NatsBus::connect(&config.bus, config.deepest_retention() + 1).await?;
+    let bus = bus::nats::NatsBus::connect_counted(
+        &config.bus,
+        config.deepest_retention() + 1,
+        metrics.bus_refused.clone(),
+    )
+    .await?;
     let bus = Arc::new(bus);
     Ok((bus.clone(), bus))
 }
@@ -120,8 +161,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let config = Arc::new(config);
     let auth = auth::Authenticator::from_config(&config.auth)?;
     let tls = edge::tls::Tls::load(&config.tls)?.map(Arc::new);
-    let (bus, side) = connect_bus(&config).await?;
-    let node = node::Node::new(config.clone(), bus, side, auth);
+    let metrics = Arc::new(Metrics::new());
+    let (bus, side) = connect_bus(&config, &metrics).await?;
+    let node = node::Node::new(config.clone(), bus, side, auth, metrics);
     let internal = edge::listener::bind(config.internal_listen).map_err(|e| {
         anyhow::anyhow!(
             "cannot listen on {} (internal_listen): {e}",

@@ -14,13 +14,25 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    // Keys and files of [auth] and [tls] are read here too, so --check-config refuses
+    if cli.print_config {
+        print!("{}", config.to_toml());
+        return ExitCode::SUCCESS;
+    }
+    // Keys and files of [auth], [tls], [bus] and [stats] are read here too, so --check-config refuses
     // what the node would refuse at start.
     if let Err(e) = tribune_hub::auth::Authenticator::from_config(&config.auth) {
         eprintln!("tribune-hub: auth: {e:#}");
         return ExitCode::from(2);
     }
     if let Err(e) = tribune_hub::check_tls(&config.tls) {
+        eprintln!("tribune-hub: {e:#}");
+        return ExitCode::from(2);
+    }
+    if let Err(e) = tribune_hub::check_bus(&config.bus) {
+        eprintln!("tribune-hub: {e:#}");
+        return ExitCode::from(2);
+    }
+    if let Err(e) = tribune_hub::check_stats_key(&config.stats) {
         eprintln!("tribune-hub: {e:#}");
         return ExitCode::from(2);
     }
@@ -50,6 +62,18 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if cli.provision_stream {
+        return match runtime.block_on(tribune_hub::provision_stream(&config)) {
+            Ok(epoch) => {
+                println!("stream {} ready, epoch {epoch}", config.bus.stream);
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("tribune-hub: {e:#}");
+                ExitCode::from(1)
+            }
+        };
+    }
     match runtime.block_on(tribune_hub::run(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

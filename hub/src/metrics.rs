@@ -62,6 +62,9 @@ pub struct Metrics {
     pub gaps_unrepairable: Family<Labels, Counter>,
     /// Bus reconnections seen (the bus generation grew).
     pub bus_reconnects: Counter,
+    /// Messages on a live feed's private subject that the stream did not
+    /// deliver (forged, replayed), by reason; never forwarded.
+    pub bus_refused: Family<Labels, Counter>,
     /// 1 while the bus is connected.
     pub bus_connected: Gauge,
     /// 1 while the node drains.
@@ -76,6 +79,12 @@ pub struct Metrics {
     pub stats_sent: Counter,
     /// Statistics partials the bus refused (other nodes miss these figures).
     pub stats_partials_failed: Counter,
+    /// Other nodes' statistics partials refused as a whole (forged, altered,
+    /// replayed, stale, beyond caps), by reason.
+    pub stats_partials_rejected: Family<Labels, Counter>,
+    /// Figures dropped from accepted partials (a topic that shows none, a
+    /// reaction its namespace does not allow), by reason.
+    pub stats_figures_dropped: Family<Labels, Counter>,
     /// Tokens on live connections and the server API (`auth/metrics.rs`).
     pub tokens: crate::auth::TokenMetrics,
 }
@@ -107,6 +116,7 @@ impl Metrics {
             gap_repair_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
             gaps_unrepairable: Family::default(),
             bus_reconnects: Counter::default(),
+            bus_refused: Family::default(),
             bus_connected: Gauge::default(),
             draining: Gauge::default(),
             http_publishes: Counter::default(),
@@ -114,6 +124,8 @@ impl Metrics {
             reactions: Family::default(),
             stats_sent: Counter::default(),
             stats_partials_failed: Counter::default(),
+            stats_partials_rejected: Family::default(),
+            stats_figures_dropped: Family::default(),
             tokens: Default::default(),
             registry: Registry::default(),
         };
@@ -234,6 +246,11 @@ impl Metrics {
             m.bus_reconnects.clone(),
         );
         r.register(
+            "bus_messages_refused",
+            "Messages on a live feed's subject that the stream did not deliver, by reason",
+            m.bus_refused.clone(),
+        );
+        r.register(
             "bus_connected",
             "1 while the bus is connected",
             m.bus_connected.clone(),
@@ -243,6 +260,11 @@ impl Metrics {
             "http_publishes",
             "Messages stored through POST /v1/publish",
             m.http_publishes.clone(),
+        );
+        r.register(
+            "bus_messages_refused",
+            "Messages on a live feed's subject that the stream did not deliver, by reason",
+            m.bus_refused.clone(),
         );
         r.register(
             "client_publishes",
@@ -263,6 +285,16 @@ impl Metrics {
             "stats_partials_failed",
             "Statistics partials the bus refused",
             m.stats_partials_failed.clone(),
+        );
+        r.register(
+            "stats_partials_rejected",
+            "Other nodes' statistics partials refused, by reason",
+            m.stats_partials_rejected.clone(),
+        );
+        r.register(
+            "stats_figures_dropped",
+            "Figures dropped from accepted statistics partials, by reason",
+            m.stats_figures_dropped.clone(),
         );
         m.tokens.register(r);
         Self { registry, ..m }
@@ -327,6 +359,22 @@ impl Metrics {
         self.payloads_dropped
             .get_or_create(&vec![("reason", reason)])
             .inc();
+    }
+
+    /// Counts another node's statistics partial refused for `reason`.
+    pub fn stats_rejected(&self, reason: &'static str) {
+        self.stats_partials_rejected
+            .get_or_create(&vec![("reason", reason)])
+            .inc();
+    }
+
+    /// Counts `n` figures dropped from accepted partials for `reason`.
+    pub fn stats_dropped(&self, reason: &'static str, n: u64) {
+        if n > 0 {
+            self.stats_figures_dropped
+                .get_or_create(&vec![("reason", reason)])
+                .inc_by(n);
+        }
     }
 
     pub fn reaction(&self, result: &'static str) {

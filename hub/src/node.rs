@@ -88,9 +88,9 @@ impl Node {
         bus: Arc<dyn Bus>,
         side: Arc<dyn SideChannel>,
         auth: Option<Authenticator>,
+        metrics: Arc<Metrics>,
     ) -> Arc<Node> {
         let config_max = config.limits.max_connections;
-        let metrics = Arc::new(Metrics::new());
         let registry = Registry::new(bus.clone(), config.clone(), metrics.clone());
         let stats = Stats::new(
             config.clone(),
@@ -462,7 +462,13 @@ mod tests {
 
     fn node() -> Arc<Node> {
         let bus = Arc::new(MemoryBus::new(HashMap::new(), Duration::from_secs(60)));
-        Node::new(Arc::new(Config::default()), bus.clone(), bus, None)
+        Node::new(
+            Arc::new(Config::default()),
+            bus.clone(),
+            bus,
+            None,
+            Arc::new(Metrics::new()),
+        )
     }
 
     #[test]

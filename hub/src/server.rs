@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{ConnectInfo, Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -52,8 +53,29 @@ async fn ws(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
-    upgrade: WebSocketUpgrade,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
+    // A plain request (no `Upgrade: websocket`, a wrong version) is told so
+    // in the JSON every refusal before the upgrade uses (PROTOCOL.md
+    // section 1), not in the websocket library's text.
+    let upgrade = match upgrade {
+        Ok(upgrade) => upgrade,
+        Err(rejection) => {
+            let mut answer = crate::answer::http_error(
+                StatusCode::UPGRADE_REQUIRED,
+                ErrorCode::BadRequest,
+                format!(
+                    "{}: open a WebSocket here ({rejection})",
+                    tribune_protocol::WS_PATH
+                ),
+            );
+            answer.headers_mut().insert(
+                header::UPGRADE,
+                axum::http::HeaderValue::from_static("websocket"),
+            );
+            return answer;
+        }
+    };
     let accepted = match crate::handshake::check(&node, peer, &headers, query.as_deref()) {
         Ok(accepted) => accepted,
         Err(refusal) => {

@@ -5,8 +5,8 @@
 //! an optional `"until"`, when the entry may be forgotten).
 //!
 //! Each call is applied on the node called at once, then carried to every
-//! other node as a sealed control message (`control.rs`): the whole cluster
-//! follows within the bus's latency. Guards, each refusal audited and
+//! other node as a control message sealed with the cluster's `stats.key`
+//! (`control.rs`): the whole cluster follows within the bus's latency. Guards, each refusal audited and
 //! counted: a request with `Origin` (a browser page) 403; an address past
 //! its failed attempts 429; `Authorization: Bearer <operator_key>` (401 when
 //! wrong, 403 when no key is configured: the API is off); JSON only (415).
@@ -28,15 +28,24 @@ use crate::audit::Who;
 use crate::auth::{DEFAULT_RETENTION, unix_now};
 use crate::control::{self, Op};
 use crate::edge::address::{canonical, limit_key};
+use crate::log_limit::LogLimit;
 use crate::node::Node;
 
+/// Dropped control messages are logged at most once a second: whoever can
+/// publish on the bus could otherwise flood the log.
+static DROPPED_LOG: LogLimit = LogLimit::new(Duration::from_secs(1));
+
+/// The seal of control messages: the cluster's statistics key (read once
+/// here; an unreadable key file was refused at start), trusted on the
+/// embedded bus.
+fn control_seal(node: &Node) -> control::Seal {
+    let key = node.config.stats.key_bytes().ok().flatten();
+    control::Seal::new(key.as_deref(), node.config.bus.url.is_none())
+}
+
 /// Applies every other node's control messages to this node, for its life.
-/// Without an operator key the node takes none: it could not tell an
-/// operator's message from anyone's.
 pub async fn follow(node: Arc<Node>) {
-    let Some(key) = node.config.operator_key.clone() else {
-        return;
-    };
+    let mut seal = control_seal(&node);
     let mut feed = loop {
         match node.side.control_feed().await {
             Ok(feed) => break feed,
@@ -47,7 +56,7 @@ pub async fn follow(node: Arc<Node>) {
         }
     };
     while let Some(payload) = feed.next().await {
-        match control::open(&key, &payload) {
+        match seal.open(&payload) {
             // Applied when the call came in.
             Ok((origin, _)) if origin == node.config.node_name => {}
             Ok((origin, op)) => {
@@ -55,12 +64,10 @@ pub async fn follow(node: Arc<Node>) {
                 tracing::info!(%origin, ?op, closed, "control message applied");
             }
             Err(why) => {
-                node.metrics.tokens.control_dropped(match why {
-                    control::Dropped::Malformed => "malformed",
-                    control::Dropped::BadSeal => "seal",
-                    control::Dropped::Stale => "stale",
-                });
-                tracing::warn!(?why, "control message dropped");
+                node.metrics.tokens.control_dropped(why.as_str());
+                if let Some(held_back) = DROPPED_LOG.allow() {
+                    tracing::warn!(reason = why.as_str(), held_back, "control message dropped");
+                }
             }
         }
     }
@@ -159,13 +166,8 @@ pub async fn revoke(
 
 /// Applies `op` here, then sends it to every other node.
 async fn run(node: &Arc<Node>, endpoint: &'static str, op: Op) -> Response {
-    let key = node
-        .config
-        .operator_key
-        .as_deref()
-        .expect("admitted with a key");
     let closed = node.apply(&op);
-    let sealed = control::seal(key, &node.config.node_name, &op);
+    let sealed = control_seal(node).seal(&node.config.node_name, &op);
     if let Err(e) = node.side.publish_control(sealed).await {
         node.metrics.tokens.api_call(endpoint, "unavailable");
         return http_error(

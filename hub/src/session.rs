@@ -165,6 +165,13 @@ impl Session {
 
     /// `auth`: first-frame login or refresh (PROTOCOL.md section 3).
     fn auth(&mut self, a: Auth) -> Verdict {
+        if self.node.auth.is_none() {
+            // A node without a key checks no token (README, `[auth]`): no
+            // namespace can need one, so the token is ignored, as at the
+            // handshake, and a widget embedded with a token still works.
+            self.ack(a.id);
+            return Verdict::Continue;
+        }
         let kind = if self.grant.is_some() {
             "refresh"
         } else {

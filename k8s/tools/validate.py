@@ -24,6 +24,16 @@ the output of ``kubectl kustomize k8s/NAME``. Three layers of checks:
    not rendered: the prod tribune.toml may differ from the base one only in
    the keys prod is meant to change, and k8s/nats/values.yaml must describe a
    3-node JetStream cluster with file storage.
+4. The bus's least privilege (issue 13): no shipped NATS runs without auth
+   (the Helm values include nats/least-privilege.conf verbatim, with TLS and
+   passwords from Secrets, nats-box off; the dev NATS mounts the same file
+   and takes the same Secrets); the file itself writes no password and lets
+   nobody publish to tribune.live.>; hubs run as the hub user with
+   manage_stream = false, their password and statistics key from Secrets
+   and, on tls:// URLs, a CA from a mounted Secret; the Job tribune-stream
+   declares the stream as the stream administrator from the hubs' own
+   tribune.toml; the NetworkPolicy `nats` admits only the hubs, that Job,
+   named namespaces (editors, monitoring) and the NATS servers.
 
 Prints one line per failure and a closing ``k8s: N passed, M failed`` line;
 exits 1 when anything failed.
@@ -54,7 +64,17 @@ SIZING_PER_CONN_KIB = 16  # user space + kernel socket + in-flight frames
 SIZING_HEADROOM = 1.25
 
 # Keys in which k8s/overlays/prod/tribune.toml may differ from the base file.
-PROD_TOML_CHANGES = {"limits.max_connections", "bus.replicas"}
+PROD_TOML_CHANGES = {"limits.max_connections", "bus.replicas", "bus.url", "bus.tls_required"}
+
+# The NATS configuration every deployment ships (nats/least-privilege.conf)
+# and the roles' labels and Secrets (k8s/README.md, "Secrets").
+LEAST_PRIVILEGE = "least-privilege.conf"
+NATS_LABELS = {"app.kubernetes.io/name": "nats", "app.kubernetes.io/component": "nats"}
+STREAM_JOB = "tribune-stream"
+# nats/least-privilege.conf, read at start.
+SHIPPED_LEAST_PRIVILEGE = ""
+NATS_PASSWORDS = {"EDITOR_PASSWORD": "tribune-nats-editor", "HUB_PASSWORD": "tribune-nats-hub",
+                  "STREAM_ADMIN_PASSWORD": "tribune-nats-stream-admin"}
 
 # Per render: what must hold beyond the common checks.
 EXPECT = {
@@ -348,7 +368,8 @@ def check_hub(c: Checker, r: Render, expect: dict) -> None:
     c.check(bus.get("replicas", 1) == expect.get("bus_replicas"), where,
             f"bus.replicas = {bus.get('replicas', 1)}, expected {expect.get('bus_replicas')}")
     url = urlparse(bus.get("url", "").split(",")[0])
-    c.check(url.scheme == "nats" and url.hostname, where, f"bus.url {bus.get('url')!r} is not a nats:// URL")
+    c.check(url.scheme in ("nats", "tls") and url.hostname, where,
+            f"bus.url {bus.get('url')!r} is not a nats:// or tls:// URL")
     nats_port = url.port or 4222
     np = r.one("NetworkPolicy", HUB)
     if not c.check(np is not None, r.name, f"NetworkPolicy {HUB}"):
@@ -397,6 +418,7 @@ def check_hub(c: Checker, r: Render, expect: dict) -> None:
                     "NATS image older than 2.11 (the hub refuses it)")
     elif "nats" in expect:
         c.check(not nats_sets, r.name, "prod must not carry the dev NATS (it comes from the Helm chart)")
+    check_bus_security(c, r, conf, cm_name, ctr, spec, labels, url, nats_port, nats_sets)
 
     # Optional components.
     ing = r.one("Ingress", HUB)
@@ -427,6 +449,171 @@ def check_hub(c: Checker, r: Render, expect: dict) -> None:
             c.check(any(sp.get("name") == ep.get("port") for sp in svc["spec"]["ports"]), r.name,
                     f"ServiceMonitor port {ep.get('port')} is not a named port of the Service")
             c.check(ep.get("path", "/metrics") == "/metrics", r.name, "ServiceMonitor path is not /metrics")
+
+
+def secret_env(ctr: dict, name: str) -> str | None:
+    """The Secret an environment variable of `ctr` comes from; None when it
+    is absent or a literal."""
+    for e in ctr.get("env", []):
+        if e["name"] == name:
+            return e.get("valueFrom", {}).get("secretKeyRef", {}).get("name")
+    return None
+
+
+def env_value(ctr: dict, name: str) -> str | None:
+    return next((e.get("value") for e in ctr.get("env", []) if e["name"] == name), None)
+
+
+def mounted_secret(spec: dict, ctr: dict, path: str) -> str | None:
+    """The Secret mounted in `ctr` at the directory holding `path`."""
+    directory = path.rsplit("/", 1)[0]
+    mount = next((m for m in ctr.get("volumeMounts", []) if m["mountPath"] == directory), None)
+    vol = next((v for v in spec.get("volumes", []) if mount and v["name"] == mount["name"]), None)
+    return (vol or {}).get("secret", {}).get("secretName")
+
+
+def check_bus_security(c: Checker, r: Render, conf: dict, cm_name: str, ctr: dict, spec: dict,
+                       labels: dict, url, nats_port: int, nats_sets: list) -> None:
+    """Least privilege on the bus (issue 13): hubs as the hub user with their
+    password and the statistics key from Secrets, the stream declared by a
+    Job as the stream administrator, TLS with a mounted CA where the URL asks
+    for it, a NetworkPolicy admitting only hubs, the Job, editors and NATS
+    peers to the NATS pods, and a dev NATS that runs with the shipped users."""
+    where = f"{r.name} Deployment/{HUB}"
+    bus = conf.get("bus", {})
+    c.check(bus.get("user") == "hub", where, "bus.user is not the hub user of nats/least-privilege.conf")
+    c.check(bus.get("manage_stream", True) is False, where,
+            "bus.manage_stream is not false: the stream is declared by the Job, hubs may not change it")
+    for key in ("password", "token"):
+        c.check(key not in bus, where, f"bus.{key} is a literal in the ConfigMap: it belongs in a Secret")
+    c.check("key" not in conf.get("stats", {}), where, "stats.key is a literal in the ConfigMap")
+    c.check(secret_env(ctr, "TRIBUNE_BUS__PASSWORD") is not None, where,
+            "TRIBUNE_BUS__PASSWORD does not come from a Secret")
+    c.check(secret_env(ctr, "TRIBUNE_STATS__KEY") is not None, where,
+            "TRIBUNE_STATS__KEY does not come from a Secret: hubs could not seal their statistics")
+    tls = url.scheme == "tls"
+
+    def check_tls(what: str, pod: dict, container: dict) -> None:
+        ca = env_value(container, "TRIBUNE_BUS__TLS_CA_FILE")
+        if c.check(ca is not None, what, "bus.url is tls:// but TRIBUNE_BUS__TLS_CA_FILE is not set"):
+            c.check(mounted_secret(pod, container, ca) is not None, what,
+                    f"{ca} is not in a mounted Secret (the CA of the NATS servers)")
+
+    if tls:
+        c.check(bus.get("tls_required") is True, where, "bus.url is tls:// but bus.tls_required is not true")
+        check_tls(where, spec, ctr)
+
+    job = r.one("Job", STREAM_JOB)
+    jwhere = f"{r.name} Job/{STREAM_JOB}"
+    if c.check(job is not None, r.name, f"Job {STREAM_JOB} declaring the stream"):
+        jspec = pod_spec(job)
+        check_hardened(c, jwhere, jspec)
+        jctr = jspec["containers"][0]
+        args = jctr.get("args", [])
+        c.check("--provision-stream" in args, jwhere, "does not run tribune-hub --provision-stream")
+        cfg = args[args.index("--config") + 1] if "--config" in args else ""
+        jmount = next((m for m in jctr.get("volumeMounts", []) if m["mountPath"] == cfg.rsplit("/", 1)[0]), None)
+        jvol = next((v for v in jspec.get("volumes", []) if jmount and v["name"] == jmount["name"]), None)
+        c.check((jvol or {}).get("configMap", {}).get("name") == cm_name, jwhere,
+                "does not read the hubs' own tribune.toml (one definition of the stream)")
+        c.check(env_value(jctr, "TRIBUNE_BUS__USER") == "stream-admin", jwhere,
+                "does not run as the stream administrator")
+        c.check(secret_env(jctr, "TRIBUNE_BUS__PASSWORD") is not None, jwhere,
+                "TRIBUNE_BUS__PASSWORD does not come from a Secret")
+        if tls:
+            check_tls(jwhere, jspec, jctr)
+
+    np = r.one("NetworkPolicy", "nats")
+    nwhere = f"{r.name} NetworkPolicy/nats"
+    if c.check(np is not None, r.name, "NetworkPolicy nats admitting only the bus's clients to NATS"):
+        nps = np["spec"]
+        c.check(selects(nps["podSelector"], NATS_LABELS), nwhere, "does not select the NATS pods")
+        c.check("Ingress" in nps.get("policyTypes", []), nwhere, "does not restrict ingress")
+        job_labels = pod_spec_labels(job) if job else {}
+        allowed = [labels, job_labels, NATS_LABELS]
+        for rule in nps.get("ingress", []):
+            peers = rule.get("from", [])
+            c.check(bool(peers) and bool(rule.get("ports")), nwhere,
+                    "an ingress rule without `from` or ports admits every workload of the cluster")
+            for peer in peers:
+                ok = ("ipBlock" not in peer and
+                      (("podSelector" in peer and "namespaceSelector" not in peer
+                        and any(selects(peer["podSelector"], l) for l in allowed if l))
+                       or ("namespaceSelector" in peer and "podSelector" not in peer
+                           and peer["namespaceSelector"].get("matchLabels"))))
+                c.check(bool(ok), nwhere, f"admits {peer}: only hubs, the stream Job, a named namespace "
+                                          "(editors, monitoring) and NATS peers")
+
+        def admits(pod_labels: dict) -> bool:
+            return any(any(p.get("port") == nats_port for p in rule.get("ports", []))
+                       and any("podSelector" in peer and selects(peer["podSelector"], pod_labels)
+                               for peer in rule.get("from", []))
+                       for rule in nps.get("ingress", []))
+        c.check(admits(labels), nwhere, f"does not admit the hubs on {nats_port}")
+        c.check(bool(job_labels) and admits(job_labels), nwhere, f"does not admit the stream Job on {nats_port}")
+
+    if nats_sets:
+        sts = nats_sets[0]
+        swhere = f"{r.name} StatefulSet/{sts['metadata']['name']}"
+        sspec = pod_spec(sts)
+        nctr = sspec["containers"][0]
+        conf_arg = next((a.split("=", 1)[1] for a in nctr.get("args", []) if a.startswith("--config=")), None)
+        if c.check(conf_arg is not None, swhere, "NATS runs without a configuration file: no users, no auth"):
+            mount = next((m for m in nctr.get("volumeMounts", []) if m["mountPath"] == conf_arg.rsplit("/", 1)[0]),
+                         None)
+            vol = next((v for v in sspec.get("volumes", []) if mount and v["name"] == mount["name"]), None)
+            cm = r.one("ConfigMap", (vol or {}).get("configMap", {}).get("name", ""))
+            data = (cm or {}).get("data", {})
+            main = data.get(conf_arg.rsplit("/", 1)[1], "")
+            c.check(f"include ./{LEAST_PRIVILEGE}" in main, swhere,
+                    f"the NATS configuration does not include ./{LEAST_PRIVILEGE}")
+            c.check(data.get(LEAST_PRIVILEGE) == SHIPPED_LEAST_PRIVILEGE, swhere,
+                    f"the mounted {LEAST_PRIVILEGE} is not nats/{LEAST_PRIVILEGE}")
+        for var, secret in NATS_PASSWORDS.items():
+            c.check(secret_env(nctr, var) == secret, swhere, f"{var} does not come from the Secret {secret}")
+
+
+def pod_spec_labels(obj: dict) -> dict:
+    return obj["spec"]["template"]["metadata"].get("labels", {})
+
+
+def check_least_privilege_file(c: Checker, repo: Path) -> None:
+    """nats/least-privilege.conf: users with passwords from the environment
+    only, and nobody allowed to publish to tribune.live.>."""
+    where = f"nats/{LEAST_PRIVILEGE}"
+    text = SHIPPED_LEAST_PRIVILEGE
+    c.check("authorization" in text and "users" in text, where, "no users: a NATS without auth")
+    passwords = re.findall(r"password\s*=\s*(\S+)", text)
+    c.check(bool(passwords) and all(p.startswith("$") for p in passwords), where,
+            "a password is written in the file: it must come from the environment ($VAR)")
+    c.check(sorted(p.lstrip("$").rstrip(",") for p in passwords) == sorted(NATS_PASSWORDS), where,
+            f"the passwords are not {sorted(NATS_PASSWORDS)}")
+    allows = " ".join(re.findall(r"allow\s*=\s*\[([^\]]*)\]", text))
+    c.check("tribune.live" not in allows and '">"' not in allows, where,
+            "a role may publish or subscribe everything, or publish to tribune.live.>")
+
+
+def check_nats_values(c: Checker, k8s: Path, v: dict) -> None:
+    """The Helm values run NATS with the shipped users, TLS, and no nats-box."""
+    where = "nats/values.yaml"
+    cfg = v.get("config", {})
+    include = cfg.get("merge", {}).get("$include")
+    c.check(include == LEAST_PRIVILEGE, where, f"config.merge does not $include {LEAST_PRIVILEGE}: NATS without auth")
+    data = v.get("configMap", {}).get("merge", {}).get("data", {})
+    c.check(data.get(LEAST_PRIVILEGE) == SHIPPED_LEAST_PRIVILEGE, where,
+            f"configMap.merge.data.{LEAST_PRIVILEGE} is not a verbatim copy of nats/{LEAST_PRIVILEGE}")
+    env = v.get("container", {}).get("env", {})
+    for var, secret in NATS_PASSWORDS.items():
+        ref = env.get(var, {})
+        c.check(isinstance(ref, dict) and ref.get("valueFrom", {}).get("secretKeyRef", {}).get("name") == secret,
+                where, f"container.env.{var} does not come from the Secret {secret} (no literals)")
+    tls = cfg.get("nats", {}).get("tls", {})
+    c.check(tls.get("enabled") is True and bool(tls.get("secretName")), where,
+            "config.nats.tls is not enabled with a secretName: clients would talk in the clear")
+    c.check(v.get("natsBox", {}).get("enabled") is False, where, "nats-box is on in prod")
+    dev_copy = (k8s / "overlays/dev" / LEAST_PRIVILEGE).read_text()
+    c.check(dev_copy == SHIPPED_LEAST_PRIVILEGE, f"overlays/dev/{LEAST_PRIVILEGE}",
+            f"is not a verbatim copy of nats/{LEAST_PRIVILEGE}")
 
 
 def check_loadtest(c: Checker, r: Render, services_from: Render | None) -> None:
@@ -481,6 +668,7 @@ def check_sources(c: Checker, k8s: Path) -> None:
     c.check(js.get("enabled") is True and fs.get("enabled") is True and fs.get("pvc", {}).get("enabled") is True,
             where, "JetStream file storage on a PVC is not enabled")
     c.check(js.get("memoryStore", {}).get("enabled") is False, where, "memory storage should be off")
+    check_nats_values(c, k8s, v)
     tag = v.get("container", {}).get("image", {}).get("tag", "")
     c.check(bool(tag) and version_tuple(tag) >= (2, 11), where, f"image tag {tag!r}: nats-server 2.11+ is required")
     grace = v.get("podTemplate", {}).get("terminationGracePeriodSeconds", 60)
@@ -500,6 +688,8 @@ def main() -> int:
     args = ap.parse_args()
     versions = args.versions or ["1.30.0", kv.latest_version()]
     k8s = args.repo / "k8s"
+    global SHIPPED_LEAST_PRIVILEGE
+    SHIPPED_LEAST_PRIVILEGE = (args.repo / "nats" / LEAST_PRIVILEGE).read_text()
 
     local = {}
     for f in sorted((k8s / "tools/schemas").glob("*.json")):
@@ -534,6 +724,7 @@ def main() -> int:
     for name in EXPECT:
         c.check(name in seen, name, "expected render missing")
     check_sources(c, k8s)
+    check_least_privilege_file(c, args.repo)
     print(f"k8s: {c.passed} passed, {c.failed} failed")
     return 1 if c.failed else 0
 

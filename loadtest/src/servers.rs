@@ -63,6 +63,7 @@ impl Nats {
             max_connections: Some(1_000_000),
             dir_in: Some(run_dir.to_path_buf()),
             log: Some(run_dir.join(format!("nats-server-{}.log", std::process::id()))),
+            ..NatsOptions::default()
         })
         .await?;
         Ok(Some(Nats {
@@ -187,6 +188,7 @@ impl HubLauncher {
             env: vec![(PUBLISH_KEY_ENV.to_string(), self.publish_key.clone())],
             log_level: std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
             log_file: Some(self.run_dir.join(format!("hub-{index}.log"))),
+            file_limit: None,
         })
         .await
         .with_context(|| format!("hub {index} did not start"))

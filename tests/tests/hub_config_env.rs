@@ -97,7 +97,8 @@ fn probe(path: &[String], default: &Value) -> (String, Expect) {
         k if k.ends_with("secret")
             || k.ends_with("password")
             || k.ends_with("token") && !k.starts_with("namespaces")
-            || k.ends_with("_key") =>
+            || k.ends_with("_key")
+            || k.ends_with(".key") =>
         {
             return (
                 "env-secret-value-0123456789abcdef0123456789".into(),
@@ -253,4 +254,50 @@ fn booleans_and_errors_name_their_variable() {
         )),
         "{stderr}"
     );
+}
+
+/// `--print-config`: the effective configuration, every layer merged, with
+/// defaults filled in and secrets redacted, without reading the files it
+/// names (a key file that only exists on the node).
+#[test]
+fn print_config_shows_every_layer_and_no_secret() {
+    let file = tribune_tests::hub::ConfigFile::new(
+        "heartbeat_ms = 1000\n[auth]\nalgorithm = \"ES256\"\npublic_key_file = \"/only/on/the/node.pem\"\n",
+    );
+    let out = Command::new(tribune_tests::hub::binary())
+        .args(["--print-config", "--config", file.path()])
+        .env("TRIBUNE_BUS__PASSWORD", "print-config-secret-value")
+        .env("TRIBUNE_LIMITS__FRAMES_BURST", "77")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed: Table = stdout.parse().expect("TOML");
+    assert_eq!(
+        printed["heartbeat_ms"].as_integer(),
+        Some(1000),
+        "from the file"
+    );
+    assert_eq!(
+        printed["limits"]["frames_burst"].as_integer(),
+        Some(77),
+        "from the environment"
+    );
+    assert_eq!(
+        printed["limits"]["frames_per_second"].as_integer(),
+        Some(20),
+        "a default"
+    );
+    assert!(printed["bus"].get("password").is_some(), "the key is shown");
+    assert!(!stdout.contains("print-config-secret-value"), "{stdout}");
+    // --check-config reads the key file, and refuses the missing one.
+    let out = Command::new(tribune_tests::hub::binary())
+        .args(["--check-config", "--config", file.path()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
 }

@@ -253,37 +253,11 @@ async fn slowloris_handshakes_are_cut_within_15s_while_a_fan_connects() {
 /// EMFILE; once the silent ones time out, the fan gets in.
 #[tokio::test]
 async fn silent_sockets_count_against_the_cap_and_get_503_not_emfile() {
-    use tokio::io::AsyncBufReadExt;
-    let bin = tribune_tests::hub::binary();
     let cfg =
         ConfigFile::new("[limits]\nheader_read_timeout_ms = 3000\naddress_share_percent = 100\n");
     // 300 files: the hub keeps a reserve of 256, so 44 sockets fit.
-    let command = format!(
-        "ulimit -n 300 && exec {} --listen 127.0.0.1:0 --config {}",
-        bin.display(),
-        cfg.path()
-    );
-    let mut child = tokio::process::Command::new("bash")
-        .args(["-c", &command])
-        .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines.next_line().await.unwrap().unwrap();
-        if let Some(a) = line.strip_prefix("listening on http://") {
-            break a.to_string();
-        }
-    };
-    let mut stderr = child.stderr.take().unwrap();
-    let log = tokio::spawn(async move {
-        let mut text = String::new();
-        let _ = stderr.read_to_string(&mut text).await;
-        text
-    });
+    let hub = Hub::start_with_file_limit(&["--config", cfg.path()], 300).await;
+    let addr = hub.addr().to_string();
     // More silent sockets than the process has files.
     let mut silent = Vec::new();
     for _ in 0..400 {
@@ -310,9 +284,7 @@ async fn silent_sockets_count_against_the_cap_and_get_503_not_emfile() {
     )
     .await;
     drop(silent);
-    let _ = child.start_kill();
-    let _ = child.wait().await;
-    let log = log.await.unwrap();
+    let log = hub.log();
     assert!(!log.contains("Too many open files"), "{log}");
 }
 

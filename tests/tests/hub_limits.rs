@@ -339,32 +339,11 @@ async fn draining_node_is_not_ready_and_refuses_handshakes() {
 
 #[tokio::test]
 async fn file_limit_caps_connections_with_503_not_emfile() {
-    use tokio::io::AsyncBufReadExt;
     // 300 files: the hub keeps a reserve of 256, so 44 connections fit.
-    let bin = tribune_tests::hub::binary();
     let cfg =
         ConfigFile::new("[limits]\nhandshakes_per_second = 1000\naddress_share_percent = 100\n");
-    let command = format!(
-        "ulimit -n 300 && exec {} --listen 127.0.0.1:0 --config {}",
-        bin.display(),
-        cfg.path()
-    );
-    let mut child = tokio::process::Command::new("bash")
-        .args(["-c", &command])
-        .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    // The internal listener's line comes first.
-    let addr = loop {
-        let line = lines.next_line().await.unwrap().unwrap();
-        if let Some(addr) = line.strip_prefix("listening on http://") {
-            break addr.to_string();
-        }
-    };
+    let hub = Hub::start_with_file_limit(&["--config", cfg.path()], 300).await;
+    let addr = hub.addr();
     let url = format!("ws://{addr}/v1/ws");
     let mut open = Vec::new();
     let mut refused = None;

@@ -596,3 +596,21 @@ async fn a_clients_close_is_echoed() {
     assert_eq!(opcode, 0x8, "a Close frame");
     assert_eq!(&payload[..2], &body, "the peer's code echoed");
 }
+
+/// The README's HTTP answers: a plain `GET /v1/ws` is told, in the JSON of
+/// every refusal before the upgrade, to open a WebSocket; and a node with no
+/// key configured does not check tokens, so a fan's token (well formed or
+/// not) is ignored rather than refused with 401.
+#[tokio::test]
+async fn http_answers_match_the_readme() {
+    let hub = Hub::start(&[]).await;
+    let (status, body) = hub.get("/v1/ws").await;
+    assert_eq!(status, 426, "{body}");
+    let body: Value = serde_json::from_str(&body).expect("a JSON body");
+    assert_eq!(body["error"]["code"], "bad_request", "{body}");
+    for token in ["abc", "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln"] {
+        let url = format!("{}?token={token}", hub.ws_url());
+        let (_c, welcome) = WsClient::connect(&url).await;
+        assert_eq!(welcome["type"], "welcome");
+    }
+}

@@ -10,11 +10,13 @@
 //! line is what `kubectl logs` shows for a pod in CrashLoopBackOff.
 //!
 //! Two tests then run each file as the pod would, with only the addresses
-//! changed to loopback (`--listen`, `--nats` override the file): the base
-//! file beside a real nats-server, through the probes the Deployment uses and
-//! a SIGTERM drain that must end before the kubelet's SIGKILL; the prod file
-//! against a real 3-node JetStream cluster, where it must create the stream
-//! with three replicas.
+//! changed to loopback (`--listen`, `--nats` override the file), after the
+//! stream Job's `--provision-stream` with the same file (hubs run with
+//! `bus.manage_stream = false`): the base file beside a real nats-server,
+//! through the probes the Deployment uses and a SIGTERM drain that must end
+//! before the kubelet's SIGKILL; the prod file against a real 3-node
+//! JetStream cluster, where the Job must create the stream with three
+//! replicas.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -109,8 +111,9 @@ fn normalize(value: &str) -> String {
     }
 }
 
-/// Checks one shipped file; returns the printed effective configuration.
-fn assert_accepted_as_written(relative: &str) -> BTreeMap<String, String> {
+/// Checks one shipped file, which names the NATS Service at `bus_url`;
+/// returns the printed effective configuration.
+fn assert_accepted_as_written(relative: &str, bus_url: &str) -> BTreeMap<String, String> {
     let file = repo_root().join(relative);
     let written = parse_toml(&std::fs::read_to_string(&file).expect("reading the shipped config"));
     let out = check_config(&file);
@@ -136,8 +139,19 @@ fn assert_accepted_as_written(relative: &str) -> BTreeMap<String, String> {
         "{relative}: pods must listen on all interfaces"
     );
     assert_eq!(
-        effective["bus.url"], "nats://nats:4222",
+        effective["bus.url"], bus_url,
         "{relative}: the NATS Service"
+    );
+    // Least privilege on the bus: the hub user, its password from a
+    // Secret (never the file), the stream declared by the Job.
+    assert_eq!(effective["bus.user"], "hub", "{relative}: the hub user");
+    assert_eq!(
+        effective["bus.manage_stream"], "false",
+        "{relative}: the stream Job declares the stream"
+    );
+    assert!(
+        !written.contains_key("bus.password") && !written.contains_key("stats.key"),
+        "{relative}: secrets belong in Secrets"
     );
     assert_eq!(
         effective["node_name"], POD_NAME,
@@ -170,7 +184,7 @@ fn assert_accepted_as_written(relative: &str) -> BTreeMap<String, String> {
 
 #[test]
 fn base_config_is_accepted_as_written() {
-    let effective = assert_accepted_as_written("k8s/base/tribune.toml");
+    let effective = assert_accepted_as_written("k8s/base/tribune.toml", "nats://nats:4222");
     assert_eq!(effective["bus.replicas"], "1");
     assert_eq!(effective["limits.max_connections"], "50000");
     // The Deployment's terminationGracePeriodSeconds (45 s) and preStop sleep
@@ -180,7 +194,8 @@ fn base_config_is_accepted_as_written() {
 
 #[test]
 fn prod_config_is_accepted_as_written() {
-    let effective = assert_accepted_as_written("k8s/overlays/prod/tribune.toml");
+    let effective = assert_accepted_as_written("k8s/overlays/prod/tribune.toml", "tls://nats:4222");
+    assert_eq!(effective["bus.tls_required"], "true", "TLS to NATS in prod");
     assert_eq!(
         effective["bus.replicas"], "3",
         "prod stream on all three NATS servers"
@@ -259,6 +274,30 @@ fn path_str(relative: &str) -> String {
         .to_string()
 }
 
+/// What the Job tribune-stream runs: `--provision-stream` with the shipped
+/// `file`, against `nats` (the file's URL replaced), with `env` beside.
+fn provision_stream(file: &str, nats: &str, env: &[(&str, &str)]) {
+    let out = Command::new(tribune_tests::hub::binary())
+        .args([
+            "--provision-stream",
+            "--config",
+            &path_str(file),
+            "--nats",
+            nats,
+        ])
+        .envs(env.iter().copied())
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("running tribune-hub --provision-stream");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.starts_with("stream TRIBUNE ready, epoch "),
+        "{file}: --provision-stream failed ({:?}): {stdout}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Waits until the readiness probe's endpoint answers 200.
 async fn until_ready(hub: &Hub) {
     eventually("/readyz answers 200", Duration::from_secs(30), || async {
@@ -270,6 +309,8 @@ async fn until_ready(hub: &Hub) {
 #[tokio::test]
 async fn base_config_serves_the_probes_and_drains_before_the_kubelet_kills_it() {
     let nats = NatsServer::start().await;
+    // The Job declares the stream first: the file's hubs may not.
+    provision_stream("k8s/base/tribune.toml", &nats.url(), &[]);
     let mut hub = Hub::start(&[
         "--config",
         &path_str("k8s/base/tribune.toml"),
@@ -321,12 +362,19 @@ async fn base_config_serves_the_probes_and_drains_before_the_kubelet_kills_it() 
 #[tokio::test]
 async fn prod_config_creates_a_three_replica_stream_on_a_three_node_cluster() {
     let cluster = NatsCluster::start(3).await;
-    let hub = Hub::start(&[
-        "--config",
-        &path_str("k8s/overlays/prod/tribune.toml"),
-        "--nats",
-        &cluster.urls(),
-    ])
+    // The test cluster speaks plain NATS: only the file's TLS requirement is
+    // lifted (TLS itself: nats_secure.rs).
+    let plain = [("TRIBUNE_BUS__TLS_REQUIRED", "false")];
+    provision_stream("k8s/overlays/prod/tribune.toml", &cluster.urls(), &plain);
+    let hub = Hub::start_with_env(
+        &[
+            "--config",
+            &path_str("k8s/overlays/prod/tribune.toml"),
+            "--nats",
+            &cluster.urls(),
+        ],
+        &plain,
+    )
     .await;
     until_ready(&hub).await;
 

@@ -1,8 +1,9 @@
 //! The NATS bus beyond the shared conformance suite, against a real
 //! nats-server: exact history reads on interleaved topics with removals, the
 //! batched last-sequence check over more than one request, the status through
-//! server restarts and a recreated stream, timeouts on a hung server,
-//! operator-owned streams, and the one-line start errors.
+//! server restarts and a recreated stream (a live feed whose consumer a
+//! restart lost ends), a consumer per live feed deleted with it, timeouts on
+//! a hung server, operator-owned streams, and the one-line start errors.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -263,12 +264,26 @@ async fn restart_keeps_the_epoch_and_bumps_the_generation() {
         .await
         .unwrap();
     assert!(s2 > s1);
-    // The live subscription came back by itself (async-nats replays it).
+    // The feed's consumer (kept in the server's memory) did not survive the
+    // restart: the feed ends within a heartbeat or two instead of staying
+    // silent, and whoever held it opens another and reads what was stored
+    // meanwhile, as a relay does.
+    let end = tokio::time::timeout(Duration::from_secs(10), feed.next())
+        .await
+        .expect("the feed ends rather than staying silent");
+    assert_eq!(end, None);
+    let mut feed = bus.live(&t).await.unwrap();
+    let missed = bus.after(&t, s1, 10).await.unwrap();
+    assert_eq!(seqs(&missed.messages), [s2]);
+    let s3 = bus
+        .publish(&t, Bytes::from_static(b"4"), None)
+        .await
+        .unwrap();
     let m = tokio::time::timeout(Duration::from_secs(5), feed.next())
         .await
         .unwrap()
         .unwrap();
-    assert_eq!((m.seq, m.prev), (s2, s1));
+    assert_eq!(m.seq, s3);
 }
 
 #[tokio::test]
@@ -482,9 +497,10 @@ async fn start_errors_are_one_line() {
 }
 
 #[tokio::test]
-async fn dropping_a_live_feed_unsubscribes() {
+async fn dropping_a_live_feed_unsubscribes_and_deletes_its_consumer() {
     let server = NatsServer::start().await;
     let bus = NatsBus::connect(&config(&server), 100).await.unwrap();
+    let operator = editor(&server).await;
     let http = reqwest::Client::new();
     let subscriptions = || async {
         let v: Value = http
@@ -497,6 +513,13 @@ async fn dropping_a_live_feed_unsubscribes() {
             .unwrap();
         v["num_subscriptions"].as_u64().unwrap()
     };
+    let consumers = || async {
+        let info = api(&operator, "$JS.API.STREAM.INFO.TRIBUNE", json!({})).await;
+        info["state"]["consumer_count"].as_u64().unwrap()
+    };
+    // (The operator's first request subscribes its reply subject: before
+    // the base count.)
+    assert_eq!(consumers().await, 0);
     let base = subscriptions().await;
     let feeds = futures::future::join_all((0..5).map(|i| {
         let t = topic(&format!("clips.unsub.t{i}"));
@@ -504,14 +527,16 @@ async fn dropping_a_live_feed_unsubscribes() {
         async move { bus.live(&t).await.unwrap() }
     }))
     .await;
-    eventually("5 more subscriptions", Duration::from_secs(5), || async {
-        (subscriptions().await == base + 5).then_some(())
+    eventually("a consumer per feed", Duration::from_secs(5), || async {
+        (consumers().await == 5 && subscriptions().await >= base + 5).then_some(())
     })
     .await;
     drop(feeds);
-    eventually("back to the base count", Duration::from_secs(5), || async {
-        (subscriptions().await == base).then_some(())
-    })
+    eventually(
+        "no consumer left, back to the base count",
+        Duration::from_secs(5),
+        || async { (consumers().await == 0 && subscriptions().await == base).then_some(()) },
+    )
     .await;
 }
 

@@ -4,8 +4,8 @@
 //! refused at the handshake and in `auth` on both nodes, and the open
 //! connection holding it is closed; a user's tokens issued before a time
 //! are revoked while a newer one is accepted; the API's key is required; a
-//! control message sealed with another key is dropped. The same on the
-//! embedded bus, in-process.
+//! control message sealed with another cluster key (`stats.key`) is
+//! dropped. The same on the embedded bus, in-process.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -17,6 +17,7 @@ use tribune_tests::{Hub, WsClient};
 
 const SECRET: &str = "0123456789abcdef0123456789abcdef-test";
 const OPERATOR_KEY: &str = "operator-key-0123456789abcdef0123456789";
+const CLUSTER_KEY: &str = "cluster-key-0123456789abcdef0123456789ab";
 
 fn now() -> u64 {
     SystemTime::now()
@@ -34,9 +35,11 @@ fn token(claims: Value) -> String {
     .unwrap()
 }
 
-fn config(key: &str) -> ConfigFile {
+/// Nodes of one cluster: the operator key, the cluster key `stats_key`.
+fn config(stats_key: &str) -> ConfigFile {
     ConfigFile::new(&format!(
-        "operator_key = \"{key}\"\n[auth]\nsecret = \"{SECRET}\"\n\
+        "operator_key = \"{OPERATOR_KEY}\"\n[stats]\nkey = \"{stats_key}\"\n\
+         [auth]\nsecret = \"{SECRET}\"\n\
          [namespaces.premium]\nmode = \"state\"\nretained = 1\ntoken = true\n"
     ))
 }
@@ -80,7 +83,7 @@ async fn api(hub: &Hub, path: &str, key: &str, body: Value) -> (u16, Value) {
 #[tokio::test]
 async fn disconnect_on_node_a_closes_the_users_sockets_on_node_b_within_a_second() {
     let nats = NatsServer::start().await;
-    let cfg = config(OPERATOR_KEY);
+    let cfg = config(CLUSTER_KEY);
     let a = hub_on(&nats, &cfg, "hub-a").await;
     let b = hub_on(&nats, &cfg, "hub-b").await;
     let u1 = token(json!({"sub": "u1", "exp": now() + 600, "topics": ["premium."]}));
@@ -153,7 +156,7 @@ async fn disconnect_on_node_a_closes_the_users_sockets_on_node_b_within_a_second
 #[tokio::test]
 async fn a_revoked_jti_is_refused_on_both_nodes_and_its_connection_closed() {
     let nats = NatsServer::start().await;
-    let cfg = config(OPERATOR_KEY);
+    let cfg = config(CLUSTER_KEY);
     let a = hub_on(&nats, &cfg, "hub-a").await;
     let b = hub_on(&nats, &cfg, "hub-b").await;
     let revoked = token(
@@ -201,7 +204,7 @@ async fn a_revoked_jti_is_refused_on_both_nodes_and_its_connection_closed() {
 #[tokio::test]
 async fn a_users_tokens_before_a_time_are_revoked_a_newer_one_is_not() {
     let nats = NatsServer::start().await;
-    let cfg = config(OPERATOR_KEY);
+    let cfg = config(CLUSTER_KEY);
     let a = hub_on(&nats, &cfg, "hub-a").await;
     let b = hub_on(&nats, &cfg, "hub-b").await;
     let old = token(json!({"sub": "u1", "iat": now() - 100, "exp": now() + 600, "topics": []}));
@@ -226,27 +229,21 @@ async fn a_users_tokens_before_a_time_are_revoked_a_newer_one_is_not() {
 }
 
 #[tokio::test]
-async fn a_control_message_sealed_with_another_key_is_dropped() {
+async fn a_control_message_sealed_with_another_cluster_key_is_dropped() {
     let nats = NatsServer::start().await;
-    let a_cfg = config("another-operator-key-0123456789abcdef01");
-    let b_cfg = config(OPERATOR_KEY);
+    let a_cfg = config("another-cluster-key-0123456789abcdef0123");
+    let b_cfg = config(CLUSTER_KEY);
     let a = hub_on(&nats, &a_cfg, "hub-a").await;
     let b = hub_on(&nats, &b_cfg, "hub-b").await;
     let u1 = token(json!({"sub": "u1", "exp": now() + 600, "topics": []}));
     let mut on_b = fan(&b, &u1).await;
-    let (status, _) = api(
-        &a,
-        "/v1/disconnect",
-        "another-operator-key-0123456789abcdef01",
-        json!({"user": "u1"}),
-    )
-    .await;
+    let (status, _) = api(&a, "/v1/disconnect", OPERATOR_KEY, json!({"user": "u1"})).await;
     assert_eq!(status, 200);
     tribune_tests::eventually(
         "the dropped message counted",
         Duration::from_secs(5),
         || async {
-            (b.metric("tribune_control_dropped_total{reason=\"seal\"}")
+            (b.metric("tribune_control_dropped_total{reason=\"bad_signature\"}")
                 .await
                 == 1.0)
                 .then_some(())
@@ -258,7 +255,7 @@ async fn a_control_message_sealed_with_another_key_is_dropped() {
 
 #[tokio::test]
 async fn on_the_embedded_bus_the_api_works_on_its_one_node_and_is_off_without_a_key() {
-    let cfg = config(OPERATOR_KEY);
+    let cfg = config(CLUSTER_KEY);
     let hub = Hub::start(&["--config", cfg.path()]).await;
     let u1 = token(json!({"sub": "u1", "exp": now() + 600, "topics": []}));
     let mut c = fan(&hub, &u1).await;
@@ -266,6 +263,7 @@ async fn on_the_embedded_bus_the_api_works_on_its_one_node_and_is_off_without_a_
     assert_eq!((status, &body["closed"]), (200, &json!(1)));
     assert_eq!(c.close_code().await, Some(1008));
     let off = ConfigFile::new(&format!("[auth]\nsecret = \"{SECRET}\"\n"));
+    // Without an operator key, the API is off.
     let hub = Hub::start(&["--config", off.path()]).await;
     let (status, _) = api(&hub, "/v1/disconnect", OPERATOR_KEY, json!({"user": "u1"})).await;
     assert_eq!(status, 403);

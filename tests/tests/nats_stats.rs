@@ -44,6 +44,8 @@ const KINDS: [&str; 4] = ["🔥", "👏", "😮", "😢"];
 /// bound on correctness (a few windows plus a loaded 2-core machine), not a
 /// speed target.
 const SETTLE: Duration = Duration::from_secs(10);
+/// The cluster's statistics key: partials sealed with another are refused.
+const KEY: &str = "nats-stats-test-key-0123456789-abcdefgh";
 
 /// Two hub nodes on one nats-server.
 struct Cluster {
@@ -59,7 +61,7 @@ struct Cluster {
 /// one loopback address.
 fn config() -> ConfigFile {
     ConfigFile::new(&format!(
-        "[stats]\nwindow_ms = {WINDOW_MS}\n[limits]\nhandshakes_per_second = 100000\n"
+        "[stats]\nwindow_ms = {WINDOW_MS}\nkey = \"{KEY}\"\n[limits]\nhandshakes_per_second = 100000\n"
     ))
 }
 
@@ -227,8 +229,9 @@ async fn react_all(c: &mut WsClient, topic: &str, reactions: &[&str]) -> Vec<Str
 /// window without being closed as a slow consumer.
 fn roomy_config(topics: usize) -> ConfigFile {
     ConfigFile::new(&format!(
-        "[stats]\nwindow_ms = {WINDOW_MS}\n[limits]\nhandshakes_per_second = 100000\n\
+        "[stats]\nwindow_ms = {WINDOW_MS}\nkey = \"{KEY}\"\n[limits]\nhandshakes_per_second = 100000\n\
          max_subscriptions = {topics}\nframes_per_second = 100000\nframes_burst = 100000\n\
+         new_topics_per_second = 100000\nnew_topics_burst = 100000\n\
          queue_messages = {}\nqueue_bytes = {}\n",
         topics * 4,
         topics * 4 * 512,
@@ -334,17 +337,13 @@ async fn reactions_through_both_nodes_are_counted_once() {
     // Both nodes hear each other before anyone reacts.
     all_see_audience(&mut [&mut wa, &mut wb], 2, "the two watchers").await;
 
-    // 8 fans, 4 per node, half of them also subscribed: 5 reactions each
-    // (within the burst of 10), kinds mixed: 40 in all.
+    // 8 fans, 4 per node, each subscribed (a reaction needs a subscription
+    // to its topic on the same connection): 5 reactions each (within the
+    // burst of 10), kinds mixed: 40 in all.
     let mut fans = Vec::new();
     for i in 0..8 {
         let hub = if i % 2 == 0 { &cl.a } else { &cl.b };
-        let fan = if i % 4 < 2 {
-            subscriber(hub, TOPIC).await
-        } else {
-            WsClient::connect(&hub.ws_url()).await.0
-        };
-        fans.push(fan);
+        fans.push(subscriber(hub, TOPIC).await);
     }
     let mut acked: BTreeMap<String, u64> = BTreeMap::new();
     let mut acked_on = [0u64; 2];
@@ -389,7 +388,10 @@ async fn refused_and_rate_limited_reactions_count_nothing() {
     let refused_metric = r#"tribune_reactions_total{result="refused"}"#;
     let accepted_metric = r#"tribune_reactions_total{result="accepted"}"#;
     for (name, hub) in [("A", &cl.a), ("B", &cl.b)] {
-        let (mut fan, _) = WsClient::connect(&hub.ws_url()).await;
+        // Subscribed to both topics: the refusals below are for the
+        // reactions themselves, not for a missing subscription.
+        let mut fan = subscriber(hub, TOPIC).await;
+        fan.subscribe("clips.x.y", json!({})).await;
         assert_eq!(
             react_all(&mut fan, TOPIC, &["💩"]).await,
             ["bad_request"],

@@ -376,7 +376,11 @@ async fn slow_consumers_among_2000_clients() {
          [limits]\n\
          queue_messages = 16\n\
          queue_bytes = 65536\n\
-         handshakes_per_second = 100000\n",
+         handshakes_per_second = 100000\n\
+         handshakes_burst = 100000\n\
+         node_handshakes_per_second = 100000\n\
+         node_handshakes_burst = 100000\n\
+         address_share_percent = 100\n",
     );
     let messages: u64 = std::env::var("RELIABILITY_SLOW_MESSAGES")
         .ok()
@@ -588,8 +592,15 @@ const MOVE_SLACK: Duration = Duration::from_secs(60);
 
 fn drain_config() -> String {
     format!(
+        // Every client comes from this one machine: the per-address share
+        // and the handshake rates of the edge would stand for a real crowd
+        // of addresses.
         "[limits]\n\
          handshakes_per_second = 100000\n\
+         handshakes_burst = 100000\n\
+         node_handshakes_per_second = 100000\n\
+         node_handshakes_burst = 100000\n\
+         address_share_percent = 100\n\
          [drain]\n\
          window_ms = {WINDOW_MS}\n\
          grace_ms = 10000\n\

@@ -8,14 +8,12 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import os from 'node:os';
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import { chromium } from 'playwright-core';
 import { Hub } from '../../js/test/support/hub.js';
+import { addWidget, launchChromium, openPage as openPageOf } from './support/browser.js';
 import { repoRoot } from '../../js/test/support/util.js';
 
-const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
 const DOC = path.join(repoRoot, 'docs/PAYLOADS.md');
 // A zone away from UTC: `published_at` must be shown in the fan's time.
 const TIME_ZONE = 'Europe/Zurich';
@@ -44,74 +42,33 @@ const clips = examples.filter((e) => e.payload.kind === 'clip');
 const text = (v) => (typeof v === 'string' ? v : typeof v === 'number' && Number.isFinite(v) ? String(v) : null);
 
 let hub;
+let browser;
 let context;
-let profile;
 let unique = 0;
 
 before(async () => {
   hub = await Hub.start();
-  profile = mkdtempSync(path.join(os.tmpdir(), 'tribune-payloads-'));
-  context = await chromium.launchPersistentContext(profile, {
-    executablePath: CHROMIUM,
-    headless: true,
+  browser = await launchChromium({
     timezoneId: TIME_ZONE,
     locale: LOCALE,
-    args: [
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-      '--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE localhost',
-    ],
     viewport: { width: 1000, height: 900 },
+    offLoopback: (route, url) => {
+      if (url.protocol === 'https:' && /\.(jpg|jpeg|png|webp|svg)$/.test(url.pathname)) {
+        route.fulfill({ status: 200, contentType: 'image/svg+xml', body: THUMBNAIL_SVG });
+        return true;
+      }
+      return false;
+    },
   });
-  await context.route('**/*', (route) => {
-    const url = new URL(route.request().url());
-    if (url.protocol === 'data:' || ['127.0.0.1', 'localhost'].includes(url.hostname)) return route.continue();
-    if (url.protocol === 'https:' && /\.(jpg|jpeg|png|webp|svg)$/.test(url.pathname)) {
-      return route.fulfill({ status: 200, contentType: 'image/svg+xml', body: THUMBNAIL_SVG });
-    }
-    return route.abort('blockedbyclient');
-  });
+  context = browser.context;
 });
 
 after(async () => {
-  await context?.close();
-  if (profile) rmSync(profile, { recursive: true, force: true });
+  await browser?.close();
   await hub?.stop();
 });
 
-async function openPage(t) {
-  const page = await context.newPage();
-  const errors = [];
-  page.on('pageerror', (e) => errors.push(`pageerror: ${e.message}`));
-  page.on('console', (m) => {
-    if (m.type() === 'error' && !/ERR_BLOCKED_BY_CLIENT|Failed to load resource/.test(m.text())) errors.push(`console: ${m.text()}`);
-  });
-  t.after(() => page.close());
-  const res = await page.goto(`${hub.httpUrl}/`);
-  assert.equal(res.status(), 200);
-  return { page, errors };
-}
-
-/** Adds a widget for `topic` to the page; resolves with its id once it is live. */
-async function addWidget(page, tag, attrs) {
-  const id = `p${++unique}`;
-  await page.evaluate(
-    ({ tag, attrs, id }) => {
-      const el = document.createElement(tag);
-      el.id = id;
-      for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, v);
-      document.querySelector('main').prepend(el);
-    },
-    { tag, attrs, id },
-  );
-  await page.locator(`#${id} .conn[data-state="connected"]`).waitFor({ timeout: 10000 });
-  return id;
-}
+const openPage = (t) => openPageOf(context, t, `${hub.httpUrl}/`);
 
 test('docs/PAYLOADS.md has examples of both shapes, each of a known kind', () => {
   assert.ok(boards.length >= 1, 'at least one results example');

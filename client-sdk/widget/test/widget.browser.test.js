@@ -9,16 +9,15 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHmac } from 'node:crypto';
-import { mkdtempSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
-import { chromium } from 'playwright-core';
 import { startFakeHub } from '../../js/test/support/fake-hub.js';
+import { addWidget, launchChromium, openPage as openPageOf } from './support/browser.js';
 import { Hub, startProxy } from '../../js/test/support/hub.js';
 import { eventually, repoRoot } from '../../js/test/support/util.js';
 
-const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
 const ARTIFACTS = process.env.TRIBUNE_ARTIFACTS ?? path.join(repoRoot, 'test-artifacts');
 const DEMO_RESULTS = 'results.demo2026.speed-skating.mixed-team-sprint';
 const DEMO_CLIPS = 'clips.demo2026.speed-skating';
@@ -28,8 +27,8 @@ let hub; // quiet hub for scripted payloads, behind a proxy so it can restart
 let tokenHub; // verifies tokens: a `premium` namespace needs one
 const TOKEN_SECRET = 'a-browser-test-secret-long-enough-for-hs256';
 let proxy;
+let browser;
 let context;
-let profile;
 let unique = 0;
 const topicFor = (ns) => `${ns}.browser${process.pid}.t${++unique}`;
 
@@ -46,83 +45,17 @@ before(async () => {
     Hub.start(['--config', tokenConfig]),
   ]);
   proxy = await startProxy(hub.port);
-  profile = mkdtempSync(path.join(os.tmpdir(), 'tribune-chromium-'));
-  context = await chromium.launchPersistentContext(profile, {
-    executablePath: CHROMIUM,
-    headless: true,
-    args: [
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-      // Belt and braces: no name resolves, so nothing can leave loopback.
-      '--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE localhost',
-      // A page whose answer a test rewrote (see openPage's stripCsp) has no
-      // address of its own, and Chromium's Local Network Access checks then
-      // take it for a public page reaching loopback. Every test is on
-      // loopback; the checks have nothing to protect here.
-      '--disable-features=LocalNetworkAccessChecks',
-    ],
-    viewport: { width: 1200, height: 900 },
-  });
-  // Only loopback: the demo's clip thumbnails point at https hosts that a
-  // test must not reach; they fail here and the widget shows a placeholder.
-  await context.route('**/*', (route) => {
-    const url = new URL(route.request().url());
-    if (url.protocol === 'data:' || ['127.0.0.1', 'localhost', '[::1]'].includes(url.hostname)) return route.continue();
-    return route.abort('blockedbyclient');
-  });
+  browser = await launchChromium();
+  context = browser.context;
 });
 
 after(async () => {
-  await context?.close();
-  if (profile) rmSync(profile, { recursive: true, force: true });
+  await browser?.close();
   await proxy?.close();
   await Promise.all([demoHub?.stop(), hub?.stop(), tokenHub?.stop()]);
 });
 
-/** A fresh page collecting its errors; closed when the test ends. */
-async function openPage(t, url, { stripCsp = false } = {}) {
-  const page = await context.newPage();
-  if (stripCsp) {
-    await page.route(url, async (route) => {
-      const response = await route.fetch();
-      const headers = { ...response.headers() };
-      delete headers['content-security-policy'];
-      await route.fulfill({ response, headers });
-    });
-  }
-  const errors = [];
-  page.on('pageerror', (e) => errors.push(`pageerror: ${e.message}`));
-  page.on('console', (m) => {
-    if (m.type() === 'error' && !/ERR_BLOCKED_BY_CLIENT|Failed to load resource/.test(m.text())) {
-      errors.push(`console: ${m.text()}`);
-    }
-  });
-  t.after(() => page.close());
-  const res = await page.goto(url);
-  assert.equal(res.status(), 200, `GET ${url}`);
-  return { page, errors };
-}
-
-/** Adds a widget to the page and waits until it is live. */
-async function addWidget(page, tag, attrs) {
-  const id = `w${++unique}`;
-  await page.evaluate(
-    ({ tag, attrs, id }) => {
-      const el = document.createElement(tag);
-      el.id = id;
-      for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, v);
-      document.querySelector('main').prepend(el);
-    },
-    { tag, attrs, id },
-  );
-  await page.locator(`#${id} .conn[data-state="connected"]`).waitFor({ timeout: 10000 });
-  return id;
-}
+const openPage = (t, url, options) => openPageOf(context, t, url, options);
 
 const shadowText = (page, id) => page.locator(`#${id}`).evaluate((el) => el.shadowRoot.textContent);
 

@@ -27,7 +27,9 @@ pub struct TokenMetrics {
     pub api_calls: Family<Labels, Counter>,
     /// Connections closed by an operator (disconnect or revocation).
     pub disconnected: Counter,
-    /// Control messages dropped, by `reason` (`seal`, `stale`, `malformed`).
+    /// Control messages dropped, by `reason` (those of the statistics seal:
+    /// `bad_signature`, `no_key`, `unsigned`, `malformed`; and `stale`,
+    /// `replayed`).
     pub control_dropped: Family<Labels, Counter>,
 }
 
@@ -70,7 +72,7 @@ impl TokenMetrics {
         );
         r.register(
             "control_dropped",
-            "Control messages dropped, by reason (seal, stale, malformed)",
+            "Control messages dropped, by reason (bad_signature, no_key, unsigned, malformed, stale, replayed)",
             self.control_dropped.clone(),
         );
     }

@@ -117,6 +117,37 @@ pub async fn live_delivery(bus: &dyn Bus, unique: &str) {
         .unwrap();
 }
 
+/// A feed opened on a topic with history yields only what is stored after
+/// it opened; its first `prev` is exact or 0 (unknown), every later one exact.
+pub async fn live_feed_after_history(bus: &dyn Bus, unique: &str) {
+    let t = topic("clips", unique, "live-after");
+    let mut before = 0;
+    for _ in 0..2 {
+        before = bus
+            .publish(&t, Bytes::from_static(b"{}"), None)
+            .await
+            .unwrap();
+    }
+    let mut feed = bus.live(&t).await.unwrap();
+    let s3 = bus
+        .publish(&t, Bytes::from_static(b"{\"n\":3}"), None)
+        .await
+        .unwrap();
+    let s4 = bus
+        .publish(&t, Bytes::from_static(b"{\"n\":4}"), None)
+        .await
+        .unwrap();
+    let first = next(&mut feed).await;
+    assert_eq!(first.seq, s3, "nothing stored before the feed opened");
+    assert!(
+        first.prev == before || first.prev == 0,
+        "the first prev is exact or unknown: {}",
+        first.prev
+    );
+    let second = next(&mut feed).await;
+    assert_eq!((second.seq, second.prev), (s4, s3));
+}
+
 /// `last` gives the newest n oldest first; `after` gives what follows a seq.
 pub async fn history_reads(bus: &dyn Bus, unique: &str) {
     let t = topic("results", unique, "history");
@@ -310,7 +341,8 @@ macro_rules! bus_conformance_tests {
     (@with_list $then:ident $($arg:tt)*) => {
         // Braces: the expansion is items (`@tests`) or an expression (`@names`).
         $crate::bus_conformance_tests! { @$then $($arg)*;
-            sequence_prev_and_ts, payload_byte_for_byte, live_delivery, history_reads,
+            sequence_prev_and_ts, payload_byte_for_byte, live_delivery, live_feed_after_history,
+            history_reads,
             removed_messages_are_a_hole,
             last_seqs_batched, duplicate_publications_stored_once,
             inbound_stays_out_of_the_stream, stats_partials, status_and_epoch

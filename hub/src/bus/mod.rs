@@ -33,11 +33,23 @@
 //!   (a recreated stream, a restarted embedded bus) has a new epoch; `seq`
 //!   values of different epochs are unrelated. [`BusStatus::epoch`] always holds
 //!   the current one.
+//! - **Only stored messages are delivered.** Everything a [`LiveFeed`] or a
+//!   history read yields was stored by the bus: nothing a third party sends
+//!   beside it (on NATS, a publication on any subject, headers included) can
+//!   pass for a stored message.
 //! - **Live delivery is at most once.** A [`LiveFeed`] yields the topic's new
-//!   messages in `seq` order, but may miss some (a reconnect, a lagging
-//!   republish). The relay detects gaps from `prev` and repairs them with
+//!   messages in `seq` order, but may miss some (a reconnect, a dropped
+//!   delivery). The relay detects gaps from `prev` and repairs them with
 //!   [`Bus::after`]; after each reconnect ([`BusStatus::generation`] grows) and
 //!   periodically it compares [`Bus::last_seqs`] with what it has seen.
+//! - **A feed's first `prev` may be unknown.** The first message a feed
+//!   yields may carry `prev` 0 although older messages are stored: whoever
+//!   opens a feed reads what was stored before it (the relay reads history
+//!   after opening one, and repairs after reopening one). Every later message
+//!   carries its exact `prev`.
+//! - **A feed may end.** A bus ends a feed it can no longer vouch for (its
+//!   subscription lost, deliveries out of order); the relay opens a new one
+//!   and repairs from history what was stored in between.
 //! - **History reads are exact.** [`Bus::last`] and [`Bus::after`] return stored
 //!   messages of one topic in ascending `seq` order, with their `prev`.
 //! - **Holes are said.** [`Bus::after`] tells whether messages of the topic

@@ -36,6 +36,11 @@ const CHECK_READ_TRIES: u32 = 3;
 /// hostile bus could otherwise flood the log.
 static HOLE_LOG: LogLimit = LogLimit::new(Duration::from_secs(1));
 
+/// Live feeds that cannot be opened again (the bus down, the stream's
+/// consumers at their limit) are logged at most once a second across the
+/// node: every relay retries twice a second.
+static REOPEN_LOG: LogLimit = LogLimit::new(Duration::from_secs(1));
+
 /// Whether a payload may be forwarded: JSON, within the size limit.
 fn payload_ok(data: &Bytes, max: usize, metrics: &Metrics) -> bool {
     if data.len() > max {
@@ -68,6 +73,11 @@ pub struct RelayTask {
     /// Messages after `last_forwarded` were lost: the next message forwarded
     /// carries the bus's `prev` and, on a feed, follows a `gap` frame.
     hole: bool,
+    /// A new live feed opened and the read of what was stored before it
+    /// failed: the feed's first message may claim no `prev` (the contract
+    /// allows 0), so the next live message is checked against the stream
+    /// before it is forwarded.
+    unverified: bool,
 }
 
 /// What a repair learnt besides the messages it forwarded.
@@ -77,6 +87,9 @@ struct Repaired {
     hole: bool,
     /// Reads kept failing; the repair gave up for now.
     unreadable: bool,
+    /// The read got to the message it was repairing up to (`until`): it
+    /// holds everything stored before it.
+    reached: bool,
 }
 
 impl RelayTask {
@@ -96,6 +109,7 @@ impl RelayTask {
             last_seen: 0,
             last_forwarded: 0,
             hole: false,
+            unverified: false,
         }
     }
 
@@ -181,18 +195,21 @@ impl RelayTask {
                 msg = feed.next() => match msg {
                     Some(msg) => self.on_live(msg).await,
                     None => {
-                        // The bus ended the subscription: open it again, then
-                        // read what may have been stored in between.
+                        // The bus ended the feed: open it again, then read
+                        // what may have been stored in between.
                         feed = loop {
                             match self.bus.live(&self.relay.topic).await {
                                 Ok(f) => break f,
                                 Err(e) => {
-                                    tracing::warn!(topic = %self.relay.topic, error = %e, "live feed lost");
+                                    if let Some(held_back) = REOPEN_LOG.allow() {
+                                        tracing::warn!(topic = %self.relay.topic, error = %e, held_back,
+                                            "live feed lost, opening it again");
+                                    }
                                     tokio::time::sleep(Duration::from_millis(500)).await;
                                 }
                             }
                         };
-                        self.repair(None).await;
+                        self.unverified = self.repair(None).await.unreadable;
                     }
                 },
                 () = &mut linger, if lingering => {
@@ -210,16 +227,27 @@ impl RelayTask {
         if msg.seq <= self.last_seen {
             return;
         }
-        if msg.prev > self.last_seen {
-            // The stream stored something the live feed missed. A read may be
-            // answered by a replica that lags: insist for a while before
-            // taking the hole for messages that are gone, unless the bus
-            // already said they were removed.
+        // `prev` above what was seen: the stream stored something the live
+        // feed missed. Unverified: what was stored before this feed opened
+        // could not be read, and the message's `prev` may not say so.
+        let verify = std::mem::take(&mut self.unverified);
+        if msg.prev > self.last_seen || verify {
+            // A read may be answered by a replica that lags: insist for a
+            // while before taking the hole for messages that are gone, unless
+            // the bus already said they were removed.
             let deadline = Instant::now() + REPAIR_PATIENCE;
             let mut wait = Duration::from_millis(20);
             loop {
                 let repaired = self.repair(Some(msg.seq)).await;
-                if msg.prev <= self.last_seen || repaired.hole {
+                if repaired.hole {
+                    break;
+                }
+                let closed = if verify {
+                    repaired.reached
+                } else {
+                    msg.prev <= self.last_seen
+                };
+                if closed {
                     break;
                 }
                 if repaired.unreadable || Instant::now() >= deadline {
@@ -316,6 +344,7 @@ impl RelayTask {
                 }
             }
             if reached || !full {
+                outcome.reached = reached;
                 break;
             }
         }

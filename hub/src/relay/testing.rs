@@ -71,12 +71,18 @@ pub(super) async fn subscriber(
 }
 
 /// A bus whose live feed misses the seqs in `drop_live` (missed
-/// republishes) and whose next `lagging_reads` history reads come from a
-/// lagging replica (nothing yet).
+/// deliveries), whose next `lagging_reads` history reads come from a
+/// lagging replica (nothing yet) and whose next `failing_reads` fail; whose
+/// feeds end on [`LaggingBus::end_feeds`] and, with `first_prev_unknown`,
+/// give their first message `prev` 0 (as the contract allows).
 pub(super) struct LaggingBus {
     inner: crate::bus::memory::MemoryBus,
     pub(super) drop_live: Arc<Mutex<std::collections::HashSet<u64>>>,
     pub(super) lagging_reads: std::sync::atomic::AtomicUsize,
+    pub(super) failing_reads: std::sync::atomic::AtomicUsize,
+    pub(super) first_prev_unknown: std::sync::atomic::AtomicBool,
+    /// Bumped to end every open feed.
+    feed_ends: watch::Sender<u64>,
 }
 
 impl LaggingBus {
@@ -98,7 +104,15 @@ impl LaggingBus {
             ),
             drop_live: Arc::default(),
             lagging_reads: std::sync::atomic::AtomicUsize::new(0),
+            failing_reads: std::sync::atomic::AtomicUsize::new(0),
+            first_prev_unknown: std::sync::atomic::AtomicBool::new(false),
+            feed_ends: watch::channel(0).0,
         })
+    }
+
+    /// Ends every open live feed (the relay opens a new one).
+    pub(super) fn end_feeds(&self) {
+        self.feed_ends.send_modify(|n| *n += 1);
     }
 
     /// The live feed misses the `count` messages from `next_seq` on.
@@ -123,8 +137,21 @@ impl Bus for LaggingBus {
         async move {
             let feed = self.inner.live(&topic).await?;
             let dropped = self.drop_live.clone();
+            let mut ends = self.feed_ends.subscribe();
+            let mut unknown = self
+                .first_prev_unknown
+                .load(std::sync::atomic::Ordering::SeqCst);
             Ok(feed
                 .filter(move |m| futures::future::ready(!dropped.lock().contains(&m.seq)))
+                .map(move |mut m| {
+                    if std::mem::take(&mut unknown) {
+                        m.prev = 0;
+                    }
+                    m
+                })
+                .take_until(async move {
+                    let _ = ends.changed().await;
+                })
                 .boxed())
         }
         .boxed()
@@ -143,6 +170,13 @@ impl Bus for LaggingBus {
         limit: u32,
     ) -> futures::future::BoxFuture<'_, crate::bus::BusResult<crate::bus::After>> {
         use futures::FutureExt;
+        let failing = self.failing_reads.load(std::sync::atomic::Ordering::SeqCst);
+        if failing > 0 {
+            self.failing_reads
+                .store(failing - 1, std::sync::atomic::Ordering::SeqCst);
+            let down = crate::bus::BusError::Unavailable("reads fail in this test".into());
+            return futures::future::ready(Err(down)).boxed();
+        }
         let lagging = self.lagging_reads.load(std::sync::atomic::Ordering::SeqCst);
         if lagging > 0 {
             self.lagging_reads

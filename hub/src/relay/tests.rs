@@ -110,6 +110,54 @@ async fn gap_repair_insists_on_a_lagging_read() {
     assert!(text.contains("tribune_gaps_repaired_total 1"), "{text}");
 }
 
+/// A feed that ended is opened again; when the read of what was stored in
+/// between fails, the new feed's first message (`prev` unknown, as on NATS)
+/// is checked against the stream before it is forwarded: the message stored
+/// while no feed was open is repaired, never skipped without a word.
+#[tokio::test]
+async fn a_reopened_feed_is_checked_when_the_read_in_between_failed() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let bus = LaggingBus::new();
+    bus.first_prev_unknown.store(true, SeqCst);
+    let topic = Topic::new("clips.relay.reopened").unwrap();
+    let (outbox, _metrics) = feed_subscriber(bus.clone(), &topic, 1 << 20).await;
+    let s1 = bus
+        .publish(&topic, Bytes::from_static(b"1"), None)
+        .await
+        .unwrap();
+    assert_eq!(drain_frames(&outbox, 2).await.len(), 2, "ack and s1");
+    // The feed ends; every read of the next check fails; the new feed
+    // misses s2 (stored while it opened).
+    bus.drop_live_from(s1 + 1, 1);
+    bus.failing_reads.store(3, SeqCst);
+    bus.end_feeds();
+    let s2 = bus
+        .publish(&topic, Bytes::from_static(b"2"), None)
+        .await
+        .unwrap();
+    for _ in 0..200 {
+        if bus.failing_reads.load(SeqCst) == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(bus.failing_reads.load(SeqCst), 0, "the reopen's reads ran");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let s3 = bus
+        .publish(&topic, Bytes::from_static(b"3"), None)
+        .await
+        .unwrap();
+    let frames = drain_frames(&outbox, 2).await;
+    assert_eq!(
+        kinds(&frames),
+        vec![
+            ("message".to_string(), s2, s1),
+            ("message".to_string(), s3, s2)
+        ],
+        "{frames:?}"
+    );
+}
+
 /// A fan resuming from a node that was ahead of this one recovers: the
 /// relay reads what it had not seen yet instead of answering
 /// `recovered: false` and replaying what the fan already holds.

@@ -1,22 +1,27 @@
 //! Connecting, in order: the settings checked, the client connected (short
-//! ping interval, quick reconnects, every event forwarded to the watcher),
-//! the server checked (2.11 or newer, with JetStream), the stream set up
-//! (`stream.rs`), the watcher started. Every refusal is one line for the
-//! operator.
+//! ping interval, quick reconnects, every event forwarded to the watcher;
+//! credentials and TLS from `settings.rs`), the server checked (2.11 or
+//! newer, with JetStream), the stream set up (`stream.rs`), the watcher
+//! started. Every refusal is one line for the operator, with the URL's
+//! password hidden.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use async_nats::{Client, ConnectOptions, Event};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use tokio::sync::{mpsc, watch};
 use tracing::info;
 
-use super::state::{Inner, NatsBus, Subjects};
+use super::settings;
+use super::state::{Eviction, Inner, NatsBus, Subjects};
 use super::stream::stream_config;
 use super::watcher::watch_connection;
 use crate::bus::{BusError, BusResult, BusStatus, Epoch};
-use crate::config::BusConfig;
+use crate::config::{BusConfig, redact_url_credentials};
+use crate::metrics::Labels;
 
 /// The oldest nats-server with the batched direct get (ADR-31).
 const MIN_SERVER_VERSION: (u64, u64) = (2, 11);
@@ -35,6 +40,16 @@ impl NatsBus {
     /// `max_msgs_per_subject`. A failure is [`BusError::Unusable`], one line
     /// fit for the operator.
     pub async fn connect(cfg: &BusConfig, max_retained: u32) -> BusResult<NatsBus> {
+        Self::connect_counted(cfg, max_retained, Family::default()).await
+    }
+
+    /// [`NatsBus::connect`], counting the messages its live feeds refuse in
+    /// `refused` (the node's `tribune_bus_messages_refused_total`).
+    pub(crate) async fn connect_counted(
+        cfg: &BusConfig,
+        max_retained: u32,
+        refused: Family<Labels, Counter>,
+    ) -> BusResult<NatsBus> {
         let url = cfg
             .url
             .as_deref()
@@ -52,7 +67,8 @@ impl NatsBus {
         let timeout = Duration::from_millis(cfg.request_timeout_ms.max(1));
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let client = connect_client(cfg, url, timeout, events_tx).await?;
-        let version = check_server(&client, url)?;
+        let shown = redact_url_credentials(url);
+        let version = check_server(&client, &shown)?;
 
         let (status, _) = watch::channel(BusStatus {
             connected: false,
@@ -66,6 +82,9 @@ impl NatsBus {
             managed_config: cfg.manage_stream.then(|| stream_config(cfg, max_retained)),
             timeout,
             status,
+            eviction: watch::channel(Eviction::Any).0,
+            heartbeat: Duration::from_millis(cfg.check_interval_ms.clamp(100, 30_000)),
+            refused,
         });
         let created = inner.set_up_stream(cfg).await?;
         let connects = inner.client.statistics().connects.load(Ordering::Relaxed);
@@ -74,7 +93,7 @@ impl NatsBus {
             epoch: Epoch::new(&cfg.stream, created),
             generation: 1,
         });
-        info!(url, stream = %cfg.stream, %version, "NATS bus ready");
+        info!(url = %shown, stream = %cfg.stream, %version, "NATS bus ready");
 
         let check_every = Duration::from_millis(cfg.check_interval_ms.max(100));
         tokio::spawn(watch_connection(
@@ -100,7 +119,7 @@ async fn connect_client(
         .filter(|s| !s.is_empty())
         .map(String::from)
         .collect();
-    let mut options = ConnectOptions::new()
+    let options = ConnectOptions::new()
         .name("tribune-hub")
         .ping_interval(Duration::from_millis(cfg.ping_interval_ms.max(100)))
         .connection_timeout(timeout)
@@ -116,24 +135,44 @@ async fn connect_client(
                 let _ = tx.send(event);
             }
         });
-    if let Some(path) = &cfg.credentials {
-        options = options.credentials_file(path).await.map_err(|e| {
-            BusError::Unusable(format!(
-                "cannot read NATS credentials {}: {e}",
-                path.display()
-            ))
-        })?;
-    }
-    if let Some(user) = &cfg.user {
-        options = options.user_and_password(user.clone(), cfg.password.clone().unwrap_or_default());
-    }
-    if let Some(token) = &cfg.token {
-        options = options.token(token.clone());
-    }
+    let options = settings::apply(cfg, options)?;
+    let shown = redact_url_credentials(url);
     tokio::time::timeout(timeout * 2, options.connect(servers))
         .await
-        .map_err(|_| BusError::Unusable(format!("cannot connect to NATS at {url}: timed out")))?
-        .map_err(|e| BusError::Unusable(format!("cannot connect to NATS at {url}: {e}")))
+        .map_err(|_| BusError::Unusable(format!("cannot connect to NATS at {shown}: timed out")))?
+        .map_err(|e| BusError::Unusable(connect_failure(cfg, &shown, &e)))
+}
+
+/// The operator's line for a failed first connection: what was refused and
+/// which setting to look at. Never a secret: the URL is shown without its
+/// password, and credentials are named by their key.
+fn connect_failure(cfg: &BusConfig, url: &str, e: &async_nats::ConnectError) -> String {
+    use async_nats::ConnectErrorKind as Kind;
+    let detail = e.to_string();
+    // async-nats reports a refused certificate as an I/O error: the text
+    // tells which it is.
+    if detail.contains("UnknownIssuer") {
+        return format!(
+            "TLS with NATS at {url} refused: the server's certificate is not signed by a CA \
+             the hub trusts (bus.tls_ca_file{}): {detail}",
+            if cfg.tls_ca_file.is_some() {
+                ""
+            } else {
+                " is not set: the system's roots were used"
+            }
+        );
+    }
+    match e.kind() {
+        Kind::AuthorizationViolation | Kind::Authentication => format!(
+            "NATS at {url} refused the hub's credentials (bus.credentials, nkey_seed_file, \
+             user and password, token, or the TLS client certificate): {detail}"
+        ),
+        Kind::Tls => format!("TLS with NATS at {url} failed: {detail}"),
+        _ if settings::tls_required(cfg) => {
+            format!("cannot connect to NATS at {url} over TLS: {detail}")
+        }
+        _ => format!("cannot connect to NATS at {url}: {detail}"),
+    }
 }
 
 /// Refuses a server without what the hub needs: the batched direct get

@@ -1,8 +1,8 @@
-//! What NATS tells about a stored message: the headers that direct gets and
-//! republished messages carry (`Nats-Subject`, `Nats-Sequence`,
-//! `Nats-Time-Stamp`, `Nats-Last-Sequence`, `Nats-Num-Pending`), and the
-//! RFC 3339 times NATS writes there and in stream info, read with the `time`
-//! crate.
+//! What NATS tells about a stored message in headers: those of direct-get
+//! replies (`Nats-Subject`, `Nats-Sequence`, `Nats-Time-Stamp`,
+//! `Nats-Num-Pending`) and of a consumer's heartbeats (`Nats-Last-Consumer`),
+//! and the RFC 3339 times NATS writes there and in stream info, read with
+//! the `time` crate.
 
 use async_nats::Message;
 use time::OffsetDateTime;

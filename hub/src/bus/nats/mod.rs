@@ -1,8 +1,10 @@
 //! The NATS JetStream bus (PROTOCOL.md section 10, ARCHITECTURE.md section 4).
 //!
 //! Subjects, with the prefix `p`: editors publish to `p.fan.<topic>` (stored
-//! by the stream), the stream republishes to `p.live.<topic>`, fans'
-//! publications go to `p.in.<topic>`, statistics partials to `p.stats.<node>`.
+//! by the stream); hubs read a topic's new messages through a consumer of
+//! the stream (never from the republished `p.live.<topic>`, which anyone
+//! with a connection could forge); fans' publications go to `p.in.<topic>`,
+//! statistics partials to `p.stats.<node>`.
 //!
 //! One file per job; this one holds only the trait implementations, which
 //! delegate:
@@ -12,13 +14,17 @@
 //!   disconnected).
 //! - `connect`: connecting (short ping interval, quick reconnects), refusing
 //!   servers older than 2.11 or without JetStream, [`NatsBus::connect`].
+//! - `settings`: credentials and TLS of `[bus]`, checked (also by
+//!   `--check-config`) and handed to async-nats.
 //! - `stream`: the JetStream stream: its config, provisioning it when
 //!   `bus.manage_stream` (or checking the operator's), the JetStream API,
 //!   storing a message.
 //! - `direct_get`: history reads through the batched direct get (async-nats
 //!   has none, so it is written here): `last`, `after` with its hole, `last_seqs`.
-//! - `live`: core NATS: a topic's live feed on the republished subject, the
-//!   statistics feed, fans' and statistics publications.
+//! - `live`: a topic's live feed: an ephemeral consumer of the stream per
+//!   feed, each delivery checked against the consumer that made it.
+//! - `side`: the side channel on core NATS: the statistics feed, fans' and
+//!   statistics publications.
 //! - `watcher`: the connection watcher: status, epoch and reconnect generation.
 //! - `headers`: the headers of stored messages (sequence, storage time) and
 //!   the RFC 3339 times NATS writes, read with the `time` crate.
@@ -27,6 +33,8 @@ mod connect;
 mod direct_get;
 mod headers;
 mod live;
+pub mod settings;
+mod side;
 mod state;
 mod stream;
 mod watcher;

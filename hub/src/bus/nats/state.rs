@@ -1,19 +1,22 @@
 //! What every job of the NATS bus shares: the handle [`NatsBus`], its
 //! `Inner` (the one connection, the subjects, the stream's name and
-//! settings, what evicts its messages, the status), and the two guards
-//! around every call: the request timeout, and no queueing while
-//! disconnected.
+//! settings, what evicts its messages, the status, the refusal counter),
+//! the two guards around every call (the request timeout; no queueing while
+//! disconnected), and subscribing.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::Client;
 use async_nats::connection::State;
+use async_nats::{Client, Subscriber};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use serde_json::Value;
 use tokio::sync::watch;
 use tribune_protocol::Topic;
 
 use crate::bus::{BusError, BusResult, BusStatus};
+use crate::metrics::Labels;
 
 /// The NATS JetStream bus. Cheap to share behind an `Arc`.
 pub struct NatsBus {
@@ -35,14 +38,21 @@ pub(super) struct Inner {
     pub(super) timeout: Duration,
     /// Connection state, epoch and generation, watched by registry and /readyz.
     pub(super) status: watch::Sender<BusStatus>,
+    /// What removes the stream's messages, from the latest stream info: a
+    /// live feed far enough behind to have missed removed messages ends.
+    pub(super) eviction: watch::Sender<Eviction>,
+    /// Idle heartbeat of every live feed's consumer (`check_interval_ms`):
+    /// a feed silent for two of them has lost its consumer.
+    pub(super) heartbeat: Duration,
+    /// Messages on a live feed's inbox that the stream did not deliver, by
+    /// reason (`tribune_bus_messages_refused_total`).
+    pub(super) refused: Family<Labels, Counter>,
 }
 
 /// Every subject the bus uses, derived from the prefix and stream name.
 pub(super) struct Subjects {
     /// `p.fan.`: where editors publish; the stream's subjects.
     pub(super) fan: String,
-    /// `p.live.`: where the stream republishes.
-    pub(super) live: String,
     /// `p.in.`: fans' own publications.
     pub(super) inbound: String,
     /// `p.stats.`: per-node statistics partials.
@@ -57,7 +67,6 @@ impl Subjects {
     pub(super) fn new(prefix: &str, stream: &str) -> Self {
         Self {
             fan: format!("{prefix}.fan."),
-            live: format!("{prefix}.live."),
             inbound: format!("{prefix}.in."),
             stats: format!("{prefix}.stats."),
             control: format!("{prefix}.control"),
@@ -90,6 +99,25 @@ impl Inner {
             State::Connected => Ok(()),
             _ => Err(BusError::Unavailable("not connected to NATS".into())),
         }
+    }
+
+    /// Subscribes within the request timeout. The SUB is on the wire when
+    /// this returns, so nothing sent to `subject` afterwards (a consumer's
+    /// first delivery, a history read's reply) can be missed.
+    pub(super) async fn subscribe(&self, subject: String) -> BusResult<Subscriber> {
+        self.bounded(async {
+            let subscriber = self
+                .client
+                .subscribe(subject)
+                .await
+                .map_err(|e| BusError::Unavailable(e.to_string()))?;
+            self.client
+                .flush()
+                .await
+                .map_err(|e| BusError::Unavailable(e.to_string()))?;
+            Ok(subscriber)
+        })
+        .await
     }
 }
 

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use tribune_protocol::Topic;
 
 use super::headers::rfc3339_to_ns;
-use super::state::Inner;
+use super::state::{Eviction, Inner};
 use crate::bus::{BusError, BusResult};
 use crate::config::BusConfig;
 
@@ -28,7 +28,9 @@ pub(super) fn stream_config(cfg: &BusConfig, max_retained: u32) -> Value {
         "name": cfg.stream,
         "subjects": [format!("{}.fan.>", cfg.prefix)],
         "retention": "limits",
-        "max_consumers": -1,
+        // Explicit: from 2.15 on, nats-server limits a stream without one
+        // to 1,000 consumers, and every hub holds one per active topic.
+        "max_consumers": cfg.max_consumers,
         "max_msgs": -1,
         "max_bytes": -1,
         "max_age": secs_to_ns(cfg.max_age_secs),
@@ -38,6 +40,10 @@ pub(super) fn stream_config(cfg: &BusConfig, max_retained: u32) -> Value {
         "storage": cfg.storage,
         "num_replicas": cfg.replicas.max(1),
         "duplicate_window": secs_to_ns(cfg.duplicate_window_secs),
+        // No hub of this release reads the republished subject (live feeds
+        // are consumers of the stream); it stays for hubs of earlier
+        // releases during a rolling upgrade and for integrations. Nobody
+        // but the stream may publish there (nats/least-privilege.conf).
         "republish": {"src": format!("{}.fan.>", cfg.prefix), "dest": format!("{}.live.>", cfg.prefix)},
         // Must be set explicitly: history reads are direct gets.
         "allow_direct": true,
@@ -49,7 +55,9 @@ pub(super) fn stream_config(cfg: &BusConfig, max_retained: u32) -> Value {
     })
 }
 
-/// An operator-owned stream must still give what the hub relies on.
+/// An operator-owned stream must still give what the hub relies on: direct
+/// gets (history reads). The republish is not needed: hubs read live
+/// messages through consumers of the stream (`live.rs`).
 fn check_operator_stream(info: &StreamInfo, cfg: &BusConfig) -> BusResult<()> {
     let config = &info.config;
     if config.get("allow_direct").and_then(Value::as_bool) != Some(true) {
@@ -58,15 +66,10 @@ fn check_operator_stream(info: &StreamInfo, cfg: &BusConfig) -> BusResult<()> {
             cfg.stream
         )));
     }
-    let dest = config.pointer("/republish/dest").and_then(Value::as_str);
-    let want = format!("{}.live.>", cfg.prefix);
-    if dest != Some(want.as_str()) {
-        return Err(BusError::Unusable(format!(
-            "stream {} must republish {}.fan.> to {want} (found {})",
-            cfg.stream,
-            cfg.prefix,
-            dest.unwrap_or("no republish")
-        )));
+    let max_consumers = config.get("max_consumers").and_then(Value::as_i64);
+    if let Some(max) = max_consumers.filter(|m| *m > 0 && (*m as u64) < cfg.max_consumers) {
+        tracing::warn!(stream = %cfg.stream, max_consumers = max, wanted = cfg.max_consumers,
+            "the stream allows fewer consumers than bus.max_consumers: each hub takes one per active topic");
     }
     Ok(())
 }
@@ -99,8 +102,8 @@ impl Inner {
         }
     }
 
-    /// A JetStream API request whose answer is JSON (`error` turned into `Err`).
-    async fn api(&self, subject: String, body: Bytes) -> BusResult<Value> {
+    /// A JetStream API request whose answer is JSON (`error` left to the caller).
+    pub(super) async fn api(&self, subject: String, body: Bytes) -> BusResult<Value> {
         let reply = self
             .client
             .request(subject, body)
@@ -126,7 +129,9 @@ impl Inner {
             }
             return Err(api_error(error));
         }
-        parse_stream_info(&answer).map(Some)
+        let info = parse_stream_info(&answer)?;
+        self.eviction.send_replace(Eviction::of(&info.config));
+        Ok(Some(info))
     }
 
     /// Creates the stream, or updates it when it exists with another config.
@@ -150,7 +155,9 @@ impl Inner {
         if let Some(error) = answer.get("error") {
             return Err(api_error(error));
         }
-        parse_stream_info(&answer).map(|info| info.created_ns)
+        let info = parse_stream_info(&answer)?;
+        self.eviction.send_replace(Eviction::of(&info.config));
+        Ok(info.created_ns)
     }
 
     pub(super) async fn publish(
@@ -201,7 +208,7 @@ fn api_err_code(error: &Value) -> u64 {
 
 /// A JetStream API error: 503 (no quorum, JetStream down) is unavailability,
 /// anything else a refusal.
-fn api_error(error: &Value) -> BusError {
+pub(super) fn api_error(error: &Value) -> BusError {
     let code = error.get("code").and_then(Value::as_u64).unwrap_or(0);
     let description = error
         .get("description")
@@ -245,6 +252,7 @@ mod tests {
             json!({"src": "tribune.fan.>", "dest": "tribune.live.>"})
         );
         assert_eq!(c["allow_direct"], json!(true));
+        assert_eq!(c["max_consumers"], json!(100_000));
         assert_eq!(c["max_msgs_per_subject"], json!(100));
         assert_eq!(c["duplicate_window"], json!(120_000_000_000u64));
         assert_eq!(c["max_age"], json!(86_400_000_000_000u64));
