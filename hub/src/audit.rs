@@ -16,7 +16,7 @@
 //!   `token`, `address_share`, `user_share` (and `capacity`);
 //! - `POST /v1/publish`: `publish_origin`, `publish_key`, `publish_disabled`,
 //!   `publish_rate`, `publish_content_type`;
-//! - the server API (`/v1/disconnect`, `/v1/revoke`): `api_origin`,
+//! - the server API (`/v1/disconnect`, `/v1/unsubscribe`, `/v1/revoke`): `api_origin`,
 //!   `api_key`, `api_disabled`, `api_rate`, `api_content_type`;
 //! - on a connection: `react_grant`, `react_unsubscribed`, `topic_rate`,
 //!   `relay_cap`, `flood` (4029), `auth_frame` (an `auth` frame refused; the

@@ -57,6 +57,9 @@ pub fn serve(
         .auth
         .is_some()
         .then(|| Arc::new(Expiry::new(expires_at)));
+    if let Some(expiry) = &expiry {
+        node.set_expiry(conn_id, expiry.clone());
+    }
     let welcome = ServerFrame::Welcome(Welcome {
         protocol: tribune_protocol::PROTOCOL_VERSION,
         node: node.config.node_name.clone(),
@@ -144,11 +147,17 @@ async fn read_loop(
     last_seen: &AtomicU64,
 ) -> ReaderEnd {
     let frames = crate::limits::frame_rate(&node.config.limits);
+    let expiry = session.expiry();
     loop {
         let msg = tokio::select! {
             msg = stream.next() => msg,
             // Stop reading once the connection closes for another reason.
             () = outbox.closed() => return ReaderEnd::Closing,
+            // An operator ended topics of this connection's user.
+            () = async { expiry.as_ref().expect("guarded").topics_ended().await }, if expiry.is_some() => {
+                session.end_operator_topics();
+                continue;
+            }
         };
         let Some(msg) = msg else {
             return ReaderEnd::PeerGone;

@@ -1,4 +1,5 @@
-//! Control messages: an operator's server-API call (disconnect, revoke)
+//! Control messages: an operator's server-API call (disconnect, unsubscribe,
+//! revoke)
 //! carried to every node over the bus side channel (`<prefix>.control`; the
 //! embedded bus in-process), and applied by each.
 //!
@@ -35,6 +36,8 @@ pub enum Op {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         node: Option<String>,
     },
+    /// End `user`'s subscriptions to `topic`, each with `unsubscribed`.
+    Unsubscribe { user: String, topic: String },
     /// Revoke the token `jti`, or `user`'s tokens issued before `before`,
     /// until `until` (Unix seconds); connections holding one close with 1008.
     Revoke {

@@ -1,6 +1,6 @@
 //! The internal listener's routes (`internal_listen`, loopback by default):
 //! `GET /metrics`, `POST /v1/publish`, `GET /healthz`, `GET /readyz`, the
-//! server API (`POST /v1/disconnect`, `POST /v1/revoke`), and every
+//! server API (`POST /v1/disconnect`, `/v1/unsubscribe`, `/v1/revoke`), and every
 //! operator endpoint to come. None of them is for fans, and none is
 //! on the public listener: a browser page, a fan's app or a DNS-rebinding
 //! attack reaching the public port finds only the websocket and the assets.
@@ -22,6 +22,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/metrics", get(metrics))
         .route("/v1/publish", post(crate::publish::publish))
         .route("/v1/disconnect", post(crate::server_api::disconnect))
+        .route("/v1/unsubscribe", post(crate::server_api::unsubscribe))
         .route("/v1/revoke", post(crate::server_api::revoke))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))

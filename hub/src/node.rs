@@ -254,6 +254,14 @@ impl Node {
         Ok(grant)
     }
 
+    /// Registers connection `id`'s token state, through which an operator's
+    /// unsubscribe reaches its session.
+    pub fn set_expiry(&self, id: u64, expiry: Arc<crate::auth::Expiry>) {
+        if let Some(mut attached) = self.connections.get_mut(&id) {
+            attached.expiry = Some(expiry);
+        }
+    }
+
     /// Records which token connection `id` now holds, for revocations.
     pub fn set_token(&self, id: u64, grant: &crate::auth::Grant) {
         if let Some(mut attached) = self.connections.get_mut(&id) {
@@ -265,7 +273,8 @@ impl Node {
     }
 
     /// Applies an operator's control message to this node's connections and
-    /// revocation list; how many connections it closed (with 1008).
+    /// revocation list; how many connections it closed (with 1008), or, for
+    /// an unsubscribe, told to end the topic.
     pub fn apply(&self, op: &crate::control::Op) -> usize {
         use crate::control::Op;
         let close = |outbox: &Outbox| {
@@ -284,6 +293,16 @@ impl Node {
                     let by_user = user.is_some() && entry.place.user() == user.as_deref();
                     if by_user || id == Some(*entry.key()) {
                         close(&entry.outbox);
+                        closed += 1;
+                    }
+                }
+            }
+            Op::Unsubscribe { user, topic } => {
+                for entry in self.connections.iter() {
+                    if entry.place.user() == Some(user.as_str())
+                        && let Some(expiry) = &entry.expiry
+                    {
+                        expiry.end_topic(topic);
                         closed += 1;
                     }
                 }
@@ -352,6 +371,9 @@ struct Attached {
     /// Its token's id and issue time, for revocations; boxed, as most
     /// connections have none.
     token: Option<Box<TokenId>>,
+    /// Its token state (on nodes that verify tokens), for an operator's
+    /// unsubscribe.
+    expiry: Option<Arc<crate::auth::Expiry>>,
 }
 
 /// What identifies a connection's token for a revocation.
@@ -417,6 +439,7 @@ impl Admission {
                 outbox,
                 place,
                 token: None,
+                expiry: None,
             },
         );
         (node, self.id)

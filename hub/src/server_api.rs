@@ -1,6 +1,9 @@
 //! The server API on the internal listener, for operators:
 //! `POST /v1/disconnect` (`{"user"}`, or `{"conn"}` with an optional
-//! `"node"`, by default the node called) and `POST /v1/revoke` (`{"jti"}`,
+//! `"node"`, by default the node called), `POST /v1/unsubscribe`
+//! (`{"user","topic"}`: the user's subscriptions to the topic end with
+//! `unsubscribed`; the grant is unchanged, so the user may subscribe again)
+//! and `POST /v1/revoke` (`{"jti"}`,
 //! or `{"user"}` with an optional `"before"`, Unix seconds, by default now;
 //! an optional `"until"`, when the entry may be forgotten).
 //!
@@ -82,6 +85,14 @@ struct DisconnectRequest {
     node: Option<String>,
 }
 
+/// Body of `POST /v1/unsubscribe`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UnsubscribeRequest {
+    user: String,
+    topic: String,
+}
+
 /// Body of `POST /v1/revoke`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -122,6 +133,26 @@ pub async fn disconnect(
         }
     };
     run(&node, "disconnect", op).await
+}
+
+pub async fn unsubscribe(
+    State(node): State<Arc<Node>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let req: UnsubscribeRequest = match admit(&node, peer, &headers, &body, "unsubscribe") {
+        Ok(req) => req,
+        Err(refusal) => return *refusal,
+    };
+    if let Err(e) = tribune_protocol::validate_topic(&req.topic) {
+        return bad_request(&node, "unsubscribe", &e.to_string());
+    }
+    let op = Op::Unsubscribe {
+        user: req.user,
+        topic: req.topic,
+    };
+    run(&node, "unsubscribe", op).await
 }
 
 pub async fn revoke(

@@ -279,6 +279,22 @@ impl Session {
         }
     }
 
+    /// The connection's token state, shared with its reader and writer.
+    pub fn expiry(&self) -> Option<Arc<Expiry>> {
+        self.expiry.clone()
+    }
+
+    /// Ends the subscriptions an operator ended for this user
+    /// (`POST /v1/unsubscribe`), each with `unsubscribed`.
+    pub fn end_operator_topics(&mut self) {
+        let Some(expiry) = &self.expiry else { return };
+        for topic in expiry.take_ended() {
+            if let Ok(topic) = Topic::new(&topic) {
+                self.end(&topic, ErrorCode::Forbidden, "operator");
+            }
+        }
+    }
+
     /// Ends one subscription from the hub's side and tells the client.
     pub fn end(&mut self, topic: &Topic, code: ErrorCode, reason: &'static str) {
         if let Some(sub) = self.subs.remove(topic) {

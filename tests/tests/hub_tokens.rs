@@ -303,3 +303,36 @@ async fn policy_refuses_no_exp_a_long_lifetime_and_a_wrong_issuer() {
     }
     assert!(!log.contains(&good));
 }
+
+#[tokio::test]
+async fn a_first_frame_login_counts_towards_the_users_share_of_the_node() {
+    let cfg = ConfigFile::new(&format!(
+        "[auth]\nsecret = \"{SECRET}\"\n[limits]\nmax_connections_per_user = 1\n\
+         [namespaces.premium]\nmode = \"feed\"\nretained = 100\ntoken = true\n"
+    ));
+    let hub = Hub::start(&["--config", cfg.path()]).await;
+    let t = token(json!({"sub": "fan-1", "exp": now() + 600, "topics": ["premium."]}));
+    let (mut first, _) = connect(&hub).await;
+    assert_eq!(auth(&mut first, &t).await["type"], "ack");
+    let (mut second, _) = connect(&hub).await;
+    let e = auth(&mut second, &t).await;
+    assert_eq!(e["code"], "rate_limited", "{e}");
+    // Refused, it stays without a token: token topics stay closed to it.
+    let refused = second
+        .request(json!({"type": "subscribe", "topic": "premium.a.b"}))
+        .await;
+    assert_eq!(refused["code"], "forbidden");
+    // At the handshake too, the share is taken.
+    let r = WsClient::connect_with(&format!("{}?token={t}", hub.ws_url()), &[])
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(r.status, 429);
+    // Once the first leaves, the share is free again.
+    drop(first);
+    tribune_tests::eventually("the share given back", Duration::from_secs(5), || async {
+        let (mut c, _) = connect(&hub).await;
+        (auth(&mut c, &t).await["type"] == "ack").then_some(())
+    })
+    .await;
+}

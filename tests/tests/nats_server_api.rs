@@ -154,6 +154,48 @@ async fn disconnect_on_node_a_closes_the_users_sockets_on_node_b_within_a_second
 }
 
 #[tokio::test]
+async fn unsubscribe_on_node_a_ends_exactly_that_topic_of_the_user_on_node_b() {
+    let nats = NatsServer::start().await;
+    let cfg = config(CLUSTER_KEY);
+    let a = hub_on(&nats, &cfg, "hub-a").await;
+    let b = hub_on(&nats, &cfg, "hub-b").await;
+    let u1 = token(json!({"sub": "u1", "exp": now() + 600, "topics": ["premium."]}));
+    let u2 = token(json!({"sub": "u2", "exp": now() + 600, "topics": ["premium."]}));
+    let mut fan1 = fan(&b, &u1).await;
+    let mut fan2 = fan(&b, &u2).await;
+    for c in [&mut fan1, &mut fan2] {
+        c.subscribe("premium.x.y", json!({"history": 0})).await;
+        c.subscribe("premium.x.z", json!({"history": 0})).await;
+    }
+    let (status, body) = api(
+        &a,
+        "/v1/unsubscribe",
+        OPERATOR_KEY,
+        json!({"user": "u1", "topic": "premium.x.y"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        fan1.recv().await,
+        json!({"type": "unsubscribed", "topic": "premium.x.y", "code": "forbidden"})
+    );
+    let seq = b.publish("premium.x.y", json!({})).await;
+    let other = b.publish("premium.x.z", json!({})).await;
+    // u1 keeps the other topic; u2 keeps both.
+    assert_eq!(fan1.recv().await["seq"], other);
+    assert_eq!(fan2.recv().await["seq"], seq);
+    assert_eq!(fan2.recv().await["seq"], other);
+    let (status, _) = api(
+        &a,
+        "/v1/unsubscribe",
+        OPERATOR_KEY,
+        json!({"user": "u1", "topic": "not a topic"}),
+    )
+    .await;
+    assert_eq!(status, 400);
+}
+
+#[tokio::test]
 async fn a_revoked_jti_is_refused_on_both_nodes_and_its_connection_closed() {
     let nats = NatsServer::start().await;
     let cfg = config(CLUSTER_KEY);

@@ -5,6 +5,10 @@
 //! A refresh may come at any moment, so the writer cannot sleep to a
 //! deadline fixed at the handshake: it sleeps to the current one and looks
 //! again when it wakes or when the session says the deadline moved.
+//!
+//! The node also reaches the session through it: topics an operator ended
+//! for the connection's user (`POST /v1/unsubscribe`) wait here until the
+//! connection's reader hands them to its session.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -20,6 +24,10 @@ pub struct Expiry {
     /// Woken when `exp` changes. One waiter (the writer): `notify_one`
     /// keeps a permit, so a change made while the writer is busy is not lost.
     changed: Notify,
+    /// Topics an operator ended, for the session.
+    ended: parking_lot::Mutex<Vec<String>>,
+    /// Woken when `ended` grows; one waiter (the reader).
+    ending: Notify,
 }
 
 impl Expiry {
@@ -27,6 +35,8 @@ impl Expiry {
         Self {
             exp: AtomicU64::new(exp.unwrap_or(0)),
             changed: Notify::new(),
+            ended: parking_lot::Mutex::new(Vec::new()),
+            ending: Notify::new(),
         }
     }
 
@@ -39,6 +49,22 @@ impl Expiry {
     pub fn set(&self, exp: Option<u64>) {
         self.exp.store(exp.unwrap_or(0), Ordering::Release);
         self.changed.notify_one();
+    }
+
+    /// Asks the session to end its subscription to `topic`.
+    pub fn end_topic(&self, topic: &str) {
+        self.ended.lock().push(topic.to_string());
+        self.ending.notify_one();
+    }
+
+    /// Returns when an operator ended topics (see [`Expiry::take_ended`]).
+    pub async fn topics_ended(&self) {
+        self.ending.notified().await;
+    }
+
+    /// The topics an operator ended since the last call.
+    pub fn take_ended(&self) -> Vec<String> {
+        std::mem::take(&mut *self.ended.lock())
     }
 
     /// Returns once the token has been expired for `grace`: never while the

@@ -106,7 +106,7 @@ pub struct Config {
     /// loopback callers of a `--demo` node.
     pub publish_key: Option<String>,
     /// Bearer key of the server API on the internal listener
-    /// (`/v1/disconnect`, `/v1/revoke`), at least 32 bytes; also
+    /// (`/v1/disconnect`, `/v1/unsubscribe`, `/v1/revoke`), at least 32 bytes; also
     /// `TRIBUNE_OPERATOR_KEY`. Unset: the server API is off.
     pub operator_key: Option<String>,
     /// Interval of WebSocket pings (PROTOCOL.md section 7).
