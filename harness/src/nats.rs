@@ -326,6 +326,23 @@ impl NatsServer {
     /// (a hung server, not a dead one); [`NatsServer::resume`] continues it.
     pub fn pause(&self) {
         self.node.signal(Signal::SIGSTOP);
+        // SIGSTOP is delivered asynchronously: until the kernel shows the
+        // process stopped, a request sent now may still be answered.
+        if let Some(pid) = self.pid() {
+            let stat = format!("/proc/{pid}/stat");
+            let deadline = std::time::Instant::now() + Duration::from_secs(2);
+            while std::time::Instant::now() < deadline {
+                let state = std::fs::read_to_string(&stat).unwrap_or_default();
+                // `pid (comm) S ...`: the state follows the command's `)`.
+                if state
+                    .rsplit_once(") ")
+                    .is_some_and(|(_, rest)| rest.starts_with('T'))
+                {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
     }
 
     /// SIGCONTs a paused server.

@@ -298,3 +298,54 @@ impl fmt::Display for ProxyHeaderErrorKind {
 
 /// A PROXY protocol header refused.
 pub type ProxyHeaderError = Error<ProxyHeaderErrorKind>;
+
+/// Why a bus call failed; code decides with it (retry, refuse to start).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BusErrorKind {
+    /// Disconnected, timed out, or refused by the server.
+    Unavailable,
+    /// The request itself was refused (a payload too large, say).
+    Rejected,
+    /// The hub will not start on this bus as configured: no server answers,
+    /// the server is too old or runs without JetStream, the stream is missing
+    /// or unfit, or the settings are not usable. Only connecting returns it;
+    /// the text is the operator's whole one-line message.
+    Unusable,
+}
+
+impl fmt::Display for BusErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Unavailable => "bus unavailable",
+            Self::Rejected => "bus refused the request",
+            Self::Unusable => "bus unusable",
+        })
+    }
+}
+
+/// A bus call that failed.
+pub type BusError = Error<BusErrorKind>;
+
+impl BusError {
+    /// `bus unavailable: <detail>`.
+    pub fn unavailable(detail: impl Into<String>) -> Self {
+        Self::new(
+            BusErrorKind::Unavailable,
+            format!("bus unavailable: {}", detail.into()),
+        )
+    }
+
+    /// `bus refused the request: <detail>`.
+    pub fn rejected(detail: impl Into<String>) -> Self {
+        Self::new(
+            BusErrorKind::Rejected,
+            format!("bus refused the request: {}", detail.into()),
+        )
+    }
+
+    /// The operator's one-line reason the hub will not use this bus.
+    pub fn unusable(message: impl Into<String>) -> Self {
+        Self::new(BusErrorKind::Unusable, message)
+    }
+}

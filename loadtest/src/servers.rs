@@ -83,6 +83,9 @@ pub struct HubLauncher {
     /// The key every launched hub takes on `POST /v1/publish`, given to it
     /// as `TRIBUNE_PUBLISH_KEY` (never on the command line).
     pub publish_key: String,
+    /// The cluster key sealing the hubs' statistics partials, given to each
+    /// as `TRIBUNE_STATS__KEY`.
+    pub stats_key: String,
     /// `--nats` URL; none: the embedded bus.
     pub nats: Option<String>,
     pub extra_args: Vec<String>,
@@ -125,6 +128,7 @@ impl HubLauncher {
             bin,
             config,
             publish_key: random_key(),
+            stats_key: random_key(),
             nats: (cli.bus == Bus::Nats)
                 .then(|| nats.map(|n| n.url.clone()))
                 .flatten(),
@@ -185,7 +189,12 @@ impl HubLauncher {
         Hub::launch(HubOptions {
             bin: self.bin.clone(),
             args,
-            env: vec![(PUBLISH_KEY_ENV.to_string(), self.publish_key.clone())],
+            env: vec![
+                (PUBLISH_KEY_ENV.to_string(), self.publish_key.clone()),
+                // One cluster key for the run's hubs: on NATS, a node counts
+                // only the statistics partials sealed with it.
+                ("TRIBUNE_STATS__KEY".to_string(), self.stats_key.clone()),
+            ],
             log_level: std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
             log_file: Some(self.run_dir.join(format!("hub-{index}.log"))),
             file_limit: None,

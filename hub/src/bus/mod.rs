@@ -59,7 +59,7 @@
 //!   A bus that cannot tell for sure says `hole`: a false alarm costs a fan a
 //!   notice, a missed one costs it messages without a word.
 //! - **Timeouts.** Every method returns within the bus's request timeout; a
-//!   failure is [`BusError::Unavailable`], never a hang.
+//!   failure is [`BusErrorKind::Unavailable`], never a hang.
 
 // The suite ships with the library so that the integration tests can run it
 // against NATS; only tests build it.
@@ -141,22 +141,7 @@ pub struct After {
     pub hole: bool,
 }
 
-/// Why a bus call failed.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum BusError {
-    /// Disconnected, timed out, or refused by the server.
-    #[error("bus unavailable: {0}")]
-    Unavailable(String),
-    /// The request itself was refused (a payload too large, say).
-    #[error("bus refused the request: {0}")]
-    Rejected(String),
-    /// The hub will not start on this bus as configured: no server answers,
-    /// the server is too old or runs without JetStream, the stream is missing
-    /// or unfit, or the settings are not usable. Only connecting returns it;
-    /// the text is the operator's whole one-line message.
-    #[error("{0}")]
-    Unusable(String),
-}
+pub use crate::error::{BusError, BusErrorKind};
 
 pub type BusResult<T> = Result<T, BusError>;
 
@@ -221,7 +206,7 @@ pub trait Bus: Send + Sync + 'static {
 ///   enter the stream fans read.
 /// - **At most once, no history.** No `seq`, no replay: what is sent while
 ///   nobody listens is gone. A send while disconnected fails with
-///   [`BusError::Unavailable`] rather than being queued for later.
+///   [`BusErrorKind::Unavailable`] rather than being queued for later.
 /// - **Everyone hears everyone.** [`SideChannel::stats_feed`] yields every
 ///   node's partials, this node's own included.
 /// - **Timeouts.** Every method returns within the bus's request timeout.

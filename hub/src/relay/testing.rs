@@ -174,7 +174,7 @@ impl Bus for LaggingBus {
         if failing > 0 {
             self.failing_reads
                 .store(failing - 1, std::sync::atomic::Ordering::SeqCst);
-            let down = crate::bus::BusError::Unavailable("reads fail in this test".into());
+            let down = crate::bus::BusError::unavailable("reads fail in this test");
             return futures::future::ready(Err(down)).boxed();
         }
         let lagging = self.lagging_reads.load(std::sync::atomic::Ordering::SeqCst);

@@ -55,13 +55,13 @@ impl NatsBus {
             .as_deref()
             .map(str::trim)
             .filter(|u| !u.is_empty())
-            .ok_or_else(|| BusError::Unusable("bus.url (--nats) is not set".into()))?;
+            .ok_or_else(|| BusError::unusable("bus.url (--nats) is not set"))?;
         if cfg.prefix.is_empty()
             || cfg.prefix.contains(['*', '>', ' '])
             || cfg.stream.contains(['.', '*', '>', ' '])
         {
-            return Err(BusError::Unusable(
-                "bus.prefix and bus.stream must be plain NATS names (no wildcards, spaces, or dots in the stream)".into(),
+            return Err(BusError::unusable(
+                "bus.prefix and bus.stream must be plain NATS names (no wildcards, spaces, or dots in the stream)",
             ));
         }
         let timeout = Duration::from_millis(cfg.request_timeout_ms.max(1));
@@ -139,8 +139,8 @@ async fn connect_client(
     let shown = redact_url_credentials(url);
     tokio::time::timeout(timeout * 2, options.connect(servers))
         .await
-        .map_err(|_| BusError::Unusable(format!("cannot connect to NATS at {shown}: timed out")))?
-        .map_err(|e| BusError::Unusable(connect_failure(cfg, &shown, &e)))
+        .map_err(|_| BusError::unusable(format!("cannot connect to NATS at {shown}: timed out")))?
+        .map_err(|e| BusError::unusable(connect_failure(cfg, &shown, &e)))
 }
 
 /// The operator's line for a failed first connection: what was refused and
@@ -180,19 +180,19 @@ fn connect_failure(cfg: &BusConfig, url: &str, e: &async_nats::ConnectError) -> 
 fn check_server(client: &Client, url: &str) -> BusResult<String> {
     let server = client.server_info();
     let version = parse_version(&server.version).ok_or_else(|| {
-        BusError::Unusable(format!(
+        BusError::unusable(format!(
             "nats-server at {url} reports an unreadable version '{}'",
             server.version
         ))
     })?;
     if version < MIN_SERVER_VERSION {
-        return Err(BusError::Unusable(format!(
+        return Err(BusError::unusable(format!(
             "nats-server {} at {url} is too old: Tribune needs 2.11 or newer (batched direct get)",
             server.version
         )));
     }
     if !server.jetstream {
-        return Err(BusError::Unusable(format!(
+        return Err(BusError::unusable(format!(
             "nats-server at {url} runs without JetStream: start it with -js (or jetstream {{}} in its config)"
         )));
     }

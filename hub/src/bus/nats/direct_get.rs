@@ -40,7 +40,7 @@ impl Inner {
             .client
             .subscribe(inbox.clone())
             .await
-            .map_err(|e| BusError::Unavailable(e.to_string()))?;
+            .map_err(|e| BusError::unavailable(e.to_string()))?;
         self.client
             .publish_with_reply(
                 self.subjects.direct_get.clone(),
@@ -48,7 +48,7 @@ impl Inner {
                 Bytes::from(request.to_string()),
             )
             .await
-            .map_err(|e| BusError::Unavailable(e.to_string()))?;
+            .map_err(|e| BusError::unavailable(e.to_string()))?;
         let mut out = Vec::new();
         while let Some(reply) = replies.next().await {
             match classify(&reply)? {
@@ -56,7 +56,7 @@ impl Inner {
                 Reply::End => return Ok(out),
             }
         }
-        Err(BusError::Unavailable("NATS connection closed".into()))
+        Err(BusError::unavailable("NATS connection closed"))
     }
 
     /// Stored messages of `subject` from `start` on (inclusive), oldest first:
@@ -325,18 +325,18 @@ fn classify(msg: &Message) -> BusResult<Reply> {
         None | Some(200) => {}
         Some(204 | 404) => return Ok(Reply::End),
         Some(503) => {
-            return Err(BusError::Unavailable(
-                "no answer to direct get: stream missing or JetStream unavailable".into(),
+            return Err(BusError::unavailable(
+                "no answer to direct get: stream missing or JetStream unavailable",
             ));
         }
         Some(code @ (400 | 408 | 413)) => {
-            return Err(BusError::Rejected(format!(
+            return Err(BusError::rejected(format!(
                 "direct get refused: {code} {}",
                 description()
             )));
         }
         Some(code) => {
-            return Err(BusError::Unavailable(format!(
+            return Err(BusError::unavailable(format!(
                 "direct get failed: {code} {}",
                 description()
             )));
@@ -352,7 +352,7 @@ fn classify(msg: &Message) -> BusResult<Reply> {
         })
     })();
     stored.map(Reply::Stored).ok_or_else(|| {
-        BusError::Unavailable(format!(
+        BusError::unavailable(format!(
             "direct get reply without its headers: {:?}",
             msg.headers
         ))

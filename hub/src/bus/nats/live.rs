@@ -112,7 +112,7 @@ impl Inner {
         if let Some(error) = answer.get("error") {
             // 10026: the stream's max_consumers is reached.
             if error.get("err_code").and_then(serde_json::Value::as_u64) == Some(10026) {
-                return Err(BusError::Unavailable(format!(
+                return Err(BusError::unavailable(format!(
                     "stream {} has as many consumers as it allows: raise its max_consumers \
                      (bus.max_consumers; every hub holds one per active topic)",
                     self.stream
@@ -127,6 +127,7 @@ impl Inner {
             stream: self.stream.clone(),
             consumer,
             heartbeat: self.heartbeat,
+            generation: self.status.borrow().generation,
             status: self.status.subscribe(),
             eviction: self.eviction.subscribe(),
             refused: self.refused.clone(),
@@ -165,6 +166,16 @@ struct Feed {
     heartbeat: Duration,
     /// Time disconnected does not count against the consumer's heartbeat.
     status: watch::Receiver<BusStatus>,
+    /// The connection's generation when the feed opened. While a hub is
+    /// away its consumer keeps its place, and when it comes back the
+    /// consumer skips, without a word and without a gap in its own
+    /// sequence, whatever the stream removed meanwhile (another hub may
+    /// have lowered the limits: this hub's view of them may be stale), and it
+    /// may deliver before this hub has even noticed it is back. So a feed
+    /// ends when the connection is lost: the relay opens a new one once the
+    /// bus is back and reads what it missed from the stream, where removed
+    /// messages are told as a hole.
+    generation: u64,
     /// Whether a delivery far behind may follow removed messages.
     eviction: watch::Receiver<Eviction>,
     refused: Family<Labels, Counter>,
@@ -196,6 +207,10 @@ impl Feed {
                 }
                 changed = self.status.changed() => {
                     changed.ok()?;
+                    let status = self.status.borrow().clone();
+                    if !status.connected || status.generation != self.generation {
+                        Step::End("the bus connection was lost")
+                    } else {
                     // Back from a disconnection (or a new generation): a
                     // consumer that survived shows itself within one
                     // interval; one that did not (a restarted server) is
@@ -204,6 +219,7 @@ impl Feed {
                         .checked_sub(self.heartbeat)
                         .unwrap_or_else(Instant::now);
                     Step::Skip
+                    }
                 }
                 () = tokio::time::sleep_until(deadline), if connected => {
                     Step::End("no heartbeat from its consumer")

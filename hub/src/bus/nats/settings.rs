@@ -73,12 +73,12 @@ pub fn check(cfg: &BusConfig) -> Result<(), ConfigError> {
 
 /// `options` with the credentials and TLS of `cfg` (already [`check`]ed).
 pub(super) fn apply(cfg: &BusConfig, mut options: ConnectOptions) -> BusResult<ConnectOptions> {
-    let unusable = |e: ConfigError| BusError::Unusable(format!("{e:#}"));
+    let unusable = |e: ConfigError| BusError::unusable(format!("{e:#}"));
     if let Some(path) = &cfg.credentials {
         let text = read("bus.credentials", path).map_err(unusable)?;
         options = options
             .credentials(&text)
-            .map_err(|e| BusError::Unusable(format!("bus.credentials {}: {e}", path.display())))?;
+            .map_err(|e| BusError::unusable(format!("bus.credentials {}: {e}", path.display())))?;
     }
     if let Some(path) = &cfg.nkey_seed_file {
         options = options.nkey(nkey_seed(path).map_err(unusable)?);

@@ -42,7 +42,7 @@ impl Inner {
             self.client
                 .publish(subject, data)
                 .await
-                .map_err(|e| BusError::Rejected(e.to_string()))
+                .map_err(|e| BusError::rejected(e.to_string()))
         })
         .await
     }

@@ -84,7 +84,7 @@ impl Inner {
     pub(super) async fn bounded<T>(&self, fut: impl Future<Output = BusResult<T>>) -> BusResult<T> {
         match tokio::time::timeout(self.timeout, fut).await {
             Ok(result) => result,
-            Err(_) => Err(BusError::Unavailable(format!(
+            Err(_) => Err(BusError::unavailable(format!(
                 "no answer from NATS within {} ms",
                 self.timeout.as_millis()
             ))),
@@ -97,7 +97,7 @@ impl Inner {
     pub(super) fn require_connection(&self) -> BusResult<()> {
         match self.client.connection_state() {
             State::Connected => Ok(()),
-            _ => Err(BusError::Unavailable("not connected to NATS".into())),
+            _ => Err(BusError::unavailable("not connected to NATS")),
         }
     }
 
@@ -110,11 +110,11 @@ impl Inner {
                 .client
                 .subscribe(subject)
                 .await
-                .map_err(|e| BusError::Unavailable(e.to_string()))?;
+                .map_err(|e| BusError::unavailable(e.to_string()))?;
             self.client
                 .flush()
                 .await
-                .map_err(|e| BusError::Unavailable(e.to_string()))?;
+                .map_err(|e| BusError::unavailable(e.to_string()))?;
             Ok(subscriber)
         })
         .await

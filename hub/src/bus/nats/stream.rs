@@ -61,7 +61,7 @@ pub(super) fn stream_config(cfg: &BusConfig, max_retained: u32) -> Value {
 fn check_operator_stream(info: &StreamInfo, cfg: &BusConfig) -> BusResult<()> {
     let config = &info.config;
     if config.get("allow_direct").and_then(Value::as_bool) != Some(true) {
-        return Err(BusError::Unusable(format!(
+        return Err(BusError::unusable(format!(
             "stream {} must have allow_direct: true (history reads are direct gets)",
             cfg.stream
         )));
@@ -83,15 +83,15 @@ impl Inner {
                 .bounded(self.create_or_update_stream(config))
                 .await
                 .map_err(|e| {
-                    BusError::Unusable(format!("cannot provision stream {}: {e}", cfg.stream))
+                    BusError::unusable(format!("cannot provision stream {}: {e}", cfg.stream))
                 }),
             None => {
                 let info = self
                     .bounded(self.stream_info())
                     .await
-                    .map_err(|e| BusError::Unusable(format!("cannot read stream {}: {e}", cfg.stream)))?
+                    .map_err(|e| BusError::unusable(format!("cannot read stream {}: {e}", cfg.stream)))?
                     .ok_or_else(|| {
-                        BusError::Unusable(format!(
+                        BusError::unusable(format!(
                             "stream {} does not exist and bus.manage_stream is false: create it (PROTOCOL.md section 10) or let the hub manage it",
                             cfg.stream
                         ))
@@ -110,12 +110,12 @@ impl Inner {
             .await
             .map_err(|e| match e.kind() {
                 async_nats::RequestErrorKind::NoResponders => {
-                    BusError::Unavailable("JetStream is not available on this NATS account".into())
+                    BusError::unavailable("JetStream is not available on this NATS account")
                 }
-                _ => BusError::Unavailable(e.to_string()),
+                _ => BusError::unavailable(e.to_string()),
             })?;
         serde_json::from_slice(&reply.payload)
-            .map_err(|e| BusError::Unavailable(format!("unreadable JetStream answer: {e}")))
+            .map_err(|e| BusError::unavailable(format!("unreadable JetStream answer: {e}")))
     }
 
     /// Stream info, or `None` when the stream does not exist.
@@ -169,7 +169,7 @@ impl Inner {
         self.require_connection()?;
         let max = self.client.server_info().max_payload;
         if data.len() > max {
-            return Err(BusError::Rejected(format!(
+            return Err(BusError::rejected(format!(
                 "payload of {} bytes exceeds the server's max_payload of {max}",
                 data.len()
             )));
@@ -187,18 +187,18 @@ impl Inner {
         };
         let reply = sent.map_err(|e| match e.kind() {
             async_nats::RequestErrorKind::NoResponders => {
-                BusError::Unavailable(format!("no stream stores {}", self.subjects.fan(topic)))
+                BusError::unavailable(format!("no stream stores {}", self.subjects.fan(topic)))
             }
-            _ => BusError::Unavailable(e.to_string()),
+            _ => BusError::unavailable(e.to_string()),
         })?;
         let ack: Value = serde_json::from_slice(&reply.payload)
-            .map_err(|e| BusError::Unavailable(format!("unreadable publish ack: {e}")))?;
+            .map_err(|e| BusError::unavailable(format!("unreadable publish ack: {e}")))?;
         if let Some(error) = ack.get("error") {
             return Err(api_error(error));
         }
         ack.get("seq")
             .and_then(Value::as_u64)
-            .ok_or_else(|| BusError::Unavailable(format!("publish ack without seq: {ack}")))
+            .ok_or_else(|| BusError::unavailable(format!("publish ack without seq: {ack}")))
     }
 }
 
@@ -216,9 +216,9 @@ pub(super) fn api_error(error: &Value) -> BusError {
         .unwrap_or("unknown JetStream error");
     let text = format!("{description} ({})", api_err_code(error));
     if code == 503 || code == 408 {
-        BusError::Unavailable(text)
+        BusError::unavailable(text)
     } else {
-        BusError::Rejected(text)
+        BusError::rejected(text)
     }
 }
 
@@ -228,7 +228,7 @@ fn parse_stream_info(answer: &Value) -> BusResult<StreamInfo> {
         .and_then(Value::as_str)
         .and_then(rfc3339_to_ns)
         .ok_or_else(|| {
-            BusError::Unavailable(format!(
+            BusError::unavailable(format!(
                 "stream info without a readable 'created': {answer}"
             ))
         })?;

@@ -101,7 +101,7 @@ impl Inner {
                         .map_err(|e| (e, true))
                 }
                 None => Err((
-                    BusError::Unavailable(format!("stream {} does not exist", self.stream)),
+                    BusError::unavailable(format!("stream {} does not exist", self.stream)),
                     true,
                 )),
             },
