@@ -16,7 +16,7 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures::{SinkExt, StreamExt};
 use tribune_protocol::{CloseCode, ServerFrame, Welcome, encode_server};
 
-use crate::auth::Grant;
+use crate::auth::{Expiry, Grant};
 use crate::node::{Admission, Node};
 use crate::outbox::{Frame, Outbox, Queued};
 use crate::session::{Session, Verdict};
@@ -48,12 +48,24 @@ pub fn serve(
     let outbox = Arc::new(Outbox::new(limits.queue_bytes, limits.queue_messages));
     let client = admission.client();
     let (node, conn_id) = admission.attach(outbox.clone());
+    if let Some(grant) = &grant {
+        node.set_token(conn_id, grant);
+    }
     let expires_at = grant.as_ref().and_then(|g| g.expires_at);
+    // Only a node that verifies tokens can see one set or refreshed later.
+    let expiry = node
+        .auth
+        .is_some()
+        .then(|| Arc::new(Expiry::new(expires_at)));
+    if let Some(expiry) = &expiry {
+        node.set_expiry(conn_id, expiry.clone());
+    }
     let welcome = ServerFrame::Welcome(Welcome {
         protocol: tribune_protocol::PROTOCOL_VERSION,
         node: node.config.node_name.clone(),
         conn: format!("c-{conn_id:x}"),
         heartbeat_ms: node.config.heartbeat_ms,
+        expires_at,
     });
     outbox.push_control(Frame::from(encode_server(&welcome)));
 
@@ -61,9 +73,16 @@ pub fn serve(
     // Milliseconds since `started` of the last sign of life from the peer.
     let last_seen = AtomicU64::new(0);
     let (sink, stream) = socket.split();
-    let session = Session::new(node.clone(), outbox.clone(), grant, client);
+    let session = Session::new(
+        node.clone(),
+        outbox.clone(),
+        grant,
+        client,
+        conn_id,
+        expiry.clone(),
+    );
     run(
-        node, conn_id, outbox, session, sink, stream, started, last_seen, expires_at,
+        node, conn_id, outbox, session, sink, stream, started, last_seen, expiry,
     )
 }
 
@@ -77,7 +96,7 @@ async fn run(
     mut stream: futures::stream::SplitStream<WebSocket>,
     started: Instant,
     last_seen: AtomicU64,
-    expires_at: Option<u64>,
+    expiry: Option<Arc<Expiry>>,
 ) {
     {
         let reader = read_loop(
@@ -88,7 +107,7 @@ async fn run(
             started,
             &last_seen,
         );
-        let writer = write_loop(sink, &node, &outbox, started, &last_seen, expires_at);
+        let writer = write_loop(sink, &node, &outbox, started, &last_seen, expiry.as_deref());
         tokio::pin!(reader, writer);
         tokio::select! {
             end = &mut reader => {
@@ -128,11 +147,17 @@ async fn read_loop(
     last_seen: &AtomicU64,
 ) -> ReaderEnd {
     let frames = crate::limits::frame_rate(&node.config.limits);
+    let expiry = session.expiry();
     loop {
         let msg = tokio::select! {
             msg = stream.next() => msg,
             // Stop reading once the connection closes for another reason.
             () = outbox.closed() => return ReaderEnd::Closing,
+            // An operator ended topics of this connection's user.
+            () = async { expiry.as_ref().expect("guarded").topics_ended().await }, if expiry.is_some() => {
+                session.end_operator_topics();
+                continue;
+            }
         };
         let Some(msg) = msg else {
             return ReaderEnd::PeerGone;
@@ -199,14 +224,14 @@ async fn write_loop(
     outbox: &Outbox,
     started: Instant,
     last_seen: &AtomicU64,
-    expires_at: Option<u64>,
+    expiry: Option<&Expiry>,
 ) {
     let heartbeat = Duration::from_millis(node.config.heartbeat_ms);
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // Allocated only for connections whose token expires.
-    let mut expiry = expiry_deadline(expires_at, node.config.auth.expiry_grace_ms)
-        .map(|at| Box::pin(tokio::time::sleep_until(at)));
+    // Allocated only on nodes that verify tokens; follows refreshes.
+    let grace = Duration::from_millis(node.config.auth.expiry_grace_ms);
+    let mut expired = expiry.map(|e| Box::pin(e.passed(grace)));
     let mut batch: VecDeque<Queued> = VecDeque::new();
     loop {
         let close = outbox.take(&mut batch);
@@ -260,23 +285,13 @@ async fn write_loop(
                     return;
                 }
             }
-            () = async { expiry.as_mut().expect("guarded").await }, if expiry.is_some() => {
-                expiry = None;
+            () = async { expired.as_mut().expect("guarded").await }, if expired.is_some() => {
+                expired = None;
+                node.metrics.tokens.expired.inc();
                 outbox.close(CloseCode::POLICY, false);
             }
         }
     }
-}
-
-/// When a connection whose token expires at `exp` (Unix seconds) must close.
-fn expiry_deadline(exp: Option<u64>, grace_ms: u64) -> Option<tokio::time::Instant> {
-    let exp = exp?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .ok()?
-        .as_secs();
-    let left = Duration::from_secs(exp.saturating_sub(now)) + Duration::from_millis(grace_ms);
-    Some(tokio::time::Instant::now() + left)
 }
 
 /// Writes every frame of the batch and flushes once; false if the socket failed.

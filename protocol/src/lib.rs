@@ -25,8 +25,8 @@ pub use codec::{
     message_view,
 };
 pub use frame::{
-    Ack, Drain, Error, Gap, Message, Ping, Pong, Publish, React, Stats, Subscribe, Unsubscribe,
-    Welcome,
+    Ack, Auth, Drain, Error, Gap, Message, Ping, Pong, Publish, React, Stats, Subscribe,
+    Unsubscribe, Unsubscribed, Welcome,
 };
 pub use frame::{ClientFrame, ErrorCode, Mode, ServerFrame};
 pub use topic::{Topic, TopicError, validate_topic};

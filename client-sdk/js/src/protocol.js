@@ -162,14 +162,23 @@ const FIELD_CHECKS = {
 };
 
 const SERVER_FRAMES = {
-  welcome: { protocol: 'u32', node: 'string', conn: 'string', heartbeat_ms: 'u64' },
-  ack: { id: 'u64', 'topic?': 'topic', 'mode?': 'mode', 'epoch?': 'string', 'seq?': 'u64', 'recovered?': 'bool' },
+  welcome: { protocol: 'u32', node: 'string', conn: 'string', heartbeat_ms: 'u64', 'expires_at?': 'u64' },
+  ack: {
+    id: 'u64',
+    'topic?': 'topic',
+    'mode?': 'mode',
+    'epoch?': 'string',
+    'seq?': 'u64',
+    'recovered?': 'bool',
+    'expires_at?': 'u64',
+  },
   message: { topic: 'topic', seq: 'u64', prev: 'u64', ts: 'u64', 'replay?': 'bool', data: 'any' },
   error: { 'id?': 'u64', code: 'code', message: 'string' },
   pong: { id: 'u64' },
   drain: { retry_ms: 'u64' },
   stats: { topic: 'topic', audience: 'u64', reactions: 'counts', window_ms: 'u64' },
   gap: { topic: 'topic', after: 'u64', before: 'u64' },
+  unsubscribed: { topic: 'topic', code: 'code' },
 };
 
 function badFrame(reason, text) {
@@ -295,6 +304,9 @@ export function encodeClientFrame(frame) {
       requireTopic(frame);
       requireField(frame, 'reaction', (v) => typeof v === 'string' && v.length > 0, 'a non-empty string');
       return `${head},"topic":${JSON.stringify(frame.topic)},"reaction":${JSON.stringify(frame.reaction)}}`;
+    case 'auth':
+      requireField(frame, 'token', (v) => typeof v === 'string' && v.length > 0, 'a non-empty string');
+      return `${head},"token":${JSON.stringify(frame.token)}}`;
     default:
       throw new TribuneError('bad_request', `unknown frame type ${JSON.stringify(frame.type)}`);
   }

@@ -362,6 +362,7 @@ mod tests {
             epoch: Some(epoch.into()),
             seq: Some(seq),
             recovered,
+            expires_at: None,
         }
     }
 

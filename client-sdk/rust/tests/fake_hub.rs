@@ -112,6 +112,7 @@ impl FakeConn {
             node: "fake".into(),
             conn: "c-1".into(),
             heartbeat_ms,
+            expires_at: None,
         }))
         .await;
     }
@@ -163,6 +164,7 @@ impl FakeConn {
             epoch: Some(epoch.into()),
             seq: Some(seq),
             recovered,
+            expires_at: None,
         }))
         .await;
     }

@@ -207,6 +207,7 @@ impl Relay {
             epoch: Some(st.epoch.to_string()),
             seq: Some(latest),
             recovered,
+            ..Ack::default()
         });
         outbox.push_control(Frame::from(encode_server(&ack)));
         for frame in st.cache.replay(start, since, !state) {
@@ -253,7 +254,7 @@ impl Relay {
             mode: Some(self.mode),
             epoch: Some(st.epoch.to_string()),
             seq: Some(st.last_seq),
-            recovered: None,
+            ..Ack::default()
         })))
     }
 
