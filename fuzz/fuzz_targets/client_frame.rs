@@ -38,7 +38,7 @@ fuzz_target!(|data: &[u8]| {
                 ClientFrame::Unsubscribe(f) => Some(&f.topic),
                 ClientFrame::Publish(f) => Some(&f.topic),
                 ClientFrame::React(f) => Some(&f.topic),
-                ClientFrame::Ping(_) => None,
+                ClientFrame::Ping(_) | ClientFrame::Auth(_) => None,
             };
             if let Some(topic) = topic {
                 check_topic(topic);

@@ -19,8 +19,12 @@
 //! - `POST /v1/publish`: `publish_origin`, `publish_key`, `publish_disabled`,
 //!   `publish_rate`, `publish_content_type`;
 //! - `/admin`: `admin_key` (missing or wrong), `admin_rate`;
+//! - the server API (`/v1/disconnect`, `/v1/unsubscribe`, `/v1/revoke`): `api_origin`,
+//!   `api_key`, `api_disabled`, `api_rate`, `api_content_type`;
 //! - on a connection: `react_grant`, `react_unsubscribed`, `topic_rate`,
-//!   `relay_cap`, `flood` (4029).
+//!   `relay_cap`, `flood` (4029), `auth_frame` (an `auth` frame refused; the
+//!   detail starts with `rule=<rule>`), `user_share` (a first-frame login
+//!   past the user's share).
 //!
 //! `sub` and `kid` come from clients: they are cut to 64 characters and
 //! anything but printable ASCII is replaced, so that no value can forge a

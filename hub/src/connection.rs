@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use tribune_protocol::{CloseCode, ServerFrame, Welcome, encode_server};
 
-use crate::auth::Grant;
+use crate::auth::{Expiry, Grant};
 use crate::node::{Admission, Node};
 use crate::outbox::{Frame, Outbox, Queued};
 use crate::session::{Session, Verdict};
@@ -53,12 +53,24 @@ pub fn serve(
     let max_frame = limits.max_frame_bytes;
     let client = admission.client();
     let (node, conn_id) = admission.attach(outbox.clone());
+    if let Some(grant) = &grant {
+        node.set_token(conn_id, grant);
+    }
     let expires_at = grant.as_ref().and_then(|g| g.expires_at);
+    // Only a node that verifies tokens can see one set or refreshed later.
+    let expiry = node
+        .auth
+        .is_some()
+        .then(|| Arc::new(Expiry::new(expires_at)));
+    if let Some(expiry) = &expiry {
+        node.set_expiry(conn_id, expiry.clone());
+    }
     let welcome = ServerFrame::Welcome(Welcome {
         protocol: tribune_protocol::PROTOCOL_VERSION,
         node: node.config.node_name.clone(),
         conn: format!("c-{conn_id:x}"),
         heartbeat_ms: node.config.heartbeat_ms,
+        expires_at,
     });
     outbox.push_control(Frame::from(encode_server(&welcome)));
 
@@ -71,9 +83,16 @@ pub fn serve(
     let (read, write, early) = crate::ws::split(socket);
     let stream = Reader::new(read, &early, max_frame, deflate);
     let sink = Writer::new(write, deflate, node.metrics.clone());
-    let session = Session::new(node.clone(), outbox.clone(), grant, client);
+    let session = Session::new(
+        node.clone(),
+        outbox.clone(),
+        grant,
+        client,
+        conn_id,
+        expiry.clone(),
+    );
     run(
-        node, conn_id, outbox, session, sink, stream, started, last_seen, expires_at,
+        node, conn_id, outbox, session, sink, stream, started, last_seen, expiry,
     )
 }
 
@@ -87,7 +106,7 @@ async fn run(
     mut stream: Stream,
     started: Instant,
     last_seen: AtomicU64,
-    expires_at: Option<u64>,
+    expiry: Option<Arc<Expiry>>,
 ) {
     {
         let reader = read_loop(
@@ -98,7 +117,7 @@ async fn run(
             started,
             &last_seen,
         );
-        let writer = write_loop(sink, &node, &outbox, started, &last_seen, expires_at);
+        let writer = write_loop(sink, &node, &outbox, started, &last_seen, expiry.as_deref());
         tokio::pin!(reader, writer);
         tokio::select! {
             end = &mut reader => {
@@ -138,11 +157,17 @@ async fn read_loop(
     last_seen: &AtomicU64,
 ) -> ReaderEnd {
     let frames = crate::limits::frame_rate(&node.config.limits);
+    let expiry = session.expiry();
     loop {
         let msg = tokio::select! {
             msg = stream.next() => msg,
             // Stop reading once the connection closes for another reason.
             () = outbox.closed() => return ReaderEnd::Closing,
+            // An operator ended topics of this connection's user.
+            () = async { expiry.as_ref().expect("guarded").topics_ended().await }, if expiry.is_some() => {
+                session.end_operator_topics();
+                continue;
+            }
         };
         if msg != Err(ReadError::Gone) {
             last_seen.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
@@ -200,14 +225,14 @@ async fn write_loop(
     outbox: &Outbox,
     started: Instant,
     last_seen: &AtomicU64,
-    expires_at: Option<u64>,
+    expiry: Option<&Expiry>,
 ) {
     let heartbeat = Duration::from_millis(node.config.heartbeat_ms);
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // Allocated only for connections whose token expires.
-    let mut expiry = expiry_deadline(expires_at, node.config.auth.expiry_grace_ms)
-        .map(|at| Box::pin(tokio::time::sleep_until(at)));
+    // Allocated only on nodes that verify tokens; follows refreshes.
+    let grace = Duration::from_millis(node.config.auth.expiry_grace_ms);
+    let mut expired = expiry.map(|e| Box::pin(e.passed(grace)));
     let mut batch: VecDeque<Queued> = VecDeque::new();
     loop {
         let close = outbox.take(&mut batch);
@@ -261,23 +286,13 @@ async fn write_loop(
                     return;
                 }
             }
-            () = async { expiry.as_mut().expect("guarded").await }, if expiry.is_some() => {
-                expiry = None;
+            () = async { expired.as_mut().expect("guarded").await }, if expired.is_some() => {
+                expired = None;
+                node.metrics.tokens.expired.inc();
                 outbox.close(CloseCode::POLICY, false);
             }
         }
     }
-}
-
-/// When a connection whose token expires at `exp` (Unix seconds) must close.
-fn expiry_deadline(exp: Option<u64>, grace_ms: u64) -> Option<tokio::time::Instant> {
-    let exp = exp?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .ok()?
-        .as_secs();
-    let left = Duration::from_secs(exp.saturating_sub(now)) + Duration::from_millis(grace_ms);
-    Some(tokio::time::Instant::now() + left)
 }
 
 /// Writes every frame of the batch (one vectored write where the kernel
@@ -319,7 +334,7 @@ mod tests {
         let metrics = node.metrics.clone();
         let sink: Sink = Writer::new(Box::new(w), false, metrics);
         let outbox = Arc::new(Outbox::new(1 << 20, 1024));
-        let session = Session::new(node.clone(), outbox.clone(), None, None);
+        let session = Session::new(node.clone(), outbox.clone(), None, None, 1, None);
         let conn = run(
             node,
             1,

@@ -160,6 +160,35 @@ pub enum AuthErrorKind {
     Malformed,
     /// No configured key fits the token (an unknown or missing `kid`).
     NoKey,
+    /// No `exp`, and the policy requires one (`auth.require_exp`).
+    MissingExp,
+    /// `exp` further ahead than `auth.max_lifetime_secs` allows.
+    LifetimeTooLong,
+    /// `iss` is not the configured issuer.
+    WrongIssuer,
+    /// Revoked by an operator (its `jti`, or its user's tokens issued
+    /// before a time).
+    Revoked,
+}
+
+impl AuthErrorKind {
+    /// The rule that refused the token, for metrics labels and the audit
+    /// log.
+    pub fn rule(self) -> &'static str {
+        match self {
+            Self::Expired => "expired",
+            Self::NotYetValid => "not_yet_valid",
+            Self::BadSignature => "signature",
+            Self::WrongAlgorithm => "algorithm",
+            Self::WrongAudience => "audience",
+            Self::Malformed => "malformed",
+            Self::NoKey => "no_key",
+            Self::MissingExp => "require_exp",
+            Self::LifetimeTooLong => "max_lifetime",
+            Self::WrongIssuer => "issuer",
+            Self::Revoked => "revoked",
+        }
+    }
 }
 
 impl fmt::Display for AuthErrorKind {
@@ -172,6 +201,12 @@ impl fmt::Display for AuthErrorKind {
             Self::WrongAudience => "token audience is not this hub",
             Self::Malformed => "malformed token",
             Self::NoKey => "no key to verify this token",
+            Self::MissingExp => "token has no exp and this hub requires one (auth.require_exp)",
+            Self::LifetimeTooLong => {
+                "token lifetime is over this hub's maximum (auth.max_lifetime_secs)"
+            }
+            Self::WrongIssuer => "token issuer is not the one this hub accepts (auth.issuer)",
+            Self::Revoked => "token revoked",
         })
     }
 }

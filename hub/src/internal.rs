@@ -1,7 +1,8 @@
 //! The internal listener's routes (`internal_listen`, loopback by default):
 //! `GET /metrics`, `POST /v1/publish`, `GET /healthz`, `GET /readyz`, the
-//! admin page (`/admin`, with an admin key), and every operator endpoint
-//! to come. None of them is for fans, and none is
+//! admin page (`/admin`, with an admin key), the server API (`POST
+//! /v1/disconnect`, `/v1/unsubscribe`, `/v1/revoke`, with the operator
+//! key), and every operator endpoint to come. None of them is for fans, and none is
 //! on the public listener: a browser page, a fan's app or a DNS-rebinding
 //! attack reaching the public port finds only the websocket and the assets.
 
@@ -21,6 +22,9 @@ pub fn router(node: Arc<Node>) -> Router {
     let mut routes = Router::new()
         .route("/metrics", get(metrics))
         .route("/v1/publish", post(crate::publish::publish))
+        .route("/v1/disconnect", post(crate::server_api::disconnect))
+        .route("/v1/unsubscribe", post(crate::server_api::unsubscribe))
+        .route("/v1/revoke", post(crate::server_api::revoke))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .with_state(node.clone());

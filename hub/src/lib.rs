@@ -12,6 +12,8 @@
 //! - `admin`: the admin page (`/admin`, internal listener, with a key):
 //!   nodes and topics from the statistics partials, a live tail.
 //! - `publish`: `POST /v1/publish` and its guards.
+//! - `server_api`: the operators' `POST /v1/disconnect` and `/v1/revoke`;
+//!   `control`: the sealed control messages that carry them to every node.
 //! - `answer`: HTTP answers both listeners give (errors, health).
 //! - `handshake`: checks before the upgrade (rate, capacity, origin, token,
 //!   shares).
@@ -49,6 +51,7 @@ pub mod auth;
 pub mod bus;
 pub mod config;
 pub(crate) mod connection;
+pub(crate) mod control;
 pub(crate) mod demo;
 pub(crate) mod drain;
 pub(crate) mod edge;
@@ -66,6 +69,7 @@ pub(crate) mod publish;
 pub(crate) mod registry;
 pub(crate) mod relay;
 pub(crate) mod server;
+pub(crate) mod server_api;
 pub(crate) mod session;
 pub(crate) mod stats;
 pub(crate) mod ws;
@@ -210,6 +214,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     tokio::spawn(node.registry.clone().watch_bus());
     tokio::spawn(node.stats.clone().run());
+    tokio::spawn(server_api::follow(node.clone()));
     if config.demo {
         tokio::spawn(demo::run(node.clone()));
     }

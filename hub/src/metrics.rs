@@ -113,6 +113,8 @@ pub struct Metrics {
     pub stats_figures_dropped: Family<Labels, Counter>,
     /// 1, labelled with the hub's version.
     pub build_info: Family<Labels, Gauge>,
+    /// Tokens on live connections and the server API (`auth/metrics.rs`).
+    pub tokens: crate::auth::TokenMetrics,
 }
 
 /// Reasons of `tribune_handshakes_refused_total`: at accept, then at the handshake.
@@ -221,6 +223,7 @@ impl Metrics {
             stats_partials_rejected: Family::default(),
             stats_figures_dropped: Family::default(),
             build_info: Family::default(),
+            tokens: Default::default(),
             registry: Registry::default(),
         };
         m.precreate();
@@ -428,6 +431,7 @@ impl Metrics {
             "1, labelled with the hub's version",
             m.build_info.clone(),
         );
+        m.tokens.register(r);
         Self { registry, ..m }
     }
 

@@ -30,6 +30,7 @@ use crate::occupancy::{Counts, Occupancy, Place};
 use crate::outbox::Outbox;
 use crate::registry::Registry;
 use crate::stats::Stats;
+use tribune_protocol::CloseCode;
 
 /// Everything a node's connections share.
 pub struct Node {
@@ -47,6 +48,8 @@ pub struct Node {
     pub stats: Arc<Stats>,
     /// Token verification; `None` when no key is configured.
     pub auth: Option<Authenticator>,
+    /// Tokens an operator revoked (by `jti`, or a user's before a time).
+    pub revocations: crate::auth::Revocations,
     /// Handshakes per client address (limit key).
     pub handshakes: KeyedLimiter,
     /// Handshakes of the whole node.
@@ -111,6 +114,7 @@ impl Node {
             metrics,
             stats,
             auth,
+            revocations: Default::default(),
             connections: DashMap::new(),
             open: AtomicUsize::new(0),
             pending: AtomicUsize::new(0),
@@ -234,6 +238,118 @@ impl Node {
         self.metrics.connections.dec();
     }
 
+    /// Verifies a token, on the handshake or in an `auth` frame: the key,
+    /// the claims and the policy.
+    pub fn verify_token(&self, token: &str) -> Result<crate::auth::Grant, crate::error::AuthError> {
+        let grant = match &self.auth {
+            Some(auth) => auth.verify(token)?,
+            None => {
+                return Err(crate::error::AuthError::new(
+                    crate::error::AuthErrorKind::NoKey,
+                    "this node verifies no tokens (no key configured)",
+                ));
+            }
+        };
+        if self.revocations.covers(&grant) {
+            return Err(crate::error::AuthErrorKind::Revoked.into());
+        }
+        Ok(grant)
+    }
+
+    /// Registers connection `id`'s token state, through which an operator's
+    /// unsubscribe reaches its session.
+    pub fn set_expiry(&self, id: u64, expiry: Arc<crate::auth::Expiry>) {
+        if let Some(mut attached) = self.connections.get_mut(&id) {
+            attached.expiry = Some(expiry);
+        }
+    }
+
+    /// Records which token connection `id` now holds, for revocations.
+    pub fn set_token(&self, id: u64, grant: &crate::auth::Grant) {
+        if let Some(mut attached) = self.connections.get_mut(&id) {
+            attached.token = Some(Box::new(TokenId {
+                jti: grant.id.clone(),
+                iat: grant.issued_at,
+            }));
+        }
+    }
+
+    /// Applies an operator's control message to this node's connections and
+    /// revocation list; how many connections it closed (with 1008), or, for
+    /// an unsubscribe, told to end the topic.
+    pub fn apply(&self, op: &crate::control::Op) -> usize {
+        use crate::control::Op;
+        let close = |outbox: &Outbox| {
+            self.metrics.tokens.disconnected.inc();
+            outbox.close(CloseCode::POLICY, false);
+        };
+        let mut closed = 0;
+        match op {
+            Op::Disconnect { user, conn, node } => {
+                let id = conn
+                    .as_deref()
+                    .filter(|_| node.as_deref().is_none_or(|n| n == self.config.node_name))
+                    .and_then(|c| c.strip_prefix("c-"))
+                    .and_then(|hex| u64::from_str_radix(hex, 16).ok());
+                for entry in self.connections.iter() {
+                    let by_user = user.is_some() && entry.place.user() == user.as_deref();
+                    if by_user || id == Some(*entry.key()) {
+                        close(&entry.outbox);
+                        closed += 1;
+                    }
+                }
+            }
+            Op::Unsubscribe { user, topic } => {
+                for entry in self.connections.iter() {
+                    if entry.place.user() == Some(user.as_str())
+                        && let Some(expiry) = &entry.expiry
+                    {
+                        expiry.end_topic(topic);
+                        closed += 1;
+                    }
+                }
+            }
+            Op::Revoke {
+                jti,
+                user,
+                before,
+                until,
+            } => {
+                self.metrics
+                    .tokens
+                    .revocation(if jti.is_some() { "jti" } else { "user" });
+                if let Some(jti) = jti {
+                    self.revocations.revoke_id(jti, *until);
+                }
+                if let (Some(user), Some(before)) = (user, before) {
+                    self.revocations.revoke_user(user, *before, *until);
+                }
+                for entry in self.connections.iter() {
+                    let Some(token) = &entry.token else { continue };
+                    if self.revocations.covers_token(
+                        entry.place.user(),
+                        token.jti.as_deref(),
+                        token.iat,
+                    ) {
+                        close(&entry.outbox);
+                        closed += 1;
+                    }
+                }
+            }
+        }
+        closed
+    }
+
+    /// Counts connection `id`, which logged in after its handshake, under
+    /// `user`; false when the user holds its share of the node.
+    pub fn claim_user(&self, id: u64, user: &str) -> bool {
+        let max = self.config.limits.max_connections_per_user;
+        match self.connections.get_mut(&id) {
+            Some(mut attached) => attached.place.add_user(user, max),
+            None => false,
+        }
+    }
+
     /// The outboxes of every open connection (drain).
     pub fn outboxes(&self) -> Vec<Arc<Outbox>> {
         self.connections
@@ -253,7 +369,19 @@ struct Attached {
     /// For the drain.
     outbox: Arc<Outbox>,
     /// Its address's and user's place, given back when it detaches.
-    _place: Place,
+    place: Place,
+    /// Its token's id and issue time, for revocations; boxed, as most
+    /// connections have none.
+    token: Option<Box<TokenId>>,
+    /// Its token state (on nodes that verify tokens), for an operator's
+    /// unsubscribe.
+    expiry: Option<Arc<crate::auth::Expiry>>,
+}
+
+/// What identifies a connection's token for a revocation.
+struct TokenId {
+    jti: Option<String>,
+    iat: Option<u64>,
 }
 
 /// A socket accepted by [`Node::accept`]: its pending place is given back
@@ -311,7 +439,9 @@ impl Admission {
             self.id,
             Attached {
                 outbox,
-                _place: place,
+                place,
+                token: None,
+                expiry: None,
             },
         );
         (node, self.id)

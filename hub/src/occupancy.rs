@@ -115,6 +115,25 @@ impl Place {
     pub fn address(&self) -> IpAddr {
         self.address
     }
+
+    /// The user this place counts under, if any.
+    pub fn user(&self) -> Option<&str> {
+        self.user.as_deref()
+    }
+
+    /// Counts a connection that logged in after its handshake (a first
+    /// `auth` frame) under its user; false when the user holds `max`
+    /// already. A place that has a user keeps it.
+    pub fn add_user(&mut self, user: &str, max: usize) -> bool {
+        if self.user.is_some() {
+            return true;
+        }
+        if !self.occupancy.users.try_take(&user.to_string(), max) {
+            return false;
+        }
+        self.user = Some(user.to_string());
+        true
+    }
 }
 
 impl Drop for Place {

@@ -4,6 +4,12 @@
 //! request: `ack`, `pong`, or an `error` with the code the protocol names.
 //! It never touches the socket: answers go to the connection's outbox, behind
 //! anything already queued, so a subscription's `ack` precedes its messages.
+//!
+//! It also holds the connection's token: set at the handshake or by a first
+//! `auth` frame, replaced by later ones (refresh). A refresh that grants
+//! less ends the subscriptions it no longer covers with `unsubscribed`; one
+//! that fails changes nothing, so the current token lasts until its `exp`
+//! (plus grace), when the writer closes with 1008.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -12,15 +18,15 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use governor::DefaultDirectRateLimiter;
-use tribune_protocol::frame::{Publish, React, Subscribe, Unsubscribe};
+use tribune_protocol::frame::{Auth, Publish, React, Subscribe, Unsubscribe};
 use tribune_protocol::{
-    Ack, ClientFrame, CloseCode, DELTA_FOSSIL, ErrorCode, Pong, ServerFrame, Topic, decode_client,
-    encode_server,
+    Ack, ClientFrame, CloseCode, DELTA_FOSSIL, ErrorCode, Pong, ServerFrame, Topic, Unsubscribed,
+    decode_client, encode_server,
 };
 
 use crate::audit::Who;
-use crate::auth::Grant;
-use crate::error::JoinErrorKind;
+use crate::auth::{Expiry, Grant};
+use crate::error::{AuthErrorKind, JoinErrorKind};
 use crate::limits::{self, BadFrames};
 use crate::node::Node;
 use crate::outbox::{Frame, Outbox};
@@ -56,6 +62,11 @@ pub struct Session {
     new_topics: Option<DefaultDirectRateLimiter>,
     /// The client's address (limit key), for the audit log.
     client: Option<IpAddr>,
+    /// The connection's id in the node.
+    conn_id: u64,
+    /// When the token runs out, shared with the writer; `None` on a node
+    /// that verifies no tokens.
+    expiry: Option<Arc<Expiry>>,
 }
 
 impl Session {
@@ -64,6 +75,8 @@ impl Session {
         outbox: Arc<Outbox>,
         grant: Option<Grant>,
         client: Option<IpAddr>,
+        conn_id: u64,
+        expiry: Option<Arc<Expiry>>,
     ) -> Self {
         Self {
             node,
@@ -74,6 +87,8 @@ impl Session {
             reactions: None,
             new_topics: None,
             client,
+            conn_id,
+            expiry,
         }
     }
 
@@ -144,6 +159,151 @@ impl Session {
                 Verdict::Continue
             }
             Ok(ClientFrame::React(r)) => self.react(r),
+            Ok(ClientFrame::Auth(a)) => self.auth(a),
+        }
+    }
+
+    /// `auth`: first-frame login or refresh (PROTOCOL.md section 3).
+    fn auth(&mut self, a: Auth) -> Verdict {
+        if self.node.auth.is_none() {
+            // A node without a key checks no token (README, `[auth]`): no
+            // namespace can need one, so the token is ignored, as at the
+            // handshake, and a widget embedded with a token still works.
+            self.ack(a.id);
+            return Verdict::Continue;
+        }
+        let kind = if self.grant.is_some() {
+            "refresh"
+        } else {
+            "login"
+        };
+        let grant = match self.node.verify_token(&a.token) {
+            Ok(grant) => grant,
+            Err(e) => {
+                let rule = e.kind().rule();
+                self.node.metrics.tokens.auth_failure(rule);
+                self.audit_token(rule, &e.to_string(), &a.token);
+                // Not a token at all is the client's bug and counts towards
+                // 4029; a token the policy refuses is not.
+                if e.kind() == AuthErrorKind::Malformed {
+                    return self.refuse(Some(a.id), ErrorCode::BadRequest, e.to_string());
+                }
+                self.error(Some(a.id), ErrorCode::Forbidden, e.to_string());
+                return Verdict::Continue;
+            }
+        };
+        let old_sub = self.grant.as_ref().and_then(|g| g.subject.clone());
+        if self.grant.is_some() && grant.subject != old_sub {
+            // The per-user limit and the operator's `disconnect` by user
+            // count this connection as its first user's.
+            self.node.metrics.tokens.auth_failure("sub_changed");
+            self.audit_token(
+                "sub_changed",
+                "a refresh must keep the token's sub",
+                &a.token,
+            );
+            self.error(
+                Some(a.id),
+                ErrorCode::Forbidden,
+                "a refreshed token must name the same sub",
+            );
+            return Verdict::Continue;
+        }
+        if self.grant.is_none()
+            && let Some(user) = grant.subject.as_deref()
+            && !self.node.claim_user(self.conn_id, user)
+        {
+            self.node.metrics.tokens.auth_failure("user_share");
+            self.node.audit.refused(
+                "user_share",
+                Who {
+                    client: self.client,
+                    sub: Some(user),
+                    kid: None,
+                },
+                "too many connections for this user",
+            );
+            self.error(
+                Some(a.id),
+                ErrorCode::RateLimited,
+                "too many connections for this user",
+            );
+            return Verdict::Continue;
+        }
+        self.node.set_token(self.conn_id, &grant);
+        self.grant = Some(grant);
+        self.end_ungranted();
+        let expires_at = self.grant.as_ref().and_then(|g| g.expires_at);
+        if let Some(expiry) = &self.expiry {
+            expiry.set(expires_at);
+        }
+        self.node.metrics.tokens.auth_frame(kind);
+        self.send(&ServerFrame::Ack(Ack {
+            id: a.id,
+            expires_at,
+            ..Ack::default()
+        }));
+        Verdict::Continue
+    }
+
+    /// Audits a refused `auth` frame: the rule and its message, the `kid`
+    /// the token named; never the token.
+    fn audit_token(&self, rule: &str, message: &str, token: &str) {
+        let kid = crate::auth::key_id(token);
+        let who = Who {
+            client: self.client,
+            sub: self.grant.as_ref().and_then(|g| g.subject.as_deref()),
+            kid: kid.as_deref(),
+        };
+        self.node
+            .audit
+            .refused("auth_frame", who, &format!("rule={rule}: {message}"));
+    }
+
+    /// Ends, with `unsubscribed`, every subscription the current token no
+    /// longer grants; the others go on untouched.
+    fn end_ungranted(&mut self) {
+        let ended: Vec<Topic> = self
+            .subs
+            .keys()
+            .filter(|topic| {
+                self.node
+                    .config
+                    .namespace(topic.namespace())
+                    .is_some_and(|ns| !self.granted(ns, topic))
+            })
+            .cloned()
+            .collect();
+        for topic in ended {
+            self.end(&topic, ErrorCode::Forbidden, "narrowed");
+        }
+    }
+
+    /// The connection's token state, shared with its reader and writer.
+    pub fn expiry(&self) -> Option<Arc<Expiry>> {
+        self.expiry.clone()
+    }
+
+    /// Ends the subscriptions an operator ended for this user
+    /// (`POST /v1/unsubscribe`), each with `unsubscribed`.
+    pub fn end_operator_topics(&mut self) {
+        let Some(expiry) = &self.expiry else { return };
+        for topic in expiry.take_ended() {
+            if let Ok(topic) = Topic::new(&topic) {
+                self.end(&topic, ErrorCode::Forbidden, "operator");
+            }
+        }
+    }
+
+    /// Ends one subscription from the hub's side and tells the client.
+    pub fn end(&mut self, topic: &Topic, code: ErrorCode, reason: &'static str) {
+        if let Some(sub) = self.subs.remove(topic) {
+            sub.relay.leave(sub.key);
+            self.node.metrics.tokens.unsubscribe(reason);
+            self.send(&ServerFrame::Unsubscribed(Unsubscribed {
+                topic: topic.to_string(),
+                code,
+            }));
         }
     }
 

@@ -93,6 +93,12 @@ pub fn classify(text: &[u8]) -> HubFrame<'_> {
             after: g.after,
             before: g.before,
         },
+        // Load-test fans hold no tokens, so the hub never ends their
+        // subscriptions; one that did is counted as an error.
+        ServerFrame::Unsubscribed(u) => HubFrame::Error {
+            id: None,
+            code: u.code.as_str().to_string(),
+        },
     }
 }
 

@@ -33,6 +33,7 @@ pub enum ClientFrame {
     Publish(Publish),
     Ping(Ping),
     React(React),
+    Auth(Auth),
 }
 
 /// `subscribe`: start receiving a topic, with history or a resume point.
@@ -84,6 +85,24 @@ pub struct React {
     pub reaction: String,
 }
 
+/// `auth`: sets the connection's token when it has none (first-frame login,
+/// no token in the URL) or replaces it (refresh).
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct Auth {
+    pub id: u64,
+    pub token: String,
+}
+
+/// Never prints the token: frames end up in debug logs.
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auth")
+            .field("id", &self.id)
+            .field("token", &"<redacted>")
+            .finish()
+    }
+}
+
 impl ClientFrame {
     /// The request id every client frame carries.
     pub fn id(&self) -> u64 {
@@ -93,6 +112,7 @@ impl ClientFrame {
             ClientFrame::Publish(f) => f.id,
             ClientFrame::Ping(f) => f.id,
             ClientFrame::React(f) => f.id,
+            ClientFrame::Auth(f) => f.id,
         }
     }
 }
@@ -109,6 +129,7 @@ pub enum ServerFrame {
     Drain(Drain),
     Stats(Stats),
     Gap(Gap),
+    Unsubscribed(Unsubscribed),
 }
 
 /// `welcome`: the first frame on every connection.
@@ -118,6 +139,9 @@ pub struct Welcome {
     pub node: String,
     pub conn: String,
     pub heartbeat_ms: u64,
+    /// The handshake token's `exp` (Unix seconds), when it had a token with one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<u64>,
 }
 
 /// `error`: a refused request, or a problem not tied to one (`id` null).
@@ -160,6 +184,9 @@ pub struct Ack {
     /// may carry them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delta: Option<bool>,
+    /// For `auth`: the new token's `exp` (Unix seconds), absent without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<u64>,
 }
 
 /// `message`: one publication on a topic, the payload byte for byte.
@@ -196,6 +223,14 @@ pub struct Gap {
     pub topic: String,
     pub after: u64,
     pub before: u64,
+}
+
+/// `unsubscribed`: the hub ended a subscription (a refreshed token no
+/// longer grants its topic, or an operator removed it); `code` says why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unsubscribed {
+    pub topic: String,
+    pub code: ErrorCode,
 }
 
 /// Error codes of PROTOCOL.md section 4.
@@ -315,6 +350,7 @@ impl<'de> Deserialize<'de> for ClientFrame {
             "publish" => ClientFrame::Publish(body(&raw)?),
             "ping" => ClientFrame::Ping(body(&raw)?),
             "react" => ClientFrame::React(body(&raw)?),
+            "auth" => ClientFrame::Auth(body(&raw)?),
             other => {
                 return Err(serde::de::Error::custom(format_args!(
                     "unknown frame type '{other}'"
@@ -336,6 +372,7 @@ impl<'de> Deserialize<'de> for ServerFrame {
             "drain" => ServerFrame::Drain(body(&raw)?),
             "stats" => ServerFrame::Stats(body(&raw)?),
             "gap" => ServerFrame::Gap(body(&raw)?),
+            "unsubscribed" => ServerFrame::Unsubscribed(body(&raw)?),
             other => {
                 return Err(serde::de::Error::custom(format_args!(
                     "unknown frame type '{other}'"

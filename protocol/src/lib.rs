@@ -28,8 +28,8 @@ pub use codec::{
     encode_server, message_view,
 };
 pub use frame::{
-    Ack, Drain, Error, Gap, Message, Ping, Pong, Publish, React, Stats, Subscribe, Unsubscribe,
-    Welcome,
+    Ack, Auth, Drain, Error, Gap, Message, Ping, Pong, Publish, React, Stats, Subscribe,
+    Unsubscribe, Unsubscribed, Welcome,
 };
 pub use frame::{ClientFrame, DELTA_FOSSIL, ErrorCode, Mode, ServerFrame};
 pub use topic::{Topic, TopicError, validate_topic};

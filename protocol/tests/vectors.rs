@@ -22,7 +22,7 @@ fn client_frames_round_trip() {
         assert_eq!(again, case["frame"], "{}", case["name"]);
         let _: ClientFrame = serde_json::from_value(again).unwrap();
     }
-    assert_eq!(kinds.len(), 5, "every client frame type has a vector");
+    assert_eq!(kinds.len(), 6, "every client frame type has a vector");
 }
 
 #[test]
@@ -52,7 +52,7 @@ fn server_frames_round_trip_byte_for_byte() {
             assert_eq!(std::str::from_utf8(&fast).unwrap(), text);
         }
     }
-    assert_eq!(kinds.len(), 8, "every server frame type has a vector");
+    assert_eq!(kinds.len(), 9, "every server frame type has a vector");
 }
 
 #[test]

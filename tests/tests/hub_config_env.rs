@@ -53,7 +53,7 @@ enum Expect {
 /// Other variables a key needs beside it to make a valid configuration.
 fn companions(path: &[String]) -> &'static [(&'static str, &'static str)] {
     match path.join(".").as_str() {
-        "auth.algorithm" | "auth.audience" => &[(
+        "auth.algorithm" | "auth.audience" | "auth.issuer" => &[(
             "TRIBUNE_AUTH__SECRET",
             "companion-secret-0123456789abcdef0123",
         )],

@@ -30,7 +30,12 @@ fn ip(s: &str) -> IpAddr {
 fn token(sub: &str, topics: &[&str], kid: Option<&str>) -> String {
     let mut header = Header::new(Algorithm::HS256);
     header.kid = kid.map(String::from);
-    let claims = json!({"sub": sub, "topics": topics});
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3600;
+    let claims = json!({"sub": sub, "exp": exp, "topics": topics});
     jsonwebtoken::encode(
         &header,
         &claims,

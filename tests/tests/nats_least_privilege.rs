@@ -9,7 +9,10 @@
 //! - an editor publishes and the fans of two hubs receive; history, a resume
 //!   on the other hub and the audience summed across the hubs work; a
 //!   topic's consumer goes away with its last fan;
-//! - an editor cannot publish to `tribune.live.>` or `tribune.stats.>`, nor
+//! - an operator's disconnect on one hub closes a fan of the other (the
+//!   hub user carries control messages on `tribune.control`);
+//! - an editor cannot publish to `tribune.live.>`, `tribune.stats.>` or
+//!   `tribune.control`, nor
 //!   a hub to `tribune.live.>` or the stream's update: the server reports a
 //!   permission violation.
 
@@ -29,6 +32,7 @@ const HUB_PASSWORD: &str = "hub-password-for-tests";
 const ADMIN_PASSWORD: &str = "stream-admin-password-for-tests";
 const KEY: &str = "least-privilege-test-key-0123456789abc";
 const SETTLE: Duration = Duration::from_secs(10);
+const OPERATOR_KEY: &str = "least-privilege-operator-key-0123456789";
 
 async fn nats() -> NatsServer {
     NatsServer::try_start(&NatsOptions {
@@ -58,7 +62,7 @@ fn provision(url: &str) -> std::process::Output {
 /// A hub as the hub user, not managing the stream (unless `manage`).
 fn hub_config(manage: bool) -> ConfigFile {
     ConfigFile::new(&format!(
-        "relay_linger_ms = 200\n\
+        "relay_linger_ms = 200\noperator_key = \"{OPERATOR_KEY}\"\n\
          [bus]\nuser = \"hub\"\npassword = \"{HUB_PASSWORD}\"\nmanage_stream = {manage}\n\
          request_timeout_ms = 1000\ncheck_interval_ms = 500\n\
          [stats]\nwindow_ms = 200\nkey = \"{KEY}\"\n\
@@ -162,7 +166,23 @@ async fn every_role_has_what_it_needs_and_no_more() {
         async_nats::ConnectOptions::with_user_and_password("editor".into(), EDITOR_PASSWORD.into()),
     )
     .await;
-    for subject in [format!("tribune.live.{topic}"), "tribune.stats.evil".into()] {
+    // An operator's call on hub A reaches hub B through tribune.control.
+    let (mut leaving, welcome) = WsClient::connect(&b.ws_url()).await;
+    let res = reqwest::Client::new()
+        .post(format!("{}/v1/disconnect", a.internal_url()))
+        .bearer_auth(OPERATOR_KEY)
+        .json(&json!({"conn": welcome["conn"], "node": "lp-b"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(leaving.close_code().await, Some(1008));
+
+    for subject in [
+        format!("tribune.live.{topic}"),
+        "tribune.stats.evil".into(),
+        "tribune.control".into(),
+    ] {
         editor_conn
             .publish(
                 subject.clone(),

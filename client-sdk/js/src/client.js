@@ -72,13 +72,22 @@ export class TribuneClient {
   #netListeners = null;
   #openGen = 0;
   #random;
+  // The token of the connection being opened, sent in its first frame.
+  #token = null;
+  // The current token's exp (Unix seconds), and the timer of its refresh.
+  #expiresAt = null;
+  #refreshTimer = null;
 
   /**
    * @param {object} options
    * @param {string} [options.url] websocket URL of the hub (`wss://host/v1/ws`)
    * @param {string} [options.hub] HTTP(S) base URL of the hub, used when `url` is absent
    * @param {Function} [options.WebSocket] WebSocket constructor (default: the global one)
-   * @param {string|(() => string|Promise<string>)} [options.token] JWT sent as `?token=`
+   * @param {string|(() => string|Promise<string>)} [options.token] JWT, sent in the
+   *   connection's first frame (`auth`), never in the URL. A function (the token
+   *   provider) is called before every connection and ahead of the token's `exp`
+   *   (at a random moment of its last half): its token replaces the current one
+   *   on the open connection.
    * @param {{initialMs?: number, maxMs?: number, stableMs?: number}} [options.backoff]
    * @param {boolean} [options.subprotocol=true] offer `tribune.v1`
    * @param {boolean} [options.watchNetwork=true] follow the browser's offline/online events
@@ -112,7 +121,7 @@ export class TribuneClient {
     this.#random = options.random ?? Math.random;
   }
 
-  /** The websocket URL (without token). */
+  /** The websocket URL (it never holds a token). */
   get url() {
     return this.#opts.url;
   }
@@ -130,8 +139,11 @@ export class TribuneClient {
   /**
    * Adds a listener; returns a function that removes it. Events:
    * `state` ({state, previous, code?, reason?, delayMs?}), `error`
-   * (TribuneError: bad frames from the hub, errors not tied to a request),
-   * `welcome`, `drain` ({retry_ms, delayMs}).
+   * (TribuneError: bad frames from the hub, errors not tied to a request,
+   * a refused or failed token refresh with code `token_refresh_failed`),
+   * `welcome`, `drain` ({retry_ms, delayMs}), `token` ({expiresAt}: the hub
+   * accepted a token, at connect or on a refresh; `expiresAt` in Unix seconds
+   * or null).
    */
   on(event, fn) {
     return this.#emitter.on(event, fn);
@@ -250,6 +262,22 @@ export class TribuneClient {
     return this.#request({ type: 'publish', topic, data }).then(() => undefined);
   }
 
+  /**
+   * Sets the client's token (a string, or a provider function) and, on an
+   * open connection, sends it at once in an `auth` frame: frames sent after
+   * this call (a subscribe to a token-only topic) are answered under it.
+   * Resolves with `{expiresAt}` when the hub accepts it, or null when there is
+   * no connection (the next one sends it); rejects with the hub's error, the
+   * current token then serving until it expires.
+   */
+  authorize(token) {
+    if (this.#state === ConnectionState.CLOSED) return Promise.reject(new TribuneError('closed', 'client is closed'));
+    this.#opts.token = token;
+    if (!this.#socketOpen()) return Promise.resolve(null);
+    const send = (t) => new Promise((resolve, reject) => this.#sendAuth(t, { resolve, reject }));
+    return typeof token === 'function' ? Promise.resolve(token()).then(send) : send(token);
+  }
+
   /** Application-level ping; resolves with the round trip in milliseconds. */
   ping() {
     const started = Date.now();
@@ -290,15 +318,13 @@ export class TribuneClient {
     // drain timer may start one while an older one awaits its token.
     const gen = ++this.#openGen;
     this.#setState(ConnectionState.CONNECTING, { attempt: this.#attempt });
-    let url = this.#opts.url;
+    const url = this.#opts.url;
     try {
       const token = typeof this.#opts.token === 'function' ? await this.#opts.token() : this.#opts.token;
       if (gen !== this.#openGen || this.#state !== ConnectionState.CONNECTING) return;
-      if (token) {
-        const u = new URL(url);
-        u.searchParams.set('token', token);
-        url = u.toString();
-      }
+      // Never in the URL, where proxies and ingress logs keep it: the
+      // token goes in the first frame once the socket is open.
+      this.#token = token || null;
     } catch (err) {
       this.#emitError(new TribuneError('unavailable', `token provider failed: ${err?.message ?? err}`));
       this.#scheduleReconnect('backoff', { reason: 'token provider failed' });
@@ -329,6 +355,10 @@ export class TribuneClient {
     if (ws !== this.#ws) return;
     this.#openedAt = Date.now();
     this.#lastRx = Date.now();
+    // The hub handles frames in order: `auth` first, so that subscriptions
+    // to token-only topics that follow are granted.
+    if (this.#token) this.#sendAuth(this.#token);
+    this.#token = null;
     // Subscriptions go out at once: the hub answers them after its welcome,
     // and a resume does not wait for one more round trip.
     for (const state of this.#topics.values()) this.#sendSubscribe(state);
@@ -373,6 +403,102 @@ export class TribuneClient {
         return this.#onStats(frame);
       case 'gap':
         return this.#onGap(frame);
+      case 'unsubscribed':
+        return this.#onUnsubscribed(frame);
+    }
+  }
+
+  /**
+   * Sends `auth` with `token`; its answer schedules the next refresh.
+   * `caller` (from `authorize`) hears the outcome too.
+   */
+  #sendAuth(token, caller = null) {
+    const id = this.#nextId++;
+    const ws = this.#ws;
+    this.#pending.set(id, {
+      kind: 'auth',
+      resolve: (ack) => {
+        if (ws !== this.#ws) return;
+        this.#expiresAt = ack.expires_at ?? null;
+        this.#emitter.emit('token', { expiresAt: this.#expiresAt });
+        this.#scheduleRefresh();
+        caller?.resolve({ expiresAt: this.#expiresAt });
+      },
+      reject: (err) => {
+        caller?.reject(err);
+        if (ws !== this.#ws || err.code === 'disconnected') return;
+        this.#refreshFailed(`the hub refused the token: ${err.code}: ${err.message}`);
+      },
+    });
+    try {
+      this.#send({ type: 'auth', id, token });
+    } catch (err) {
+      this.#pending.delete(id);
+      caller?.reject(err);
+      this.#refreshFailed(`the token cannot be sent: ${err?.message ?? err}`);
+    }
+  }
+
+  /**
+   * With a provider and a token that expires: the refresh is drawn between
+   * half and four fifths of what is left of the token, so that fans whose
+   * tokens were issued together do not refresh together.
+   */
+  #scheduleRefresh(delayMs) {
+    clearTimeout(this.#refreshTimer);
+    this.#refreshTimer = null;
+    if (typeof this.#opts.token !== 'function' || this.#expiresAt === null) return;
+    const leftMs = Math.max(0, this.#expiresAt * 1000 - Date.now());
+    const wait = delayMs ?? leftMs * (0.5 + 0.3 * this.#random());
+    const ws = this.#ws;
+    this.#refreshTimer = setTimeout(() => this.#refresh(ws), wait);
+    this.#refreshTimer.unref?.();
+  }
+
+  async #refresh(ws) {
+    this.#refreshTimer = null;
+    let token;
+    try {
+      token = await this.#opts.token();
+    } catch (err) {
+      if (ws === this.#ws) this.#refreshFailed(`token provider failed: ${err?.message ?? err}`);
+      return;
+    }
+    if (ws !== this.#ws || this.#state !== ConnectionState.CONNECTED) return;
+    if (!token) {
+      this.#refreshFailed('token provider returned no token');
+      return;
+    }
+    this.#sendAuth(token);
+  }
+
+  /**
+   * The current token serves until it expires (plus the hub's grace):
+   * try again within a quarter of what is left of it.
+   */
+  #refreshFailed(why) {
+    this.#emitError(new TribuneError('token_refresh_failed', why));
+    if (this.#expiresAt === null) return;
+    const leftMs = Math.max(0, this.#expiresAt * 1000 - Date.now());
+    this.#scheduleRefresh(Math.min(30000, Math.max(200, leftMs / 4)));
+  }
+
+  /**
+   * The hub ended a subscription (a refreshed token no longer grants its
+   * topic): its handles end with the error; the others go on.
+   */
+  #onUnsubscribed(frame) {
+    const state = this.#topics.get(frame.topic);
+    if (!state) return;
+    this.#topics.delete(frame.topic);
+    clearTimeout(state.retryTimer);
+    const err = new TribuneError(frame.code, `the hub ended the subscription to ${frame.topic}`, {
+      topic: frame.topic,
+      unsubscribed: true,
+    });
+    for (const h of state.handles) {
+      h._emitOnly('unsubscribed', { topic: frame.topic, code: frame.code });
+      h._fail(err);
     }
   }
 
@@ -657,6 +783,9 @@ export class TribuneClient {
   #cleanupConnection() {
     clearInterval(this.#heartbeatTimer);
     this.#heartbeatTimer = null;
+    clearTimeout(this.#refreshTimer);
+    this.#refreshTimer = null;
+    this.#expiresAt = null;
     this.#pingOutstanding = false;
     const err = new TribuneError('disconnected', 'connection lost before the hub answered');
     for (const [id, p] of this.#pending) {
@@ -826,13 +955,20 @@ const sharedClients = new Map();
 
 /**
  * One shared client per websocket URL: widgets on the same page share one
- * connection to their hub.
+ * connection to their hub. A later caller that brings a token the shared
+ * client does not have authorizes the connection with it (`auth`), so that
+ * a token widget added beside public ones reads its topics; the latest
+ * token then serves the whole connection.
  */
 export function sharedClient(url, options = {}) {
-  let client = sharedClients.get(url);
-  if (!client || client.state === ConnectionState.CLOSED) {
-    client = new TribuneClient({ ...options, url });
-    sharedClients.set(url, client);
+  let entry = sharedClients.get(url);
+  if (!entry || entry.client.state === ConnectionState.CLOSED) {
+    entry = { client: new TribuneClient({ ...options, url }), token: options.token };
+    sharedClients.set(url, entry);
+  } else if (options.token !== undefined && options.token !== entry.token) {
+    entry.token = options.token;
+    // Refusals are reported on the client's `error` event.
+    entry.client.authorize(options.token).catch(() => {});
   }
-  return client;
+  return entry.client;
 }

@@ -162,7 +162,7 @@ const FIELD_CHECKS = {
 };
 
 const SERVER_FRAMES = {
-  welcome: { protocol: 'u32', node: 'string', conn: 'string', heartbeat_ms: 'u64' },
+  welcome: { protocol: 'u32', node: 'string', conn: 'string', heartbeat_ms: 'u64', 'expires_at?': 'u64' },
   ack: {
     id: 'u64',
     'topic?': 'topic',
@@ -171,6 +171,7 @@ const SERVER_FRAMES = {
     'seq?': 'u64',
     'recovered?': 'bool',
     'delta?': 'bool',
+    'expires_at?': 'u64',
   },
   message: { topic: 'topic', seq: 'u64', prev: 'u64', ts: 'u64', 'replay?': 'bool', 'delta?': 'bool', data: 'any' },
   error: { 'id?': 'u64', code: 'code', message: 'string' },
@@ -178,6 +179,7 @@ const SERVER_FRAMES = {
   drain: { retry_ms: 'u64' },
   stats: { topic: 'topic', audience: 'u64', reactions: 'counts', window_ms: 'u64' },
   gap: { topic: 'topic', after: 'u64', before: 'u64' },
+  unsubscribed: { topic: 'topic', code: 'code' },
 };
 
 function badFrame(reason, text) {
@@ -310,6 +312,9 @@ export function encodeClientFrame(frame) {
       requireTopic(frame);
       requireField(frame, 'reaction', (v) => typeof v === 'string' && v.length > 0, 'a non-empty string');
       return `${head},"topic":${JSON.stringify(frame.topic)},"reaction":${JSON.stringify(frame.reaction)}}`;
+    case 'auth':
+      requireField(frame, 'token', (v) => typeof v === 'string' && v.length > 0, 'a non-empty string');
+      return `${head},"token":${JSON.stringify(frame.token)}}`;
     default:
       throw new TribuneError('bad_request', `unknown frame type ${JSON.stringify(frame.type)}`);
   }

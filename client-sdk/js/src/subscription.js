@@ -9,7 +9,9 @@ import { Emitter } from './emitter.js';
  * A subscription handle. Iterate it (`for await (const ev of sub)`) to
  * receive events `{type:'message'|'gap'|'stats', ...}`, or listen with
  * `sub.on('message', fn)`. It ends when unsubscribed or when the client closes;
- * it throws when the hub refuses the subscription for good.
+ * it throws when the hub refuses the subscription for good, or ends it (an
+ * `unsubscribed` event `{topic, code}` first: a refreshed token no longer
+ * grants the topic).
  */
 export class Subscription {
   #client;
@@ -28,7 +30,7 @@ export class Subscription {
     this.#state = state;
     this.topic = state.topic;
     this.#bufferSize = options.bufferSize ?? 1024;
-    const callbacks = ['onMessage', 'onGap', 'onStats', 'onError', 'onSubscribed', 'onEvent'];
+    const callbacks = ['onMessage', 'onGap', 'onStats', 'onError', 'onSubscribed', 'onUnsubscribed', 'onEvent'];
     // A caller that passes callbacks has chosen callbacks: events are not
     // buffered for iteration unless it starts iterating.
     this.#buffering = !callbacks.some((k) => typeof options[k] === 'function');
@@ -37,6 +39,7 @@ export class Subscription {
     if (options.onStats) this.on('stats', options.onStats);
     if (options.onError) this.on('error', options.onError);
     if (options.onSubscribed) this.on('subscribed', options.onSubscribed);
+    if (options.onUnsubscribed) this.on('unsubscribed', options.onUnsubscribed);
     if (options.onEvent) {
       this.on('message', options.onEvent);
       this.on('gap', options.onEvent);

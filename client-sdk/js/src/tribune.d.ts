@@ -76,7 +76,8 @@ export type ClientFrame =
   | { type: 'unsubscribe'; id: Id; topic: string }
   | { type: 'publish'; id: Id; topic: string; data: JsonValue }
   | { type: 'ping'; id: Id }
-  | { type: 'react'; id: Id; topic: string; reaction: string };
+  | { type: 'react'; id: Id; topic: string; reaction: string }
+  | { type: 'auth'; id: Id; token: string };
 
 export interface WelcomeFrame {
   type: 'welcome';
@@ -84,6 +85,8 @@ export interface WelcomeFrame {
   node: string;
   conn: string;
   heartbeat_ms: number;
+  /** The handshake token's `exp` (Unix seconds). */
+  expires_at?: number;
 }
 export interface AckFrame {
   type: 'ack';
@@ -95,6 +98,8 @@ export interface AckFrame {
   recovered?: boolean;
   /** Present when the subscribe asked for deltas: whether they were granted. */
   delta?: boolean;
+  /** For `auth`: the new token's `exp` (Unix seconds). */
+  expires_at?: number;
 }
 export interface MessageFrame {
   type: 'message';
@@ -137,6 +142,12 @@ export interface GapFrame {
   after: number;
   before: number;
 }
+/** The hub ended this subscription (a refreshed token no longer grants it). */
+export interface UnsubscribedFrame {
+  type: 'unsubscribed';
+  topic: string;
+  code: HubErrorCode | string;
+}
 export type ServerFrame =
   | WelcomeFrame
   | AckFrame
@@ -145,7 +156,8 @@ export type ServerFrame =
   | PongFrame
   | DrainFrame
   | StatsFrame
-  | GapFrame;
+  | GapFrame
+  | UnsubscribedFrame;
 
 /** Decodes and validates one hub frame; throws TribuneError('bad_frame'). */
 export function decodeServerFrame(text: unknown): ServerFrame;
@@ -234,6 +246,8 @@ export interface SubscribeOptions<T = JsonValue> {
   onStats?: (event: StatsEvent) => void;
   onError?: (error: TribuneError) => void;
   onSubscribed?: (info: SubscribedInfo) => void;
+  /** The hub ended the subscription; `error` follows and the handle ends. */
+  onUnsubscribed?: (info: { topic: string; code: string }) => void;
   onEvent?: (event: SubscriptionEvent<T>) => void;
 }
 
@@ -242,6 +256,7 @@ export interface SubscriptionEvents<T> {
   gap: GapEvent;
   stats: StatsEvent;
   subscribed: SubscribedInfo;
+  unsubscribed: { topic: string; code: string };
   error: TribuneError;
 }
 
@@ -280,7 +295,11 @@ export interface ClientOptions {
   hub?: string;
   /** WebSocket constructor; default the global one (Node 20: pass `ws`). */
   WebSocket?: new (url: string, protocols?: string | string[]) => WebSocketLike;
-  /** JWT sent as `?token=`; a function is called before every connection. */
+  /**
+   * JWT, sent in the connection's first frame (`auth`), never in the URL. A
+   * function (token provider) is called before every connection and ahead of
+   * the token's `exp`; its token replaces the current one on the open connection.
+   */
   token?: string | (() => string | Promise<string>);
   /** Full-jitter exponential backoff; attempts reset after `stableMs` connected. */
   backoff?: { initialMs?: number; maxMs?: number; stableMs?: number };
@@ -323,6 +342,8 @@ export interface ClientEvents {
   error: TribuneError;
   welcome: WelcomeFrame;
   drain: { retry_ms: number; delayMs: number };
+  /** The hub accepted a token (at connect or on a refresh). */
+  token: { expiresAt: number | null };
 }
 
 export class TribuneClient {
@@ -336,6 +357,8 @@ export class TribuneClient {
   ready(): Promise<void>;
   reconnect(): void;
   close(): void;
+  /** Sets the token and sends it at once on an open connection (`auth`). */
+  authorize(token: string | (() => string | Promise<string>)): Promise<{ expiresAt: number | null } | null>;
   subscribe<T = JsonValue>(topic: string, options?: SubscribeOptions<T>): Subscription<T>;
   react(topic: string, reaction: string): Promise<void>;
   publish(topic: string, data: JsonValue): Promise<void>;

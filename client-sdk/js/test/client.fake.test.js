@@ -454,16 +454,77 @@ test('heartbeat: silence brings a ping, then a reconnect', async (t) => {
   assert.equal((await conn.waitClosed()).code, 4000);
 });
 
-test('token travels as a query parameter; ping measures a round trip', async (t) => {
-  const { fake, c } = await setup(t, {}, { token: async () => 'abc.def' });
+test('the token travels in the first frame, never in the URL; ping measures a round trip', async (t) => {
+  const { fake, c } = await setup(t, {}, { token: async () => 'abc.def.ghi' });
+  const s = collect(c, CLIPS);
   c.connect();
   const conn = await fake.connection(0);
-  assert.equal(conn.url, '/v1/ws?token=abc.def');
+  assert.equal(conn.url, '/v1/ws');
+  await conn.next('subscribe');
+  // `auth` goes before the subscriptions it may grant.
+  assert.deepEqual(conn.frames[0], { type: 'auth', id: conn.frames[0].id, token: 'abc.def.ghi' });
+  assert.equal(conn.frames[1].type, 'subscribe');
+  conn.send({ type: 'ack', id: conn.frames[0].id });
   await c.ready();
   const p = c.ping();
   const pf = await conn.next('ping');
   conn.send({ type: 'pong', id: pf.id });
   assert.ok((await p) >= 0);
+  assert.equal(s.messages().length, 0);
+});
+
+test('a provider refreshes ahead of exp, jittered; a failed refresh is said and retried', async (t) => {
+  let calls = 0;
+  const provider = async () => {
+    calls += 1;
+    if (calls === 3) throw new Error('login service down');
+    return `tok.${calls}.x`;
+  };
+  // random() = 0: the refresh comes at half the token's remaining life.
+  const { fake, c, errors } = await setup(t, {}, { token: provider, random: () => 0 });
+  const tokens = [];
+  c.on('token', (e) => tokens.push(e));
+  c.connect();
+  const conn = await fake.connection(0);
+  const first = await conn.next('auth');
+  assert.equal(first.token, 'tok.1.x');
+  const exp = () => Math.floor(Date.now() / 1000) + 2;
+  conn.send({ type: 'ack', id: first.id, expires_at: exp() });
+  await c.ready();
+  // Refreshed on the same connection, about 1 s in.
+  const auth = (token) => conn.next((f) => f.type === 'auth' && f.token === token, { timeoutMs: 3000 });
+  const second = await auth('tok.2.x');
+  conn.send({ type: 'ack', id: second.id, expires_at: exp() });
+  // The provider fails once: an error, then another try before exp.
+  await eventually(() => errors.some((e) => e.code === 'token_refresh_failed'));
+  const third = await auth('tok.4.x');
+  // The hub refuses it: said too, and the connection stays.
+  conn.send({ type: 'error', id: third.id, code: 'forbidden', message: 'token revoked' });
+  await eventually(() => errors.filter((e) => e.code === 'token_refresh_failed').length === 2);
+  assert.ok(errors.some((e) => /token revoked/.test(e.message)));
+  assert.equal(tokens.length, 2);
+  assert.equal(fake.connections.length, 1, 'no reconnect');
+  assert.ok(errors.every((e) => !/tok\./.test(e.message)), 'no token in errors');
+});
+
+test('unsubscribed ends exactly that subscription, with the code', async (t) => {
+  const { fake, c } = await setup(t);
+  const ended = [];
+  const kept = collect(c, CLIPS);
+  const dropped = collect(c, 'premium.t.sport', { onUnsubscribed: (e) => ended.push(e), onError: () => {} });
+  const conn = await fake.connection(0);
+  for (const topic of [CLIPS, 'premium.t.sport']) {
+    const sf = await conn.next((f) => f.type === 'subscribe' && f.topic === topic);
+    conn.send({ type: 'ack', id: sf.id, topic, mode: 'feed', epoch: EPOCH, seq: 0 });
+  }
+  conn.send({ type: 'unsubscribed', topic: 'premium.t.sport', code: 'forbidden' });
+  conn.send(msg(CLIPS, 1, 0));
+  conn.send(msg('premium.t.sport', 2, 0));
+  await eventually(() => kept.messages().length === 1);
+  assert.deepEqual(ended, [{ topic: 'premium.t.sport', code: 'forbidden' }]);
+  assert.equal(dropped.messages().length, 0);
+  const it = dropped.sub[Symbol.asyncIterator]();
+  await assert.rejects(it.next(), { code: 'forbidden' });
 });
 
 test('frames over the size limit are refused before sending', async (t) => {

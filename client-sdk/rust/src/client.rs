@@ -23,12 +23,13 @@ use crate::events::{ConnectionEvent, ConnectionEvents, ConnectionState, EventHub
 use crate::queue::SubQueue;
 use crate::subscription::Subscription;
 use crate::tls;
+use crate::token::TokenSource;
 
 /// Settings of a [`Client`]; every one has a default suited to a fan app.
 #[derive(Debug, Clone)]
 pub struct ClientBuilder {
     urls: Vec<String>,
-    token: Option<String>,
+    token: TokenSource,
     /// Trust only this CA for `wss://` hubs instead of the platform's roots.
     ca_file: Option<PathBuf>,
     backoff_min: Duration,
@@ -45,7 +46,7 @@ impl ClientBuilder {
     fn new(url: &str) -> Self {
         Self {
             urls: vec![url.to_string()],
-            token: None,
+            token: TokenSource::None,
             ca_file: None,
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(30),
@@ -65,9 +66,32 @@ impl ClientBuilder {
         self
     }
 
-    /// A JWT, sent as `Authorization: Bearer` on every handshake.
+    /// A JWT, sent as `Authorization: Bearer` on every handshake. It is
+    /// never renewed: when it expires the hub closes with 1008 and the
+    /// client stops. Use [`ClientBuilder::token_provider`] for tokens that
+    /// expire while a fan watches.
     pub fn token(mut self, token: impl Into<String>) -> Self {
-        self.token = Some(token.into());
+        self.token = TokenSource::Fixed(token.into());
+        self
+    }
+
+    /// An async callback that returns a fresh JWT: called at connect, on
+    /// every reconnect (the token goes in the handshake's `Authorization`
+    /// header) and ahead of the current token's `exp`, at a random moment
+    /// of its last half, when the new token replaces it on the open
+    /// connection with an `auth` frame. A refresh the provider or the hub
+    /// refuses is retried while the current token lasts; each outcome is a
+    /// [`ConnectionEvent::TokenRefreshed`] or
+    /// [`ConnectionEvent::TokenRefreshFailed`]. Subscriptions a new token no
+    /// longer grants end with [`Event::Closed`](crate::Event::Closed) and
+    /// code `forbidden`.
+    pub fn token_provider<F, Fut, E>(mut self, provider: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<String, E>> + Send + 'static,
+        E: std::fmt::Display,
+    {
+        self.token = TokenSource::provider(provider);
         self
     }
 
@@ -151,14 +175,14 @@ impl ClientBuilder {
             None
         } else {
             let url = reconnector.next_url();
-            let (ws, welcome) = connect_once(
-                &url,
-                self.token.as_deref(),
-                tls.as_ref(),
-                self.connect_timeout,
-            )
-            .await
-            .map_err(|f| f.error)?;
+            let token =
+                self.token.get().await.map_err(|e| {
+                    ConnectError::new(crate::error::ConnectErrorKind::TokenProvider, e)
+                })?;
+            let (ws, welcome) =
+                connect_once(&url, token.as_deref(), tls.as_ref(), self.connect_timeout)
+                    .await
+                    .map_err(|f| f.error)?;
             Some((ws, welcome, url.to_string()))
         };
         let events = Arc::new(EventHub::new(ConnectionState::Connecting));

@@ -9,7 +9,9 @@
 //! `since`/`epoch`.
 //!
 //! The task never waits on the application: subscription queues are bounded
-//! and handle overflow themselves (see `queue.rs`).
+//! and handle overflow themselves (see `queue.rs`). Nor on the token
+//! provider: a refresh runs in its own task and its token comes back here,
+//! to go out in an `auth` frame (see `token.rs`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -24,8 +26,8 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
 use tribune_protocol::{
-    Ack, ClientFrame, ErrorCode, Gap, Message, Mode, Ping, Publish, React, ServerFrame,
-    Unsubscribe, Welcome,
+    Ack, Auth, ClientFrame, ErrorCode, Gap, Message, Mode, Ping, Publish, React, ServerFrame,
+    Unsubscribe, Unsubscribed, Welcome,
 };
 
 use crate::backoff::jitter_below;
@@ -33,17 +35,18 @@ use crate::command::{Command, SubscribeInfo, SubscribeOptions};
 use crate::connector::{ConnectFailure, Plan, Reconnector, WsStream, connect_once};
 use crate::delta::{self, Base};
 use crate::error::{
-    PingError, PingErrorKind, PublishError, PublishErrorKind, ReactError, ReactErrorKind,
-    SubscribeError, SubscribeErrorKind, UnsubscribeError,
+    ConnectErrorKind, PingError, PingErrorKind, PublishError, PublishErrorKind, ReactError,
+    ReactErrorKind, SubscribeError, SubscribeErrorKind, UnsubscribeError,
 };
 use crate::events::{ConnectionEvent, DisconnectReason, EventHub};
 use crate::queue::{Event, Offer, SubQueue};
+use crate::token::{TokenSource, refresh_delay, retry_delay, unix_now};
 use crate::tracker::{GapVerdict, Phase, Tracker, Verdict};
 
 /// Settings the task needs, fixed at build time.
 #[derive(Debug, Clone)]
 pub(crate) struct TaskConfig {
-    pub(crate) token: Option<String>,
+    pub(crate) token: TokenSource,
     /// TLS settings for `wss://` hubs, made once when the client was built
     /// (reading the trusted certificates is I/O, not for every reconnect).
     pub(crate) tls: Option<Arc<rustls::ClientConfig>>,
@@ -74,6 +77,19 @@ enum Pending {
     Subscribe { topic: String },
     /// Any other request: its caller only waits for the answer.
     Reply(Reply),
+    /// The task's own `auth` (a token refresh).
+    Auth,
+}
+
+/// Renewing the token of the current connection (a provider only).
+#[derive(Default)]
+struct Refresh {
+    /// The current token's `exp`, Unix seconds.
+    expires_at: Option<u64>,
+    /// When the provider is called next.
+    at: Option<Instant>,
+    /// The provider's answer, while it works.
+    fetching: Option<oneshot::Receiver<Result<String, String>>>,
 }
 
 /// The caller of a request other than `subscribe`. Its answer depends only on
@@ -211,6 +227,7 @@ pub(crate) struct ConnectionTask {
     reconnected: bool,
     /// Bound of one socket write: a hub that stops reading is dead to us.
     write_timeout: Duration,
+    refresh: Refresh,
     rng: StdRng,
 }
 
@@ -232,6 +249,7 @@ impl ConnectionTask {
             resume: None,
             reconnected: false,
             write_timeout: Duration::from_secs(10),
+            refresh: Refresh::default(),
             rng: StdRng::from_os_rng(),
         }
     }
@@ -325,11 +343,16 @@ impl ConnectionTask {
             attempt: self.reconnector.attempt(),
             url: url.to_string(),
         });
-        let token = self.config.token.clone();
+        let source = self.config.token.clone();
         let tls = self.config.tls.clone();
         let timeout = self.config.connect_timeout;
         let connecting = async move {
-            let result = connect_once(&url, token.as_deref(), tls.as_ref(), timeout).await;
+            // A provider is asked again at every attempt: the last token
+            // may have expired while the client was away.
+            let result = match source.get().await {
+                Ok(token) => connect_once(&url, token.as_deref(), tls.as_ref(), timeout).await,
+                Err(e) => Err(ConnectFailure::new(ConnectErrorKind::TokenProvider, e)),
+            };
             (result, url)
         };
         tokio::pin!(connecting);
@@ -369,6 +392,7 @@ impl ConnectionTask {
         if let Err(SendFailed(reason)) = self.renew_subscriptions(&mut ws).await {
             return down(reason, drain_at);
         }
+        self.token_valid_until(welcome.expires_at);
 
         let mut last_seen = Instant::now();
         let mut pinged = false;
@@ -440,8 +464,95 @@ impl ConnectionTask {
                         return down(reason, drain_at);
                     }
                 }
+                _ = sleep_until(self.refresh.at.unwrap_or_else(Instant::now)), if self.refresh.at.is_some() => {
+                    self.refresh.at = None;
+                    self.fetch_token();
+                }
+                token = async { self.refresh.fetching.as_mut().expect("guarded").await }, if self.refresh.fetching.is_some() => {
+                    self.refresh.fetching = None;
+                    let token = token.unwrap_or_else(|_| Err("token provider task ended".into()));
+                    if let Err(SendFailed(reason)) = self.send_token(token, &mut ws).await {
+                        return down(reason, drain_at);
+                    }
+                }
             }
         }
+    }
+
+    /// The connection's token expires at `exp` (None: never): with a
+    /// provider, its refresh is drawn in the later part of its life.
+    fn token_valid_until(&mut self, exp: Option<u64>) {
+        self.refresh.expires_at = exp;
+        self.refresh.at = None;
+        if self.config.token.renewable().is_none() {
+            return;
+        }
+        if let Some(exp) = exp {
+            let delay = refresh_delay(exp, unix_now(), &mut self.rng);
+            self.refresh.at = Some(Instant::now() + delay);
+        }
+    }
+
+    /// Calls the provider in a task of its own: the connection keeps serving.
+    fn fetch_token(&mut self) {
+        let Some(provider) = self.config.token.renewable() else {
+            return;
+        };
+        let (tx, rx) = oneshot::channel();
+        tokio::spawn(async move {
+            let _ = tx.send(provider().await);
+        });
+        self.refresh.fetching = Some(rx);
+    }
+
+    /// Sends the provider's new token in an `auth` frame, or plans another
+    /// try when the provider failed.
+    async fn send_token(
+        &mut self,
+        token: Result<String, String>,
+        ws: &mut WsStream,
+    ) -> Result<(), SendFailed> {
+        match token {
+            Ok(token) => {
+                let id = self.next_id();
+                self.pending.insert(id, Pending::Auth);
+                self.send_frame(ws, &ClientFrame::Auth(Auth { id, token }))
+                    .await
+            }
+            Err(reason) => {
+                self.refresh_failed(reason);
+                Ok(())
+            }
+        }
+    }
+
+    /// A refresh failed: the current token serves until it expires; try
+    /// again before then.
+    fn refresh_failed(&mut self, reason: String) {
+        tracing::warn!(%reason, "token refresh failed; the current token serves until it expires");
+        self.events
+            .emit(ConnectionEvent::TokenRefreshFailed { reason });
+        let delay = retry_delay(self.refresh.expires_at, unix_now());
+        self.refresh.at = Some(Instant::now() + delay);
+    }
+
+    /// The hub ended a subscription (a refreshed token no longer grants its
+    /// topic): the application's stream gets its last event.
+    fn on_unsubscribed(&mut self, ended: Unsubscribed) {
+        let Some(sub) = self.subs.remove(&ended.topic) else {
+            return;
+        };
+        if let Some(first) = sub.first {
+            let _ = first.send(Err(SubscribeError::new(
+                SubscribeErrorKind::Refused(ended.code),
+                "ended by the hub",
+            )));
+        }
+        sub.queue.end(Some(Event::Closed {
+            code: Some(ended.code),
+            reason: "the hub ended this subscription: the token no longer grants its topic"
+                .to_string(),
+        }));
     }
 
     /// Subscribes every subscription the hub does not know on this
@@ -545,6 +656,7 @@ impl ConnectionTask {
                 }
             }
             ServerFrame::Welcome(_) => tracing::warn!("second welcome on one connection, ignored"),
+            ServerFrame::Unsubscribed(ended) => self.on_unsubscribed(ended),
         }
         Ok(())
     }
@@ -655,6 +767,12 @@ impl ConnectionTask {
         match self.pending.remove(&ack.id) {
             Some(Pending::Subscribe { topic }) => self.on_subscribed(&topic, &ack),
             Some(Pending::Reply(reply)) => reply.answer(None),
+            Some(Pending::Auth) => {
+                self.token_valid_until(ack.expires_at);
+                self.events.emit(ConnectionEvent::TokenRefreshed {
+                    expires_at: ack.expires_at,
+                });
+            }
             None => {}
         }
     }
@@ -667,6 +785,7 @@ impl ConnectionTask {
         match self.pending.remove(&id) {
             Some(Pending::Subscribe { topic }) => self.on_subscribe_refused(id, &topic, &err),
             Some(Pending::Reply(reply)) => reply.answer(Some(err)),
+            Some(Pending::Auth) => self.refresh_failed(format!("{}: {}", err.code, err.message)),
             None => {}
         }
     }
@@ -946,6 +1065,8 @@ impl ConnectionTask {
             sub.retry_at = None;
         }
         self.resume = None;
+        // The next connection starts with a fresh token from the provider.
+        self.refresh = Refresh::default();
     }
 
     /// Stops for good: every subscription ends with the reason, then the

@@ -68,7 +68,7 @@ pub(crate) struct ConnectFailure {
 }
 
 impl ConnectFailure {
-    fn new(kind: ConnectErrorKind, detail: String) -> Self {
+    pub(crate) fn new(kind: ConnectErrorKind, detail: String) -> Self {
         Self {
             error: ConnectError::new(kind, detail),
             status: None,

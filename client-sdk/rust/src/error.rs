@@ -107,6 +107,9 @@ pub enum ConnectErrorKind {
     Protocol,
     /// The client was closed.
     Closed,
+    /// The application's token provider failed (its message is the
+    /// detail); tried again with backoff.
+    TokenProvider,
 }
 
 impl fmt::Display for ConnectErrorKind {
@@ -122,6 +125,7 @@ impl fmt::Display for ConnectErrorKind {
             Self::TlsConfig => "unusable TLS settings",
             Self::Protocol => "protocol error",
             Self::Closed => "client closed",
+            Self::TokenProvider => "token provider failed",
         })
     }
 }
@@ -132,7 +136,7 @@ impl ConnectErrorKind {
     pub fn is_retryable(self) -> bool {
         matches!(
             self,
-            Self::Unavailable | Self::Io | Self::TimedOut | Self::Tls
+            Self::Unavailable | Self::Io | Self::TimedOut | Self::Tls | Self::TokenProvider
         )
     }
 }

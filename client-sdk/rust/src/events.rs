@@ -101,6 +101,13 @@ pub enum ConnectionEvent {
     },
     /// The client stopped for good.
     Closed { reason: DisconnectReason },
+    /// The token provider's new token replaced the current one on the open
+    /// connection; it expires at `expires_at` (Unix seconds), if ever.
+    TokenRefreshed { expires_at: Option<u64> },
+    /// A refresh failed (the provider, or the hub refused the new token):
+    /// the current token serves until it expires, and the refresh is tried
+    /// again before then.
+    TokenRefreshFailed { reason: String },
 }
 
 /// Fan-out of connection events to every listener, and the current state.
@@ -129,7 +136,10 @@ impl EventHub {
             }
             ConnectionEvent::Disconnected { .. } => Some(ConnectionState::Disconnected),
             ConnectionEvent::Closed { .. } => Some(ConnectionState::Closed),
-            ConnectionEvent::Draining { .. } | ConnectionEvent::Resumed { .. } => None,
+            ConnectionEvent::Draining { .. }
+            | ConnectionEvent::Resumed { .. }
+            | ConnectionEvent::TokenRefreshed { .. }
+            | ConnectionEvent::TokenRefreshFailed { .. } => None,
         };
         if let Some(state) = state {
             self.state.send_replace(state);

@@ -121,6 +121,7 @@ pub mod publisher;
 mod queue;
 pub mod subscription;
 mod tls;
+mod token;
 mod tracker;
 
 pub use client::{Client, ClientBuilder};
@@ -135,6 +136,7 @@ pub use publisher::{
     content_message_id, unique_message_id,
 };
 pub use subscription::{Event, SubscribeInfo, SubscribeOptions, Subscription};
+pub use token::TokenFuture;
 pub use tribune_protocol::{ErrorCode, Message, Mode, Stats};
 
 // The README's examples are compiled with the doc tests, so that they keep

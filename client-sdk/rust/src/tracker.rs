@@ -375,6 +375,7 @@ mod tests {
             seq: Some(seq),
             recovered,
             delta: None,
+            expires_at: None,
         }
     }
 

@@ -339,3 +339,105 @@ async fn bad_input_is_one_line_and_exit_code_2() {
     assert_eq!(run.code, 1, "{}", run.stderr);
     assert!(run.stderr.contains("unknown_namespace"), "{}", run.stderr);
 }
+
+/// `tribune disconnect` and `tribune revoke` against a hub with an operator
+/// key: a user's fan is closed with 1008, a revoked `jti` is refused at the
+/// handshake; a wrong key fails with exit code 1, a bad combination with 2.
+#[tokio::test]
+async fn disconnect_and_revoke_through_the_server_api() {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+    const SECRET: &str = "a-cli-test-secret-that-is-long-enough-for-hs256";
+    const KEY: &str = "cli-operator-key-0123456789abcdef0123456789";
+    let cfg = tribune_tests::hub::ConfigFile::new(&format!(
+        "operator_key = \"{KEY}\"\n[auth]\nsecret = \"{SECRET}\"\n"
+    ));
+    let hub = Hub::start(&["--config", cfg.path()]).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let token = |jti: &str| {
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::default(),
+            &json!({"sub": "u1", "jti": jti, "exp": now + 600, "topics": []}),
+            &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .unwrap()
+    };
+    let connect = |token: String| {
+        let url = hub.ws_url();
+        async move {
+            let mut req = url.into_client_request().unwrap();
+            req.headers_mut()
+                .insert("authorization", format!("Bearer {token}").parse().unwrap());
+            tokio_tungstenite::connect_async(req).await
+        }
+    };
+    let (mut ws, _) = connect(token("t-1")).await.unwrap();
+    let internal = hub.internal_url();
+    let wrong = tribune(
+        &[
+            "disconnect",
+            "--user",
+            "u1",
+            "--hub",
+            &internal,
+            "--key",
+            "not-the-key-0123456789abcdef0123",
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(wrong.code, 1, "{}", wrong.stderr);
+    assert!(wrong.stderr.contains("401"), "{}", wrong.stderr);
+    let run = tribune(
+        &[
+            "disconnect",
+            "--user",
+            "u1",
+            "--hub",
+            &internal,
+            "--key",
+            KEY,
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let answer: Value = serde_json::from_str(run.stdout.trim()).unwrap();
+    assert_eq!(answer["closed"], 1);
+    let close = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(Ok(msg)) = ws.next().await {
+            if let Message::Close(frame) = msg {
+                return frame.map(|f| u16::from(f.code));
+            }
+        }
+        None
+    })
+    .await
+    .unwrap();
+    assert_eq!(close, Some(1008));
+    let _ = ws.send(Message::Close(None)).await;
+    let run = tribune(
+        &["revoke", "--jti", "t-2", "--hub", &internal, "--key", KEY],
+        None,
+    )
+    .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        connect(token("t-2")).await.is_err(),
+        "revoked at the handshake"
+    );
+    assert!(connect(token("t-3")).await.is_ok());
+    let both = tribune(
+        &[
+            "revoke", "--jti", "t-2", "--user", "u1", "--hub", &internal, "--key", KEY,
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(both.code, 2, "{}", both.stderr);
+}

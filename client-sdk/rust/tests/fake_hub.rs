@@ -112,6 +112,7 @@ impl FakeConn {
             node: "fake".into(),
             conn: "c-1".into(),
             heartbeat_ms,
+            expires_at: None,
         }))
         .await;
     }
@@ -164,6 +165,7 @@ impl FakeConn {
             seq: Some(seq),
             recovered,
             delta: None,
+            expires_at: None,
         }))
         .await;
     }

@@ -78,6 +78,12 @@ export class WidgetConnection {
           options.onError?.(e);
           if (this.#sub?.closed) this.#show('closed', `Unavailable: ${e.code}`);
         },
+        // The hub ended the subscription: the page's token no longer
+        // grants the topic. Nothing more comes until the page changes it.
+        onUnsubscribed: (e) => {
+          options.onUnsubscribed?.(e);
+          this.#show('closed', `Unavailable: ${e.code}`);
+        },
       });
     } catch (err) {
       this.#show('closed', `Unavailable: ${err.message}`);

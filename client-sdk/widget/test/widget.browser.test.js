@@ -3,12 +3,15 @@
 // updates, text-only rendering of hostile payloads, reconnecting, 320 px
 // layout, reactions and stats, embedding on a foreign origin, the notice
 // where clips were lost (against the scripted fake hub), and the URL layout
-// (/widget/ beside /sdk/) that the widget's imports rely on.
+// (/widget/ beside /sdk/) that the widget's imports rely on, and a widget
+// with a token that never puts it in a URL (first-frame `auth`).
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, readFileSync, readdirSync } from 'node:fs';
+import { createHmac } from 'node:crypto';
+import { mkdirSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
+import os from 'node:os';
 import path from 'node:path';
 import { startFakeHub } from '../../js/test/support/fake-hub.js';
 import { addWidget, launchChromium, openPage as openPageOf } from './support/browser.js';
@@ -21,6 +24,8 @@ const DEMO_CLIPS = 'clips.demo2026.speed-skating';
 
 let demoHub; // runs the simulated event (--demo)
 let hub; // quiet hub for scripted payloads, behind a proxy so it can restart
+let tokenHub; // verifies tokens: a `premium` namespace needs one
+const TOKEN_SECRET = 'a-browser-test-secret-long-enough-for-hs256';
 let proxy;
 let browser;
 let context;
@@ -29,7 +34,16 @@ const topicFor = (ns) => `${ns}.browser${process.pid}.t${++unique}`;
 
 before(async () => {
   mkdirSync(ARTIFACTS, { recursive: true });
-  [demoHub, hub] = await Promise.all([Hub.start(['--demo']), Hub.start()]);
+  const tokenConfig = path.join(mkdtempSync(path.join(os.tmpdir(), 'tribune-widget-')), 'hub.toml');
+  writeFileSync(
+    tokenConfig,
+    `[auth]\nsecret = "${TOKEN_SECRET}"\n[namespaces.premium]\nmode = "state"\nretained = 1\ntoken = true\n`,
+  );
+  [demoHub, hub, tokenHub] = await Promise.all([
+    Hub.start(['--demo']),
+    Hub.start(),
+    Hub.start(['--config', tokenConfig]),
+  ]);
   proxy = await startProxy(hub.port);
   browser = await launchChromium();
   context = browser.context;
@@ -38,7 +52,7 @@ before(async () => {
 after(async () => {
   await browser?.close();
   await proxy?.close();
-  await Promise.all([demoHub?.stop(), hub?.stop()]);
+  await Promise.all([demoHub?.stop(), hub?.stop(), tokenHub?.stop()]);
 });
 
 const openPage = (t, url, options) => openPageOf(context, t, url, options);
@@ -208,6 +222,32 @@ test('the board follows a results board sent as deltas over deflate, names with 
   assert.ok(sent >= skaters.length - 1, `the updates went as deltas (${sent})`);
   // Chromium offers permessage-deflate and the hub accepts it.
   assert.ok((await metric(hub, 'tribune_deflate_connections_total')) > deflating, 'Chromium negotiated deflate');
+  assert.deepEqual(errors, []);
+});
+
+test('a widget with a token reads a token topic and no request it makes has the token in its URL', async (t) => {
+  const now = Math.floor(Date.now() / 1000);
+  const b64 = (v) => Buffer.from(JSON.stringify(v)).toString('base64url');
+  const signed = `${b64({ alg: 'HS256', typ: 'JWT' })}.${b64({ sub: 'fan-7', exp: now + 600, topics: ['premium.'] })}`;
+  const token = `${signed}.${createHmac('sha256', TOKEN_SECRET).update(signed).digest('base64url')}`;
+  const page = await context.newPage();
+  t.after(() => page.close());
+  // Chromium's network log: every request and every websocket of the page.
+  const urls = [];
+  page.on('request', (r) => urls.push(r.url()));
+  page.on('websocket', (ws) => urls.push(ws.url()));
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(`pageerror: ${e.message}`));
+  const res = await page.goto(`${tokenHub.httpUrl}/`);
+  assert.equal(res.status(), 200);
+  const topic = topicFor('premium');
+  await tokenHub.publish(topic, board('Premium final', [{ rank: 1, name: 'Team Alpha', noc: 'MIX', result: '2:09.47', gap: null, status: 'ok' }]));
+  const id = await addWidget(page, 'tribune-results', { topic, token });
+  await page.locator(`#${id} tbody tr`).first().waitFor({ timeout: 5000 });
+  assert.match(await shadowText(page, id), /Team Alpha/);
+  assert.ok(urls.some((u) => u.startsWith('ws://') && u.endsWith('/v1/ws')), `a websocket: ${urls.join(' ')}`);
+  const leaked = urls.filter((u) => u.includes(token) || /[?&]token=/.test(u) || u.includes(signed.slice(0, 24)));
+  assert.deepEqual(leaked, [], 'no token in any URL');
   assert.deepEqual(errors, []);
 });
 

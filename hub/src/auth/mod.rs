@@ -12,23 +12,35 @@
 //! and the classic "RS256 public key used as an HS256 secret" confusion are
 //! refused as [`AuthErrorKind::WrongAlgorithm`], whatever the key.
 //!
-//! Claims: `sub` (optional, shown in logs), `exp` and `nbf` (optional, checked
-//! with the configured leeway), `aud` (required and checked only when an
-//! audience is configured) and `topics`, an array of exact topics or prefixes
-//! (`"results.lausanne2020."`).
+//! Claims: `sub` (optional, shown in logs), `exp` (required unless
+//! `require_exp = false`, and no further ahead than `max_lifetime_secs` when
+//! set) and `nbf` (checked with the configured leeway), `aud` and `iss`
+//! (required and checked only when an audience or issuer is configured),
+//! `iat` and `jti` (read for revocation and the lifetime rule) and `topics`,
+//! an array of exact topics or prefixes (`"results.lausanne2020."`). A
+//! refusal names the rule that failed ([`AuthErrorKind::rule`]), never the
+//! token.
 //!
 //! Files: this one, the [`Authenticator`] and its checks; `keys`, reading
 //! PEM keys and JWKS files (reloaded on change); `request`, where a
-//! handshake carries the token.
+//! handshake carries the token; `expiry`, when a live connection's token
+//! runs out (it moves with each refresh); `revocation`, the tokens an
+//! operator revoked; `metrics`, the token counters.
 
+mod expiry;
 mod keys;
+mod metrics;
 mod request;
+mod revocation;
 #[cfg(test)]
 mod tests;
 
+pub use expiry::{Expiry, unix_now};
 use keys::{JwksFile, algorithm_name, read_pem_key};
+pub use metrics::TokenMetrics;
 pub use request::{MAX_TOKEN_BYTES, token_from_request};
 use request::{check_token_shape, malformed};
+pub use revocation::{DEFAULT_RETENTION, Revocations};
 
 use std::sync::Arc;
 
@@ -59,6 +71,11 @@ pub struct Grant {
     pub expires_at: Option<u64>,
     /// Exact topics or prefixes this token may read.
     pub topics: Vec<String>,
+    /// The `jti` claim: revocable by itself.
+    pub id: Option<String>,
+    /// The `iat` claim in Unix seconds: a user's tokens issued before a
+    /// time are revocable together.
+    pub issued_at: Option<u64>,
 }
 
 impl Grant {
@@ -94,6 +111,11 @@ struct Inner {
     validation: Validation,
     /// Where the verifying key comes from.
     keys: KeySource,
+    /// Refuse tokens without `exp`.
+    require_exp: bool,
+    /// Longest lifetime accepted (`exp` minus `iat`, or minus now without
+    /// `iat`), in seconds; 0 for no maximum.
+    max_lifetime_secs: u64,
 }
 
 enum KeySource {
@@ -122,9 +144,9 @@ impl Authenticator {
         if sources == 0 {
             // An algorithm or audience without a key is a configuration that
             // looks protected and is not: refuse it rather than run open.
-            if cfg.algorithm.is_some() || cfg.audience.is_some() {
+            if cfg.algorithm.is_some() || cfg.audience.is_some() || cfg.issuer.is_some() {
                 return Err(ConfigError::invalid(
-                    "auth: algorithm or audience set without a key \
+                    "auth: algorithm, audience or issuer set without a key \
                      (secret, public_key_file or jwks_file)",
                 ));
             }
@@ -182,17 +204,22 @@ impl Authenticator {
         validation.leeway = cfg.leeway_secs;
         validation.validate_exp = true;
         validation.validate_nbf = true;
-        // `exp` is checked when present but not required: a deployment may
-        // hand out tokens for a whole event and revoke by rotating keys.
-        validation.required_spec_claims.clear();
+        // `exp` is checked when present; whether it must be there is this
+        // file's rule (`require_exp`), so that its refusal names the rule.
+        let mut required = Vec::new();
         match &cfg.audience {
             Some(audience) => {
                 validation.set_audience(&[audience]);
-                validation.set_required_spec_claims(&["aud"]);
+                required.push("aud");
             }
             // No audience configured: `aud` means nothing to this hub.
             None => validation.validate_aud = false,
         }
+        if let Some(issuer) = &cfg.issuer {
+            validation.set_issuer(&[issuer]);
+            required.push("iss");
+        }
+        validation.set_required_spec_claims(&required);
 
         Ok(Some(Authenticator {
             inner: Arc::new(Inner {
@@ -200,13 +227,15 @@ impl Authenticator {
                 algorithm_name: algorithm_name(algorithm),
                 validation,
                 keys,
+                require_exp: cfg.require_exp,
+                max_lifetime_secs: cfg.max_lifetime_secs,
             }),
         }))
     }
 
     /// Verifies a token: its algorithm (only the configured one), its
-    /// signature, `exp`/`nbf` with leeway, `aud` when configured; returns what
-    /// it grants.
+    /// signature, `exp`/`nbf` with leeway, `aud` and `iss` when configured,
+    /// the lifetime policy; returns what it grants.
     ///
     /// With a JWKS file this may look at the file (one `stat` at most once a
     /// second, a read when it changed): cheap enough for the handshake path.
@@ -223,11 +252,42 @@ impl Authenticator {
         let data = jsonwebtoken::decode::<Claims>(token, &key, &self.inner.validation)
             .map_err(|err| from_jwt_error(err.into_kind()))?;
         let claims = data.claims;
+        let expires_at = claims.exp.as_ref().and_then(numeric_date);
+        let issued_at = claims.iat.as_ref().and_then(numeric_date);
+        self.check_lifetime(expires_at, issued_at)?;
         Ok(Grant {
             subject: claims.sub,
-            expires_at: claims.exp.as_ref().and_then(numeric_date),
+            expires_at,
             topics: claims.topics.unwrap_or_default(),
+            id: claims.jti,
+            issued_at,
         })
+    }
+
+    /// `require_exp` and `max_lifetime_secs`.
+    fn check_lifetime(&self, exp: Option<u64>, iat: Option<u64>) -> Result<(), AuthError> {
+        let max = self.inner.max_lifetime_secs;
+        let Some(exp) = exp else {
+            if self.inner.require_exp || max > 0 {
+                return Err(AuthErrorKind::MissingExp.into());
+            }
+            return Ok(());
+        };
+        if max > 0 {
+            // Without `iat`, what is left of the token is its lifetime here.
+            let from = iat.unwrap_or_else(unix_now);
+            let lifetime = exp.saturating_sub(from);
+            if lifetime > max {
+                return Err(AuthError::new(
+                    AuthErrorKind::LifetimeTooLong,
+                    format!(
+                        "token lifetime {lifetime} s is over the maximum of {max} s \
+                         (auth.max_lifetime_secs)"
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -247,6 +307,10 @@ struct Claims {
     /// A JWT NumericDate may carry a fraction; `jsonwebtoken` checks it.
     #[serde(default)]
     exp: Option<serde_json::Number>,
+    #[serde(default)]
+    iat: Option<serde_json::Number>,
+    #[serde(default)]
+    jti: Option<String>,
     #[serde(default)]
     topics: Option<Vec<String>>,
 }
@@ -300,6 +364,8 @@ fn from_jwt_error(kind: ErrorKind) -> AuthError {
         }
         ErrorKind::InvalidAudience => AuthErrorKind::WrongAudience,
         ErrorKind::MissingRequiredClaim(claim) if claim == "aud" => AuthErrorKind::WrongAudience,
+        ErrorKind::InvalidIssuer => AuthErrorKind::WrongIssuer,
+        ErrorKind::MissingRequiredClaim(claim) if claim == "iss" => AuthErrorKind::WrongIssuer,
         // A key that the crypto backend cannot use (a bad JWK, say): the
         // token cannot be verified, and the operator must hear of it.
         ErrorKind::InvalidEcdsaKey

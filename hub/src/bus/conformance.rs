@@ -305,6 +305,27 @@ pub async fn stats_partials(bus: &dyn SideChannel, unique: &str) {
     }
 }
 
+/// Control messages reach every node's feed, this node's own included,
+/// byte for byte.
+pub async fn control_messages(bus: &dyn SideChannel, unique: &str) {
+    let mut feed = bus.control_feed().await.unwrap();
+    let payload = Bytes::from(format!("{{\"origin\":\"node-{unique}\"}}"));
+    // The subscription may take a moment to be active on a remote bus.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        bus.publish_control(payload.clone()).await.unwrap();
+        match tokio::time::timeout(Duration::from_millis(200), feed.next()).await {
+            Ok(Some(p)) if p == payload => return,
+            Ok(Some(_)) | Err(_) => {}
+            Ok(None) => panic!("control feed ended"),
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no control message within 5 s"
+        );
+    }
+}
+
 /// A connected bus reports an epoch of the form `<stream>@<ns>`.
 pub async fn status_and_epoch(bus: &dyn Bus, _unique: &str) {
     let status = bus.status().borrow().clone();
@@ -345,7 +366,7 @@ macro_rules! bus_conformance_tests {
             history_reads,
             removed_messages_are_a_hole,
             last_seqs_batched, duplicate_publications_stored_once,
-            inbound_stays_out_of_the_stream, stats_partials, status_and_epoch
+            inbound_stays_out_of_the_stream, stats_partials, control_messages, status_and_epoch
         }
     };
     (@tests $make:path; $($name:ident),*) => {

@@ -19,7 +19,8 @@ use tokio::sync::{broadcast, watch};
 use tribune_protocol::Topic;
 
 use super::{
-    After, Bus, BusMessage, BusResult, BusStatus, Epoch, LiveFeed, SideChannel, StatsFeed,
+    After, Bus, BusMessage, BusResult, BusStatus, ControlFeed, Epoch, LiveFeed, SideChannel,
+    StatsFeed,
 };
 
 /// Stream name used in the embedded bus's epoch, like the NATS stream's.
@@ -34,6 +35,7 @@ pub struct MemoryBus {
     default_retained: u32,
     duplicate_window: Duration,
     stats: broadcast::Sender<(String, Bytes)>,
+    control: broadcast::Sender<Bytes>,
     inbound: broadcast::Sender<(Topic, Bytes)>,
 }
 
@@ -79,6 +81,7 @@ impl MemoryBus {
             default_retained,
             duplicate_window,
             stats: broadcast::channel(1024).0,
+            control: broadcast::channel(256).0,
             inbound: broadcast::channel(1024).0,
         }
     }
@@ -214,6 +217,25 @@ impl SideChannel for MemoryBus {
     fn publish_stats(&self, node: &str, payload: Bytes) -> BoxFuture<'_, BusResult<()>> {
         let _ = self.stats.send((node.to_string(), payload));
         futures::future::ready(Ok(())).boxed()
+    }
+
+    fn publish_control(&self, payload: Bytes) -> BoxFuture<'_, BusResult<()>> {
+        let _ = self.control.send(payload);
+        futures::future::ready(Ok(())).boxed()
+    }
+
+    fn control_feed(&self) -> BoxFuture<'_, BusResult<ControlFeed>> {
+        let rx = self.control.subscribe();
+        let feed = futures::stream::unfold(rx, |mut rx| async move {
+            loop {
+                match rx.recv().await {
+                    Ok(item) => return Some((item, rx)),
+                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        });
+        futures::future::ready(Ok(feed.boxed())).boxed()
     }
 
     fn stats_feed(&self) -> BoxFuture<'_, BusResult<StatsFeed>> {

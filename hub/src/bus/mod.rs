@@ -152,6 +152,9 @@ pub type LiveFeed = BoxStream<'static, BusMessage>;
 /// Per-node statistics partials (`tribune.stats.<node>`): `(node, payload)`.
 pub type StatsFeed = BoxStream<'static, (String, Bytes)>;
 
+/// Control messages as they arrive: the payloads, sealed.
+pub type ControlFeed = BoxStream<'static, Bytes>;
+
 /// The stored stream: what relays and the registry need from the bus. See
 /// the module docs for the contract.
 pub trait Bus: Send + Sync + 'static {
@@ -217,4 +220,11 @@ pub trait SideChannel: Send + Sync + 'static {
 
     /// Every node's statistics partials, this node's own included.
     fn stats_feed(&self) -> BoxFuture<'_, BusResult<StatsFeed>>;
+
+    /// Publishes an operator's control message (sealed by the caller) to
+    /// `<prefix>.control`, for every node.
+    fn publish_control(&self, payload: Bytes) -> BoxFuture<'_, BusResult<()>>;
+
+    /// Every node's control messages, this node's own included.
+    fn control_feed(&self) -> BoxFuture<'_, BusResult<ControlFeed>>;
 }

@@ -108,6 +108,10 @@ pub struct Config {
     /// Key of the admin page (`/admin` on the internal listener), at least
     /// 32 bytes; also `TRIBUNE_ADMIN_KEY`. Unset: no admin page.
     pub admin_key: Option<String>,
+    /// Bearer key of the server API on the internal listener
+    /// (`/v1/disconnect`, `/v1/unsubscribe`, `/v1/revoke`), at least 32 bytes; also
+    /// `TRIBUNE_OPERATOR_KEY`. Unset: the server API is off.
+    pub operator_key: Option<String>,
     /// Interval of WebSocket pings (PROTOCOL.md section 7).
     pub heartbeat_ms: u64,
     /// Accept permessage-deflate (RFC 7692) from clients that offer it. Each
@@ -154,6 +158,7 @@ impl Default for Config {
             demo: false,
             publish_key: None,
             admin_key: None,
+            operator_key: None,
             heartbeat_ms: 25_000,
             permessage_deflate: true,
             relay_linger_ms: 5_000,
@@ -231,6 +236,9 @@ impl Config {
         }
         if self.admin_key.as_deref() == Some("") {
             self.admin_key = None;
+        }
+        if self.operator_key.as_deref() == Some("") {
+            self.operator_key = None;
         }
         self
     }

@@ -21,6 +21,7 @@ impl Config {
         };
         hide(&mut c.publish_key);
         hide(&mut c.admin_key);
+        hide(&mut c.operator_key);
         hide(&mut c.auth.secret);
         hide(&mut c.bus.password);
         hide(&mut c.bus.token);

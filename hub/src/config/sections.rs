@@ -167,7 +167,7 @@ impl Default for Limits {
 ///
 /// No key configured: tokens are not checked, and namespaces with
 /// `token = true` refuse every subscription.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
     /// The one accepted algorithm: `HS256`, `RS256`, `ES256` or `EdDSA`.
@@ -181,11 +181,37 @@ pub struct AuthConfig {
     pub jwks_file: Option<PathBuf>,
     /// Required `aud` claim, when set.
     pub audience: Option<String>,
+    /// Required `iss` claim, when set.
+    pub issuer: Option<String>,
+    /// Refuse tokens without `exp`: a token that never expires cannot be
+    /// withdrawn but by rotating the key.
+    pub require_exp: bool,
+    /// Longest token lifetime accepted (`exp` − `iat`, or `exp` − now without
+    /// `iat`), in seconds; 0 for no maximum.
+    pub max_lifetime_secs: u64,
     /// Clock skew tolerated on `exp` and `nbf`, in seconds.
     pub leeway_secs: u64,
     /// How long a connection may stay open after its token expired before it
-    /// is closed with 1008.
+    /// is closed with 1008: the time a client has to refresh a token whose
+    /// refresh failed or came late.
     pub expiry_grace_ms: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            algorithm: None,
+            secret: None,
+            public_key_file: None,
+            jwks_file: None,
+            audience: None,
+            issuer: None,
+            require_exp: true,
+            max_lifetime_secs: 0,
+            leeway_secs: 0,
+            expiry_grace_ms: 0,
+        }
+    }
 }
 
 /// The NATS JetStream bus (PROTOCOL.md section 10). Unused by the embedded bus.

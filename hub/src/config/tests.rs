@@ -93,6 +93,7 @@ fn secrets_are_redacted_in_the_printed_configuration() {
         r#"
         publish_key = "publish-key-of-at-least-32-bytes-xyz"
         admin_key = "admin-key-of-at-least-32-bytes-xyzw"
+        operator_key = "operator-key-of-at-least-32-bytes-xyz"
         [auth]
         secret = "auth-secret-of-at-least-32-bytes-xyz"
         [bus]
@@ -110,6 +111,7 @@ fn secrets_are_redacted_in_the_printed_configuration() {
     for secret in [
         "publish-key-of",
         "admin-key-of",
+        "operator-key-of",
         "auth-secret-of",
         "bus-url-pass",
         "bus-password",
@@ -122,7 +124,7 @@ fn secrets_are_redacted_in_the_printed_configuration() {
         text.contains("nats://editor:<redacted>@nats-1:4222,nats://nats-2:4222"),
         "{text}"
     );
-    assert_eq!(text.matches(REDACTED).count(), 7, "{text}");
+    assert_eq!(text.matches(REDACTED).count(), 8, "{text}");
 }
 
 #[test]

@@ -83,6 +83,13 @@ impl Config {
                 "admin_key must be at least {MIN_PUBLISH_KEY_BYTES} bytes (or unset)"
             ));
         }
+        if let Some(key) = &self.operator_key
+            && key.len() < MIN_PUBLISH_KEY_BYTES
+        {
+            return fail(format!(
+                "operator_key must be at least {MIN_PUBLISH_KEY_BYTES} bytes (or unset)"
+            ));
+        }
         if self.proxy_protocol && self.trusted_proxies.is_empty() {
             return fail(
                 "proxy_protocol needs trusted_proxies: the load balancers' addresses".into(),

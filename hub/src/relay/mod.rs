@@ -249,6 +249,7 @@ impl Relay {
             seq: Some(latest),
             recovered,
             delta: req.delta.map(|fossil| fossil && self.delta),
+            ..Ack::default()
         });
         outbox.push_control(Frame::from(encode_server(&ack)));
         for frame in st.cache.replay(start, since, !state) {
@@ -305,8 +306,8 @@ impl Relay {
             mode: Some(self.mode),
             epoch: Some(st.epoch.to_string()),
             seq: Some(st.last_seq),
-            recovered: None,
             delta: delta.map(|_| granted),
+            ..Ack::default()
         })))
     }
 

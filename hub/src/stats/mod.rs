@@ -20,7 +20,7 @@
 //! - `seal`: sealing this node's partials, opening the others'.
 
 mod aggregate;
-mod seal;
+pub(crate) mod seal;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;

@@ -30,7 +30,7 @@ use tribune_protocol::Topic;
 use super::aggregate::Partial;
 use crate::config::Config;
 
-type HmacSha256 = Hmac<Sha256>;
+pub(crate) type HmacSha256 = Hmac<Sha256>;
 
 /// Hex digits of a MAC, before the newline.
 const TAG_HEX: usize = 64;
@@ -134,19 +134,7 @@ impl Sealer {
         partial.n = self.last.fetch_add(1, Ordering::Relaxed) + 1;
         partial.at = now_ms();
         let json = serde_json::to_vec(&partial).expect("a partial always serializes");
-        let Some(mac) = &self.mac else {
-            return Bytes::from(json);
-        };
-        let mut mac = mac.clone();
-        mac.update(&json);
-        let tag = mac.finalize().into_bytes();
-        let mut out = Vec::with_capacity(TAG_HEX + 1 + json.len());
-        for byte in tag {
-            out.extend_from_slice(format!("{byte:02x}").as_bytes());
-        }
-        out.push(b'\n');
-        out.extend_from_slice(&json);
-        Bytes::from(out)
+        seal_json(self.mac.as_ref(), json)
     }
 }
 
@@ -210,35 +198,7 @@ impl Opener {
 
     /// The JSON of a payload whose MAC checks out (or that needs none).
     fn verify<'a>(&self, payload: &'a [u8]) -> Result<&'a [u8], Rejected> {
-        let sealed = payload.get(TAG_HEX) == Some(&b'\n')
-            && payload[..TAG_HEX].iter().all(u8::is_ascii_hexdigit);
-        if !sealed {
-            return match (self.trusted_bus, &self.mac) {
-                (true, _) => Ok(payload),
-                (false, None) => Err(Rejected::NoKey),
-                (false, Some(_)) => Err(Rejected::Unsigned),
-            };
-        }
-        let (tag, json) = (&payload[..TAG_HEX], &payload[TAG_HEX + 1..]);
-        let Some(mac) = &self.mac else {
-            return if self.trusted_bus {
-                Ok(json)
-            } else {
-                Err(Rejected::NoKey)
-            };
-        };
-        let tag: Vec<u8> = tag
-            .chunks(2)
-            .map(|pair| {
-                let hex = std::str::from_utf8(pair).unwrap_or("zz");
-                u8::from_str_radix(hex, 16).unwrap_or(0)
-            })
-            .collect();
-        let mut mac = mac.clone();
-        mac.update(json);
-        mac.verify_slice(&tag)
-            .map(|()| json)
-            .map_err(|_| Rejected::BadSignature)
+        verify_sealed(self.mac.as_ref(), self.trusted_bus, payload)
     }
 
     fn check_replay(&mut self, partial: &Partial, now: Instant) -> Result<(), Rejected> {
@@ -287,7 +247,65 @@ impl Opener {
 
 /// HMAC-SHA256 with `key` (any length is accepted by HMAC; the config asks
 /// for at least 32 bytes).
-fn keyed(key: &[u8]) -> HmacSha256 {
+/// `<MAC hex>\n<json>` with `mac`, or the JSON alone without a key. Also
+/// for the other side-channel messages sealed with the cluster key.
+pub(crate) fn seal_json(mac: Option<&HmacSha256>, json: Vec<u8>) -> Bytes {
+    let Some(mac) = mac else {
+        return Bytes::from(json);
+    };
+    let mut mac = mac.clone();
+    mac.update(&json);
+    let tag = mac.finalize().into_bytes();
+    let mut out = Vec::with_capacity(TAG_HEX + 1 + json.len());
+    for byte in tag {
+        out.extend_from_slice(format!("{byte:02x}").as_bytes());
+    }
+    out.push(b'\n');
+    out.extend_from_slice(&json);
+    Bytes::from(out)
+}
+
+/// The JSON of a sealed payload whose MAC checks out under `mac` (or that
+/// needs none: on a `trusted_bus`, the embedded one). Also for the other
+/// side-channel messages sealed with the cluster key (operators' control
+/// messages).
+pub(crate) fn verify_sealed<'a>(
+    mac: Option<&HmacSha256>,
+    trusted_bus: bool,
+    payload: &'a [u8],
+) -> Result<&'a [u8], Rejected> {
+    let sealed = payload.get(TAG_HEX) == Some(&b'\n')
+        && payload[..TAG_HEX].iter().all(u8::is_ascii_hexdigit);
+    if !sealed {
+        return match (trusted_bus, &mac) {
+            (true, _) => Ok(payload),
+            (false, None) => Err(Rejected::NoKey),
+            (false, Some(_)) => Err(Rejected::Unsigned),
+        };
+    }
+    let (tag, json) = (&payload[..TAG_HEX], &payload[TAG_HEX + 1..]);
+    let Some(mac) = mac else {
+        return if trusted_bus {
+            Ok(json)
+        } else {
+            Err(Rejected::NoKey)
+        };
+    };
+    let tag: Vec<u8> = tag
+        .chunks(2)
+        .map(|pair| {
+            let hex = std::str::from_utf8(pair).unwrap_or("zz");
+            u8::from_str_radix(hex, 16).unwrap_or(0)
+        })
+        .collect();
+    let mut mac = mac.clone();
+    mac.update(json);
+    mac.verify_slice(&tag)
+        .map(|()| json)
+        .map_err(|_| Rejected::BadSignature)
+}
+
+pub(crate) fn keyed(key: &[u8]) -> HmacSha256 {
     HmacSha256::new_from_slice(key).expect("HMAC takes keys of any length")
 }
 

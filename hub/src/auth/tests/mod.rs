@@ -101,9 +101,18 @@ fn valid_hs256_token_grants_its_claims() {
     assert_eq!(grant.subject.as_deref(), Some("fan-42"));
     assert_eq!(grant.expires_at, Some(exp));
     assert_eq!(grant.topics, ["results.lausanne2020.", "clips.x"]);
-    // A token without exp or topics is valid and grants nothing.
+    // A token without exp is refused by default; with `require_exp` off, a
+    // token without exp or topics is valid and grants nothing.
     let bare = sign(Algorithm::HS256, &hs_key(), None, &json!({}));
-    let grant = a.verify(&bare).unwrap();
+    assert_eq!(
+        a.verify(&bare).unwrap_err().kind(),
+        AuthErrorKind::MissingExp
+    );
+    let lax = auth(&AuthConfig {
+        require_exp: false,
+        ..hs256_config()
+    });
+    let grant = lax.verify(&bare).unwrap();
     assert_eq!(grant.expires_at, None);
     assert!(grant.topics.is_empty());
     assert!(!grant.allows(&topic("results.lausanne2020.x")));
@@ -164,7 +173,7 @@ fn expired_and_not_yet_valid_with_leeway() {
     );
     // Within the 60 s leeway both pass.
     assert!(at(json!({"exp": now() - 20})).is_ok());
-    assert!(at(json!({"nbf": now() + 20})).is_ok());
+    assert!(at(json!({"nbf": now() + 20, "exp": now() + 600})).is_ok());
     // Without leeway the same expired token is refused.
     let strict = auth(&AuthConfig {
         leeway_secs: 0,
@@ -261,7 +270,10 @@ fn audience_is_checked_only_when_configured() {
         audience: Some("tribune".into()),
         ..hs256_config()
     });
-    let at = |claims: Value| with_aud.verify(&sign(Algorithm::HS256, &hs_key(), None, &claims));
+    let at = |mut claims: Value| {
+        claims["exp"] = json!(now() + 600);
+        with_aud.verify(&sign(Algorithm::HS256, &hs_key(), None, &claims))
+    };
     assert!(at(json!({"aud": "tribune"})).is_ok());
     assert!(at(json!({"aud": ["ticketing", "tribune"]})).is_ok());
     assert_eq!(
@@ -281,9 +293,85 @@ fn audience_is_checked_only_when_configured() {
         Algorithm::HS256,
         &hs_key(),
         None,
-        &json!({"aud": "anything"}),
+        &json!({"aud": "anything", "exp": now() + 600}),
     );
     assert!(without.verify(&token).is_ok());
+}
+
+#[test]
+fn policy_refuses_no_exp_a_long_lifetime_and_a_wrong_issuer_naming_the_rule() {
+    let strict = auth(&AuthConfig {
+        leeway_secs: 0,
+        issuer: Some("https://tickets.example.org".into()),
+        max_lifetime_secs: 900,
+        ..hs256_config()
+    });
+    let at = |claims: Value| strict.verify(&sign(Algorithm::HS256, &hs_key(), None, &claims));
+    let iss = "https://tickets.example.org";
+    let ok = at(json!({"iss": iss, "iat": now(), "exp": now() + 600, "jti": "t-1"})).unwrap();
+    assert_eq!(ok.id.as_deref(), Some("t-1"));
+    assert!(ok.issued_at.is_some());
+    let refused = |claims: Value| at(claims).unwrap_err();
+    let e = refused(json!({"iss": iss}));
+    assert_eq!(
+        (e.kind(), e.kind().rule()),
+        (AuthErrorKind::MissingExp, "require_exp")
+    );
+    assert!(e.to_string().contains("auth.require_exp"), "{e}");
+    // Over the maximum by `iat`, and by what is left without `iat`.
+    let e = refused(json!({"iss": iss, "iat": now() - 600, "exp": now() + 600}));
+    assert_eq!(
+        (e.kind(), e.kind().rule()),
+        (AuthErrorKind::LifetimeTooLong, "max_lifetime")
+    );
+    assert!(
+        e.to_string()
+            .contains("1200 s is over the maximum of 900 s"),
+        "{e}"
+    );
+    assert_eq!(
+        refused(json!({"iss": iss, "exp": now() + 3600})).kind(),
+        AuthErrorKind::LifetimeTooLong
+    );
+    for claims in [
+        json!({"iss": "https://evil.example.org", "exp": now() + 600}),
+        json!({"exp": now() + 600}),
+    ] {
+        let e = refused(claims);
+        assert_eq!(
+            (e.kind(), e.kind().rule()),
+            (AuthErrorKind::WrongIssuer, "issuer")
+        );
+        assert!(e.to_string().contains("auth.issuer"), "{e}");
+    }
+    // No issuer configured: `iss` means nothing; a maximum without `exp` is
+    // refused for the missing `exp` even where `exp` is not required.
+    let open = auth(&AuthConfig {
+        require_exp: false,
+        max_lifetime_secs: 900,
+        ..hs256_config()
+    });
+    let token = sign(Algorithm::HS256, &hs_key(), None, &json!({"iss": "x"}));
+    assert_eq!(
+        open.verify(&token).unwrap_err().kind(),
+        AuthErrorKind::MissingExp
+    );
+    let token = sign(
+        Algorithm::HS256,
+        &hs_key(),
+        None,
+        &json!({"iss": "x", "exp": now() + 60}),
+    );
+    assert!(open.verify(&token).is_ok());
+    // A token's text never reaches the message.
+    let token = sign(Algorithm::HS256, &hs_key(), None, &json!({"iss": iss}));
+    assert!(
+        !strict
+            .verify(&token)
+            .unwrap_err()
+            .to_string()
+            .contains(&token)
+    );
 }
 
 #[test]
@@ -354,6 +442,8 @@ fn topic_grants_exact_and_prefix_never_partial_tokens() {
             "".into(),
             "*".into(),
         ],
+        id: None,
+        issued_at: None,
     };
     assert!(grant.allows(&topic("results.lausanne2020.speed-skating")));
     assert!(grant.allows(&topic(

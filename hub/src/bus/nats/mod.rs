@@ -48,7 +48,9 @@ use tribune_protocol::Topic;
 
 pub use state::NatsBus;
 
-use super::{After, Bus, BusMessage, BusResult, BusStatus, LiveFeed, SideChannel, StatsFeed};
+use super::{
+    After, Bus, BusMessage, BusResult, BusStatus, ControlFeed, LiveFeed, SideChannel, StatsFeed,
+};
 
 impl Bus for NatsBus {
     fn kind(&self) -> &'static str {
@@ -121,5 +123,14 @@ impl SideChannel for NatsBus {
 
     fn stats_feed(&self) -> BoxFuture<'_, BusResult<StatsFeed>> {
         self.inner.stats_feed().boxed()
+    }
+
+    fn publish_control(&self, payload: Bytes) -> BoxFuture<'_, BusResult<()>> {
+        let subject = self.inner.subjects.control.clone();
+        self.inner.core_publish(subject, payload).boxed()
+    }
+
+    fn control_feed(&self) -> BoxFuture<'_, BusResult<ControlFeed>> {
+        self.inner.control_feed().boxed()
     }
 }

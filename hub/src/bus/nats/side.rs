@@ -1,12 +1,12 @@
-//! The side channel on core NATS: the statistics feed, and the
-//! publications that never enter the stream (fans' own, statistics
-//! partials). Nothing here is stored or reaches a live feed.
+//! The side channel on core NATS: the statistics and control feeds, and
+//! the publications that never enter the stream (fans' own, statistics
+//! partials, operators' control messages). Nothing here is stored or reaches a live feed.
 
 use bytes::Bytes;
 use futures::StreamExt;
 
 use super::state::Inner;
-use crate::bus::{BusError, BusResult, StatsFeed};
+use crate::bus::{BusError, BusResult, ControlFeed, StatsFeed};
 
 impl Inner {
     /// Every node's statistics partials, named by the node in the subject
@@ -25,6 +25,13 @@ impl Inner {
             })
             .boxed();
         Ok(feed)
+    }
+
+    /// Every node's control messages (anyone may publish there: the
+    /// receiver checks their seal).
+    pub(super) async fn control_feed(&self) -> BusResult<ControlFeed> {
+        let subscriber = self.subscribe(self.subjects.control.clone()).await?;
+        Ok(subscriber.map(|msg| msg.payload).boxed())
     }
 
     /// A core-NATS publication (fans' own messages, statistics partials):

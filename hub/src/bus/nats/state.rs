@@ -57,6 +57,8 @@ pub(super) struct Subjects {
     pub(super) inbound: String,
     /// `p.stats.`: per-node statistics partials.
     pub(super) stats: String,
+    /// `p.control`: operators' control messages (disconnect, revoke).
+    pub(super) control: String,
     /// `$JS.API.DIRECT.GET.<stream>`.
     pub(super) direct_get: String,
 }
@@ -67,6 +69,7 @@ impl Subjects {
             fan: format!("{prefix}.fan."),
             inbound: format!("{prefix}.in."),
             stats: format!("{prefix}.stats."),
+            control: format!("{prefix}.control"),
             direct_get: format!("$JS.API.DIRECT.GET.{stream}"),
         }
     }

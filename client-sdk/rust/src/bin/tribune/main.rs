@@ -5,6 +5,8 @@
 //! tribune publish <topic> [--data JSON | --file F | -] (--nats URL | --hub URL) [--id ID | --id-from-content]
 //!                 [--ca-file PEM] [--tls-cert PEM --tls-key PEM]
 //! tribune token --topics T[,T...] [--ttl 1h] [--sub S] [--aud A] [--secret-file F | --secret S]
+//! tribune disconnect (--user U | --conn C [--node N]) --hub URL --key K
+//! tribune revoke (--jti J | --user U [--before UNIX]) [--until UNIX] --hub URL --key K
 //! ```
 //!
 //! TLS: `wss://`/`https://` hubs and `tls://` NATS are verified against the
@@ -15,8 +17,9 @@
 //!
 //! Layout: this file parses the command line and maps failures to exit
 //! codes; each subcommand lives in its own file (`tail.rs`, `publish.rs`,
-//! `token.rs`).
+//! `token.rs`, `operator.rs` for the server API).
 
+mod operator;
 mod publish;
 mod tail;
 mod token;
@@ -29,7 +32,7 @@ use clap::{Parser, Subcommand};
 #[command(
     name = "tribune",
     version,
-    about = "Tail and publish Tribune topics, mint test tokens"
+    about = "Tail and publish Tribune topics, mint test tokens, disconnect and revoke"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -44,6 +47,10 @@ enum Command {
     Publish(publish::PublishArgs),
     /// Mint an HS256 fan token for development and tests (the secret is the hub's).
     Token(token::TokenArgs),
+    /// Close a user's connections on every node, or one connection (server API).
+    Disconnect(operator::DisconnectArgs),
+    /// Revoke a token by jti, or a user's tokens issued before a time (server API).
+    Revoke(operator::RevokeArgs),
 }
 
 /// A failure with its exit code.
@@ -90,6 +97,8 @@ fn main() -> ExitCode {
             Command::Tail(args) => tail::run(args).await,
             Command::Publish(args) => publish::run(args).await,
             Command::Token(args) => token::run(args),
+            Command::Disconnect(args) => operator::disconnect(args).await,
+            Command::Revoke(args) => operator::revoke(args).await,
         }
     });
     match result {
