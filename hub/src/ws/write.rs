@@ -113,6 +113,38 @@ mod tests {
         }
     }
 
+    /// One compression per message, whatever the number of connections
+    /// (counted): 300 connections that negotiated deflate get the same
+    /// bytes, and a plain one the plain frame.
+    #[tokio::test]
+    async fn one_compression_per_frame_whatever_the_audience() {
+        let metrics = Arc::new(Metrics::new());
+        let board = format!(
+            r#"{{"rows":[{}]}}"#,
+            r#"{"name":"Martina Sáblíková","time":"1:55.01"},"#.repeat(30)
+        );
+        let frames = [
+            Frame::from(board.clone()),
+            Frame::from(board.replace("1:55", "1:54")),
+        ];
+        let mut outputs = Vec::new();
+        for _ in 0..300 {
+            let mut w = Writer::new(Trickle(Vec::new()), true, metrics.clone());
+            w.write(&frames).await.unwrap();
+            outputs.push(w.io.0);
+        }
+        assert_eq!(metrics.compressions.get(), 2, "one per frame");
+        assert!(
+            outputs.windows(2).all(|w| w[0] == w[1]),
+            "the same bytes for all"
+        );
+        assert!(outputs[0].len() < board.len() / 2);
+        let mut plain = Writer::new(Trickle(Vec::new()), false, metrics.clone());
+        plain.write(&frames).await.unwrap();
+        assert_eq!(plain.io.0.len(), 2 * (4 + board.len()));
+        assert_eq!(metrics.compressions.get(), 2);
+    }
+
     #[tokio::test]
     async fn partial_writes_keep_every_byte_in_order() {
         let metrics = Arc::new(Metrics::new());
