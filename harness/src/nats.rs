@@ -53,12 +53,16 @@ pub struct NatsOptions {
     pub env: Vec<(String, String)>,
 }
 
-/// A free loopback port (bound and released: a small race, retried by callers).
-fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .context("a free loopback port")?
-        .port())
+/// `n` distinct free loopback ports. Every probe listener is held until all
+/// are chosen: a port released at once may be handed out again by the very
+/// next probe (seen in CI: a server's client and monitor ports the same).
+fn free_ports(n: usize) -> anyhow::Result<Vec<u16>> {
+    let held = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").context("a free loopback port"))
+        .collect::<anyhow::Result<Vec<TcpListener>>>()?;
+    held.iter()
+        .map(|l| Ok(l.local_addr().context("a free loopback port")?.port()))
+        .collect()
 }
 
 /// One nats-server process with a fixed config file, store and log.
@@ -84,13 +88,9 @@ impl Node {
         opts: &NatsOptions,
         cluster: Option<(&str, u16, &[u16])>,
     ) -> anyhow::Result<Node> {
-        let port = free_port()?;
-        let monitor_port = free_port()?;
-        let ws_port = if opts.websocket {
-            Some(free_port()?)
-        } else {
-            None
-        };
+        let ports = free_ports(3)?;
+        let (port, monitor_port) = (ports[0], ports[1]);
+        let ws_port = opts.websocket.then_some(ports[2]);
         let store = dir.join(format!("{name}-store"));
         fs::create_dir_all(&store).context("store dir")?;
         let mut config = format!(
@@ -401,9 +401,7 @@ impl NatsCluster {
         let opts = NatsOptions::default();
         for _ in 0..ATTEMPTS {
             let dir = temp_dir("tribune-nats-cluster-", None)?;
-            let cluster_ports = (0..size)
-                .map(|_| free_port())
-                .collect::<anyhow::Result<Vec<u16>>>()?;
+            let cluster_ports = free_ports(size)?;
             let mut nodes = (0..size)
                 .map(|i| {
                     Node::new(

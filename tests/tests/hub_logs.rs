@@ -85,8 +85,20 @@ async fn text_lines_written_to_a_file_carry_no_colour_codes() {
     })
     .await
     .expect("the hub listens");
+    // The start-up log line follows the listening line: wait for it.
+    let text = tribune_tests::eventually(
+        "the start-up line in the file",
+        Duration::from_secs(10),
+        || {
+            let path = path.clone();
+            async move {
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                text.contains("hub node started").then_some(text)
+            }
+        },
+    )
+    .await;
     child.kill().await.unwrap();
-    let text = std::fs::read_to_string(&path).unwrap();
     assert!(
         text.lines()
             .any(|l| l.contains(" INFO ") && l.contains("hub node started")),
