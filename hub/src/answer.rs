@@ -17,6 +17,14 @@ pub fn http_error(status: StatusCode, code: ErrorCode, message: impl Into<String
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
+/// Adds `Retry-After` for a wait of `left`, in whole seconds rounded up
+/// (at least 1): a client told 0 would retry at once.
+pub fn retry_after(res: &mut Response, left: std::time::Duration) {
+    let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+    res.headers_mut()
+        .insert(header::RETRY_AFTER, secs.max(1).into());
+}
+
 /// Any path no route serves. The path is not repeated: an answer that
 /// echoes what the client sent is how reflected injection starts.
 pub async fn not_found() -> Response {

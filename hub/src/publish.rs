@@ -118,9 +118,7 @@ fn guard(node: &Node, peer: SocketAddr, headers: &HeaderMap) -> Option<Response>
             ErrorCode::RateLimited,
             "too many failed attempts from this address",
         );
-        let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
-        res.headers_mut()
-            .insert(header::RETRY_AFTER, secs.max(1).into());
+        crate::answer::retry_after(&mut res, left);
         return Some(res);
     }
     match &node.config.publish_key {

@@ -248,9 +248,7 @@ fn admit<T: serde::de::DeserializeOwned>(
             ErrorCode::RateLimited,
             "too many failed attempts from this address",
         );
-        let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
-        res.headers_mut()
-            .insert(header::RETRY_AFTER, secs.max(1).into());
+        crate::answer::retry_after(&mut res, left);
         return Err(Box::new(res));
     }
     let Some(expected) = &node.config.operator_key else {

@@ -1,7 +1,14 @@
 //! The report of a run: what was measured, per target, and how the targets
 //! compare; written as JSON (`report.json`), summarized on stderr, and
 //! rendered as HTML by the `html` module. Scenarios fill it in; it knows
-//! none of them.
+//! none of them. Files: this one, the report's types and the checks that
+//! compare targets; `format`, figures as text; `summary`, the stderr summary.
+
+mod format;
+mod summary;
+
+pub use format::{bare_version, fmt_counts, fmt_ratio, fmt_us, fmt_versions};
+pub use summary::summary;
 
 use std::collections::BTreeMap;
 
@@ -458,149 +465,6 @@ fn p99_check(h: &RunReport, p: &RunReport) -> Check {
             && h.delivery.latency_us.p99 <= p.delivery.latency_us.p99,
         not_applicable: None,
     }
-}
-
-pub fn fmt_ratio(r: Option<f64>) -> String {
-    r.map_or("n/a".into(), |r| format!("{r:.2}×"))
-}
-
-/// Counts by key (close codes, error texts) for a table cell: `none` when
-/// there are none, else `key: n` in key order.
-pub fn fmt_counts(counts: &BTreeMap<String, u64>) -> String {
-    if counts.is_empty() {
-        return "none".into();
-    }
-    counts
-        .iter()
-        .map(|(k, n)| format!("{k}: {n}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// A program's version without its name: `nats-server --version` prints
-/// `nats-server: v2.15.1`, `tribune-hub --version` prints `tribune-hub
-/// 0.1.0`; reports key them by the name already. Idempotent, so reports
-/// written with the whole line render right too.
-pub fn bare_version(name: &str, line: &str) -> String {
-    let line = line.trim();
-    match line.strip_prefix(name) {
-        Some(rest) if rest.starts_with([':', ' ']) => {
-            rest.trim_start_matches([':', ' ']).to_string()
-        }
-        _ => line.to_string(),
-    }
-}
-
-/// The versions of a report on one line: `nats-server v2.15.1, tribune-hub 0.1.0`.
-pub fn fmt_versions(versions: &BTreeMap<String, String>) -> String {
-    versions
-        .iter()
-        .map(|(k, v)| format!("{k} {}", bare_version(k, v)))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// A latency for people: µs below 1 ms, ms below 10 s, else s.
-pub fn fmt_us(us: u64) -> String {
-    if us < 1_000 {
-        format!("{us} µs")
-    } else if us < 10_000_000 {
-        format!("{:.1} ms", us as f64 / 1000.0)
-    } else {
-        format!("{:.1} s", us as f64 / 1e6)
-    }
-}
-
-/// The short text summary printed at the end of a run.
-pub fn summary(report: &Report) -> String {
-    let mut s = format!("scenario {}\n", report.scenario);
-    for r in &report.runs {
-        s.push_str(&format!(
-            "  {:<8} conns {}/{} (failed {}) at {:.0}/s, handshake p99 {} | deliveries {} ({:.0}/s) latency p50 {} p99 {} p99.9 {} max {} | lost {} dup {}",
-            r.target_name(),
-            r.connect.peak_open,
-            r.connect.requested,
-            r.connect.failed,
-            r.connect.rate_per_s,
-            fmt_us(r.connect.handshake_us.p99),
-            r.delivery.deliveries,
-            r.delivery.per_s,
-            fmt_us(r.delivery.latency_us.p50),
-            fmt_us(r.delivery.latency_us.p99),
-            fmt_us(r.delivery.latency_us.p999),
-            fmt_us(r.delivery.latency_us.max),
-            r.delivery.loss.lost,
-            r.delivery.loss.duplicated,
-        ));
-        if let Some(b) = r.resources.rss_per_conn_bytes {
-            s.push_str(&format!(" | server RSS/conn {b:.0} B"));
-        }
-        if let Some(c) = r.resources.cpu_us_per_delivery {
-            s.push_str(&format!(" | server CPU/delivery {c:.2} µs"));
-        }
-        if let Some(rs) = &r.resume {
-            s.push_str(&format!(
-                " | resume: {}/{} back in {}, recovered {} not {}",
-                rs.resumed,
-                rs.affected,
-                rs.all_back_ms
-                    .map_or("n/a".into(), |ms| format!("{ms:.0} ms")),
-                rs.recovered,
-                rs.not_recovered
-            ));
-        }
-        if let Some(x) = &r.reactions {
-            s.push_str(&reactions_summary(x));
-        }
-        s.push('\n');
-        for p in &r.problems {
-            s.push_str(&format!("    problem: {p}\n"));
-        }
-    }
-    if let Some(c) = &report.comparison {
-        s.push_str(&format!(
-            "  tribune ÷ nats-ws: deliveries/s {}, p50 {}, p99 {}, RSS/conn {}, CPU/delivery {}\n",
-            fmt_ratio(c.deliveries_per_s_ratio),
-            fmt_ratio(c.p50_ratio),
-            fmt_ratio(c.p99_ratio),
-            fmt_ratio(c.rss_per_conn_ratio),
-            fmt_ratio(c.cpu_per_delivery_ratio)
-        ));
-    }
-    for c in &report.checks {
-        s.push_str(&format!(
-            "  [{}] {}: {} (target {})",
-            c.verdict(),
-            c.name,
-            c.measured,
-            c.target
-        ));
-        if let Some(why) = &c.not_applicable {
-            s.push_str(&format!(": {why}"));
-        }
-        s.push('\n');
-    }
-    s
-}
-
-/// One line of the stderr summary for a reactions run.
-fn reactions_summary(r: &ReactionsReport) -> String {
-    let mut s = format!(
-        " | reactions: sent {} accepted {} rate_limited {} unanswered {}, settled in {:.1} s",
-        r.sent, r.accepted_total, r.rate_limited, r.unanswered, r.settle_s
-    );
-    for n in &r.nodes {
-        s.push_str(&format!(
-            "; node {} stats sum {} in {} frames ({}), audience {}, CPU {}",
-            n.node,
-            n.stats_sum.values().sum::<u64>(),
-            n.stats_frames,
-            if n.equal { "equal" } else { "DIFFERENT" },
-            n.audience_max,
-            n.cpu_s.map_or("n/a".into(), |c| format!("{c:.2} s")),
-        ));
-    }
-    s
 }
 
 #[cfg(test)]
