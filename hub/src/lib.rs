@@ -58,6 +58,7 @@ pub(crate) mod edge;
 pub mod error;
 pub(crate) mod handshake;
 pub(crate) mod internal;
+pub(crate) mod heap;
 pub(crate) mod limits;
 pub(crate) mod log_limit;
 pub(crate) mod metrics;
@@ -215,6 +216,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tokio::spawn(node.registry.clone().watch_bus());
     tokio::spawn(node.stats.clone().run());
     tokio::spawn(server_api::follow(node.clone()));
+    if config.heap_trim_ms > 0 {
+        tokio::spawn(heap::run(
+            Duration::from_millis(config.heap_trim_ms),
+            node.metrics.clone(),
+        ));
+    }
     if config.demo {
         tokio::spawn(demo::run(node.clone()));
     }

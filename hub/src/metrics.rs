@@ -28,6 +28,10 @@ pub struct Metrics {
     /// The node's connection cap (`limits.max_connections`, lowered to fit
     /// the open-files limit): what `connections` is compared with.
     pub connections_max: Gauge,
+    /// Times freed heap was given back to the system (`heap.rs`).
+    pub heap_trims: Counter,
+    /// Bytes the allocator's arenas held free at the last check.
+    pub heap_free_bytes: Gauge,
     /// Websocket connections accepted since start.
     pub connections_accepted: Counter,
     /// Handshakes refused before the upgrade, by reason.
@@ -186,6 +190,8 @@ impl Metrics {
             connections: Gauge::default(),
             connections_max: Gauge::default(),
             connections_accepted: Counter::default(),
+            heap_trims: Counter::default(),
+            heap_free_bytes: Gauge::default(),
             handshakes_refused: Family::default(),
             refusals: Family::default(),
             pending_sockets: Gauge::default(),
@@ -234,6 +240,16 @@ impl Metrics {
             "connections",
             "Open websocket connections",
             m.connections.clone(),
+        );
+        r.register(
+            "heap_trims",
+            "Times freed heap was given back to the system after a storm",
+            m.heap_trims.clone(),
+        );
+        r.register(
+            "heap_free_bytes",
+            "Bytes the allocator held free for reuse at the last check",
+            m.heap_free_bytes.clone(),
         );
         r.register(
             "connections_max",

@@ -124,6 +124,9 @@ pub struct Config {
     /// How long a connection closed for being slow may take to receive its
     /// close frame before the socket is dropped.
     pub slow_close_grace_ms: u64,
+    /// How often the node checks whether its allocator holds enough freed
+    /// memory to give back to the system (after a resume storm); 0 never.
+    pub heap_trim_ms: u64,
     /// Browser origins allowed to open a websocket; empty allows any.
     pub allowed_origins: Vec<String>,
     /// Reverse proxies (addresses or CIDR ranges) whose `X-Forwarded-For`
@@ -163,6 +166,7 @@ impl Default for Config {
             permessage_deflate: true,
             relay_linger_ms: 5_000,
             slow_close_grace_ms: 5_000,
+            heap_trim_ms: 5_000,
             allowed_origins: Vec::new(),
             trusted_proxies: Vec::new(),
             proxy_protocol: false,
