@@ -59,10 +59,8 @@ pub async fn run(interval: Duration, metrics: Arc<Metrics>) {
             continue;
         };
         metrics.heap_free_bytes.set(free as i64);
-        if policy.should_trim(free) {
-            if tokio::task::spawn_blocking(trim).await.is_ok() {
-                metrics.heap_trims.inc();
-            }
+        if policy.should_trim(free) && tokio::task::spawn_blocking(trim).await.is_ok() {
+            metrics.heap_trims.inc();
         }
     }
 }
