@@ -237,7 +237,7 @@ async fn page_through(
 ) -> (String, Vec<(u64, u64, String)>) {
     let mut pages: Vec<Vec<(u64, u64, String)>> = Vec::new();
     let mut before: Option<u64> = None;
-    let mut epoch = String::new();
+    let mut epoch;
     // Bounded: at most this many pages for the few hundred retained.
     for _ in 0..50 {
         let mut url = format!("{}/v1/history?topic={topic}&limit={limit}", hub.http_url());
