@@ -12,7 +12,8 @@
 //!   control and must answer `recovered: false`.
 //! - Paging `GET /v1/history` from the newest to the oldest returns every
 //!   retained message once, in order, on both nodes (one serving fans from
-//!   its relay, one opening a relay for the request).
+//!   its relay, one opening a relay for the request); a subscribe's
+//!   `history` reaches as deep.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -319,6 +320,12 @@ async fn paging_history_returns_every_retained_message_once_on_both_nodes() {
         }
     }
     assert_eq!(epochs.len(), 1, "one epoch on both nodes: {epochs:?}");
+
+    // A subscribe's `history` reaches as deep as the retention, not the count.
+    let mut late = fan(&hub_b).await;
+    late.subscribe(topic, json!({"history": 500})).await;
+    let got = collect(&mut late, topic, &stored).await;
+    assert_exact(&got, &stored, 0, "history replay on B");
 
     // A page before the oldest is empty, and says there is nothing older.
     let url = format!(

@@ -139,9 +139,8 @@ pub struct Relay {
     /// Whether subscribers may get delta updates (a `state` namespace with
     /// `delta`).
     delta: bool,
-    /// The namespace's `retained`: the deepest `history` of a subscribe.
-    retained: usize,
-    /// The most messages the cache keeps: what the history load reads.
+    /// The most messages the cache keeps: what the history load reads, and
+    /// the deepest `history` of a subscribe (the cache holds the retention).
     depth: usize,
     /// Payloads above this many bytes are dropped (PROTOCOL.md section 8).
     max_payload: usize,
@@ -199,7 +198,6 @@ impl Relay {
             topic,
             mode,
             delta: delta && mode == Mode::State,
-            retained: retained as usize,
             depth: retention.depth.max(retained as usize),
             max_payload,
             state: Mutex::new(RelayState {
@@ -247,7 +245,7 @@ impl Relay {
         let state = self.mode == Mode::State;
         let default_history = if state { 1 } else { 0 };
         let depth = (req.history.unwrap_or(default_history) as usize)
-            .min(self.retained)
+            .min(self.depth)
             .min(st.cache.len());
         let history_start = st.cache.len() - depth;
         let resumed = req.since.as_ref().map(|(since, epoch)| {
