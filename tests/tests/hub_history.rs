@@ -186,7 +186,9 @@ async fn pages_grants_and_refusals() {
         "authorization"
     );
 
-    // Every refusal counted by reason.
+    // Pages served (three open, one granted, one cross-origin), and every
+    // refusal counted by reason.
+    assert_eq!(hub.metric("tribune_history_pages_total").await, 5.0);
     assert_eq!(refusals(&hub, "history_token").await, 2);
     assert_eq!(refusals(&hub, "history_grant").await, 1);
     assert_eq!(refusals(&hub, "history_params").await, 7);
