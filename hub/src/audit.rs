@@ -21,6 +21,10 @@
 //! - `/admin`: `admin_key` (missing or wrong), `admin_rate`;
 //! - the server API (`/v1/disconnect`, `/v1/unsubscribe`, `/v1/revoke`): `api_origin`,
 //!   `api_key`, `api_disabled`, `api_rate`, `api_content_type`;
+//! - `GET /v1/history`: `history_rate` (per address or per token `sub`),
+//!   `history_origin`, `history_params`, `history_namespace`,
+//!   `history_token` (missing where needed, or not valid),
+//!   `history_grant`, `history_unavailable` (no relay could serve it);
 //! - on a connection: `react_grant`, `react_unsubscribed`, `topic_rate`,
 //!   `relay_cap`, `flood` (4029), `auth_frame` (an `auth` frame refused; the
 //!   detail starts with `rule=<rule>`), `user_share` (a first-frame login

@@ -12,6 +12,7 @@
 //! - `admin`: the admin page (`/admin`, internal listener, with a key):
 //!   nodes and topics from the statistics partials, a live tail.
 //! - `publish`: `POST /v1/publish` and its guards.
+//! - `history`: `GET /v1/history`, pages of a topic's retained messages.
 //! - `server_api`: the operators' `POST /v1/disconnect` and `/v1/revoke`;
 //!   `control`: the sealed control messages that carry them to every node.
 //! - `answer`: HTTP answers both listeners give (errors, health).
@@ -58,6 +59,7 @@ pub(crate) mod edge;
 pub mod error;
 pub(crate) mod handshake;
 pub(crate) mod heap;
+pub(crate) mod history;
 pub(crate) mod internal;
 pub(crate) mod limits;
 pub(crate) mod log_limit;
@@ -135,7 +137,8 @@ async fn connect_bus(
             let retention: HashMap<String, u32> = config
                 .namespaces
                 .iter()
-                .map(|(n, ns)| (n.clone(), ns.retained))
+                // The memory bus keeps what the stream would: the depth.
+                .map(|(n, ns)| (n.clone(), ns.depth()))
                 .collect();
             let window = Duration::from_secs(config.bus.duplicate_window_secs);
             let bus = Arc::new(MemoryBus::new(retention, window));

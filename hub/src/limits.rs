@@ -7,6 +7,7 @@
 //! rotating through millions) cost memory only while they are active.
 
 use std::collections::VecDeque;
+use std::hash::Hash;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
@@ -34,12 +35,12 @@ pub fn reaction_rate(limits: &Limits) -> DefaultDirectRateLimiter {
     RateLimiter::direct(quota(limits.reactions_per_second, limits.reactions_burst))
 }
 
-/// A rate per client address (its limit key).
-pub struct KeyedLimiter {
-    inner: RateLimiter<IpAddr, DefaultKeyedStateStore<IpAddr>, DefaultClock>,
+/// A rate per key: a client address (its limit key) unless said otherwise.
+pub struct KeyedLimiter<K: Hash + Eq + Clone = IpAddr> {
+    inner: RateLimiter<K, DefaultKeyedStateStore<K>, DefaultClock>,
 }
 
-impl KeyedLimiter {
+impl<K: Hash + Eq + Clone> KeyedLimiter<K> {
     fn new(quota: Quota) -> Self {
         Self {
             inner: RateLimiter::keyed(quota),
@@ -47,7 +48,7 @@ impl KeyedLimiter {
     }
 
     /// Takes one cell for `key`; when none is left, how long until one is.
-    pub fn check(&self, key: &IpAddr) -> Result<(), Duration> {
+    pub fn check(&self, key: &K) -> Result<(), Duration> {
         self.inner
             .check_key(key)
             .map_err(|not_until| wait(&not_until))
@@ -75,6 +76,19 @@ fn wait(not_until: &NotUntil<<DefaultClock as Clock>::Instant>) -> Duration {
 /// Handshakes per client address (burst allowed); past it, 429.
 pub fn handshake_rate(limits: &Limits) -> KeyedLimiter {
     KeyedLimiter::new(quota(limits.handshakes_per_second, limits.handshakes_burst))
+}
+
+/// `GET /v1/history` requests per client address (burst allowed); past it, 429.
+pub fn history_rate(limits: &Limits) -> KeyedLimiter {
+    KeyedLimiter::new(quota(limits.history_per_second, limits.history_burst))
+}
+
+/// `GET /v1/history` requests per token `sub` (burst allowed); past it, 429.
+pub fn history_token_rate(limits: &Limits) -> KeyedLimiter<String> {
+    KeyedLimiter::new(quota(
+        limits.history_token_per_second,
+        limits.history_token_burst,
+    ))
 }
 
 /// Handshakes per node, whatever the address; past it, 503.

@@ -83,6 +83,8 @@ pub struct Metrics {
     pub deflate_connections: Counter,
     /// History reads issued to the bus (relay loads and resumes).
     pub history_requests: Counter,
+    /// `GET /v1/history` pages served (refusals are in `refusals`).
+    pub history_pages: Counter,
     /// Gaps found in the live feed and repaired from the stream.
     pub gaps_repaired: Counter,
     /// Time from detecting a gap to having forwarded its messages.
@@ -163,6 +165,13 @@ pub const REFUSALS: &[&str] = &[
     "topic_rate",
     "relay_cap",
     "flood",
+    "history_rate",
+    "history_origin",
+    "history_params",
+    "history_namespace",
+    "history_token",
+    "history_grant",
+    "history_unavailable",
 ];
 
 /// Close codes of `tribune_closes_total` (PROTOCOL.md section 6); `other`
@@ -181,7 +190,7 @@ pub const REACTION_RESULTS: &[&str] = &["accepted", "rate_limited", "refused"];
 pub const TOPIC_MODES: &[&str] = &["feed", "state"];
 
 /// Limiters of `tribune_limiter_keys` and `tribune_limiter_keys_expired_total`.
-pub const LIMITERS: &[&str] = &["handshakes", "publish_failures", "connections"];
+pub const LIMITERS: &[&str] = &["handshakes", "publish_failures", "connections", "history"];
 
 impl Metrics {
     pub fn new() -> Self {
@@ -214,6 +223,7 @@ impl Metrics {
             compressions: Counter::default(),
             deflate_connections: Counter::default(),
             history_requests: Counter::default(),
+            history_pages: Counter::default(),
             gaps_repaired: Counter::default(),
             gap_repair_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
             gaps_unrepairable: Family::default(),
@@ -370,6 +380,11 @@ impl Metrics {
             "history_requests",
             "History reads issued to the bus",
             m.history_requests.clone(),
+        );
+        r.register(
+            "history_pages",
+            "GET /v1/history pages served",
+            m.history_pages.clone(),
         );
         r.register(
             "gaps_repaired",

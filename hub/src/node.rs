@@ -54,6 +54,9 @@ pub struct Node {
     pub handshakes: KeyedLimiter,
     /// Handshakes of the whole node.
     pub node_handshakes: DefaultDirectRateLimiter,
+    /// `GET /v1/history` per client address (limit key) and per token `sub`.
+    pub history_addresses: KeyedLimiter,
+    pub history_users: KeyedLimiter<String>,
     /// Connections per client address and per user.
     pub occupancy: Arc<Occupancy>,
     /// Failed `POST /v1/publish` attempts per caller address.
@@ -103,6 +106,8 @@ impl Node {
         Arc::new(Node {
             handshakes: limits::handshake_rate(&config.limits),
             node_handshakes: limits::node_handshake_rate(&config.limits),
+            history_addresses: limits::history_rate(&config.limits),
+            history_users: limits::history_token_rate(&config.limits),
             occupancy: Arc::new(Occupancy::default()),
             publish_failures: FailureLimiter::per_minute(config.limits.publish_failures_per_minute),
             audit: Audit::new(metrics.clone()),
@@ -221,6 +226,12 @@ impl Node {
     pub fn sweep_limiters(&self) {
         let forgot = self.handshakes.sweep();
         self.metrics.limiter_keys_expired("handshakes", forgot);
+        let forgot = self.history_addresses.sweep() + self.history_users.sweep();
+        self.metrics.limiter_keys_expired("history", forgot);
+        self.metrics.set_limiter_keys(
+            "history",
+            self.history_addresses.keys() + self.history_users.keys(),
+        );
         let forgot = self.publish_failures.sweep();
         self.metrics
             .limiter_keys_expired("publish_failures", forgot);

@@ -21,7 +21,7 @@ use crate::config::{Config, Namespace};
 use crate::error::{JoinError, JoinErrorKind};
 use crate::metrics::Metrics;
 use crate::outbox::Outbox;
-use crate::relay::{Control, JoinRequest, Relay, RelayTask, Settings};
+use crate::relay::{Control, HistoryPage, JoinRequest, Relay, RelayTask, Retention, Settings};
 
 /// Topics per batched last-sequence request.
 const CHECK_BATCH: usize = 1024;
@@ -75,6 +75,29 @@ impl Registry {
         Err(JoinErrorKind::Restarting.into())
     }
 
+    /// A page of the topic's retained messages (`GET /v1/history`), from
+    /// its relay: the one serving fans here, or one opened for the request
+    /// (its history load is the batched bus read; it lingers like any relay
+    /// without fans, so the next pages cost the bus nothing).
+    pub async fn history_page(
+        self: &Arc<Self>,
+        topic: &Topic,
+        ns: &Namespace,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<HistoryPage, JoinError> {
+        // A relay may close between lookup and read (linger ended): look again.
+        for _ in 0..8 {
+            let relay = self.relay(topic, ns)?;
+            relay.ready().await?;
+            if let Some(page) = relay.history_page(before, limit) {
+                return Ok(page);
+            }
+            tokio::task::yield_now().await;
+        }
+        Err(JoinErrorKind::Restarting.into())
+    }
+
     fn relay(self: &Arc<Self>, topic: &Topic, ns: &Namespace) -> Result<Arc<Relay>, JoinError> {
         match self.relays.entry(topic.clone()) {
             Entry::Occupied(e) => Ok(e.get().clone()),
@@ -95,6 +118,12 @@ impl Registry {
                         mode: ns.mode,
                         delta: ns.delta,
                         retained: ns.retained,
+                        retention: Retention {
+                            retained: ns.retained as usize,
+                            window_ms: u64::from(ns.retained_secs) * 1_000,
+                            depth: ns.depth() as usize,
+                            bytes: ns.retained_bytes,
+                        },
                         max_payload: self.config.limits.max_payload_bytes,
                     },
                     epoch,

@@ -42,3 +42,7 @@ pub const SUBPROTOCOL: &str = "tribune.v1";
 
 /// Path of the WebSocket endpoint.
 pub const WS_PATH: &str = "/v1/ws";
+
+/// Path of the retained messages' pages on the public listener (PROTOCOL.md
+/// section 12).
+pub const HISTORY_PATH: &str = "/v1/history";

@@ -19,6 +19,7 @@ import {
 } from './protocol.js';
 import { DELTA_FORMAT, applyTextDelta, rawMessageData } from './delta.js';
 import { Emitter } from './emitter.js';
+import { fetchHistory } from './history.js';
 import { Subscription } from './subscription.js';
 import { TopicState } from './topic-state.js';
 
@@ -276,6 +277,18 @@ export class TribuneClient {
     if (!this.#socketOpen()) return Promise.resolve(null);
     const send = (t) => new Promise((resolve, reject) => this.#sendAuth(t, { resolve, reject }));
     return typeof token === 'function' ? Promise.resolve(token()).then(send) : send(token);
+  }
+
+  /**
+   * One page of `topic`'s retained messages before `before` (the newest when
+   * absent), oldest first, at most `limit` (1 to 100, the hub's default 50):
+   * an HTTP read (`GET /v1/history`) with the client's token in the
+   * `Authorization` header; no connection needed. See history.js.
+   */
+  history(topic, options = {}) {
+    if (this.#state === ConnectionState.CLOSED) return Promise.reject(new TribuneError('closed', 'client is closed'));
+    const { fetch: fetchImpl, ...page } = options;
+    return fetchHistory({ wsUrl: this.#opts.url, token: this.#opts.token, fetchImpl }, topic, page);
   }
 
   /** Application-level ping; resolves with the round trip in milliseconds. */

@@ -363,7 +363,45 @@ export class TribuneClient {
   react(topic: string, reaction: string): Promise<void>;
   publish(topic: string, data: JsonValue): Promise<void>;
   ping(): Promise<number>;
+  /**
+   * One page of the topic's retained messages before `before` (the newest
+   * when absent), oldest first, at most `limit` (1 to 100; the hub's default
+   * 50): `GET /v1/history` with the client's token in `Authorization`.
+   */
+  history<T = JsonValue>(topic: string, options?: HistoryOptions): Promise<HistoryPage<T>>;
 }
+
+export interface HistoryOptions {
+  /** Messages with a seq below this one (the `before` of the previous page). */
+  before?: number;
+  /** 1 to 100 (default 50, the hub's). */
+  limit?: number;
+  /** A fetch implementation (default the global one). */
+  fetch?: typeof globalThis.fetch;
+}
+
+/** One page of `GET /v1/history` (PROTOCOL.md section 12). */
+export interface HistoryPage<T = JsonValue> {
+  topic: string;
+  epoch: string;
+  /** Oldest first, each `replay: true`. */
+  messages: MessageEvent<T>[];
+  /** Holes the page crosses (`reason: 'lost'`): the messages between `after` and `before` are gone. */
+  gaps: GapEvent[];
+  /** The `before` of the next, older page; null when nothing older is retained. */
+  before: number | null;
+}
+
+/** The most messages one history page may hold. */
+export const MAX_HISTORY_LIMIT: 100;
+/** The hub's history URL for its websocket URL. */
+export function historyUrl(wsUrl: string): string;
+/** `TribuneClient.history` without a client. */
+export function fetchHistory<T = JsonValue>(
+  source: { wsUrl: string; token?: string | (() => string | Promise<string>); fetchImpl?: typeof globalThis.fetch },
+  topic: string,
+  options?: { before?: number; limit?: number },
+): Promise<HistoryPage<T>>;
 
 /** One shared client per websocket URL (widgets on a page share it). */
 export function sharedClient(url: string, options?: Omit<ClientOptions, 'url'>): TribuneClient;

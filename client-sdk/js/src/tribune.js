@@ -8,8 +8,9 @@
 //   callbacks).
 // - topic-state.js: TopicState, what the client knows of one topic.
 // - emitter.js: the listener list behind every `on`/`off`.
+// - history.js: GET /v1/history, one page of a topic's retained messages.
 // Imports only go down that list (client → subscription, topic-state,
-// emitter, protocol), never back up.
+// emitter, history, protocol), never back up.
 //
 // No runtime dependency: it runs in browsers and in Node >= 20 (pass the `ws`
 // package's WebSocket as the `WebSocket` option where there is no global one).
@@ -17,3 +18,4 @@
 export * from './protocol.js';
 export { ConnectionState, TribuneClient, sharedClient } from './client.js';
 export { Subscription } from './subscription.js';
+export { MAX_HISTORY_LIMIT, fetchHistory, historyUrl } from './history.js';

@@ -4,10 +4,14 @@
 // https: or same-origin URLs; every string is text. Where clips were lost
 // (the SDK's gap events), a notice stands at that place in the list.
 //
+// A "More clips" button under the list loads the clips before the oldest
+// shown, a page at a time, from the hub's retained history (the SDK's
+// history(), GET /v1/history); it goes away when nothing older is retained.
+//
 // Attributes: topic (required), hub / ws-url, token, heading, max (default
 // 12, at most 100), theme (light|dark).
 // Events: tribune-message {detail: message event}, tribune-gap {detail: gap
-// event}, tribune-state.
+// event}, tribune-history {detail: the page}, tribune-state.
 
 import { WidgetConnection } from './connection.js';
 import { attachShadowFrom, el, formatDuration, safeUrl, text } from './shared.js';
@@ -15,6 +19,9 @@ import { attachShadowFrom, el, formatDuration, safeUrl, text } from './shared.js
 const DEFAULT_MAX = 12;
 const MAX_MAX = 100;
 const MISSED_TEXT = 'Some clips were missed here';
+const MORE_TEXT = 'More clips';
+/** Clips shown at most, older pages included: the list stays light. */
+const MAX_SHOWN = 500;
 
 const CSS = `
 .head { display: flex; align-items: center; justify-content: space-between; gap: 10px; margin-bottom: 10px; }
@@ -52,6 +59,14 @@ a.title:hover, a.title:focus-visible { color: var(--_accent); text-decoration: u
 a:focus-visible { outline: 3px solid var(--_accent); outline-offset: 2px; }
 .sub { display: block; margin-top: 2px; font-size: 0.8em; color: var(--_muted); }
 .empty { margin: 8px 0 0; color: var(--_muted); font-size: 0.9em; }
+.more {
+  display: block; width: 100%; margin-top: 10px; padding: 6px 10px; border-radius: 8px;
+  border: 1px solid var(--_border); background: transparent; color: var(--_fg);
+  font: inherit; font-size: 0.9em; font-weight: 600; cursor: pointer;
+}
+.more:hover:not(:disabled), .more:focus-visible { border-color: var(--_accent); color: var(--_accent); }
+.more:focus-visible { outline: 3px solid var(--_accent); outline-offset: 2px; }
+.more:disabled { cursor: progress; opacity: 0.7; }
 @container (max-width: 380px) {
   .card { padding: 12px 10px; }
   li { grid-template-columns: 88px 1fr; gap: 8px; }
@@ -67,6 +82,7 @@ const MARKUP = `
   </div>
   <ol part="list" aria-live="polite" aria-relevant="additions"></ol>
   <p class="empty" part="empty">No clips yet.</p>
+  <button type="button" class="more" part="more" hidden>More clips</button>
 </section>
 `;
 
@@ -76,13 +92,98 @@ export class TribuneClips extends HTMLElement {
   #root;
   #parts;
   #connection;
+  /** Older clips loaded with "more": the list keeps them besides `max`. */
+  #older = 0;
+  /** The hub said nothing older is retained (for this topic). */
+  #noOlder = false;
+  /** A history request in flight. */
+  #loading = false;
 
   constructor() {
     super();
     this.#root = attachShadowFrom(this, CSS, MARKUP);
     const q = (s) => this.#root.querySelector(s);
-    this.#parts = { feed: q('.feed'), title: q('h2'), conn: q('.conn'), list: q('ol'), empty: q('.empty') };
+    this.#parts = { feed: q('.feed'), title: q('h2'), conn: q('.conn'), list: q('ol'), empty: q('.empty'), more: q('.more') };
     this.#connection = new WidgetConnection(this, { badge: this.#parts.conn, card: this.#parts.feed });
+    this.#parts.more.addEventListener('click', () => this.loadMore());
+  }
+
+  /**
+   * Loads the page of clips before the oldest shown (the newest page when
+   * none is shown) and adds it under the list. Resolves with the page, or
+   * null when nothing was asked (no topic, a request in flight, nothing
+   * older); a refusal leaves the button to retry.
+   */
+  async loadMore() {
+    const client = this.#connection.client;
+    const topic = this.getAttribute('topic');
+    if (!client || !topic || this.#loading || this.#noOlder) return null;
+    const before = this.#oldestSeq();
+    const more = this.#parts.more;
+    this.#loading = true;
+    more.disabled = true;
+    more.textContent = 'Loading…';
+    try {
+      const page = await client.history(topic, { before: before ?? undefined, limit: this.max });
+      // The topic changed meanwhile: this page belongs to another list.
+      if (this.getAttribute('topic') !== topic) return null;
+      this.#appendOlder(page);
+      if (page.before === null) this.#noOlder = true;
+      more.textContent = MORE_TEXT;
+      this.dispatchEvent(new CustomEvent('tribune-history', { detail: page, bubbles: true, composed: true }));
+      return page;
+    } catch (err) {
+      more.textContent = `${MORE_TEXT} (retry)`;
+      more.title = err?.message ?? String(err);
+      return null;
+    } finally {
+      this.#loading = false;
+      more.disabled = false;
+      this.#trim();
+    }
+  }
+
+  /** The seq of the oldest clip shown (null when none). */
+  #oldestSeq() {
+    const seqs = [...this.#parts.list.querySelectorAll(':scope > li.clip')]
+      .map((li) => Number(li.dataset.seq))
+      .filter(Number.isSafeInteger);
+    return seqs.length ? Math.min(...seqs) : null;
+  }
+
+  /**
+   * A history page (oldest first) goes under the list, newest of it first;
+   * a hole in it stands as a notice right below the clip after the hole.
+   * Clips already shown (a live one that arrived meanwhile) are not doubled.
+   */
+  #appendOlder(page) {
+    const list = this.#parts.list;
+    const shown = new Set([...list.querySelectorAll(':scope > li.clip')].map((li) => li.dataset.id));
+    const holesBefore = new Set(page.gaps.map((g) => g.before));
+    let added = 0;
+    for (const message of [...page.messages].reverse()) {
+      const clip = message.data;
+      if (clip === null || typeof clip !== 'object' || Array.isArray(clip)) continue;
+      const id = text(clip.id) ?? `seq-${message.seq}`;
+      if (!shown.has(id)) {
+        const item = this.#item(clip);
+        item.dataset.id = id;
+        item.dataset.seq = String(message.seq);
+        list.append(item);
+        added++;
+      }
+      if (holesBefore.has(message.seq) && !list.lastElementChild?.classList.contains('missed')) {
+        const notice = el(this.ownerDocument, 'li', 'missed', MISSED_TEXT);
+        notice.setAttribute('part', 'missed');
+        list.append(notice);
+      }
+    }
+    this.#older += added;
+  }
+
+  /** Clips the list keeps: `max`, plus the older ones asked for. */
+  get #limit() {
+    return Math.min(this.max + this.#older, MAX_SHOWN);
   }
 
   get max() {
@@ -111,6 +212,8 @@ export class TribuneClips extends HTMLElement {
     else {
       this.#stop();
       this.#parts.list.replaceChildren();
+      this.#older = 0;
+      this.#noOlder = false;
       this.#start();
     }
   }
@@ -130,6 +233,7 @@ export class TribuneClips extends HTMLElement {
     const id = text(clip.id) ?? `seq-${message.seq}`;
     const item = this.#item(clip);
     item.dataset.id = id;
+    item.dataset.seq = String(message.seq);
     const existing = [...this.#parts.list.children].find((li) => li.dataset.id === id);
     if (existing) existing.replaceWith(item);
     else this.#parts.list.prepend(item);
@@ -155,21 +259,25 @@ export class TribuneClips extends HTMLElement {
   }
 
   /**
-   * At most `max` clips (notices do not count). A notice left at the bottom
-   * once older clips are cut marks a hole next to nothing shown: it goes too.
+   * At most `max` clips, plus the older ones "more" loaded (notices do not
+   * count). A notice left at the bottom once older clips are cut marks a
+   * hole next to nothing shown: it goes too. Cut clips may be loaded again.
    */
   #trim() {
     const list = this.#parts.list;
     let clips = list.querySelectorAll(':scope > li.clip').length;
     let cut = false;
-    while (clips > this.max) {
+    while (clips > this.#limit) {
       const last = list.lastElementChild;
       if (last.classList.contains('clip')) clips--;
       last.remove();
       cut = true;
     }
     while (cut && list.lastElementChild?.classList.contains('missed')) list.lastElementChild.remove();
+    if (cut) this.#noOlder = false;
     this.#parts.empty.hidden = list.children.length > 0;
+    // "More" once something is shown and older clips may be retained.
+    this.#parts.more.hidden = this.#noOlder || clips === 0;
   }
 
   #item(clip) {

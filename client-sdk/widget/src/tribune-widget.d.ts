@@ -4,7 +4,7 @@
 // serves the widget at /widget/ beside the SDK at /sdk/, and the npm package
 // has the same two folders.
 
-import type { ConnectionStateName, GapEvent, JsonValue, MessageEvent, StatsEvent, Subscription } from '../sdk/tribune.js';
+import type { ConnectionStateName, GapEvent, HistoryPage, JsonValue, MessageEvent, StatsEvent, Subscription } from '../sdk/tribune.js';
 
 /** `detail` of `tribune-state`: the state the connection badge shows. */
 export interface TribuneStateDetail {
@@ -25,6 +25,8 @@ export interface TribuneResultsEventMap extends TribuneWidgetEventMap {
 /** `<tribune-clips>` also says where clips were lost. */
 export interface TribuneClipsEventMap extends TribuneWidgetEventMap {
   'tribune-gap': CustomEvent<GapEvent>;
+  /** A page of older clips the "More clips" button (or `loadMore()`) added. */
+  'tribune-history': CustomEvent<HistoryPage>;
 }
 
 /**
@@ -62,6 +64,12 @@ export class TribuneClips extends HTMLElement {
   readonly max: number;
   /** The SDK subscription behind the list (null when not started). */
   readonly subscription: Subscription | null;
+  /**
+   * Adds the page of clips before the oldest shown ("More clips"); null
+   * when nothing was asked (no topic, a request in flight, nothing older)
+   * or the hub refused (the button then offers a retry).
+   */
+  loadMore(): Promise<HistoryPage | null>;
   connectedCallback(): void;
   disconnectedCallback(): void;
   attributeChangedCallback(name: string, oldValue: string | null, newValue: string | null): void;

@@ -2,7 +2,9 @@
 //!
 //! It keeps the [`Bus`](super::Bus) and [`SideChannel`](super::SideChannel)
 //! contracts inside one process: one global `seq`, per-topic `prev`, `ts`,
-//! retention per namespace (count), `Nats-Msg-Id` style de-duplication, an
+//! retention per namespace (a count: the namespace's depth, `retained` or
+//! `retained_secs × expected_rate` when more, as the stream's per-subject
+//! limit), `Nats-Msg-Id` style de-duplication, an
 //! epoch that changes at every start (nothing survives a restart, so old
 //! `since` values must not recover), and broadcast channels for the side
 //! channel.

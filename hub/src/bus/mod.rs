@@ -26,8 +26,10 @@
 //! - **ts.** When the bus stored the message, in Unix milliseconds.
 //! - **Payload.** `data` is the published bytes, untouched. The bus does not
 //!   validate it; the relay drops what is not JSON or too large.
-//! - **Retention.** The bus retains at least the namespace's `retained` latest
-//!   messages of every topic (it may retain more). Messages of a topic are
+//! - **Retention.** The bus retains at least the namespace's depth of latest
+//!   messages of every topic (`retained`, or `retained_secs × expected_rate`
+//!   when more; it may retain more): time retention is the relays', sized
+//!   in messages here. Messages of a topic are
 //!   dropped oldest first.
 //! - **Epoch.** Names one life of the sequence. A bus whose sequence restarted
 //!   (a recreated stream, a restarted embedded bus) has a new epoch; `seq`

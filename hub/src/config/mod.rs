@@ -252,11 +252,14 @@ impl Config {
         self.namespaces.get(name)
     }
 
-    /// The deepest retention of all namespaces: the stream's `max_msgs_per_subject`.
+    /// The deepest retention of all namespaces in messages (`retained`, or
+    /// `retained_secs × expected_rate` when more): the stream's
+    /// `max_msgs_per_subject` (plus one), since NATS removes a message when
+    /// any limit is exceeded.
     pub fn deepest_retention(&self) -> u32 {
         self.namespaces
             .values()
-            .map(|n| n.retained)
+            .map(Namespace::depth)
             .max()
             .unwrap_or(1)
     }

@@ -120,6 +120,14 @@ pub struct Limits {
     /// Topics with a relay on this node; past it a subscription to one more
     /// topic answers `unavailable`.
     pub max_relays: usize,
+    /// `GET /v1/history` requests per client address per second (burst
+    /// allowed); past it 429 with `Retry-After`.
+    pub history_per_second: u32,
+    pub history_burst: u32,
+    /// The same per token `sub` (a user behind many addresses), checked
+    /// after the address's.
+    pub history_token_per_second: u32,
+    pub history_token_burst: u32,
     /// Failed `POST /v1/publish` attempts per caller address per minute;
     /// past it the caller is refused with 429, its key not even checked.
     pub publish_failures_per_minute: u32,
@@ -152,6 +160,10 @@ impl Default for Limits {
             new_topics_per_second: 4,
             new_topics_burst: 64,
             max_relays: 10_000,
+            history_per_second: 50,
+            history_burst: 200,
+            history_token_per_second: 5,
+            history_token_burst: 20,
             publish_failures_per_minute: 10,
             reactions_per_second: 5,
             reactions_burst: 10,
@@ -392,8 +404,24 @@ fn long_enough(key: &[u8]) -> Result<(), ConfigError> {
 #[serde(deny_unknown_fields)]
 pub struct Namespace {
     pub mode: Mode,
-    /// Retained history depth per topic.
+    /// Retained history depth per topic: at least this many of the latest
+    /// messages are kept (within `retained_bytes`).
     pub retained: u32,
+    /// Also keep every message of the last this many seconds (0: none), up
+    /// to `expected_rate` per second: the hub keeps what satisfies the larger
+    /// of `retained` and this window (PROTOCOL.md section 12).
+    #[serde(default)]
+    pub retained_secs: u32,
+    /// The namespace's expected peak rate per topic, messages per second:
+    /// sizes the time window in messages (`retained_secs × expected_rate`),
+    /// which is what the stream's per-subject limit must hold.
+    #[serde(default = "default_expected_rate")]
+    pub expected_rate: u32,
+    /// Hard cap on one relay's cache of a topic of this namespace, in bytes
+    /// (each message counted as its live and replay frames plus bookkeeping):
+    /// the per-relay memory bound, whatever the counts and window say.
+    #[serde(default = "default_retained_bytes")]
+    pub retained_bytes: u64,
     /// Whether subscribing needs a token that grants the topic.
     #[serde(default)]
     pub token: bool,
@@ -415,6 +443,41 @@ pub struct Namespace {
 /// Messages the built-in `clips` namespace retains per topic.
 pub const CLIPS_RETAINED: u32 = 10_000;
 
+/// Seconds of history the built-in `clips` namespace keeps (issue 19: a fan
+/// away for five minutes resumes without a loss).
+pub const CLIPS_RETAINED_SECS: u32 = 300;
+
+/// A namespace's expected peak rate unless it says otherwise (msgs/s).
+pub const DEFAULT_EXPECTED_RATE: u32 = 10;
+
+/// A relay cache's byte cap unless the namespace says otherwise: 8 MiB.
+pub const DEFAULT_RETAINED_BYTES: u64 = 8 * 1024 * 1024;
+
+/// The `clips` cache's byte cap: 32 MiB holds its 10,000 retained clips of
+/// the usual size (PAYLOADS.md's shape: a 500-byte frame, counted four times
+/// with its replay and deflated forms, plus bookkeeping, about 2.2 KB).
+pub const CLIPS_RETAINED_BYTES: u64 = 32 * 1024 * 1024;
+
+fn default_expected_rate() -> u32 {
+    DEFAULT_EXPECTED_RATE
+}
+
+fn default_retained_bytes() -> u64 {
+    DEFAULT_RETAINED_BYTES
+}
+
+impl Namespace {
+    /// The most messages a topic of this namespace keeps, on the stream and
+    /// in a relay: `retained`, or the time window at the expected rate when
+    /// that is more. The stream's `max_msgs_per_subject` covers it.
+    pub fn depth(&self) -> u32 {
+        let window = u64::from(self.retained_secs) * u64::from(self.expected_rate);
+        u64::from(self.retained)
+            .max(window)
+            .min(u64::from(u32::MAX)) as u32
+    }
+}
+
 pub fn default_namespaces() -> BTreeMap<String, Namespace> {
     BTreeMap::from([
         (
@@ -422,6 +485,9 @@ pub fn default_namespaces() -> BTreeMap<String, Namespace> {
             Namespace {
                 mode: Mode::State,
                 retained: 10,
+                retained_secs: 0,
+                expected_rate: DEFAULT_EXPECTED_RATE,
+                retained_bytes: DEFAULT_RETAINED_BYTES,
                 token: false,
                 publish: false,
                 audience: true,
@@ -437,6 +503,12 @@ pub fn default_namespaces() -> BTreeMap<String, Namespace> {
                 // went dark (a NATS restart), can still get back: 10,000
                 // covers 100 s of a 100 msg/s topic, minutes of a busy one.
                 retained: CLIPS_RETAINED,
+                // Five minutes at 10 msg/s (3,000) is within the 10,000: the
+                // window matters for namespaces with a smaller `retained`
+                // and for topics the count alone would cover for less time.
+                retained_secs: CLIPS_RETAINED_SECS,
+                expected_rate: DEFAULT_EXPECTED_RATE,
+                retained_bytes: CLIPS_RETAINED_BYTES,
                 token: false,
                 publish: false,
                 audience: false,

@@ -273,3 +273,45 @@ fn errors_say_where() {
     .to_string();
     assert!(e.starts_with("t.toml:"), "{e}");
 }
+
+#[test]
+fn retention_by_time_sizes_the_stream_and_is_bounded() {
+    let c = Config::default();
+    let clips = &c.namespaces["clips"];
+    assert_eq!(
+        (
+            clips.retained_secs,
+            clips.expected_rate,
+            clips.retained_bytes
+        ),
+        (300, 10, 32 * 1024 * 1024)
+    );
+    assert_eq!(clips.depth(), 10_000, "5 min at 10/s is within the count");
+    assert_eq!(c.namespaces["results"].retained_secs, 0);
+    // A window deeper than the count decides the stream's per-subject limit.
+    let c = Config::from_toml(
+        "[namespaces.clips]\nretained = 100\nretained_secs = 5\nexpected_rate = 150\n\
+         [namespaces.live]\nmode = \"feed\"\nretained = 50\n",
+    )
+    .unwrap();
+    assert!(c.validate().is_ok());
+    assert_eq!(c.namespaces["clips"].depth(), 750);
+    assert_eq!(c.namespaces["live"].depth(), 50, "no window: the count");
+    assert_eq!(
+        c.namespaces["live"].retained_bytes, DEFAULT_RETAINED_BYTES,
+        "a new namespace gets the default cap"
+    );
+    assert_eq!(c.deepest_retention(), 750);
+    for (toml, needle) in [
+        ("retained_secs = 86401", "retained_secs"),
+        (
+            "retained_secs = 3600\nexpected_rate = 100",
+            "at most 100000",
+        ),
+        ("retained_bytes = 1000", "retained_bytes"),
+    ] {
+        let c = Config::from_toml(&format!("[namespaces.clips]\n{toml}\n")).unwrap();
+        let err = c.validate().unwrap_err();
+        assert!(err.to_string().contains(needle), "{toml}: {err}");
+    }
+}

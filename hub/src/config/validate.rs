@@ -28,6 +28,24 @@ impl Config {
             if ns.retained == 0 || ns.retained > 10_000 {
                 return fail(format!("namespace '{name}': retained must be 1..=10000"));
             }
+            if ns.retained_secs > 86_400 || ns.expected_rate > 10_000 {
+                return fail(format!(
+                    "namespace '{name}': retained_secs must be 0..=86400 and expected_rate 0..=10000"
+                ));
+            }
+            // The stream keeps this many per subject and a relay loads as
+            // many at its start: bounded like `retained`, ten times over.
+            if ns.depth() > 100_000 {
+                return fail(format!(
+                    "namespace '{name}': retained_secs × expected_rate ({}) must be at most 100000",
+                    u64::from(ns.retained_secs) * u64::from(ns.expected_rate)
+                ));
+            }
+            if !(64 * 1024..=1024 * 1024 * 1024).contains(&ns.retained_bytes) {
+                return fail(format!(
+                    "namespace '{name}': retained_bytes must be 65536..=1073741824"
+                ));
+            }
             for r in &ns.reactions {
                 if r.is_empty() || r.len() > 32 {
                     return fail(format!(
@@ -49,6 +67,10 @@ impl Config {
             l.node_handshakes_burst,
             l.new_topics_per_second,
             l.new_topics_burst,
+            l.history_per_second,
+            l.history_burst,
+            l.history_token_per_second,
+            l.history_token_burst,
             l.publish_failures_per_minute,
         ];
         if rates.contains(&0) {

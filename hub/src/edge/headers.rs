@@ -12,7 +12,8 @@
 //! - `Cross-Origin-Resource-Policy`: `cross-origin` with
 //!   `Access-Control-Allow-Origin: *` only for `/sdk/` and `/widget/`, which
 //!   other sites embed as module scripts; `same-origin` for everything else,
-//!   the demo page included;
+//!   the demo page included; `/v1/history` keeps the allowed origin its
+//!   handler names (`history.rs`), a read a widget on another site makes;
 //! - `Strict-Transport-Security` on answers sent over the hub's own TLS.
 
 use axum::extract::Request;
@@ -61,7 +62,8 @@ pub fn common() -> [(HeaderName, HeaderValue); 5] {
 
 /// Middleware adding the headers to every answer of a router.
 pub async fn add(req: Request, next: Next) -> Response {
-    let embeddable = is_embeddable(req.uri().path());
+    let path = req.uri().path().to_string();
+    let embeddable = is_embeddable(&path);
     let over_tls = req.extensions().get::<OverTls>().is_some();
     let mut res = next.run(req).await;
     let h = res.headers_mut();
@@ -77,7 +79,10 @@ pub async fn add(req: Request, next: Next) -> Response {
         );
     } else {
         h.insert(corp, HeaderValue::from_static("same-origin"));
-        h.remove(header::ACCESS_CONTROL_ALLOW_ORIGIN);
+        // `/v1/history` names the allowed origin itself (`history.rs`).
+        if path != tribune_protocol::HISTORY_PATH {
+            h.remove(header::ACCESS_CONTROL_ALLOW_ORIGIN);
+        }
     }
     if over_tls {
         h.insert(

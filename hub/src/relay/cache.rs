@@ -1,7 +1,17 @@
-//! A relay's recent messages: the namespace's `retained` latest, each
-//! encoded once as a live frame, (lazily) as a replay frame and, on topics
-//! with delta updates, once as a delta from the message before, with the
-//! holes announced before them. `history` and resume are served from here.
+//! A relay's recent messages, each encoded once as a live frame, (lazily)
+//! as a replay frame and, on topics with delta updates, once as a delta
+//! from the message before, with the holes announced before them.
+//! `history`, resume and `GET /v1/history` are served from here.
+//!
+//! What is kept ([`Retention`]): the namespace's `retained` latest messages,
+//! or every message of the last `retained_secs` when that is more, never
+//! more than `depth` messages (`retained_secs × expected_rate`, what the
+//! stream keeps per subject) nor more than `bytes`. The window is measured
+//! from the newest message's `ts` (the bus's clock, so a hub whose clock is
+//! ahead trims nothing early): when a fan comes back, the newest message is
+//! no later than now, so everything after `now − retained_secs` is still
+//! here. A quiet topic is not trimmed until its next message: it keeps
+//! more, never less. The newest message is always kept, whatever its size.
 
 use std::collections::VecDeque;
 use std::sync::OnceLock;
@@ -13,10 +23,17 @@ use tribune_protocol::{
 
 use crate::outbox::Frame;
 
+/// Bytes counted per cached message besides its frames: the entry, the
+/// frames' shared headers and allocations (measured order of magnitude, kept
+/// generous so that the byte cap bounds the real memory).
+const ENTRY_OVERHEAD: u64 = 160;
+
 /// One forwarded message.
 pub(super) struct Cached {
     pub(super) seq: u64,
     pub(super) prev: u64,
+    /// The bus's storage time (Unix ms): what time retention measures.
+    ts: u64,
     /// The frame live subscribers got, shared by all of them.
     pub(super) live: Frame,
     /// The same with `"replay":true`, made on the first replay.
@@ -48,6 +65,7 @@ impl Cached {
         Self {
             seq,
             prev,
+            ts,
             live: Frame::from(live),
             replay: OnceLock::new(),
             delta: None,
@@ -87,6 +105,18 @@ impl Cached {
         true
     }
 
+    /// What this entry may take in memory: the live frame four times (its
+    /// replay form is made on the first replay, and each may get its
+    /// deflated form, never larger, for clients with permessage-deflate),
+    /// the delta and gap frames, and the bookkeeping; counted in full at
+    /// push so the cap holds whatever is made later.
+    fn cost(&self) -> u64 {
+        let frames = 4 * self.live.len()
+            + self.delta.as_ref().map_or(0, Frame::len)
+            + self.gap.as_ref().map_or(0, Frame::len);
+        frames as u64 + ENTRY_OVERHEAD
+    }
+
     pub(super) fn replay_frame(&self) -> Frame {
         self.replay
             .get_or_init(|| {
@@ -106,10 +136,38 @@ impl Cached {
     }
 }
 
+/// What a topic's cache keeps (the module docs say how they combine).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// The latest this many are kept (within `depth` and `bytes`).
+    pub retained: usize,
+    /// Every message this recent (ms before the newest) is kept too; 0: none.
+    pub window_ms: u64,
+    /// Never more messages than this (at least `retained`).
+    pub depth: usize,
+    /// Never more bytes than this ([`Cached::cost`]), the newest aside.
+    pub bytes: u64,
+}
+
+impl Retention {
+    /// Only a count: `retained` messages, no window, no byte cap.
+    #[cfg(test)]
+    pub fn count(retained: usize) -> Self {
+        Self {
+            retained,
+            window_ms: 0,
+            depth: retained,
+            bytes: u64::MAX,
+        }
+    }
+}
+
 /// The retained messages of one topic, oldest first.
 pub(super) struct Cache {
     entries: VecDeque<Cached>,
-    retained: usize,
+    retention: Retention,
+    /// Sum of the entries' [`Cached::cost`].
+    bytes: u64,
 }
 
 /// One frame of a replay, in order.
@@ -121,10 +179,11 @@ pub(super) enum Replayed {
 }
 
 impl Cache {
-    pub(super) fn new(retained: usize) -> Self {
+    pub(super) fn new(retention: Retention) -> Self {
         Self {
             entries: VecDeque::new(),
-            retained,
+            retention,
+            bytes: 0,
         }
     }
 
@@ -137,12 +196,65 @@ impl Cache {
         self.entries.back().map(|c| &c.live)
     }
 
-    /// Adds the newest message, dropping the oldest past `retained`.
+    /// Bytes the entries may take now ([`Cached::cost`]).
+    #[cfg(test)]
+    pub(super) fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Adds the newest message, then drops the oldest while the retention
+    /// allows (module docs): past the depth or the byte cap always; past
+    /// `retained` when older than the window.
     pub(super) fn push(&mut self, cached: Cached) {
+        self.bytes += cached.cost();
+        let newest_ts = cached.ts;
         self.entries.push_back(cached);
-        while self.entries.len() > self.retained {
-            self.entries.pop_front();
+        let r = self.retention;
+        while let Some(oldest) = self.entries.front() {
+            let len = self.entries.len();
+            if len <= 1 {
+                break;
+            }
+            let over_cap = len > r.depth.max(r.retained) || self.bytes > r.bytes;
+            let outside_window =
+                r.window_ms == 0 || oldest.ts < newest_ts.saturating_sub(r.window_ms);
+            if !(over_cap || (len > r.retained && outside_window)) {
+                break;
+            }
+            let gone = self.entries.pop_front().expect("front exists");
+            self.bytes -= gone.cost();
         }
+    }
+
+    /// The entries with `seq < before` (all when `None`), the newest `limit`
+    /// of them: their position, and whether older entries remain.
+    pub(super) fn page(&self, before: Option<u64>, limit: usize) -> (usize, usize, bool) {
+        let end = match before {
+            Some(b) => self.entries.partition_point(|c| c.seq < b),
+            None => self.entries.len(),
+        };
+        let start = end.saturating_sub(limit);
+        (start, end, start > 0)
+    }
+
+    /// A `GET /v1/history` page: the entries from `start` to `end` as
+    /// replay frames, oldest first, each after the `gap` frame of the hole
+    /// before it (at the page's start too: the client holds the newer pages,
+    /// never the message before the hole).
+    pub(super) fn history(&self, start: usize, end: usize) -> Vec<Frame> {
+        let mut out = Vec::with_capacity(end.saturating_sub(start));
+        for c in self.entries.range(start..end) {
+            if let Some(gap) = &c.gap {
+                out.push(gap.clone());
+            }
+            out.push(c.replay_frame());
+        }
+        out
+    }
+
+    /// The seq of the entry at `index`.
+    pub(super) fn seq_at(&self, index: usize) -> Option<u64> {
+        self.entries.get(index).map(|c| c.seq)
     }
 
     /// Where a resume at `since` starts, if every message after it is still
@@ -199,7 +311,7 @@ mod tests {
     use super::*;
 
     fn cache(items: &[(u64, u64)]) -> Cache {
-        let mut c = Cache::new(100);
+        let mut c = Cache::new(Retention::count(100));
         for &(seq, prev) in items {
             c.push(Cached::new("clips.a", seq, prev, 1, b"{}", None));
         }
@@ -299,6 +411,115 @@ mod tests {
         assert_eq!(
             c.replay_frame().as_str(),
             r#"{"type":"message","topic":"clips.a","seq":7,"prev":3,"ts":99,"replay":true,"data":{"x":1}}"#
+        );
+    }
+
+    fn seqs(c: &Cache) -> Vec<u64> {
+        c.entries.iter().map(|e| e.seq).collect()
+    }
+
+    /// `n` messages, one every `every_ms`, the first at `ts0`.
+    fn fill(c: &mut Cache, n: u64, ts0: u64, every_ms: u64) {
+        for i in 0..n {
+            let seq = c.entries.back().map_or(1, |e| e.seq + 1);
+            let prev = seq - 1;
+            c.push(Cached::new(
+                "clips.a",
+                seq,
+                prev,
+                ts0 + i * every_ms,
+                b"{}",
+                None,
+            ));
+        }
+    }
+
+    #[test]
+    fn keeps_the_time_window_beyond_the_count() {
+        // 3 by count, or 10 s of history, at most 50.
+        let mut c = Cache::new(Retention {
+            retained: 3,
+            window_ms: 10_000,
+            depth: 50,
+            bytes: u64::MAX,
+        });
+        // 40 messages, one a second: the last 10 s are the last 11 (ts
+        // 29,000..=39,000 with the newest at 39,000).
+        fill(&mut c, 40, 0, 1_000);
+        assert_eq!(seqs(&c), (30..=40).collect::<Vec<_>>());
+        // A burst: 60 within the window, capped at the depth (the stream's
+        // per-subject limit holds no more).
+        fill(&mut c, 60, 40_000, 10);
+        assert_eq!(c.len(), 50, "never past the depth");
+        assert_eq!(seqs(&c).last(), Some(&100));
+        // A quiet minute, then one message: the window now holds only it,
+        // and the count keeps the last 3.
+        fill(&mut c, 1, 120_000, 0);
+        assert_eq!(seqs(&c), [99, 100, 101]);
+    }
+
+    #[test]
+    fn count_alone_without_a_window() {
+        let mut c = Cache::new(Retention {
+            retained: 5,
+            window_ms: 0,
+            depth: 5,
+            bytes: u64::MAX,
+        });
+        fill(&mut c, 12, 0, 0);
+        assert_eq!(seqs(&c), (8..=12).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn byte_cap_bounds_memory_and_keeps_the_newest() {
+        let one = Cached::new("clips.a", 30, 29, 29, b"{}", None).cost();
+        let mut c = Cache::new(Retention {
+            retained: 1_000,
+            window_ms: 60_000,
+            depth: 1_000,
+            bytes: 10 * one,
+        });
+        fill(&mut c, 30, 0, 1);
+        assert_eq!(c.len(), 10, "the byte cap wins over count and window");
+        assert!(c.bytes() <= 10 * one);
+        assert_eq!(seqs(&c).first(), Some(&21));
+        // A message larger than the whole cap: kept alone.
+        let big = format!(r#"{{"x":"{}"}}"#, "y".repeat(40 * one as usize));
+        c.push(Cached::new("clips.a", 31, 30, 40, big.as_bytes(), None));
+        assert_eq!(seqs(&c), [31]);
+        assert_eq!(
+            c.bytes(),
+            c.entries[0].cost(),
+            "the count of bytes stays exact"
+        );
+    }
+
+    #[test]
+    fn pages_walk_back_with_gaps_in_place() {
+        let mut c = cache(&[(5, 3), (8, 5)]);
+        c.push(Cached::new("clips.a", 20, 12, 1, b"{}", Some(8)));
+        c.push(Cached::new("clips.a", 21, 20, 1, b"{}", None));
+        let (s, e, more) = c.page(None, 2);
+        assert_eq!((s, e, more), (2, 4, true));
+        let frames: Vec<String> = c
+            .history(s, e)
+            .iter()
+            .map(|f| f.as_str().to_string())
+            .collect();
+        assert_eq!(
+            frames.len(),
+            3,
+            "the hole's gap frame leads the page: {frames:?}"
+        );
+        assert!(frames[0].contains(r#""type":"gap""#) && frames[0].contains(r#""after":8"#));
+        assert!(frames[1].contains(r#""seq":20"#) && frames[1].contains(r#""replay":true"#));
+        assert_eq!(c.seq_at(s), Some(20));
+        assert_eq!(c.page(Some(20), 2), (0, 2, false));
+        assert_eq!(c.page(Some(6), 50), (0, 1, false));
+        assert_eq!(
+            c.page(Some(1), 50),
+            (0, 0, false),
+            "before everything: empty"
         );
     }
 }

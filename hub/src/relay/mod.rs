@@ -8,7 +8,8 @@
 //! payloads that are not JSON or too large, encodes each message **once** and
 //! queues the same bytes to every subscriber's outbox without awaiting them.
 //!
-//! The cache holds the namespace's `retained` latest messages, so `history`
+//! The cache holds the namespace's retention (`retained` latest messages, or
+//! the `retained_secs` window when that is more, within a byte cap), so `history`
 //! and resume (`since` + `epoch`) are served from memory: the bus is read once
 //! per relay life, by the first subscriber (others arriving meanwhile wait for
 //! the same read: request coalescing), and again only to repair a gap.
@@ -58,6 +59,8 @@ use crate::metrics::Metrics;
 use crate::outbox::{Frame, Outbox, Pushed};
 use cache::{Cache, Cached, Replayed};
 
+pub use cache::Retention;
+
 pub use task::RelayTask;
 
 /// How long a resume from ahead of this node waits for the relay to catch
@@ -106,8 +109,21 @@ pub struct Settings {
     pub delta: bool,
     /// The namespace's retention.
     pub retained: u32,
+    /// What the cache keeps: count, time window, depth and bytes.
+    pub retention: Retention,
     /// Payloads above this many bytes are dropped.
     pub max_payload: usize,
+}
+
+/// One page of `GET /v1/history` (PROTOCOL.md section 12).
+pub struct HistoryPage {
+    pub epoch: Epoch,
+    /// Replay frames oldest first, each hole's `gap` frame before the
+    /// message after it.
+    pub frames: Vec<Frame>,
+    /// The `before` of the next (older) page: the oldest message of this
+    /// one, when older messages are retained.
+    pub before: Option<u64>,
 }
 
 /// The relay closed between lookup and join; the caller looks again.
@@ -123,8 +139,9 @@ pub struct Relay {
     /// Whether subscribers may get delta updates (a `state` namespace with
     /// `delta`).
     delta: bool,
-    /// The namespace's retention: the cache's depth and the deepest history.
-    retained: usize,
+    /// The most messages the cache keeps: what the history load reads, and
+    /// the deepest `history` of a subscribe (the cache holds the retention).
+    depth: usize,
     /// Payloads above this many bytes are dropped (PROTOCOL.md section 8).
     max_payload: usize,
     /// Everything joins and the task change together, under one lock.
@@ -172,6 +189,7 @@ impl Relay {
             mode,
             delta,
             retained,
+            retention,
             max_payload,
         } = settings;
         let (ctl, rx) = mpsc::unbounded_channel();
@@ -180,11 +198,11 @@ impl Relay {
             topic,
             mode,
             delta: delta && mode == Mode::State,
-            retained: retained as usize,
+            depth: retention.depth.max(retained as usize),
             max_payload,
             state: Mutex::new(RelayState {
                 subscribers: Slab::new(),
-                cache: Cache::new(retained as usize),
+                cache: Cache::new(retention),
                 last_seq: 0,
                 epoch,
                 closed: false,
@@ -227,7 +245,7 @@ impl Relay {
         let state = self.mode == Mode::State;
         let default_history = if state { 1 } else { 0 };
         let depth = (req.history.unwrap_or(default_history) as usize)
-            .min(self.retained)
+            .min(self.depth)
             .min(st.cache.len());
         let history_start = st.cache.len() - depth;
         let resumed = req.since.as_ref().map(|(since, epoch)| {
@@ -319,6 +337,26 @@ impl Relay {
             drop(st);
             self.control(Control::Idle);
         }
+    }
+
+    /// The retained messages with `seq < before` (the newest when `None`),
+    /// at most `limit` of them; `None` when the relay has closed (its cache
+    /// no longer follows the topic: the caller looks again).
+    pub fn history_page(&self, before: Option<u64>, limit: usize) -> Option<HistoryPage> {
+        let st = self.state.lock();
+        if st.closed {
+            return None;
+        }
+        let (start, end, more) = st.cache.page(before, limit);
+        Some(HistoryPage {
+            epoch: st.epoch.clone(),
+            frames: st.cache.history(start, end),
+            before: if more && start < end {
+                st.cache.seq_at(start)
+            } else {
+                None
+            },
+        })
     }
 
     /// Local subscribers now (the node's audience of this topic).

@@ -138,7 +138,8 @@ impl RelayTask {
         let topic = self.relay.topic.clone();
         let feed = self.bus.live(&topic).await?;
         self.relay.metrics.history_requests.inc();
-        let history = self.bus.last(&topic, self.relay.retained as u32).await?;
+        // The whole retention: the cache trims it by count, time and bytes.
+        let history = self.bus.last(&topic, self.relay.depth as u32).await?;
         let mut st = self.relay.state.lock();
         let mut prev = history.first().map_or(0, |m| m.prev);
         for msg in history {

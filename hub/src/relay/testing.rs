@@ -45,6 +45,7 @@ pub(super) async fn subscriber(
             mode,
             delta: mode == Mode::State,
             retained: 100,
+            retention: super::Retention::count(100),
             max_payload,
         },
         epoch,

@@ -174,6 +174,7 @@ async fn resume_from_ahead_catches_up_and_recovers() {
             mode: Mode::Feed,
             delta: false,
             retained: 100,
+            retention: super::Retention::count(100),
             max_payload: 1 << 20,
         },
         epoch.clone(),

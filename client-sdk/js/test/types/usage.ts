@@ -45,5 +45,12 @@ export async function usage(): Promise<number> {
   const text: string = encodeClientFrame({ type: 'subscribe', id: 1n, topic: 'clips.a', since: 3, epoch: 'E' });
   const reason: string | null = validateTopic('clips.a');
   sharedClient('wss://x/v1/ws').close();
+  const page = await client.history<Board>('results.a.b', { limit: 20 });
+  for (const m of page.messages) total += m.data.rows.length;
+  for (const g of page.gaps) total += (g.before ?? 0) - (g.after ?? 0);
+  if (page.before !== null) {
+    const older = await client.history<Board>('results.a.b', { before: page.before });
+    total += older.messages.length + older.epoch.length;
+  }
   return total + rtt + text.length + (reason ? 1 : 0);
 }
