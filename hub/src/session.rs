@@ -51,11 +51,14 @@ pub struct Session {
     node: Arc<Node>,
     outbox: Arc<Outbox>,
     subs: HashMap<Topic, Sub>,
-    /// The verified token's grant, if the handshake carried one.
-    grant: Option<Grant>,
+    /// The verified token's grant, if the handshake carried one. Boxed:
+    /// anonymous fans (a widget on a public page) carry a pointer, not a
+    /// grant's worth of `None`.
+    grant: Option<Box<Grant>>,
     bad: BadFrames,
-    /// Created at the first reaction: most fans never react.
-    reactions: Option<DefaultDirectRateLimiter>,
+    /// Created at the first reaction: most fans never react, and boxed so
+    /// that they carry a pointer rather than a limiter's worth of `None`.
+    reactions: Option<Box<DefaultDirectRateLimiter>>,
     /// Subscriptions to topics new to this connection; created at the
     /// first. Bounds how fast one connection can make the node open relays
     /// (and read history from the bus) by subscribing and unsubscribing.
@@ -82,7 +85,7 @@ impl Session {
             node,
             outbox,
             subs: HashMap::new(),
-            grant,
+            grant: grant.map(Box::new),
             bad: BadFrames::default(),
             reactions: None,
             new_topics: None,
@@ -231,7 +234,7 @@ impl Session {
             return Verdict::Continue;
         }
         self.node.set_token(self.conn_id, &grant);
-        self.grant = Some(grant);
+        self.grant = Some(Box::new(grant));
         self.end_ungranted();
         let expires_at = self.grant.as_ref().and_then(|g| g.expires_at);
         if let Some(expiry) = &self.expiry {
@@ -495,7 +498,7 @@ impl Session {
         }
         let limiter = self
             .reactions
-            .get_or_insert_with(|| limits::reaction_rate(&self.node.config.limits));
+            .get_or_insert_with(|| Box::new(limits::reaction_rate(&self.node.config.limits)));
         if limiter.check().is_err() {
             self.node.metrics.reaction("rate_limited");
             self.error(Some(r.id), ErrorCode::RateLimited, "too many reactions");
