@@ -12,6 +12,8 @@
 //! - `admin`: the admin page (`/admin`, internal listener, with a key):
 //!   nodes and topics from the statistics partials, a live tail.
 //! - `publish`: `POST /v1/publish` and its guards.
+//! - `retract`: `POST /v1/retract`, an editor's retraction, behind the same
+//!   guards.
 //! - `server_api`: the operators' `POST /v1/disconnect` and `/v1/revoke`;
 //!   `control`: the sealed control messages that carry them to every node.
 //! - `answer`: HTTP answers both listeners give (errors, health).
@@ -68,6 +70,7 @@ pub(crate) mod process;
 pub(crate) mod publish;
 pub(crate) mod registry;
 pub(crate) mod relay;
+pub(crate) mod retract;
 pub(crate) mod server;
 pub(crate) mod server_api;
 pub(crate) mod session;

@@ -2,6 +2,10 @@
 //! encoded once as a live frame, (lazily) as a replay frame and, on topics
 //! with delta updates, once as a delta from the message before, with the
 //! holes announced before them. `history` and resume are served from here.
+//! Retraction markers are entries too (their frames are `retract` frames,
+//! made in `retract.rs`), and a retracted message keeps its place in the
+//! chain with its frames swapped for a `retract` frame: its payload is never
+//! sent again.
 
 use std::collections::VecDeque;
 use std::sync::OnceLock;
@@ -20,7 +24,7 @@ pub(super) struct Cached {
     /// The frame live subscribers got, shared by all of them.
     pub(super) live: Frame,
     /// The same with `"replay":true`, made on the first replay.
-    replay: OnceLock<Frame>,
+    pub(super) replay: OnceLock<Frame>,
     /// The same message as a Fossil delta from the message cached before it
     /// (`"delta":true`), for subscribers that hold that one; `None` when the
     /// topic has no deltas or the delta is not smaller.
@@ -29,6 +33,23 @@ pub(super) struct Cached {
     /// were lost. Replays send it in place; a `state` resume across it is
     /// not recovered.
     pub(super) gap: Option<Frame>,
+    /// A retraction marker: the `seq` it retracts.
+    pub(super) retracts: Option<u64>,
+    /// A message an editor retracted: its frames are `retract` frames now.
+    pub(super) retracted: bool,
+    /// When the bus stored it (Unix ms): a delayed subscription gets it at
+    /// `ts + delay`.
+    pub(super) ts: u64,
+}
+
+/// The `gap` frame announcing that messages after `after` and before
+/// `before` were lost.
+pub(super) fn gap_frame(topic: &str, after: u64, before: u64) -> Frame {
+    Frame::from(encode_server(&ServerFrame::Gap(Gap {
+        topic: topic.to_string(),
+        after,
+        before,
+    })))
 }
 
 impl Cached {
@@ -51,13 +72,10 @@ impl Cached {
             live: Frame::from(live),
             replay: OnceLock::new(),
             delta: None,
-            gap: hole_after.map(|after| {
-                Frame::from(encode_server(&ServerFrame::Gap(Gap {
-                    topic: topic.to_string(),
-                    after,
-                    before: seq,
-                })))
-            }),
+            gap: hole_after.map(|after| gap_frame(topic, after, seq)),
+            retracts: None,
+            retracted: false,
+            ts,
         }
     }
 
@@ -135,6 +153,17 @@ impl Cache {
     /// The newest message's live frame: the base of the next one's delta.
     pub(super) fn newest(&self) -> Option<&Frame> {
         self.entries.back().map(|c| &c.live)
+    }
+
+    /// The oldest entry's `seq`.
+    pub(super) fn oldest_seq(&self) -> Option<u64> {
+        self.entries.front().map(|c| c.seq)
+    }
+
+    /// The entry with `seq`, for a retraction.
+    pub(super) fn find_mut(&mut self, seq: u64) -> Option<&mut Cached> {
+        let pos = self.entries.binary_search_by_key(&seq, |c| c.seq).ok()?;
+        self.entries.get_mut(pos)
     }
 
     /// Adds the newest message, dropping the oldest past `retained`.

@@ -35,9 +35,11 @@
 //! Files: this one, the shared handle ([`Relay`]: joins, replays, fan-out
 //! under one lock); `task`, the relay's task ([`RelayTask`]: history load,
 //! live feed, gap repair, holes); `cache`, the retained messages and the
-//! resume rules.
+//! resume rules; `retract`, retraction markers and the frames of what they
+//! retract (PROTOCOL.md section 13).
 
 mod cache;
+mod retract;
 mod task;
 #[cfg(test)]
 mod testing;
@@ -371,13 +373,40 @@ impl Relay {
                 self.metrics.deltas.inc();
             }
         }
+        self.fan_out(cached, msg.ts, None);
+    }
+
+    /// Forwards a retraction marker the task took (`retract::verdict`):
+    /// the cached target's frames become a `retract` frame, and the marker
+    /// goes to every subscriber and into the cache in its place.
+    fn forward_retract(&self, msg: &BusMessage, target: u64, prev: u64, hole_after: Option<u64>) {
+        let cached = Cached::marker(
+            self.topic.as_str(),
+            target,
+            msg.seq,
+            prev,
+            msg.ts,
+            hole_after,
+        );
+        self.fan_out(cached, msg.ts, Some(target));
+    }
+
+    /// Caches `cached` (with `retract`, marking that cached message
+    /// retracted first) and queues it, after its `gap`, to every subscriber.
+    fn fan_out(&self, cached: Cached, ts: u64, retract: Option<u64>) {
+        let seq = cached.seq;
         let gap = cached.gap.clone().filter(|_| self.mode == Mode::Feed);
         let frame = cached.live.clone();
         let delta = cached.delta.clone();
         let state = self.mode == Mode::State;
         let mut st = self.state.lock();
+        if let Some(target) = retract
+            && let Some(c) = st.cache.find_mut(target)
+        {
+            c.retract_in_place(self.topic.as_str());
+        }
         st.cache.push(cached);
-        st.last_seq = msg.seq;
+        st.last_seq = seq;
         let mut conflated = 0;
         let mut deltas = 0;
         for (_, sub) in st.subscribers.iter_mut() {
@@ -407,8 +436,8 @@ impl Relay {
         }
         let delivered = st.subscribers.len();
         drop(st);
-        self.forwarded.send_replace(msg.seq);
-        self.metrics.delivered(delivered, msg.ts);
+        self.forwarded.send_replace(seq);
+        self.metrics.delivered(delivered, ts);
         if deltas > 0 {
             self.metrics.delta_deliveries.inc_by(deltas);
         }
