@@ -60,6 +60,13 @@ pub struct Metrics {
     pub payloads_dropped: Family<Labels, Counter>,
     /// Retraction markers from the bus, by outcome: `applied` or why ignored.
     pub retractions: Family<Labels, Counter>,
+    /// Delay lines of the spoiler shield: one per topic and delay value
+    /// with subscribers on this node.
+    pub delay_lines: Gauge,
+    /// Frames held by delay lines, waiting for their time.
+    pub delay_held: Gauge,
+    /// Held frames dropped at a delay line's cap (a `gap` follows).
+    pub delay_dropped: Counter,
     /// Message frames queued to clients (one per subscriber per message).
     pub messages_delivered: Counter,
     /// Time from the bus storing a message (its `ts`) to the relay queuing
@@ -214,6 +221,9 @@ impl Metrics {
             bus_messages: Counter::default(),
             payloads_dropped: Family::default(),
             retractions: Family::default(),
+            delay_lines: Gauge::default(),
+            delay_held: Gauge::default(),
+            delay_dropped: Counter::default(),
             messages_delivered: Counter::default(),
             delivery_latency_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
             bytes_sent: Counter::default(),
@@ -329,6 +339,21 @@ impl Metrics {
             "retractions",
             "Retraction markers from the bus, by outcome (applied, or why ignored)",
             m.retractions.clone(),
+        );
+        r.register(
+            "delay_lines",
+            "Spoiler-shield delay lines: one per topic and delay value with subscribers",
+            m.delay_lines.clone(),
+        );
+        r.register(
+            "delay_held",
+            "Frames held by delay lines until their ts plus the delay",
+            m.delay_held.clone(),
+        );
+        r.register(
+            "delay_dropped",
+            "Held frames dropped at a delay line's cap (subscribers get a gap)",
+            m.delay_dropped.clone(),
         );
         r.register(
             "messages_delivered",

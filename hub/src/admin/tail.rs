@@ -66,6 +66,7 @@ pub async fn tail(State(admin): State<Arc<Admin>>, Query(q): Query<TailQuery>) -
         history: None,
         since: None,
         delta: None,
+        delay_ms: 0,
     };
     let (relay, key) = match node.registry.join(&topic, &ns, &outbox, &req).await {
         Ok(joined) => joined,

@@ -160,6 +160,25 @@ impl Cache {
         self.entries.front().map(|c| c.seq)
     }
 
+    /// The entry at `index`, oldest first.
+    pub(super) fn get(&self, index: usize) -> Option<&Cached> {
+        self.entries.get(index)
+    }
+
+    /// The entries in `range` (indexes), oldest first.
+    pub(super) fn range(
+        &self,
+        range: std::ops::Range<usize>,
+    ) -> impl Iterator<Item = &Cached> + '_ {
+        let end = range.end.min(self.entries.len());
+        self.entries.range(range.start.min(end)..end)
+    }
+
+    /// The index of the first entry above `seq`.
+    pub(super) fn index_after(&self, seq: u64) -> usize {
+        self.entries.partition_point(|c| c.seq <= seq)
+    }
+
     /// The entry with `seq`, for a retraction.
     pub(super) fn find_mut(&mut self, seq: u64) -> Option<&mut Cached> {
         let pos = self.entries.binary_search_by_key(&seq, |c| c.seq).ok()?;
@@ -199,27 +218,25 @@ impl Cache {
         (!(strict && crosses)).then_some(point)
     }
 
-    /// The frames replaying the entries from `start` on to a client that
-    /// resumed after `since` (None: a history replay), `gap` frames in
-    /// place unless `with_gaps` is false (a `state` topic).
+    /// The frames replaying the entries in `range` (from the newest on
+    /// `..len()`; a delayed subscription stops where its line holds) to a
+    /// client that resumed after `since` (None: a history replay), `gap`
+    /// frames in place unless `with_gaps` is false (a `state` topic).
     pub(super) fn replay(
         &self,
-        start: usize,
+        range: std::ops::Range<usize>,
         since: Option<u64>,
         with_gaps: bool,
     ) -> impl Iterator<Item = Replayed> + '_ {
-        self.entries
-            .range(start..)
-            .enumerate()
-            .flat_map(move |(i, c)| {
-                let gap = c
-                    .gap
-                    .as_ref()
-                    .filter(|_| with_gaps && c.hole_crossed(i == 0, since))
-                    .map(|g| Replayed::Gap(g.clone()));
-                gap.into_iter()
-                    .chain(std::iter::once(Replayed::Message(c.replay_frame())))
-            })
+        self.range(range).enumerate().flat_map(move |(i, c)| {
+            let gap = c
+                .gap
+                .as_ref()
+                .filter(|_| with_gaps && c.hole_crossed(i == 0, since))
+                .map(|g| Replayed::Gap(g.clone()));
+            gap.into_iter()
+                .chain(std::iter::once(Replayed::Message(c.replay_frame())))
+        })
     }
 }
 
@@ -266,7 +283,7 @@ mod tests {
         c.push(Cached::new("clips.a", 20, 12, 1, b"{}", Some(5)));
         c.push(Cached::new("clips.a", 21, 20, 1, b"{}", None));
         let kinds = |start, since| {
-            c.replay(start, since, true)
+            c.replay(start..usize::MAX, since, true)
                 .map(|r| match r {
                     Replayed::Gap(f) => f.as_str().to_string(),
                     Replayed::Message(f) => serde_json::from_str::<serde_json::Value>(f.as_str())

@@ -155,7 +155,7 @@ mod tests {
         );
         c.push(m);
         let replayed: Vec<String> = c
-            .replay(0, None, true)
+            .replay(0..usize::MAX, None, true)
             .map(|r| match r {
                 super::super::cache::Replayed::Message(f) => f.as_str().to_string(),
                 super::super::cache::Replayed::Gap(f) => f.as_str().to_string(),
