@@ -49,8 +49,9 @@ export class DelayControl {
     this.#box.setAttribute('part', 'sync');
     this.#box.setAttribute('role', 'group');
     this.#box.setAttribute('aria-label', 'Synced to your stream');
+    // No live region of its own: the change follows the fan's own click, and
+    // each widget keeps one live region for what the hub sends.
     this.#label = el(doc, 'span', 'behind');
-    this.#label.setAttribute('aria-live', 'polite');
     this.#earlier = this.#button(doc, '−15 s', 'Show 15 seconds sooner', -DELAY_STEP_MS);
     this.#later = this.#button(doc, '+15 s', 'Show 15 seconds later', DELAY_STEP_MS);
     this.#box.append(this.#label, this.#earlier, this.#later);

@@ -24,16 +24,14 @@
 //!   subscription) is the last frame due.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use slab::Slab;
 use tokio::sync::Notify;
 
 use super::cache::{Cache, Cached, gap_frame};
-use super::{Relay, STATS_KEY, Subscriber};
 use crate::metrics::Metrics;
-use crate::outbox::Frame;
+use crate::outbox::{Frame, Outbox};
 
 /// Frames one line may hold; past it the oldest is dropped, with a `gap`.
 pub(super) const MAX_HELD: usize = 20_000;
@@ -44,7 +42,7 @@ pub(super) const MAX_HELD_BYTES: usize = 64 << 20;
 
 /// The longest a line's task sleeps before looking again, so that it
 /// notices a closed relay or a removed line without a wake-up.
-const MAX_SLEEP: Duration = Duration::from_secs(1);
+pub(super) const MAX_SLEEP: Duration = Duration::from_secs(1);
 
 pub(super) fn now_ms() -> u64 {
     SystemTime::now()
@@ -81,6 +79,15 @@ impl Held {
     }
 }
 
+/// A subscriber of a line.
+pub(super) struct LineSub {
+    /// Its key among the relay's subscribers.
+    pub(super) key: usize,
+    pub(super) outbox: Arc<Outbox>,
+    /// It resumed ahead of the line: messages up to this seq are skipped.
+    pub(super) after: u64,
+}
+
 /// The frames of one topic held for one delay, and who gets them.
 pub(super) struct DelayLine {
     topic: Arc<str>,
@@ -95,8 +102,8 @@ pub(super) struct DelayLine {
     /// Held frames were dropped at the cap after this seq: the next
     /// message released follows a `gap` frame.
     hole_after: Option<u64>,
-    /// The relay's subscriber keys of this delay.
-    pub(super) subs: Vec<usize>,
+    /// The subscribers of this delay.
+    pub(super) subs: Vec<LineSub>,
     /// Wakes the line's task when a frame arrives in an empty line.
     pub(super) wake: Arc<Notify>,
 }
@@ -105,7 +112,14 @@ impl DelayLine {
     /// A line starting from the relay's cache at `now`: entries already due
     /// are its past (the position is the last of them), the others held.
     /// `last_seq`: the relay's position, for an empty cache.
-    pub(super) fn new(topic: &str, delay_ms: u64, cache: &Cache, last_seq: u64, now: u64) -> Self {
+    pub(super) fn new(
+        topic: &str,
+        delay_ms: u64,
+        cache: &Cache,
+        last_seq: u64,
+        now: u64,
+        metrics: &Metrics,
+    ) -> Self {
         let cut = due_cut(cache, delay_ms, now);
         let released = position(cache, cut, last_seq);
         let mut line = Self {
@@ -120,7 +134,7 @@ impl DelayLine {
             wake: Arc::new(Notify::new()),
         };
         for c in cache.range(cut..cache.len()) {
-            line.hold_entry(c, None);
+            line.hold_entry(c, metrics);
         }
         line
     }
@@ -137,7 +151,7 @@ impl DelayLine {
     }
 
     /// Holds a message or retraction the relay just cached; counts drops.
-    pub(super) fn hold_entry(&mut self, c: &Cached, metrics: Option<&Metrics>) {
+    pub(super) fn hold_entry(&mut self, c: &Cached, metrics: &Metrics) {
         let held = Held::Entry {
             seq: c.seq,
             due: c.ts.saturating_add(self.delay_ms),
@@ -154,26 +168,22 @@ impl DelayLine {
                 due: now.saturating_add(self.delay_ms),
                 frame,
             },
-            Some(metrics),
+            metrics,
         );
     }
 
-    fn push(&mut self, held: Held, metrics: Option<&Metrics>) {
+    fn push(&mut self, held: Held, metrics: &Metrics) {
         let was_empty = self.held.is_empty();
         self.bytes += held.bytes();
         self.held.push_back(held);
-        if let Some(m) = metrics {
-            m.delay_held.inc();
-        }
+        metrics.delay_held.inc();
         while self.held.len() > self.max_held || self.bytes > MAX_HELD_BYTES {
             let Some(oldest) = self.held.pop_front() else {
                 break;
             };
             self.bytes -= oldest.bytes();
-            if let Some(m) = metrics {
-                m.delay_held.dec();
-                m.delay_dropped.inc();
-            }
+            metrics.delay_held.dec();
+            metrics.delay_dropped.inc();
             if let Held::Entry { seq, .. } = oldest {
                 self.hole_after.get_or_insert(self.released);
                 self.released = seq;
@@ -201,16 +211,11 @@ impl DelayLine {
     }
 
     /// Releases every frame due at `now`, in order, to this line's
-    /// subscribers; a subscriber skips messages at or below its own start
-    /// (`Subscriber::after`: a resume from ahead of the line).
-    pub(super) fn release(
-        &mut self,
-        now: u64,
-        subscribers: &Slab<Subscriber>,
-        relay: u32,
-        state: bool,
-        metrics: &Metrics,
-    ) {
+    /// subscribers, under the relay's conflation keys `relay` (messages) and
+    /// `stats` (figures); a subscriber skips messages at or below its own
+    /// start (`LineSub::after`: a resume from ahead of the line).
+    pub(super) fn release(&mut self, now: u64, keys: (u32, u32), state: bool, metrics: &Metrics) {
+        let (relay, stats) = keys;
         while self.held.front().is_some_and(|h| h.due() <= now) {
             let held = self.held.pop_front().expect("front exists");
             self.bytes -= held.bytes();
@@ -225,10 +230,7 @@ impl DelayLine {
                         .hole_after
                         .take()
                         .map(|after| gap_frame(&self.topic, after, seq));
-                    for &key in &self.subs {
-                        let Some(sub) = subscribers.get(key) else {
-                            continue;
-                        };
+                    for sub in &self.subs {
                         if seq <= sub.after {
                             continue;
                         }
@@ -240,11 +242,8 @@ impl DelayLine {
                     self.released = seq;
                 }
                 Held::Stats { frame, .. } => {
-                    for &key in &self.subs {
-                        if let Some(sub) = subscribers.get(key) {
-                            sub.outbox
-                                .push_message(relay | STATS_KEY, true, frame.clone());
-                        }
+                    for sub in &self.subs {
+                        sub.outbox.push_message(stats, true, frame.clone());
                     }
                 }
             }
@@ -283,202 +282,9 @@ fn position(cache: &Cache, cut: usize, last_seq: u64) -> u64 {
     }
 }
 
-/// A line's timer task: releases due frames until the line is removed or
-/// the relay ends.
-pub(super) async fn run(relay: Weak<Relay>, delay_ms: u64, wake: Arc<Notify>) {
-    loop {
-        let next = {
-            let Some(relay) = relay.upgrade() else {
-                return;
-            };
-            match relay.release_line(delay_ms, now_ms()) {
-                Some(next) => next,
-                None => return,
-            }
-        };
-        let sleep = next.map_or(MAX_SLEEP, |due| {
-            Duration::from_millis(due.saturating_sub(now_ms())).min(MAX_SLEEP)
-        });
-        tokio::select! {
-            () = tokio::time::sleep(sleep) => {}
-            () = wake.notified() => {}
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-    use std::time::Duration;
-
-    use bytes::Bytes;
-    use serde_json::Value;
-    use tribune_protocol::{Mode, Topic};
-
-    use super::super::testing::{LaggingBus, drain_frames, subscriber};
-    use super::super::{JoinRequest, Relay};
     use super::*;
-    use crate::bus::Bus;
-    use crate::outbox::Outbox;
-
-    fn join(relay: &Arc<Relay>, delay_ms: u64, extra: JoinRequest) -> (Arc<Outbox>, usize) {
-        let outbox = Arc::new(Outbox::new(1 << 20, 1024));
-        let req = JoinRequest {
-            id: 7,
-            delay_ms,
-            ..extra
-        };
-        let key = relay.join(&outbox, &req).unwrap();
-        (outbox, key)
-    }
-
-    fn messages(frames: &[Value]) -> Vec<u64> {
-        frames
-            .iter()
-            .filter(|f| f["type"] == "message")
-            .map(|f| f["seq"].as_u64().unwrap())
-            .collect()
-    }
-
-    /// Six subscribers on two delay values make two lines, each holding a
-    /// message once; every message reaches each delayed subscriber at or
-    /// after `ts` + its delay, in order, none lost; the last one out of a
-    /// line removes it.
-    #[tokio::test]
-    async fn one_line_per_delay_value_released_on_time() {
-        let bus = LaggingBus::new();
-        let topic = Topic::new("clips.delay.lines").unwrap();
-        let (relay, live, metrics) = subscriber(bus.clone(), &topic, Mode::Feed, 1024).await;
-        let short: Vec<_> = (0..4)
-            .map(|_| join(&relay, 300, JoinRequest::default()))
-            .collect();
-        let long: Vec<_> = (0..2)
-            .map(|_| join(&relay, 600, JoinRequest::default()))
-            .collect();
-        assert_eq!(metrics.delay_lines.get(), 2);
-        let mut seqs = Vec::new();
-        for i in 0..5 {
-            seqs.push(
-                bus.publish(&topic, Bytes::from(format!("{{\"i\":{i}}}")), None)
-                    .await
-                    .unwrap(),
-            );
-        }
-        let now = drain_frames(&live, 6).await;
-        assert_eq!(messages(&now), seqs, "live subscribers are not delayed");
-        assert_eq!(
-            metrics.delay_held.get(),
-            10,
-            "each message held once per line"
-        );
-        for (line, delay) in [(&short, 300), (&long, 600)] {
-            for (outbox, _) in line.iter() {
-                let mut got = Vec::new();
-                let deadline = std::time::Instant::now() + Duration::from_secs(5);
-                while got.len() < 6 && std::time::Instant::now() < deadline {
-                    let mut batch = std::collections::VecDeque::new();
-                    outbox.take(&mut batch);
-                    let at = now_ms();
-                    for q in batch {
-                        let f: Value = serde_json::from_str(q.frame.as_str()).unwrap();
-                        if f["type"] == "message" {
-                            let due = f["ts"].as_u64().unwrap() + delay;
-                            assert!(at >= due, "released at {at}, due {due}: {f}");
-                        }
-                        got.push(f);
-                    }
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-                assert_eq!(got[0]["type"], "ack");
-                assert_eq!(messages(&got), seqs, "every message, in order");
-            }
-        }
-        assert_eq!(metrics.delay_held.get(), 0);
-        for (_, key) in &long {
-            relay.leave(*key);
-        }
-        assert_eq!(metrics.delay_lines.get(), 1);
-    }
-
-    /// A delayed join is answered at once, at the line's position, with the
-    /// history that is due; a resume from ahead of the line skips what it
-    /// holds; a message retracted while held leaves as its retraction.
-    #[tokio::test]
-    async fn joins_resumes_and_retractions_on_a_line() {
-        let bus = LaggingBus::new();
-        let topic = Topic::new("clips.delay.joins").unwrap();
-        let (relay, live, _) = subscriber(bus.clone(), &topic, Mode::Feed, 1024).await;
-        let old = bus
-            .publish(&topic, Bytes::from_static(b"{}"), None)
-            .await
-            .unwrap();
-        drain_frames(&live, 2).await;
-        tokio::time::sleep(Duration::from_millis(450)).await;
-        let fresh = bus
-            .publish(&topic, Bytes::from_static(b"{}"), None)
-            .await
-            .unwrap();
-        drain_frames(&live, 1).await;
-        let history = JoinRequest {
-            history: Some(10),
-            ..JoinRequest::default()
-        };
-        let (early, _) = join(&relay, 400, history);
-        let got = drain_frames(&early, 2).await;
-        assert_eq!(
-            got[0]["seq"],
-            serde_json::json!(old),
-            "ack at the line's position"
-        );
-        assert_eq!(messages(&got), vec![old], "only what is due: {got:?}");
-        // A fan that holds `fresh` already (it came from a live subscription).
-        let epoch = bus.status().borrow().epoch.to_string();
-        let ahead = JoinRequest {
-            since: Some((fresh, epoch)),
-            ..JoinRequest::default()
-        };
-        let (skipping, _) = join(&relay, 400, ahead);
-        let ack = drain_frames(&skipping, 1).await;
-        assert_eq!(ack[0]["recovered"], serde_json::json!(true));
-        let retracted = bus
-            .publish(&topic, Bytes::from_static(b"{\"spoiler\":1}"), None)
-            .await
-            .unwrap();
-        let marker = bus.retract(&topic, retracted).await.unwrap();
-        let got = drain_frames(&early, 4).await;
-        let kinds: Vec<(String, u64)> = got
-            .iter()
-            .map(|f| {
-                (
-                    f["type"].as_str().unwrap().to_string(),
-                    f["seq"].as_u64().unwrap(),
-                )
-            })
-            .collect();
-        assert_eq!(
-            kinds,
-            vec![
-                ("message".to_string(), fresh),
-                ("retract".to_string(), retracted),
-                ("retract".to_string(), retracted)
-            ],
-            "{got:?}"
-        );
-        assert_eq!(got[2]["at"], serde_json::json!(marker));
-        assert!(
-            got.iter()
-                .all(|f| f["data"] != serde_json::json!({"spoiler": 1}))
-        );
-        let got = drain_frames(&skipping, 2).await;
-        assert_eq!(
-            got.iter()
-                .filter(|f| f["seq"] == serde_json::json!(fresh))
-                .count(),
-            0,
-            "{got:?}"
-        );
-        assert_eq!(got.len(), 2, "{got:?}");
-    }
 
     /// Past its cap a line drops its oldest held frame (never releasing it
     /// early), counts it, and says the hole with a `gap`.
@@ -486,32 +292,28 @@ mod tests {
     fn the_cap_drops_the_oldest_with_a_gap() {
         let metrics = Metrics::new();
         let cache = Cache::new(10);
-        let mut line = DelayLine::new("clips.a", 1000, &cache, 4, 0);
+        let mut line = DelayLine::new("clips.a", 1000, &cache, 4, 0, &metrics);
         line.max_held = 2;
         for seq in [5, 6, 7] {
             line.hold_entry(
                 &Cached::new("clips.a", seq, seq - 1, 100, b"{}", None),
-                Some(&metrics),
+                &metrics,
             );
         }
         assert_eq!(metrics.delay_dropped.get(), 1);
         assert_eq!(metrics.delay_held.get(), 2);
         assert_eq!(line.next_due(), Some(1100));
         let outbox = Arc::new(Outbox::new(1 << 20, 1024));
-        let mut subs = slab::Slab::new();
-        let key = subs.insert(Subscriber {
+        line.subs.push(LineSub {
+            key: 0,
             outbox: outbox.clone(),
-            delta: false,
-            primed: false,
-            delay_ms: 1000,
             after: 0,
         });
-        line.subs.push(key);
-        line.release(1099, &subs, 1, false, &metrics);
+        line.release(1099, (1, 2), false, &metrics);
         let mut batch = std::collections::VecDeque::new();
         outbox.take(&mut batch);
         assert!(batch.is_empty(), "nothing early");
-        line.release(1100, &subs, 1, false, &metrics);
+        line.release(1100, (1, 2), false, &metrics);
         outbox.take(&mut batch);
         let frames: Vec<&str> = batch.iter().map(|q| q.frame.as_str()).collect();
         assert_eq!(frames.len(), 3, "{frames:?}");

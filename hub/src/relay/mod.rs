@@ -41,6 +41,8 @@
 
 mod cache;
 mod delay;
+#[cfg(test)]
+mod delay_tests;
 mod retract;
 mod task;
 #[cfg(test)]
@@ -50,7 +52,7 @@ mod tests;
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -63,7 +65,7 @@ use crate::error::{JoinError, JoinErrorKind};
 use crate::metrics::Metrics;
 use crate::outbox::{Frame, Outbox, Pushed};
 use cache::{Cache, Cached, Replayed};
-use delay::DelayLine;
+use delay::{DelayLine, LineSub};
 
 pub use task::RelayTask;
 
@@ -159,9 +161,6 @@ struct Subscriber {
     /// Its delay (0: live); a delayed subscriber gets its frames from the
     /// delay line of that value, never from `forward`.
     delay_ms: u64,
-    /// A delayed subscriber that resumed ahead of its line skips messages
-    /// up to this seq.
-    after: u64,
 }
 
 struct RelayState {
@@ -287,7 +286,6 @@ impl Relay {
             delta,
             primed,
             delay_ms: 0,
-            after: 0,
         }))
     }
 
@@ -336,9 +334,10 @@ impl Relay {
                     cache,
                     *last_seq,
                     delay::now_ms(),
+                    &self.metrics,
                 );
                 self.metrics.delay_lines.inc();
-                tokio::spawn(delay::run(Arc::downgrade(self), delay, line.wake.clone()));
+                tokio::spawn(run_line(Arc::downgrade(self), delay, line.wake.clone()));
                 v.insert(line)
             }
         };
@@ -380,23 +379,27 @@ impl Relay {
             delta: false,
             primed: false,
             delay_ms: delay,
+        });
+        line.subs.push(LineSub {
+            key,
+            outbox: outbox.clone(),
             after,
         });
-        line.subs.push(key);
         key
     }
 
     /// Releases what the delay line of `delay_ms` holds that is due at
     /// `now`; when its head is due next, or `None` when the line is gone
-    /// (its task ends).
-    fn release_line(&self, delay_ms: u64, now: u64) -> Option<Option<u64>> {
+    /// (its task ends). `wake` names the task's own line: a line made anew
+    /// for the same delay after the last one was removed has its own task.
+    fn release_line(
+        &self,
+        delay_ms: u64,
+        wake: &Arc<tokio::sync::Notify>,
+        now: u64,
+    ) -> Option<Option<u64>> {
         let mut st = self.state.lock();
-        let RelayState {
-            lines,
-            subscribers,
-            closed,
-            ..
-        } = &mut *st;
+        let RelayState { lines, closed, .. } = &mut *st;
         if *closed {
             for (_, mut line) in lines.drain() {
                 line.clear(&self.metrics);
@@ -404,9 +407,12 @@ impl Relay {
             }
             return None;
         }
-        let line = lines.get_mut(&delay_ms)?;
+        let line = lines
+            .get_mut(&delay_ms)
+            .filter(|line| Arc::ptr_eq(&line.wake, wake))?;
         let state = self.mode == Mode::State;
-        line.release(now, subscribers, self.id, state, &self.metrics);
+        let keys = (self.id, self.id | STATS_KEY);
+        line.release(now, keys, state, &self.metrics);
         Some(line.next_due())
     }
 
@@ -461,7 +467,7 @@ impl Relay {
             && sub.delay_ms > 0
             && let Some(line) = st.lines.get_mut(&sub.delay_ms)
         {
-            line.subs.retain(|&k| k != key);
+            line.subs.retain(|s| s.key != key);
             if line.subs.is_empty() {
                 line.clear(&self.metrics);
                 line.wake.notify_one();
@@ -568,7 +574,7 @@ impl Relay {
             }
         }
         for line in st.lines.values_mut() {
-            line.hold_entry(&cached, Some(&self.metrics));
+            line.hold_entry(&cached, &self.metrics);
         }
         st.cache.push(cached);
         st.last_seq = seq;
@@ -617,6 +623,29 @@ impl Relay {
         st.closed = true;
         for (_, sub) in st.subscribers.iter() {
             sub.outbox.close(code, false);
+        }
+    }
+}
+
+/// A delay line's timer task: releases due frames until the line is removed
+/// or the relay ends (`delay.rs`).
+async fn run_line(relay: Weak<Relay>, delay_ms: u64, wake: Arc<tokio::sync::Notify>) {
+    loop {
+        let next = {
+            let Some(relay) = relay.upgrade() else {
+                return;
+            };
+            match relay.release_line(delay_ms, &wake, delay::now_ms()) {
+                Some(next) => next,
+                None => return,
+            }
+        };
+        let sleep = next.map_or(delay::MAX_SLEEP, |due| {
+            Duration::from_millis(due.saturating_sub(delay::now_ms())).min(delay::MAX_SLEEP)
+        });
+        tokio::select! {
+            () = tokio::time::sleep(sleep) => {}
+            () = wake.notified() => {}
         }
     }
 }
