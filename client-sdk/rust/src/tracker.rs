@@ -422,6 +422,33 @@ mod tests {
     }
 
     #[test]
+    fn a_retraction_takes_its_place_in_the_chain() {
+        let mut tr =
+            Tracker::new(T.into(), None, None).delayed(Some(std::time::Duration::from_secs(30)));
+        assert_eq!(tr.subscribe_frame(1).delay_ms, Some(30_000));
+        tr.on_ack(&ack(1, Mode::Feed, "E1", 10, None)).unwrap();
+        let r = Retract {
+            topic: T.into(),
+            seq: 10,
+            at: 12,
+            prev: 10,
+            ts: 1,
+            replay: false,
+        };
+        assert_eq!(tr.check_retract(&r), Verdict::Deliver);
+        tr.advance(r.at);
+        assert_eq!(tr.position(), Some(12));
+        assert_eq!(tr.check(&msg(13, 12)), Verdict::Deliver, "no gap after it");
+        assert_eq!(tr.check_retract(&r), Verdict::Duplicate);
+        let after_a_miss = Retract {
+            at: 20,
+            prev: 15,
+            ..r.clone()
+        };
+        assert_eq!(tr.check_retract(&after_a_miss), Verdict::Gap);
+    }
+
+    #[test]
     fn fresh_feed_with_history_then_live() {
         let mut tr = Tracker::new(T.into(), Some(3), None);
         let f = tr.subscribe_frame(1);
