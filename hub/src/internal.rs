@@ -1,5 +1,5 @@
 //! The internal listener's routes (`internal_listen`, loopback by default):
-//! `GET /metrics`, `POST /v1/publish`, `GET /healthz`, `GET /readyz`, the
+//! `GET /metrics`, `POST /v1/publish`, `POST /v1/retract`, `GET /healthz`, `GET /readyz`, the
 //! admin page (`/admin`, with an admin key), the server API (`POST
 //! /v1/disconnect`, `/v1/unsubscribe`, `/v1/revoke`, with the operator
 //! key), and every operator endpoint to come. None of them is for fans, and none is
@@ -22,6 +22,7 @@ pub fn router(node: Arc<Node>) -> Router {
     let mut routes = Router::new()
         .route("/metrics", get(metrics))
         .route("/v1/publish", post(crate::publish::publish))
+        .route("/v1/retract", post(crate::retract::retract))
         .route("/v1/disconnect", post(crate::server_api::disconnect))
         .route("/v1/unsubscribe", post(crate::server_api::unsubscribe))
         .route("/v1/revoke", post(crate::server_api::revoke))

@@ -13,6 +13,8 @@
 //!   nodes and topics from the statistics partials, a live tail.
 //! - `publish`: `POST /v1/publish` and its guards.
 //! - `history`: `GET /v1/history`, pages of a topic's retained messages.
+//! - `retract`: `POST /v1/retract`, an editor's retraction, behind the same
+//!   guards.
 //! - `server_api`: the operators' `POST /v1/disconnect` and `/v1/revoke`;
 //!   `control`: the sealed control messages that carry them to every node.
 //! - `answer`: HTTP answers both listeners give (errors, health).
@@ -71,6 +73,7 @@ pub(crate) mod process;
 pub(crate) mod publish;
 pub(crate) mod registry;
 pub(crate) mod relay;
+pub(crate) mod retract;
 pub(crate) mod server;
 pub(crate) mod server_api;
 pub(crate) mod session;

@@ -62,6 +62,15 @@ pub struct Metrics {
     pub bus_messages: Counter,
     /// Payloads the relay refused to forward, by reason.
     pub payloads_dropped: Family<Labels, Counter>,
+    /// Retraction markers from the bus, by outcome: `applied` or why ignored.
+    pub retractions: Family<Labels, Counter>,
+    /// Delay lines of the spoiler shield: one per topic and delay value
+    /// with subscribers on this node.
+    pub delay_lines: Gauge,
+    /// Frames held by delay lines, waiting for their time.
+    pub delay_held: Gauge,
+    /// Held frames dropped at a delay line's cap (a `gap` follows).
+    pub delay_dropped: Counter,
     /// Message frames queued to clients (one per subscriber per message).
     pub messages_delivered: Counter,
     /// Time from the bus storing a message (its `ts`) to the relay queuing
@@ -172,6 +181,8 @@ pub const REFUSALS: &[&str] = &[
     "history_token",
     "history_grant",
     "history_unavailable",
+    "retract_state_topic",
+    "delay_range",
 ];
 
 /// Close codes of `tribune_closes_total` (PROTOCOL.md section 6); `other`
@@ -182,6 +193,16 @@ pub const CLOSE_CODES: &[&str] = &[
 
 /// Reasons of `tribune_payloads_dropped_total`.
 pub const DROP_REASONS: &[&str] = &["too_large", "invalid_json"];
+
+/// Outcomes of `tribune_retractions_total`: `applied`, or why a marker was
+/// ignored (`relay/retract.rs`).
+pub const RETRACT_OUTCOMES: &[&str] = &[
+    "applied",
+    "state_topic",
+    "not_older",
+    "unknown_seq",
+    "duplicate",
+];
 
 /// Results of `tribune_reactions_total`.
 pub const REACTION_RESULTS: &[&str] = &["accepted", "rate_limited", "refused"];
@@ -214,6 +235,10 @@ impl Metrics {
             relays: Gauge::default(),
             bus_messages: Counter::default(),
             payloads_dropped: Family::default(),
+            retractions: Family::default(),
+            delay_lines: Gauge::default(),
+            delay_held: Gauge::default(),
+            delay_dropped: Counter::default(),
             messages_delivered: Counter::default(),
             delivery_latency_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
             bytes_sent: Counter::default(),
@@ -335,6 +360,26 @@ impl Metrics {
             "payloads_dropped",
             "Payloads not forwarded, by reason",
             m.payloads_dropped.clone(),
+        );
+        r.register(
+            "retractions",
+            "Retraction markers from the bus, by outcome (applied, or why ignored)",
+            m.retractions.clone(),
+        );
+        r.register(
+            "delay_lines",
+            "Spoiler-shield delay lines: one per topic and delay value with subscribers",
+            m.delay_lines.clone(),
+        );
+        r.register(
+            "delay_held",
+            "Frames held by delay lines until their ts plus the delay",
+            m.delay_held.clone(),
+        );
+        r.register(
+            "delay_dropped",
+            "Held frames dropped at a delay line's cap (subscribers get a gap)",
+            m.delay_dropped.clone(),
         );
         r.register(
             "messages_delivered",
@@ -481,6 +526,7 @@ impl Metrics {
         zero(&self.refusals, "reason", REFUSALS);
         zero(&self.closes, "code", CLOSE_CODES);
         zero(&self.payloads_dropped, "reason", DROP_REASONS);
+        zero(&self.retractions, "outcome", RETRACT_OUTCOMES);
         zero(&self.reactions, "result", REACTION_RESULTS);
         zero(&self.gaps_unrepairable, "mode", TOPIC_MODES);
         zero(&self.limiter_keys, "limiter", LIMITERS);
@@ -488,6 +534,14 @@ impl Metrics {
         self.build_info
             .get_or_create(&vec![("version", env!("CARGO_PKG_VERSION"))])
             .set(1);
+    }
+
+    /// Counts one retraction marker: taken, or ignored for a reason.
+    pub fn retraction(&self, taken: Result<(), &'static str>) {
+        let outcome = taken.err().unwrap_or("applied");
+        self.retractions
+            .get_or_create(&vec![("outcome", outcome)])
+            .inc();
     }
 
     /// Counts one message fanned out to `subscribers`, stored by the bus at

@@ -96,7 +96,8 @@ pub async fn publish(
 }
 
 /// Guards 1 to 4 of the module doc; the refusal answer when one fails.
-fn guard(node: &Node, peer: SocketAddr, headers: &HeaderMap) -> Option<Response> {
+/// `POST /v1/retract` (`retract.rs`) passes the same ones.
+pub(crate) fn guard(node: &Node, peer: SocketAddr, headers: &HeaderMap) -> Option<Response> {
     let ip = canonical(peer.ip());
     let key = limit_key(ip, node.config.limits.ipv6_prefix_len);
     let refuse = |reason: &'static str, status: StatusCode, code: ErrorCode, message: &str| {

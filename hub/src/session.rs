@@ -20,8 +20,8 @@ use bytes::Bytes;
 use governor::DefaultDirectRateLimiter;
 use tribune_protocol::frame::{Auth, Publish, React, Subscribe, Unsubscribe};
 use tribune_protocol::{
-    Ack, ClientFrame, CloseCode, DELTA_FOSSIL, ErrorCode, Pong, ServerFrame, Topic, Unsubscribed,
-    decode_client, encode_server,
+    Ack, ClientFrame, CloseCode, DELTA_FOSSIL, ErrorCode, MAX_DELAY_MS, Pong, ServerFrame, Topic,
+    Unsubscribed, decode_client, encode_server,
 };
 
 use crate::audit::Who;
@@ -345,6 +345,15 @@ impl Session {
                 );
             }
         };
+        let delay_ms = s.delay_ms.unwrap_or(0);
+        if delay_ms > MAX_DELAY_MS {
+            self.audit("delay_range", "delay_ms above the maximum");
+            return self.refuse(
+                Some(s.id),
+                ErrorCode::BadRequest,
+                format!("delay_ms must be 0 to {MAX_DELAY_MS}"),
+            );
+        }
         if !self.granted(&ns, &topic) {
             let msg = format!(
                 "namespace '{}' needs a token that grants this topic",
@@ -385,6 +394,7 @@ impl Session {
             since,
             // Another format (none exists yet) is answered `"delta":false`.
             delta: s.delta.as_deref().map(|f| f == DELTA_FOSSIL),
+            delay_ms,
         };
         match self
             .node

@@ -93,6 +93,12 @@ pub fn classify(text: &[u8]) -> HubFrame<'_> {
             after: g.after,
             before: g.before,
         },
+        // Load scenarios never retract: a retraction would also move the
+        // chain the fan checks, so one is counted as an error.
+        ServerFrame::Retract(_) => HubFrame::Error {
+            id: None,
+            code: "retract".to_string(),
+        },
         // Load-test fans hold no tokens, so the hub never ends their
         // subscriptions; one that did is counted as an error.
         ServerFrame::Unsubscribed(u) => HubFrame::Error {
@@ -116,6 +122,7 @@ pub fn subscribe_frame(
         since: resume.map(|r| r.0),
         epoch: resume.map(|r| r.1.to_string()),
         delta: None,
+        delay_ms: None,
     });
     serde_json::to_string(&frame).expect("client frames always serialize")
 }

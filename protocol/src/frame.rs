@@ -51,7 +51,15 @@ pub struct Subscribe {
     /// `delta` says whether they were granted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delta: Option<String>,
+    /// The spoiler shield (PROTOCOL.md section 13): deliver this
+    /// subscription's frames `delay_ms` after the bus stored them
+    /// (0 to [`MAX_DELAY_MS`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay_ms: Option<u64>,
 }
+
+/// The longest `delay_ms` a subscription may ask for: two minutes.
+pub const MAX_DELAY_MS: u64 = 120_000;
 
 /// The only delta format (`subscribe`'s `delta`): Fossil's.
 pub const DELTA_FOSSIL: &str = "fossil";
@@ -130,6 +138,7 @@ pub enum ServerFrame {
     Stats(Stats),
     Gap(Gap),
     Unsubscribed(Unsubscribed),
+    Retract(Retract),
 }
 
 /// `welcome`: the first frame on every connection.
@@ -223,6 +232,24 @@ pub struct Gap {
     pub topic: String,
     pub after: u64,
     pub before: u64,
+}
+
+/// `retract`: an editor retracted the message `seq` of `topic` (PROTOCOL.md
+/// section 13). The retraction takes a place of its own in the topic's
+/// chain: `at` is its own seq (what a client holds after it) and `prev`
+/// the seq of the frame before it, as a message's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Retract {
+    pub topic: String,
+    /// The retracted message.
+    pub seq: u64,
+    /// This retraction's own place in the topic's chain.
+    pub at: u64,
+    pub prev: u64,
+    /// When the bus stored the retraction, Unix milliseconds.
+    pub ts: u64,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub replay: bool,
 }
 
 /// `unsubscribed`: the hub ended a subscription (a refreshed token no
@@ -323,6 +350,13 @@ pub struct PublishResponse {
     pub seq: u64,
 }
 
+/// Body of `POST /v1/retract`: retract message `seq` of `topic`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetractRequest {
+    pub topic: String,
+    pub seq: u64,
+}
+
 /// Decodes a tagged frame in two steps: serde's internally tagged enums buffer
 /// their content, which loses `RawValue` payloads, so the `type` is read first
 /// and the body struct is then decoded from the same text.
@@ -373,6 +407,7 @@ impl<'de> Deserialize<'de> for ServerFrame {
             "stats" => ServerFrame::Stats(body(&raw)?),
             "gap" => ServerFrame::Gap(body(&raw)?),
             "unsubscribed" => ServerFrame::Unsubscribed(body(&raw)?),
+            "retract" => ServerFrame::Retract(body(&raw)?),
             other => {
                 return Err(serde::de::Error::custom(format_args!(
                     "unknown frame type '{other}'"

@@ -28,11 +28,22 @@ pub use codec::{
     encode_server, message_view,
 };
 pub use frame::{
-    Ack, Auth, Drain, Error, Gap, Message, Ping, Pong, Publish, React, Stats, Subscribe,
+    Ack, Auth, Drain, Error, Gap, Message, Ping, Pong, Publish, React, Retract, Stats, Subscribe,
     Unsubscribe, Unsubscribed, Welcome,
 };
-pub use frame::{ClientFrame, DELTA_FOSSIL, ErrorCode, Mode, ServerFrame};
+pub use frame::{ClientFrame, DELTA_FOSSIL, ErrorCode, MAX_DELAY_MS, Mode, ServerFrame};
 pub use topic::{Topic, TopicError, validate_topic};
+
+/// The NATS header that makes a message stored on a topic a retraction
+/// marker; its value is the retracted seq (PROTOCOL.md section 13).
+pub const RETRACT_HEADER: &str = "Tribune-Retract";
+
+/// The `Nats-Msg-Id` of a retraction marker: the same for every retraction
+/// of one message, from any editor or hub, so the stream stores it once per
+/// duplicate window.
+pub fn retract_msg_id(topic: &str, seq: u64) -> String {
+    format!("tribune-retract:{topic}:{seq}")
+}
 
 /// The protocol version announced in `welcome`.
 pub const PROTOCOL_VERSION: u32 = 1;

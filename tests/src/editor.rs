@@ -66,6 +66,35 @@ impl Editor {
         }
     }
 
+    /// Retracts message `seq` of `topic` as an editor does on NATS: an empty
+    /// message with `Tribune-Retract: <seq>` (PROTOCOL.md section 13),
+    /// retried until acked; the marker's own seq.
+    pub async fn retract(&self, topic: &str, seq: u64) -> u64 {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let mut headers = async_nats::HeaderMap::new();
+            let id = tribune_protocol::retract_msg_id(topic, seq);
+            headers.insert("Nats-Msg-Id", id.as_str());
+            headers.insert(tribune_protocol::RETRACT_HEADER, seq.to_string().as_str());
+            let attempt = async {
+                self.js
+                    .publish_with_headers(format!("tribune.fan.{topic}"), headers, Bytes::new())
+                    .await
+                    .ok()?
+                    .await
+                    .ok()
+            };
+            if let Ok(Some(ack)) = tokio::time::timeout(Duration::from_secs(1), attempt).await {
+                return ack.sequence;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "retraction of {seq} not acked within 30 s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// A JetStream API request; the JSON answer.
     pub async fn api(&self, subject: &str) -> Value {
         let reply = self

@@ -336,4 +336,36 @@ async fn paging_history_returns_every_retained_message_once_on_both_nodes() {
     let page: Value = http.get(&url).send().await.unwrap().json().await.unwrap();
     assert_eq!(page["messages"], json!([]));
     assert_eq!(page["before"], Value::Null);
+
+    // An editor retracts a message (PROTOCOL.md section 13): no page holds
+    // it again, on the node whose fan saw the retraction live, on the other
+    // (its history relay lingers or reads the marker anew), and on a node
+    // started after it; the marker is no message either.
+    let retracted = stored[100];
+    let marker = editor.retract(topic, retracted).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let frame = watcher
+            .try_recv(Duration::from_millis(500))
+            .await
+            .unwrap_or(Value::Null);
+        if frame["type"] == "retract" {
+            assert_eq!(frame["seq"], json!(retracted), "{frame}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "A's fan never got the retraction"
+        );
+    }
+    let never = BTreeSet::from([retracted, marker]);
+    let kept: Vec<u64> = stored.iter().copied().filter(|s| *s != retracted).collect();
+    let hub_c = hub_on(&server.url(), &cfg, "hub-c").await;
+    for (hub, who) in [(&hub_a, "A"), (&hub_b, "B"), (&hub_c, "C, started after")] {
+        for limit in [100, 7] {
+            let (_, all) = page_through(&http, hub, topic, limit, &never).await;
+            let seqs: Vec<u64> = all.iter().map(|m| m.0).collect();
+            assert_eq!(seqs, kept, "{who}, pages of {limit}: all but the retracted");
+        }
+    }
 }

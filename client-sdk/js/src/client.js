@@ -42,6 +42,17 @@ const PERMANENT_SUBSCRIBE_ERRORS = new Set([
   'payload_too_large',
 ]);
 
+/** The longest spoiler-shield delay a hub accepts (`delay_ms`, PROTOCOL.md section 13). */
+const MAX_DELAY_MS = 120000;
+
+/** Throws a TribuneError `bad_request` for a `delayMs` the hub would refuse. */
+function checkDelay(delayMs) {
+  if (delayMs === undefined) return;
+  if (!(Number.isSafeInteger(delayMs) && delayMs >= 0 && delayMs <= MAX_DELAY_MS)) {
+    throw new TribuneError('bad_request', `delayMs must be an integer from 0 to ${MAX_DELAY_MS}`);
+  }
+}
+
 /**
  * One connection to a Tribune hub.
  *
@@ -211,9 +222,12 @@ export class TribuneClient {
 
   /**
    * Subscribes to a topic. Options: `history` (replay the latest N retained
-   * messages on a fresh subscription), callbacks `onMessage`, `onGap`,
-   * `onStats`, `onError`, `onSubscribed`, `onEvent`, and `bufferSize` for
-   * iteration. Throws a TribuneError `bad_topic` for an invalid topic.
+   * messages on a fresh subscription), `delayMs` (the spoiler shield: every
+   * frame `delayMs` after the bus stored it, 0 to 120000; the first handle's
+   * applies to the topic, `setDelay` changes it), callbacks `onMessage`,
+   * `onGap`, `onRetract`, `onStats`, `onError`, `onSubscribed`, `onEvent`,
+   * and `bufferSize` for iteration. Throws a TribuneError `bad_topic` for an
+   * invalid topic, `bad_request` for a bad `history` or `delayMs`.
    */
   subscribe(topic, options = {}) {
     const reason = validateTopic(topic);
@@ -222,10 +236,11 @@ export class TribuneClient {
     if (options.history !== undefined && !(Number.isSafeInteger(options.history) && options.history >= 0)) {
       throw new TribuneError('bad_request', 'history must be a non-negative integer');
     }
+    checkDelay(options.delayMs);
     let state = this.#topics.get(topic);
     const fresh = !state;
     if (fresh) {
-      state = new TopicState(topic, options.history);
+      state = new TopicState(topic, options.history, options.delayMs ?? 0);
       this.#topics.set(topic, state);
     }
     const handle = new Subscription(this, state, options);
@@ -416,6 +431,8 @@ export class TribuneClient {
         return this.#onStats(frame);
       case 'gap':
         return this.#onGap(frame);
+      case 'retract':
+        return this.#onRetract(frame);
       case 'unsubscribed':
         return this.#onUnsubscribed(frame);
     }
@@ -647,6 +664,51 @@ export class TribuneClient {
   }
 
   /**
+   * An editor retracted message `seq` (PROTOCOL.md section 13). The frame
+   * holds a place in the topic's chain (`at`, after `prev`), checked and
+   * passed like a message's, so the next message follows it without a
+   * resync; handles get a `retract` event `{topic, seq, at, ts, replay}`
+   * and drop the item from their iteration buffer.
+   */
+  #onRetract(frame) {
+    const state = this.#topics.get(frame.topic);
+    if (!state || !state.acked) return; // not (or no longer, or not yet) ours
+    const first = state.firstAfterAck;
+    state.firstAfterAck = false;
+    if (frame.at <= state.lastSeq) return; // already passed (replay overlap)
+    const announced = frame.at === state.gapBefore;
+    if (state.mode === 'feed' && state.expectPrev !== null && !announced) {
+      const unknownFirstPrev = first && frame.replay && frame.prev === 0;
+      if (!unknownFirstPrev && frame.prev > state.expectPrev) {
+        this.#resync(state, `retraction at ${frame.at} has prev ${frame.prev}, expected ${state.expectPrev}`);
+        return;
+      }
+    }
+    state.lastSeq = frame.at;
+    state.expectPrev = frame.at;
+    if (!frame.replay || frame.at >= state.ackSeq) state.replayPending = false;
+    const event = { type: 'retract', topic: frame.topic, seq: frame.seq, at: frame.at, ts: frame.ts, replay: frame.replay === true };
+    for (const h of state.handles) h._deliver(event);
+  }
+
+  /**
+   * Changes the topic's delay (the spoiler shield, 0 to 120000 ms) for
+   * every handle on it: the subscription is renewed with `since` (what was
+   * delivered stays delivered) and the new `delay_ms`.
+   * @internal (through `Subscription.setDelay`)
+   */
+  _setDelay(state, delayMs) {
+    checkDelay(delayMs);
+    if (state.delayMs === delayMs) return;
+    state.delayMs = delayMs;
+    if (this.#topics.get(state.topic) !== state || !this.#socketOpen() || state.subId === null) return;
+    const id = this.#nextId++;
+    this.#pending.set(id, { kind: 'unsubscribe', resolve() {}, reject() {} });
+    this.#send({ type: 'unsubscribe', id, topic: state.topic });
+    this.#sendSubscribe(state);
+  }
+
+  /**
    * A feed's hub announces messages it could not deliver (stored on the bus,
    * then aged out before the hub repaired, or unreadable): every seq between
    * `after` and `before` is lost for this subscription, and the message
@@ -856,6 +918,7 @@ export class TribuneClient {
     state.acked = false;
     const frame = { type: 'subscribe', id, topic: state.topic };
     if (state.history !== undefined) frame.history = state.history;
+    if (state.delayMs > 0) frame.delay_ms = state.delayMs;
     if (this.#opts.deltas && state.mode !== 'feed') frame.delta = DELTA_FORMAT;
     if (state.hasPosition && state.epoch) {
       frame.since = state.resumePoint();

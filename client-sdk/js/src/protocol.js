@@ -180,6 +180,7 @@ const SERVER_FRAMES = {
   stats: { topic: 'topic', audience: 'u64', reactions: 'counts', window_ms: 'u64' },
   gap: { topic: 'topic', after: 'u64', before: 'u64' },
   unsubscribed: { topic: 'topic', code: 'code' },
+  retract: { topic: 'topic', seq: 'u64', at: 'u64', prev: 'u64', ts: 'u64', 'replay?': 'bool' },
 };
 
 function badFrame(reason, text) {
@@ -226,6 +227,14 @@ export function decodeServerFrame(text) {
     if (frame.delta === undefined) frame.delta = false;
     // A delta travels as a JSON string (the Fossil delta's text).
     if (frame.delta && typeof frame.data !== 'string') throw badFrame('a delta message carries a string', text);
+  }
+  if (frame.type === 'retract') {
+    // It retracts an older message and takes its own place after its prev
+    // (`at` equals `seq` only for a retracted message replayed in place).
+    if (frame.seq < 1 || frame.at < frame.seq || frame.prev >= frame.at) {
+      throw badFrame('retract needs 1 <= seq <= at and prev < at', text);
+    }
+    if (frame.replay === undefined) frame.replay = false;
   }
   // A hole needs two ends in order; the reverse could only be a broken hub.
   if (frame.type === 'gap' && frame.after >= frame.before) throw badFrame('gap.after must be lower than its before', text);
@@ -286,6 +295,10 @@ export function encodeClientFrame(frame) {
       if (optionalPresent(frame, 'delta')) {
         requireField(frame, 'delta', (v) => typeof v === 'string', 'a string');
         out += `,"delta":${JSON.stringify(frame.delta)}`;
+      }
+      if (optionalPresent(frame, 'delay_ms')) {
+        requireField(frame, 'delay_ms', (v) => isU32(v) && v <= 120000, 'an integer from 0 to 120000');
+        out += `,"delay_ms":${frame.delay_ms}`;
       }
       return `${out}}`;
     }

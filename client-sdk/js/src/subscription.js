@@ -7,7 +7,7 @@ import { Emitter } from './emitter.js';
 
 /**
  * A subscription handle. Iterate it (`for await (const ev of sub)`) to
- * receive events `{type:'message'|'gap'|'stats', ...}`, or listen with
+ * receive events `{type:'message'|'gap'|'retract'|'stats', ...}`, or listen with
  * `sub.on('message', fn)`. It ends when unsubscribed or when the client closes;
  * it throws when the hub refuses the subscription for good, or ends it (an
  * `unsubscribed` event `{topic, code}` first: a refreshed token no longer
@@ -30,12 +30,13 @@ export class Subscription {
     this.#state = state;
     this.topic = state.topic;
     this.#bufferSize = options.bufferSize ?? 1024;
-    const callbacks = ['onMessage', 'onGap', 'onStats', 'onError', 'onSubscribed', 'onUnsubscribed', 'onEvent'];
+    const callbacks = ['onMessage', 'onGap', 'onRetract', 'onStats', 'onError', 'onSubscribed', 'onUnsubscribed', 'onEvent'];
     // A caller that passes callbacks has chosen callbacks: events are not
     // buffered for iteration unless it starts iterating.
     this.#buffering = !callbacks.some((k) => typeof options[k] === 'function');
     if (options.onMessage) this.on('message', options.onMessage);
     if (options.onGap) this.on('gap', options.onGap);
+    if (options.onRetract) this.on('retract', options.onRetract);
     if (options.onStats) this.on('stats', options.onStats);
     if (options.onError) this.on('error', options.onError);
     if (options.onSubscribed) this.on('subscribed', options.onSubscribed);
@@ -43,6 +44,7 @@ export class Subscription {
     if (options.onEvent) {
       this.on('message', options.onEvent);
       this.on('gap', options.onEvent);
+      this.on('retract', options.onEvent);
       this.on('stats', options.onEvent);
     }
   }
@@ -67,6 +69,20 @@ export class Subscription {
     return this.#state.latest;
   }
 
+  /** The spoiler shield's delay of the topic, in ms (0: live). */
+  get delayMs() {
+    return this.#state.delayMs;
+  }
+
+  /**
+   * Changes the topic's delay (0 to 120000 ms) for every handle on it: the
+   * subscription is renewed where it is (`since`), with the new delay.
+   * Throws a TribuneError `bad_request` for a delay out of range.
+   */
+  setDelay(delayMs) {
+    this.#client._setDelay(this.#state, delayMs);
+  }
+
   /** The latest `stats` event of the topic, or null. */
   get stats() {
     return this.#state.stats;
@@ -77,7 +93,7 @@ export class Subscription {
     return this.#done;
   }
 
-  /** Adds a listener for `message`, `gap`, `stats`, `subscribed` or `error`; returns a remover. */
+  /** Adds a listener for `message`, `gap`, `retract`, `stats`, `subscribed` or `error`; returns a remover. */
   on(event, fn) {
     return this.#emitter.on(event, fn);
   }
@@ -103,6 +119,11 @@ export class Subscription {
     if (this.#done) return;
     this.#emitter.emit(event.type, event);
     if (!this.#buffering) return;
+    if (event.type === 'retract') {
+      // A retracted item still waiting in the buffer is never handed out;
+      // the event itself is, for what the consumer already took.
+      this.#queue = this.#queue.filter((e) => !(e.type === 'message' && e.seq === event.seq));
+    }
     const waiter = this.#waiters.shift();
     if (waiter) {
       waiter.resolve({ value: event, done: false });

@@ -8,13 +8,15 @@
  * many widgets show it.
  */
 export class TopicState {
-  constructor(topic, history) {
+  constructor(topic, history, delayMs = 0) {
     /** Topic name. */
     this.topic = topic;
     /** Handles that receive this topic's events. */
     this.handles = new Set();
     /** `history` asked by the first handle, sent on fresh subscriptions. */
     this.history = history;
+    /** The spoiler shield's delay (`delay_ms`), sent in every subscribe when above 0. */
+    this.delayMs = delayMs;
     /** `state` or `feed`, from the hub's ack. */
     this.mode = null;
     /** Epoch of the bus that numbered `lastSeq`; a new epoch resets it. */

@@ -72,6 +72,8 @@ export type ClientFrame =
       epoch?: string;
       /** `'fossil'`: ask for delta updates (state topics). */
       delta?: string;
+      /** The spoiler shield: deliver everything this many ms after the bus stored it (0 to 120000). */
+      delay_ms?: number;
     }
   | { type: 'unsubscribe'; id: Id; topic: string }
   | { type: 'publish'; id: Id; topic: string; data: JsonValue }
@@ -142,6 +144,16 @@ export interface GapFrame {
   after: number;
   before: number;
 }
+/** An editor retracted message `seq`; `at` is the retraction's own place in the chain. */
+export interface RetractFrame {
+  type: 'retract';
+  topic: string;
+  seq: number;
+  at: number;
+  prev: number;
+  ts: number;
+  replay: boolean;
+}
 /** The hub ended this subscription (a refreshed token no longer grants it). */
 export interface UnsubscribedFrame {
   type: 'unsubscribed';
@@ -157,6 +169,7 @@ export type ServerFrame =
   | DrainFrame
   | StatsFrame
   | GapFrame
+  | RetractFrame
   | UnsubscribedFrame;
 
 /** Decodes and validates one hub frame; throws TribuneError('bad_frame'). */
@@ -216,6 +229,20 @@ export interface GapEvent {
   dropped?: number;
 }
 
+/**
+ * An editor retracted the message `seq` (a clip taken down): remove it if
+ * shown. Still-buffered copies are dropped from the iteration buffer.
+ */
+export interface RetractEvent {
+  type: 'retract';
+  topic: string;
+  seq: number;
+  /** The retraction's own place in the topic (the position after it). */
+  at: number;
+  ts: number;
+  replay: boolean;
+}
+
 /** Live audience and reactions of a topic (never replayed). */
 export interface StatsEvent {
   type: 'stats';
@@ -225,7 +252,7 @@ export interface StatsEvent {
   windowMs: number;
 }
 
-export type SubscriptionEvent<T = JsonValue> = MessageEvent<T> | GapEvent | StatsEvent;
+export type SubscriptionEvent<T = JsonValue> = MessageEvent<T> | GapEvent | RetractEvent | StatsEvent;
 
 export interface SubscribedInfo {
   topic: string;
@@ -239,10 +266,16 @@ export interface SubscribedInfo {
 export interface SubscribeOptions<T = JsonValue> {
   /** Replay the latest N retained messages on a fresh subscription. */
   history?: number;
+  /**
+   * The spoiler shield: every message, retraction, gap and stats figure
+   * arrives this many ms after the bus stored it (0 to 120000; default 0).
+   */
+  delayMs?: number;
   /** Events kept for iteration before the oldest are dropped (default 1024). */
   bufferSize?: number;
   onMessage?: (event: MessageEvent<T>) => void;
   onGap?: (event: GapEvent) => void;
+  onRetract?: (event: RetractEvent) => void;
   onStats?: (event: StatsEvent) => void;
   onError?: (error: TribuneError) => void;
   onSubscribed?: (info: SubscribedInfo) => void;
@@ -254,6 +287,7 @@ export interface SubscribeOptions<T = JsonValue> {
 export interface SubscriptionEvents<T> {
   message: MessageEvent<T>;
   gap: GapEvent;
+  retract: RetractEvent;
   stats: StatsEvent;
   subscribed: SubscribedInfo;
   unsubscribed: { topic: string; code: string };
@@ -269,6 +303,10 @@ export class Subscription<T = JsonValue> implements AsyncIterable<SubscriptionEv
   readonly latest: MessageEvent<T> | null;
   readonly stats: StatsEvent | null;
   readonly closed: boolean;
+  /** The topic's spoiler-shield delay in ms (0: live). */
+  readonly delayMs: number;
+  /** Changes the topic's delay for every handle: renewed with `since` and the new `delay_ms`. */
+  setDelay(delayMs: number): void;
   on<K extends keyof SubscriptionEvents<T>>(event: K, fn: (value: SubscriptionEvents<T>[K]) => void): () => void;
   off<K extends keyof SubscriptionEvents<T>>(event: K, fn: (value: SubscriptionEvents<T>[K]) => void): void;
   react(reaction: string): Promise<void>;

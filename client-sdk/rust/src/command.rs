@@ -68,6 +68,10 @@ pub struct SubscribeOptions {
     /// before it reaches the application, so the choice is only about bytes
     /// on the wire and CPU).
     pub full_messages: bool,
+    /// The spoiler shield: the hub delivers this subscription's messages,
+    /// retractions, gaps and stats this long after the bus stored them
+    /// (`delay_ms`, up to two minutes; PROTOCOL.md section 13).
+    pub delay: Option<Duration>,
 }
 
 impl SubscribeOptions {
@@ -90,6 +94,13 @@ impl SubscribeOptions {
     /// Full messages only, no delta updates.
     pub fn full_messages(mut self) -> Self {
         self.full_messages = true;
+        self
+    }
+
+    /// Deliver everything `delay` after the bus stored it (whole
+    /// milliseconds; the hub refuses more than two minutes).
+    pub fn delay(mut self, delay: Duration) -> Self {
+        self.delay = Some(delay);
         self
     }
 }

@@ -1,6 +1,7 @@
 //! Publishing as an editor: [`Publisher`] on NATS JetStream (the normal
 //! path, PROTOCOL.md section 10) and [`HubPublisher`] through a hub's
-//! `POST /v1/publish` (integrations, tests, the embedded bus).
+//! `POST /v1/publish` (integrations, tests, the embedded bus). Both also
+//! retract a published message (`retract`, PROTOCOL.md section 13).
 //!
 //! Both check a publication before it leaves: a valid topic, a payload that
 //! is one JSON value, at most [`MAX_PAYLOAD_BYTES`]. The hub would count and
@@ -44,8 +45,8 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde::de::IgnoredAny;
 use sha2::{Digest, Sha256};
-use tribune_protocol::frame::{HttpError, PublishRequest, PublishResponse};
-use tribune_protocol::validate_topic;
+use tribune_protocol::frame::{HttpError, PublishRequest, PublishResponse, RetractRequest};
+use tribune_protocol::{RETRACT_HEADER, retract_msg_id, validate_topic};
 
 use crate::error::{ConnectError, ConnectErrorKind, PublishError, PublishErrorKind};
 use crate::tls;
@@ -400,6 +401,56 @@ impl Publisher {
             .await?
             .await
     }
+
+    /// Retracts the message `seq` of `topic` (a clip taken down): stores a
+    /// retraction marker, an empty message with the header
+    /// [`RETRACT_HEADER`] naming `seq` (PROTOCOL.md section 13), and
+    /// answers the marker's own seq. Hubs stop serving the message and tell
+    /// live fans. Retracting the same message again within the duplicate
+    /// window stores nothing new. Meant for `feed` topics: on a `state`
+    /// topic hubs ignore (and count) the marker, the correction there is
+    /// the next state.
+    pub async fn retract(&self, topic: &str, seq: u64) -> Result<Published, PublishError> {
+        validate_topic(topic).map_err(|e| {
+            PublishError::with_source(PublishErrorKind::InvalidTopic, topic.to_string(), e)
+        })?;
+        if seq == 0 {
+            return Err(PublishError::new(
+                PublishErrorKind::InvalidJson,
+                format!("{topic}: seq 0 names no message"),
+            ));
+        }
+        let subject = format!("{}.fan.{topic}", self.prefix);
+        let msg_id = retract_msg_id(topic, seq);
+        let mut last_timeout = None;
+        for attempt in 1..=self.attempts {
+            let publish = PublishMessage::build()
+                .payload(Bytes::new())
+                .message_id(&msg_id)
+                .header(RETRACT_HEADER, seq.to_string().as_str());
+            let sent = match self.js.send_publish(subject.clone(), publish).await {
+                Ok(ack) => ack.await,
+                Err(e) => Err(e),
+            };
+            match sent {
+                Ok(ack) => {
+                    return Ok(Published {
+                        seq: ack.sequence,
+                        duplicate: ack.duplicate,
+                        msg_id,
+                        attempts: attempt,
+                    });
+                }
+                Err(e) if e.kind() == JsPublishErrorKind::TimedOut => last_timeout = Some(e),
+                Err(e) => return Err(map_js_error(topic, e)),
+            }
+        }
+        Err(PublishError::with_source(
+            PublishErrorKind::TimedOut,
+            format!("{topic}: no ack after {} attempts", self.attempts),
+            last_timeout.expect("at least one attempt"),
+        ))
+    }
 }
 
 /// Whether anyone but this call can have used a message id.
@@ -504,6 +555,47 @@ impl HubPublisher {
         if let Some(key) = &self.key {
             request = request.bearer_auth(key);
         }
+        self.answer(topic, request).await
+    }
+
+    /// Publishes `data` serialized to JSON; returns the seq.
+    pub async fn publish<T: Serialize + ?Sized>(
+        &self,
+        topic: &str,
+        data: &T,
+    ) -> Result<u64, PublishError> {
+        let json = serde_json::to_string(data).map_err(|e| {
+            PublishError::with_source(PublishErrorKind::InvalidJson, topic.to_string(), e)
+        })?;
+        self.publish_json(topic, &json).await
+    }
+
+    /// Retracts the message `seq` of `topic` through the hub's `POST
+    /// /v1/retract` (same key as publishing); returns the retraction's own
+    /// seq. A `state` topic is refused (`bad_request`, HTTP 409).
+    pub async fn retract(&self, topic: &str, seq: u64) -> Result<u64, PublishError> {
+        validate_topic(topic).map_err(|e| {
+            PublishError::with_source(PublishErrorKind::InvalidTopic, topic.to_string(), e)
+        })?;
+        let mut endpoint = self.endpoint.clone();
+        endpoint.set_path("/v1/retract");
+        let body = RetractRequest {
+            topic: topic.to_string(),
+            seq,
+        };
+        let mut request = self.http.post(endpoint).json(&body);
+        if let Some(key) = &self.key {
+            request = request.bearer_auth(key);
+        }
+        self.answer(topic, request).await
+    }
+
+    /// Sends a request to the hub and reads its `{"seq"}` answer or refusal.
+    async fn answer(
+        &self,
+        topic: &str,
+        request: reqwest::RequestBuilder,
+    ) -> Result<u64, PublishError> {
         let response = request.send().await.map_err(|e| {
             let kind = if e.is_timeout() {
                 PublishErrorKind::TimedOut
@@ -542,18 +634,6 @@ impl HubPublisher {
                 format!("{topic}: HTTP {status}: {text}"),
             )),
         }
-    }
-
-    /// Publishes `data` serialized to JSON; returns the seq.
-    pub async fn publish<T: Serialize + ?Sized>(
-        &self,
-        topic: &str,
-        data: &T,
-    ) -> Result<u64, PublishError> {
-        let json = serde_json::to_string(data).map_err(|e| {
-            PublishError::with_source(PublishErrorKind::InvalidJson, topic.to_string(), e)
-        })?;
-        self.publish_json(topic, &json).await
     }
 }
 

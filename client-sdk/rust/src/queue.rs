@@ -50,6 +50,13 @@ pub enum Event {
         /// The epoch from here on.
         epoch: Option<String>,
     },
+    /// An editor retracted the message `seq` of the topic (a clip taken
+    /// down): an application that shows it removes it. The SDK removes
+    /// nothing itself; a retraction of a message the application never got
+    /// (it came after the subscription's replay, or before it) is announced
+    /// all the same and can be ignored. `at` is the retraction's own place
+    /// in the topic (the seq the subscription resumes after).
+    Retract { topic: String, seq: u64, at: u64 },
     /// Live audience and reaction figures of the topic (never replayed).
     Stats(Stats),
     /// The subscription ended without the application asking: the hub

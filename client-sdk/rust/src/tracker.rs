@@ -17,8 +17,14 @@
 //!   bus's, which may be anything below `before`). Its `after` must be the
 //!   position held: a higher one means something was missed before the hole,
 //!   a discontinuity like any other.
+//! - a `retract` frame (PROTOCOL.md section 13) takes a place in the chain
+//!   like a message: `at` is its seq, `prev` its prev; it is judged and
+//!   advanced past the same way, so the next message's `prev` (the
+//!   retraction's `at`) is no gap.
 
-use tribune_protocol::{Ack, Gap, Message, Mode, Subscribe};
+use std::time::Duration;
+
+use tribune_protocol::{Ack, Gap, Message, Mode, Retract, Subscribe};
 
 /// The continuity state of one subscription, across connections.
 #[derive(Debug, Clone)]
@@ -45,6 +51,8 @@ pub(crate) struct Tracker {
     phase: Phase,
     /// Ask for Fossil delta updates (not on a known feed).
     delta: bool,
+    /// The spoiler shield's `delay_ms`, sent in every `subscribe`.
+    delay_ms: Option<u64>,
 }
 
 /// Whether, and how, the hub currently knows this subscription.
@@ -135,7 +143,14 @@ impl Tracker {
             hole: None,
             phase: Phase::Idle,
             delta: false,
+            delay_ms: None,
         }
+    }
+
+    /// Asks for every `subscribe` to be delivered `delay` late.
+    pub(crate) fn delayed(mut self, delay: Option<Duration>) -> Self {
+        self.delay_ms = delay.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        self
     }
 
     /// Asks for delta updates in every `subscribe` of a `state` topic.
@@ -197,6 +212,7 @@ impl Tracker {
             epoch,
             delta: (self.delta && self.mode != Some(Mode::Feed))
                 .then(|| tribune_protocol::DELTA_FOSSIL.to_string()),
+            delay_ms: self.delay_ms,
         }
     }
 
@@ -274,18 +290,28 @@ impl Tracker {
 
     /// Judges one message of this topic (see the module doc).
     pub(crate) fn check(&self, msg: &Message) -> Verdict {
+        self.check_at(msg.seq, msg.prev)
+    }
+
+    /// Judges one `retract` frame: its place in the chain is `at`, after
+    /// `prev`. Deliver it, then [`Tracker::advance`] to `at`.
+    pub(crate) fn check_retract(&self, retract: &Retract) -> Verdict {
+        self.check_at(retract.at, retract.prev)
+    }
+
+    fn check_at(&self, seq: u64, prev: u64) -> Verdict {
         if self.phase != Phase::Live {
             return Verdict::Ignore;
         }
-        if self.floor.is_some_and(|floor| msg.seq <= floor) {
+        if self.floor.is_some_and(|floor| seq <= floor) {
             return Verdict::Duplicate;
         }
         // The message right after an announced hole carries the bus's `prev`,
         // which says nothing about what this subscription holds.
-        if self.hole.is_some_and(|h| h.before == msg.seq) {
+        if self.hole.is_some_and(|h| h.before == seq) {
             return Verdict::Deliver;
         }
-        if self.mode == Some(Mode::Feed) && self.position.is_some_and(|pos| msg.prev > pos) {
+        if self.mode == Some(Mode::Feed) && self.position.is_some_and(|pos| prev > pos) {
             return Verdict::Gap;
         }
         Verdict::Deliver
@@ -393,6 +419,33 @@ mod tests {
             }
         }
         (out, None)
+    }
+
+    #[test]
+    fn a_retraction_takes_its_place_in_the_chain() {
+        let mut tr =
+            Tracker::new(T.into(), None, None).delayed(Some(std::time::Duration::from_secs(30)));
+        assert_eq!(tr.subscribe_frame(1).delay_ms, Some(30_000));
+        tr.on_ack(&ack(1, Mode::Feed, "E1", 10, None)).unwrap();
+        let r = Retract {
+            topic: T.into(),
+            seq: 10,
+            at: 12,
+            prev: 10,
+            ts: 1,
+            replay: false,
+        };
+        assert_eq!(tr.check_retract(&r), Verdict::Deliver);
+        tr.advance(r.at);
+        assert_eq!(tr.position(), Some(12));
+        assert_eq!(tr.check(&msg(13, 12)), Verdict::Deliver, "no gap after it");
+        assert_eq!(tr.check_retract(&r), Verdict::Duplicate);
+        let after_a_miss = Retract {
+            at: 20,
+            prev: 15,
+            ..r.clone()
+        };
+        assert_eq!(tr.check_retract(&after_a_miss), Verdict::Gap);
     }
 
     #[test]

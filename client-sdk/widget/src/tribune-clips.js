@@ -2,18 +2,22 @@
 // (docs/PAYLOADS.md "Social clips"), newest first, at most `max` items, each with
 // its thumbnail, title, duration and source. Links and images only for
 // https: or same-origin URLs; every string is text. Where clips were lost
-// (the SDK's gap events), a notice stands at that place in the list.
+// (the SDK's gap events), a notice stands at that place in the list. A clip an
+// editor retracts (the SDK's retract events) leaves the list.
 //
 // A "More clips" button under the list loads the clips before the oldest
 // shown, a page at a time, from the hub's retained history (the SDK's
 // history(), GET /v1/history); it goes away when nothing older is retained.
 //
 // Attributes: topic (required), hub / ws-url, token, heading, max (default
-// 12, at most 100), theme (light|dark).
+// 12, at most 100), theme (light|dark), delay (ms behind live, 0 to 120000:
+// the spoiler shield, with its "synced to your stream" control).
 // Events: tribune-message {detail: message event}, tribune-gap {detail: gap
-// event}, tribune-history {detail: the page}, tribune-state.
+// event}, tribune-history {detail: the page}, tribune-retract {detail:
+// retract event}, tribune-state.
 
 import { WidgetConnection } from './connection.js';
+import { DELAY_CSS, DelayControl, delayOf } from './delay-control.js';
 import { attachShadowFrom, el, formatDuration, safeUrl, text } from './shared.js';
 
 const DEFAULT_MAX = 12;
@@ -87,7 +91,7 @@ const MARKUP = `
 `;
 
 export class TribuneClips extends HTMLElement {
-  static observedAttributes = ['topic', 'hub', 'ws-url', 'token', 'max', 'heading'];
+  static observedAttributes = ['topic', 'hub', 'ws-url', 'token', 'max', 'heading', 'delay'];
 
   #root;
   #parts;
@@ -98,14 +102,16 @@ export class TribuneClips extends HTMLElement {
   #noOlder = false;
   /** A history request in flight. */
   #loading = false;
+  #delay;
 
   constructor() {
     super();
-    this.#root = attachShadowFrom(this, CSS, MARKUP);
+    this.#root = attachShadowFrom(this, CSS + DELAY_CSS, MARKUP);
     const q = (s) => this.#root.querySelector(s);
     this.#parts = { feed: q('.feed'), title: q('h2'), conn: q('.conn'), list: q('ol'), empty: q('.empty'), more: q('.more') };
     this.#connection = new WidgetConnection(this, { badge: this.#parts.conn, card: this.#parts.feed });
     this.#parts.more.addEventListener('click', () => this.loadMore());
+    this.#delay = new DelayControl(this, this.#parts.feed, this.#parts.list);
   }
 
   /**
@@ -209,7 +215,11 @@ export class TribuneClips extends HTMLElement {
     if (oldValue === newValue || !this.isConnected) return;
     if (name === 'heading') this.#parts.title.textContent = newValue || 'Clips';
     else if (name === 'max') this.#trim();
-    else {
+    else if (name === 'delay') {
+      // Renewed where it is: the clips shown stay, none comes twice.
+      this.#connection.subscription?.setDelay(delayOf(this));
+      this.#delay.render();
+    } else {
       this.#stop();
       this.#parts.list.replaceChildren();
       this.#older = 0;
@@ -220,7 +230,14 @@ export class TribuneClips extends HTMLElement {
 
   #start() {
     // A feed replays nothing by default: ask for a list's worth of history.
-    this.#connection.open({ history: this.max, onMessage: (m) => this.#onMessage(m), onGap: (g) => this.#onGap(g) });
+    this.#delay.render();
+    this.#connection.open({
+      history: this.max,
+      delayMs: delayOf(this),
+      onMessage: (m) => this.#onMessage(m),
+      onGap: (g) => this.#onGap(g),
+      onRetract: (r) => this.#onRetract(r),
+    });
   }
 
   #stop() {
@@ -256,6 +273,16 @@ export class TribuneClips extends HTMLElement {
     }
     this.#trim();
     this.dispatchEvent(new CustomEvent('tribune-gap', { detail: gap, bubbles: true, composed: true }));
+  }
+
+  /** An editor took a clip down: it leaves the list, wherever it is. */
+  #onRetract(retract) {
+    const seq = String(retract.seq);
+    for (const li of [...this.#parts.list.children]) {
+      if (li.dataset.seq === seq) li.remove();
+    }
+    this.#trim();
+    this.dispatchEvent(new CustomEvent('tribune-retract', { detail: retract, bubbles: true, composed: true }));
   }
 
   /**

@@ -5,11 +5,14 @@
 //
 // Attributes: topic (required), hub / ws-url (default: the hub serving this
 // script), token, heading (title before the first payload), reactions
-// (space-separated; "none" hides the bar), theme (light|dark).
+// (space-separated; "none" hides the bar), theme (light|dark), delay (ms
+// behind live, 0 to 120000: the spoiler shield, with its "synced to your
+// stream" control; results, reactions and the audience all come that late).
 // Events (bubbling, composed): tribune-message {detail: message event},
 // tribune-stats {detail: stats event}, tribune-state {detail: {state}}.
 
 import { WidgetConnection } from './connection.js';
+import { DELAY_CSS, DelayControl, delayOf } from './delay-control.js';
 import { attachShadowFrom, el, formatAgo, text } from './shared.js';
 
 const DEFAULT_REACTIONS = ['🔥', '👏', '😮', '😢'];
@@ -133,11 +136,12 @@ const MARKUP = `
 `;
 
 export class TribuneResults extends HTMLElement {
-  static observedAttributes = ['topic', 'hub', 'ws-url', 'token', 'reactions', 'heading'];
+  static observedAttributes = ['topic', 'hub', 'ws-url', 'token', 'reactions', 'heading', 'delay'];
 
   #root;
   #parts;
   #connection;
+  #delay;
   #rows = new Map();
   #lastTs = null;
   #ticker = null;
@@ -147,7 +151,7 @@ export class TribuneResults extends HTMLElement {
 
   constructor() {
     super();
-    this.#root = attachShadowFrom(this, CSS, MARKUP);
+    this.#root = attachShadowFrom(this, CSS + DELAY_CSS, MARKUP);
     const q = (s) => this.#root.querySelector(s);
     this.#parts = {
       board: q('.board'),
@@ -172,6 +176,7 @@ export class TribuneResults extends HTMLElement {
         for (const b of this.#buttons.values()) b.button.disabled = state !== 'connected' || b.forbidden;
       },
     });
+    this.#delay = new DelayControl(this, this.#parts.board, this.#parts.table);
   }
 
   connectedCallback() {
@@ -188,7 +193,10 @@ export class TribuneResults extends HTMLElement {
     if (oldValue === newValue || !this.isConnected) return;
     if (name === 'reactions') this.#buildReactions();
     else if (name === 'heading') this.#renderHeading();
-    else {
+    else if (name === 'delay') {
+      this.#connection.subscription?.setDelay(delayOf(this));
+      this.#delay.render();
+    } else {
       this.#stop();
       this.#start();
     }
@@ -200,7 +208,9 @@ export class TribuneResults extends HTMLElement {
   }
 
   #start() {
+    this.#delay.render();
     const open = this.#connection.open({
+      delayMs: delayOf(this),
       onMessage: (m) => this.#onMessage(m),
       onStats: (s) => this.#onStats(s),
     });

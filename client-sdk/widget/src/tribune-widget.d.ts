@@ -4,7 +4,7 @@
 // serves the widget at /widget/ beside the SDK at /sdk/, and the npm package
 // has the same two folders.
 
-import type { ConnectionStateName, GapEvent, HistoryPage, JsonValue, MessageEvent, StatsEvent, Subscription } from '../sdk/tribune.js';
+import type { ConnectionStateName, GapEvent, HistoryPage, JsonValue, MessageEvent, RetractEvent, StatsEvent, Subscription } from '../sdk/tribune.js';
 
 /** `detail` of `tribune-state`: the state the connection badge shows. */
 export interface TribuneStateDetail {
@@ -22,18 +22,20 @@ export interface TribuneResultsEventMap extends TribuneWidgetEventMap {
   'tribune-stats': CustomEvent<StatsEvent>;
 }
 
-/** `<tribune-clips>` also says where clips were lost. */
+/** `<tribune-clips>` also says where clips were lost, and which were retracted (removed). */
 export interface TribuneClipsEventMap extends TribuneWidgetEventMap {
   'tribune-gap': CustomEvent<GapEvent>;
   /** A page of older clips the "More clips" button (or `loadMore()`) added. */
   'tribune-history': CustomEvent<HistoryPage>;
+  'tribune-retract': CustomEvent<RetractEvent>;
 }
 
 /**
  * `<tribune-results topic="results...">`: the live board of one event
  * (docs/PAYLOADS.md "Live results"). Attributes: `topic`, `hub`, `ws-url`,
  * `token`, `heading`, `reactions` (space-separated, `none` hides the bar),
- * `theme` (`light` | `dark`).
+ * `theme` (`light` | `dark`), `delay` (ms behind live, 0 to 120000: the
+ * spoiler shield, with a "synced to your stream" −15 s / +15 s control).
  */
 export class TribuneResults extends HTMLElement {
   static observedAttributes: string[];
@@ -56,7 +58,8 @@ export class TribuneResults extends HTMLElement {
 /**
  * `<tribune-clips topic="clips...">`: the clips feed (docs/PAYLOADS.md
  * "Social clips"), newest first. Attributes: `topic`, `hub`, `ws-url`,
- * `token`, `heading`, `max` (default 12, at most 100), `theme`.
+ * `token`, `heading`, `max` (default 12, at most 100), `theme`, `delay`
+ * (as on `<tribune-results>`). A retracted clip leaves the list.
  */
 export class TribuneClips extends HTMLElement {
   static observedAttributes: string[];

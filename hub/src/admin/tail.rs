@@ -1,6 +1,6 @@
 //! The admin page's live tail of one topic: `GET /admin/api/tail?topic=T`,
 //! a stream of server-sent events, one per frame a fan of the topic would
-//! get (`ack`, `message`, `stats`, `gap`), as the hub encoded them.
+//! get (`ack`, `message`, `stats`, `gap`, `retract`), as the hub encoded them.
 //!
 //! The tail joins the topic's relay the way a fan's subscription does (same
 //! ordering, replay and gap rules), with its own bounded outbox: a reader
@@ -66,6 +66,7 @@ pub async fn tail(State(admin): State<Arc<Admin>>, Query(q): Query<TailQuery>) -
         history: None,
         since: None,
         delta: None,
+        delay_ms: 0,
     };
     let (relay, key) = match node.registry.join(&topic, &ns, &outbox, &req).await {
         Ok(joined) => joined,

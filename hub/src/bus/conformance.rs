@@ -85,6 +85,48 @@ pub async fn payload_byte_for_byte(bus: &dyn Bus, unique: &str) {
     assert_eq!(got[1].data, broken);
 }
 
+/// A retraction marker is a stored message of its topic (own `seq`, `prev`,
+/// empty payload) naming its target, in live feeds and every history read;
+/// retracting the same message again within the window stores one marker;
+/// the retracted message stays stored byte for byte (the relay hides it).
+pub async fn retraction_markers(bus: &dyn Bus, unique: &str) {
+    let t = topic("clips", unique, "retract");
+    let mut feed = bus.live(&t).await.unwrap();
+    let first = bus
+        .publish(&t, Bytes::from_static(b"{\"n\":1}"), None)
+        .await
+        .unwrap();
+    let marker = bus.retract(&t, first).await.unwrap();
+    assert!(marker > first);
+    assert_eq!(bus.retract(&t, first).await.unwrap(), marker, "stored once");
+    let after = bus
+        .publish(&t, Bytes::from_static(b"{\"n\":2}"), None)
+        .await
+        .unwrap();
+    let live: Vec<BusMessage> = vec![
+        next(&mut feed).await,
+        next(&mut feed).await,
+        next(&mut feed).await,
+    ];
+    let shape = |m: &BusMessage| (m.seq, m.retracts, m.data.clone());
+    let want = vec![
+        (first, None, Bytes::from_static(b"{\"n\":1}")),
+        (marker, Some(first), Bytes::new()),
+        (after, None, Bytes::from_static(b"{\"n\":2}")),
+    ];
+    assert_eq!(live.iter().map(shape).collect::<Vec<_>>(), want);
+    assert_eq!((live[1].prev, live[2].prev), (first, marker));
+    let last = bus.last(&t, 10).await.unwrap();
+    assert_eq!(last.iter().map(shape).collect::<Vec<_>>(), want);
+    assert_eq!((last[1].prev, last[2].prev), (first, marker));
+    let read = bus.after(&t, first, 10).await.unwrap();
+    assert_eq!(
+        read.messages.iter().map(shape).collect::<Vec<_>>(),
+        want[1..]
+    );
+    assert!(!read.hole);
+}
+
 /// Live delivery: in order, only the subscribed topic, with `seq` and `prev`.
 pub async fn live_delivery(bus: &dyn Bus, unique: &str) {
     let a = topic("clips", unique, "live-a");
@@ -363,7 +405,7 @@ macro_rules! bus_conformance_tests {
         // Braces: the expansion is items (`@tests`) or an expression (`@names`).
         $crate::bus_conformance_tests! { @$then $($arg)*;
             sequence_prev_and_ts, payload_byte_for_byte, live_delivery, live_feed_after_history,
-            history_reads,
+            history_reads, retraction_markers,
             removed_messages_are_a_hole,
             last_seqs_batched, duplicate_publications_stored_once,
             inbound_stays_out_of_the_stream, stats_partials, control_messages, status_and_epoch

@@ -100,7 +100,13 @@ impl MemoryBus {
             .unwrap_or(self.default_retained) as usize
     }
 
-    fn store(&self, topic: &Topic, data: Bytes, msg_id: Option<String>) -> u64 {
+    fn store(
+        &self,
+        topic: &Topic,
+        data: Bytes,
+        msg_id: Option<String>,
+        retracts: Option<u64>,
+    ) -> u64 {
         let retained = self.retained(topic);
         let mut inner = self.inner.lock();
         let now = Instant::now();
@@ -127,6 +133,7 @@ impl MemoryBus {
             prev: log.messages.back().map_or(0, |m| m.seq),
             ts: now_ms(),
             data,
+            retracts,
         };
         log.live.retain(|tx| tx.unbounded_send(msg.clone()).is_ok());
         log.messages.push_back(msg);
@@ -204,8 +211,14 @@ impl Bus for MemoryBus {
         data: Bytes,
         msg_id: Option<String>,
     ) -> BoxFuture<'_, BusResult<u64>> {
-        let seq = self.store(topic, data, msg_id);
+        let seq = self.store(topic, data, msg_id, None);
         futures::future::ready(Ok(seq)).boxed()
+    }
+
+    fn retract(&self, topic: &Topic, seq: u64) -> BoxFuture<'_, BusResult<u64>> {
+        let id = tribune_protocol::retract_msg_id(topic.as_str(), seq);
+        let at = self.store(topic, Bytes::new(), Some(id), Some(seq));
+        futures::future::ready(Ok(at)).boxed()
     }
 }
 

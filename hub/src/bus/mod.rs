@@ -60,6 +60,12 @@
 //!   the relay announces to fans instead of hiding it (PROTOCOL.md section 5).
 //!   A bus that cannot tell for sure says `hole`: a false alarm costs a fan a
 //!   notice, a missed one costs it messages without a word.
+//! - **Retractions are stored messages.** [`Bus::retract`] stores a marker
+//!   on the topic (its own `seq`, `prev`, `ts`, an empty payload) naming
+//!   the retracted `seq` in [`BusMessage::retracts`]; live feeds and history
+//!   reads carry it like any message, so a node that starts later still
+//!   learns of the retraction. The bus does not check the target: the
+//!   relay does.
 //! - **Timeouts.** Every method returns within the bus's request timeout; a
 //!   failure is [`BusErrorKind::Unavailable`], never a hang.
 
@@ -92,6 +98,10 @@ pub struct BusMessage {
     pub ts: u64,
     /// The publisher's payload, byte for byte (not yet validated).
     pub data: Bytes,
+    /// A retraction marker: this stored message retracts the message with
+    /// that `seq` (PROTOCOL.md section 13; on NATS the `Tribune-Retract`
+    /// header). Its own `data` is empty and never forwarded.
+    pub retracts: Option<u64>,
 }
 
 /// Names one life of the bus's sequence: `<stream>@<creation time in ns>`.
@@ -194,6 +204,11 @@ pub trait Bus: Send + Sync + 'static {
         data: Bytes,
         msg_id: Option<String>,
     ) -> BoxFuture<'_, BusResult<u64>>;
+
+    /// Stores a retraction marker of message `seq` on `topic` (an editor's
+    /// correction) and answers the marker's own `seq`. Repeated within the
+    /// duplicate window, it is stored once.
+    fn retract(&self, topic: &Topic, seq: u64) -> BoxFuture<'_, BusResult<u64>>;
 }
 
 /// The side channel: messages beside the stored stream, between nodes and

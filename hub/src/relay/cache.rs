@@ -2,6 +2,10 @@
 //! as a replay frame and, on topics with delta updates, once as a delta
 //! from the message before, with the holes announced before them.
 //! `history`, resume and `GET /v1/history` are served from here.
+//! Retraction markers are entries too (their frames are `retract` frames,
+//! made in `retract.rs`), and a retracted message keeps its place in the
+//! chain with its frames swapped for a `retract` frame: its payload is never
+//! sent again.
 //!
 //! What is kept ([`Retention`]): the namespace's `retained` latest messages,
 //! or every message of the last `retained_secs` when that is more, never
@@ -32,12 +36,17 @@ const ENTRY_OVERHEAD: u64 = 160;
 pub(super) struct Cached {
     pub(super) seq: u64,
     pub(super) prev: u64,
-    /// The bus's storage time (Unix ms): what time retention measures.
-    ts: u64,
+    /// The bus's storage time (Unix ms): what time retention measures, and
+    /// when a delayed subscription gets it (`ts + delay`).
+    pub(super) ts: u64,
+    /// Bytes charged to the cache at push ([`Cached::cost`]), given back
+    /// when it leaves: a retraction swaps its frames for smaller ones, and
+    /// the cap's count must not drift.
+    pub(super) charged: u64,
     /// The frame live subscribers got, shared by all of them.
     pub(super) live: Frame,
     /// The same with `"replay":true`, made on the first replay.
-    replay: OnceLock<Frame>,
+    pub(super) replay: OnceLock<Frame>,
     /// The same message as a Fossil delta from the message cached before it
     /// (`"delta":true`), for subscribers that hold that one; `None` when the
     /// topic has no deltas or the delta is not smaller.
@@ -46,6 +55,20 @@ pub(super) struct Cached {
     /// were lost. Replays send it in place; a `state` resume across it is
     /// not recovered.
     pub(super) gap: Option<Frame>,
+    /// A retraction marker: the `seq` it retracts.
+    pub(super) retracts: Option<u64>,
+    /// A message an editor retracted: its frames are `retract` frames now.
+    pub(super) retracted: bool,
+}
+
+/// The `gap` frame announcing that messages after `after` and before
+/// `before` were lost.
+pub(super) fn gap_frame(topic: &str, after: u64, before: u64) -> Frame {
+    Frame::from(encode_server(&ServerFrame::Gap(Gap {
+        topic: topic.to_string(),
+        after,
+        before,
+    })))
 }
 
 impl Cached {
@@ -69,13 +92,10 @@ impl Cached {
             live: Frame::from(live),
             replay: OnceLock::new(),
             delta: None,
-            gap: hole_after.map(|after| {
-                Frame::from(encode_server(&ServerFrame::Gap(Gap {
-                    topic: topic.to_string(),
-                    after,
-                    before: seq,
-                })))
-            }),
+            gap: hole_after.map(|after| gap_frame(topic, after, seq)),
+            retracts: None,
+            retracted: false,
+            charged: 0,
         }
     }
 
@@ -202,11 +222,42 @@ impl Cache {
         self.bytes
     }
 
+    /// The oldest entry's `seq`.
+    pub(super) fn oldest_seq(&self) -> Option<u64> {
+        self.entries.front().map(|c| c.seq)
+    }
+
+    /// The entry at `index`, oldest first.
+    pub(super) fn get(&self, index: usize) -> Option<&Cached> {
+        self.entries.get(index)
+    }
+
+    /// The entries in `range` (indexes), oldest first.
+    pub(super) fn range(
+        &self,
+        range: std::ops::Range<usize>,
+    ) -> impl Iterator<Item = &Cached> + '_ {
+        let end = range.end.min(self.entries.len());
+        self.entries.range(range.start.min(end)..end)
+    }
+
+    /// The index of the first entry above `seq`.
+    pub(super) fn index_after(&self, seq: u64) -> usize {
+        self.entries.partition_point(|c| c.seq <= seq)
+    }
+
+    /// The entry with `seq`, for a retraction.
+    pub(super) fn find_mut(&mut self, seq: u64) -> Option<&mut Cached> {
+        let pos = self.entries.binary_search_by_key(&seq, |c| c.seq).ok()?;
+        self.entries.get_mut(pos)
+    }
+
     /// Adds the newest message, then drops the oldest while the retention
     /// allows (module docs): past the depth or the byte cap always; past
     /// `retained` when older than the window.
-    pub(super) fn push(&mut self, cached: Cached) {
-        self.bytes += cached.cost();
+    pub(super) fn push(&mut self, mut cached: Cached) {
+        cached.charged = cached.cost();
+        self.bytes += cached.charged;
         let newest_ts = cached.ts;
         self.entries.push_back(cached);
         let r = self.retention;
@@ -222,7 +273,7 @@ impl Cache {
                 break;
             }
             let gone = self.entries.pop_front().expect("front exists");
-            self.bytes -= gone.cost();
+            self.bytes -= gone.charged;
         }
     }
 
@@ -246,6 +297,12 @@ impl Cache {
         for c in self.entries.range(start..end) {
             if let Some(gap) = &c.gap {
                 out.push(gap.clone());
+            }
+            // A page lists messages: a retracted one is left out (its
+            // payload never leaves again, and a reader of older pages has
+            // no chain to keep), and so is a retraction marker.
+            if c.retracted || c.retracts.is_some() {
+                continue;
             }
             out.push(c.replay_frame());
         }
@@ -282,27 +339,25 @@ impl Cache {
         (!(strict && crosses)).then_some(point)
     }
 
-    /// The frames replaying the entries from `start` on to a client that
-    /// resumed after `since` (None: a history replay), `gap` frames in
-    /// place unless `with_gaps` is false (a `state` topic).
+    /// The frames replaying the entries in `range` (from the newest on
+    /// `..len()`; a delayed subscription stops where its line holds) to a
+    /// client that resumed after `since` (None: a history replay), `gap`
+    /// frames in place unless `with_gaps` is false (a `state` topic).
     pub(super) fn replay(
         &self,
-        start: usize,
+        range: std::ops::Range<usize>,
         since: Option<u64>,
         with_gaps: bool,
     ) -> impl Iterator<Item = Replayed> + '_ {
-        self.entries
-            .range(start..)
-            .enumerate()
-            .flat_map(move |(i, c)| {
-                let gap = c
-                    .gap
-                    .as_ref()
-                    .filter(|_| with_gaps && c.hole_crossed(i == 0, since))
-                    .map(|g| Replayed::Gap(g.clone()));
-                gap.into_iter()
-                    .chain(std::iter::once(Replayed::Message(c.replay_frame())))
-            })
+        self.range(range).enumerate().flat_map(move |(i, c)| {
+            let gap = c
+                .gap
+                .as_ref()
+                .filter(|_| with_gaps && c.hole_crossed(i == 0, since))
+                .map(|g| Replayed::Gap(g.clone()));
+            gap.into_iter()
+                .chain(std::iter::once(Replayed::Message(c.replay_frame())))
+        })
     }
 }
 
@@ -349,7 +404,7 @@ mod tests {
         c.push(Cached::new("clips.a", 20, 12, 1, b"{}", Some(5)));
         c.push(Cached::new("clips.a", 21, 20, 1, b"{}", None));
         let kinds = |start, since| {
-            c.replay(start, since, true)
+            c.replay(start..usize::MAX, since, true)
                 .map(|r| match r {
                     Replayed::Gap(f) => f.as_str().to_string(),
                     Replayed::Message(f) => serde_json::from_str::<serde_json::Value>(f.as_str())
@@ -521,5 +576,34 @@ mod tests {
             (0, 0, false),
             "before everything: empty"
         );
+    }
+
+    #[test]
+    fn history_pages_leave_out_retracted_messages_and_markers() {
+        let mut c = Cache::new(Retention::count(100));
+        let mut prev = 0;
+        for seq in 1..=5 {
+            c.push(Cached::new("clips.a", seq, prev, 1, b"{}", None));
+            prev = seq;
+        }
+        c.find_mut(3).unwrap().retract_in_place("clips.a");
+        c.push(Cached::marker("clips.a", 3, 6, 5, 1, None));
+        let (start, end, more) = c.page(None, 100);
+        assert!(!more);
+        let texts: Vec<String> = c
+            .history(start, end)
+            .iter()
+            .map(|f| f.as_str().to_string())
+            .collect();
+        let seqs: Vec<u64> = texts
+            .iter()
+            .map(|t| {
+                serde_json::from_str::<serde_json::Value>(t).unwrap()["seq"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(seqs, vec![1, 2, 4, 5], "{texts:?}");
+        assert!(texts.iter().all(|t| !t.contains("retract")), "{texts:?}");
     }
 }

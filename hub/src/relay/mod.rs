@@ -36,16 +36,24 @@
 //! Files: this one, the shared handle ([`Relay`]: joins, replays, fan-out
 //! under one lock); `task`, the relay's task ([`RelayTask`]: history load,
 //! live feed, gap repair, holes); `cache`, the retained messages and the
-//! resume rules.
+//! resume rules; `retract`, retraction markers and the frames of what they
+//! retract; `delay`, the spoiler shield's delay lines, one per delay value
+//! (PROTOCOL.md section 13).
 
 mod cache;
+mod delay;
+#[cfg(test)]
+mod delay_tests;
+mod retract;
 mod task;
 #[cfg(test)]
 mod testing;
 #[cfg(test)]
 mod tests;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -58,6 +66,7 @@ use crate::error::{JoinError, JoinErrorKind};
 use crate::metrics::Metrics;
 use crate::outbox::{Frame, Outbox, Pushed};
 use cache::{Cache, Cached, Replayed};
+use delay::{DelayLine, LineSub};
 
 pub use cache::Retention;
 
@@ -99,6 +108,9 @@ pub struct JoinRequest {
     /// The `subscribe` named a delta format: `Some(true)` for Fossil,
     /// `Some(false)` for one this hub does not speak (answered `false`).
     pub delta: Option<bool>,
+    /// The spoiler shield: frames go out `delay_ms` after their `ts` (0:
+    /// live). Validated by the session (at most `MAX_DELAY_MS`).
+    pub delay_ms: u64,
 }
 
 /// What a relay takes from its namespace and the node's limits.
@@ -163,11 +175,16 @@ struct Subscriber {
     /// It holds the newest message sent on the topic, so the next one may
     /// go to it as a delta.
     primed: bool,
+    /// Its delay (0: live); a delayed subscriber gets its frames from the
+    /// delay line of that value, never from `forward`.
+    delay_ms: u64,
 }
 
 struct RelayState {
     subscribers: Slab<Subscriber>,
     cache: Cache,
+    /// The delay lines, by delay value (only values with subscribers).
+    lines: HashMap<u64, DelayLine>,
     /// `seq` of the last message forwarded (0: none yet).
     last_seq: u64,
     epoch: Epoch,
@@ -203,6 +220,7 @@ impl Relay {
             state: Mutex::new(RelayState {
                 subscribers: Slab::new(),
                 cache: Cache::new(retention),
+                lines: HashMap::new(),
                 last_seq: 0,
                 epoch,
                 closed: false,
@@ -236,10 +254,17 @@ impl Relay {
     /// Adds a subscriber: queues its `ack`, then the replayed messages, then
     /// (from the next forward on) live ones, all under the relay's lock so
     /// that nothing is missed or sent twice between replay and live.
-    pub fn join(&self, outbox: &Arc<Outbox>, req: &JoinRequest) -> Result<usize, RelayClosed> {
+    pub fn join(
+        self: &Arc<Self>,
+        outbox: &Arc<Outbox>,
+        req: &JoinRequest,
+    ) -> Result<usize, RelayClosed> {
         let mut st = self.state.lock();
         if st.closed {
             return Err(RelayClosed);
+        }
+        if req.delay_ms > 0 {
+            return Ok(self.join_delayed(&mut st, outbox, req));
         }
         let latest = st.last_seq;
         let state = self.mode == Mode::State;
@@ -270,12 +295,7 @@ impl Relay {
             ..Ack::default()
         });
         outbox.push_control(Frame::from(encode_server(&ack)));
-        for frame in st.cache.replay(start, since, !state) {
-            match frame {
-                Replayed::Gap(gap) => outbox.push_message(self.id, false, gap),
-                Replayed::Message(m) => outbox.push_message(self.id, state, m),
-            };
-        }
+        self.replay(&st.cache, outbox, start..st.cache.len(), since);
         let delta = req.delta == Some(true) && self.delta;
         // The replay ended on the newest message: the next may be a delta.
         let primed = delta && start < st.cache.len();
@@ -283,7 +303,135 @@ impl Relay {
             outbox: outbox.clone(),
             delta,
             primed,
+            delay_ms: 0,
         }))
+    }
+
+    /// Queues the replay of the cached entries in `range` to `outbox`.
+    fn replay(
+        &self,
+        cache: &Cache,
+        outbox: &Outbox,
+        range: std::ops::Range<usize>,
+        since: Option<u64>,
+    ) {
+        let state = self.mode == Mode::State;
+        for frame in cache.replay(range, since, !state) {
+            match frame {
+                Replayed::Gap(gap) => outbox.push_message(self.id, false, gap),
+                Replayed::Message(m) => outbox.push_message(self.id, state, m),
+            };
+        }
+    }
+
+    /// [`Relay::join`] with a delay: the topic as it stood `delay_ms` ago.
+    /// The `ack` goes at once with the line's position as its `seq`; the
+    /// replay (history, or a resume) stops where the line holds, and the
+    /// line releases the rest when due. No deltas: every frame is full.
+    fn join_delayed(
+        self: &Arc<Self>,
+        st: &mut RelayState,
+        outbox: &Arc<Outbox>,
+        req: &JoinRequest,
+    ) -> usize {
+        let delay = req.delay_ms;
+        let RelayState {
+            lines,
+            cache,
+            subscribers,
+            epoch,
+            last_seq,
+            ..
+        } = st;
+        let line = match lines.entry(delay) {
+            Entry::Occupied(o) => o.into_mut(),
+            Entry::Vacant(v) => {
+                let line = DelayLine::new(
+                    self.topic.as_str(),
+                    delay,
+                    cache,
+                    *last_seq,
+                    delay::now_ms(),
+                    &self.metrics,
+                );
+                self.metrics.delay_lines.inc();
+                tokio::spawn(run_line(Arc::downgrade(self), delay, line.wake.clone()));
+                v.insert(line)
+            }
+        };
+        let position = line.position();
+        let cut = line.cut(cache);
+        let state = self.mode == Mode::State;
+        let default_history = if state { 1 } else { 0 };
+        let depth = (req.history.unwrap_or(default_history) as usize)
+            .min(self.depth)
+            .min(cut);
+        // A resume is recovered when every message after `since` is still
+        // here: those up to the line's position are replayed now, the rest
+        // come from the line; a `since` ahead of the line skips what it holds.
+        let resumed = req.since.as_ref().map(|(since, e)| {
+            let point = (e == epoch.as_str())
+                .then(|| cache.resume_point(*last_seq, *since, state))
+                .flatten();
+            (point, *since)
+        });
+        let (recovered, range, since, after) = match resumed {
+            None => (None, cut - depth..cut, None, 0),
+            Some((Some(point), since)) => (Some(true), point.min(cut)..cut, Some(since), since),
+            Some((None, _)) => (Some(false), cut - depth..cut, None, 0),
+        };
+        let ack = ServerFrame::Ack(Ack {
+            id: req.id,
+            topic: Some(self.topic.to_string()),
+            mode: Some(self.mode),
+            epoch: Some(epoch.to_string()),
+            seq: Some(position),
+            recovered,
+            delta: req.delta.map(|_| false),
+            ..Ack::default()
+        });
+        outbox.push_control(Frame::from(encode_server(&ack)));
+        self.replay(cache, outbox, range, since);
+        let key = subscribers.insert(Subscriber {
+            outbox: outbox.clone(),
+            delta: false,
+            primed: false,
+            delay_ms: delay,
+        });
+        line.subs.push(LineSub {
+            key,
+            outbox: outbox.clone(),
+            after,
+        });
+        key
+    }
+
+    /// Releases what the delay line of `delay_ms` holds that is due at
+    /// `now`; when its head is due next, or `None` when the line is gone
+    /// (its task ends). `wake` names the task's own line: a line made anew
+    /// for the same delay after the last one was removed has its own task.
+    fn release_line(
+        &self,
+        delay_ms: u64,
+        wake: &Arc<tokio::sync::Notify>,
+        now: u64,
+    ) -> Option<Option<u64>> {
+        let mut st = self.state.lock();
+        let RelayState { lines, closed, .. } = &mut *st;
+        if *closed {
+            for (_, mut line) in lines.drain() {
+                line.clear(&self.metrics);
+                self.metrics.delay_lines.dec();
+            }
+            return None;
+        }
+        let line = lines
+            .get_mut(&delay_ms)
+            .filter(|line| Arc::ptr_eq(&line.wake, wake))?;
+        let state = self.mode == Mode::State;
+        let keys = (self.id, self.id | STATS_KEY);
+        line.release(now, keys, state, &self.metrics);
+        Some(line.next_due())
     }
 
     /// A resume whose `since` lies beyond what this relay has forwarded
@@ -329,10 +477,22 @@ impl Relay {
         })))
     }
 
-    /// Removes a subscriber; the last one out starts the linger.
+    /// Removes a subscriber; the last one out of a delay line removes it,
+    /// the last one out of the relay starts the linger.
     pub fn leave(&self, key: usize) {
         let mut st = self.state.lock();
-        st.subscribers.try_remove(key);
+        if let Some(sub) = st.subscribers.try_remove(key)
+            && sub.delay_ms > 0
+            && let Some(line) = st.lines.get_mut(&sub.delay_ms)
+        {
+            line.subs.retain(|s| s.key != key);
+            if line.subs.is_empty() {
+                line.clear(&self.metrics);
+                line.wake.notify_one();
+                st.lines.remove(&sub.delay_ms);
+                self.metrics.delay_lines.dec();
+            }
+        }
         if st.subscribers.is_empty() {
             drop(st);
             self.control(Control::Idle);
@@ -369,10 +529,15 @@ impl Relay {
     /// conflated under their own key, so they never evict the topic's
     /// messages), and a stalled state-only client is never closed for them.
     pub fn broadcast_stats(&self, frame: &Frame) -> usize {
-        let st = self.state.lock();
-        for (_, sub) in st.subscribers.iter() {
+        let mut st = self.state.lock();
+        for (_, sub) in st.subscribers.iter().filter(|(_, s)| s.delay_ms == 0) {
             sub.outbox
                 .push_message(self.id | STATS_KEY, true, frame.clone());
+        }
+        // Delayed subscribers get them when their delay has passed.
+        let now = delay::now_ms();
+        for line in st.lines.values_mut() {
+            line.hold_stats(frame.clone(), now, &self.metrics);
         }
         st.subscribers.len()
     }
@@ -409,16 +574,51 @@ impl Relay {
                 self.metrics.deltas.inc();
             }
         }
+        self.fan_out(cached, msg.ts, None);
+    }
+
+    /// Forwards a retraction marker the task took (`retract::verdict`):
+    /// the cached target's frames become a `retract` frame, and the marker
+    /// goes to every subscriber and into the cache in its place.
+    fn forward_retract(&self, msg: &BusMessage, target: u64, prev: u64, hole_after: Option<u64>) {
+        let cached = Cached::marker(
+            self.topic.as_str(),
+            target,
+            msg.seq,
+            prev,
+            msg.ts,
+            hole_after,
+        );
+        self.fan_out(cached, msg.ts, Some(target));
+    }
+
+    /// Caches `cached` (with `retract`, marking that cached message
+    /// retracted first) and queues it, after its `gap`, to every subscriber.
+    fn fan_out(&self, cached: Cached, ts: u64, retract: Option<u64>) {
+        let seq = cached.seq;
         let gap = cached.gap.clone().filter(|_| self.mode == Mode::Feed);
         let frame = cached.live.clone();
         let delta = cached.delta.clone();
         let state = self.mode == Mode::State;
-        let mut st = self.state.lock();
+        let mut guard = self.state.lock();
+        let st = &mut *guard;
+        if let Some(target) = retract
+            && let Some(c) = st.cache.find_mut(target)
+        {
+            c.retract_in_place(self.topic.as_str());
+            // Held and not yet released: a delayed fan never sees it.
+            for line in st.lines.values_mut() {
+                line.retract(target, &c.live);
+            }
+        }
+        for line in st.lines.values_mut() {
+            line.hold_entry(&cached, &self.metrics);
+        }
         st.cache.push(cached);
-        st.last_seq = msg.seq;
+        st.last_seq = seq;
         let mut conflated = 0;
         let mut deltas = 0;
-        for (_, sub) in st.subscribers.iter_mut() {
+        for (_, sub) in st.subscribers.iter_mut().filter(|(_, s)| s.delay_ms == 0) {
             let outbox = &sub.outbox;
             if let Some(gap) = &gap
                 && outbox.push_message(self.id, false, gap.clone()) == Pushed::Overflowed
@@ -444,9 +644,9 @@ impl Relay {
             }
         }
         let delivered = st.subscribers.len();
-        drop(st);
-        self.forwarded.send_replace(msg.seq);
-        self.metrics.delivered(delivered, msg.ts);
+        drop(guard);
+        self.forwarded.send_replace(seq);
+        self.metrics.delivered(delivered, ts);
         if deltas > 0 {
             self.metrics.delta_deliveries.inc_by(deltas);
         }
@@ -461,6 +661,29 @@ impl Relay {
         st.closed = true;
         for (_, sub) in st.subscribers.iter() {
             sub.outbox.close(code, false);
+        }
+    }
+}
+
+/// A delay line's timer task: releases due frames until the line is removed
+/// or the relay ends (`delay.rs`).
+async fn run_line(relay: Weak<Relay>, delay_ms: u64, wake: Arc<tokio::sync::Notify>) {
+    loop {
+        let next = {
+            let Some(relay) = relay.upgrade() else {
+                return;
+            };
+            match relay.release_line(delay_ms, &wake, delay::now_ms()) {
+                Some(next) => next,
+                None => return,
+            }
+        };
+        let sleep = next.map_or(delay::MAX_SLEEP, |due| {
+            Duration::from_millis(due.saturating_sub(delay::now_ms())).min(delay::MAX_SLEEP)
+        });
+        tokio::select! {
+            () = tokio::time::sleep(sleep) => {}
+            () = wake.notified() => {}
         }
     }
 }

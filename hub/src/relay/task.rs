@@ -11,7 +11,7 @@ use futures::StreamExt;
 use tokio::sync::mpsc;
 
 use super::cache::Cached;
-use super::{Control, Load, Relay};
+use super::{Control, Load, Relay, retract};
 use crate::bus::{Bus, BusError, BusMessage, LiveFeed};
 use crate::error::{JoinError, JoinErrorKind};
 use crate::log_limit::LogLimit;
@@ -35,6 +35,10 @@ const CHECK_READ_TRIES: u32 = 3;
 /// Unrepairable holes are logged at most once a second across the node: a
 /// hostile bus could otherwise flood the log.
 static HOLE_LOG: LogLimit = LogLimit::new(Duration::from_secs(1));
+
+/// Ignored retraction markers are logged at most once a second across the
+/// node: whoever may write to the stream could otherwise flood the log.
+static RETRACT_LOG: LogLimit = LogLimit::new(Duration::from_secs(1));
 
 /// Live feeds that cannot be opened again (the bus down, the stream's
 /// consumers at their limit) are logged at most once a second across the
@@ -145,6 +149,28 @@ impl RelayTask {
         for msg in history {
             self.last_seen = msg.seq;
             self.relay.metrics.bus_messages.inc();
+            // A retraction stored before this relay started: its target (older,
+            // so read before it) loses its payload here and never goes out.
+            if let Some(target) = msg.retracts {
+                let taken = retract::verdict(self.relay.mode, &mut st.cache, target, msg.seq);
+                self.relay.metrics.retraction(taken);
+                if taken.is_ok() {
+                    if let Some(c) = st.cache.find_mut(target) {
+                        c.retract_in_place(topic.as_str());
+                    }
+                    st.cache.push(Cached::marker(
+                        topic.as_str(),
+                        target,
+                        msg.seq,
+                        prev,
+                        msg.ts,
+                        None,
+                    ));
+                    prev = msg.seq;
+                    st.last_seq = msg.seq;
+                }
+                continue;
+            }
             if !payload_ok(&msg.data, self.relay.max_payload, &self.relay.metrics) {
                 continue;
             }
@@ -280,6 +306,10 @@ impl RelayTask {
     fn process(&mut self, msg: BusMessage) {
         self.last_seen = msg.seq;
         self.relay.metrics.bus_messages.inc();
+        if let Some(target) = msg.retracts {
+            self.retraction(&msg, target);
+            return;
+        }
         if !payload_ok(&msg.data, self.relay.max_payload, &self.relay.metrics) {
             return;
         }
@@ -290,6 +320,31 @@ impl RelayTask {
             (self.last_forwarded, None)
         };
         self.relay.forward(&msg, prev, hole_after);
+        self.last_forwarded = msg.seq;
+    }
+
+    /// A retraction marker from the bus: taken, it goes out like a message
+    /// (after the hole's `gap`, if one is pending); ignored, it is dropped
+    /// like an invalid payload, the chain whole and the hole still pending.
+    fn retraction(&mut self, msg: &BusMessage, target: u64) {
+        let taken = {
+            let mut st = self.relay.state.lock();
+            retract::verdict(self.relay.mode, &mut st.cache, target, msg.seq)
+        };
+        self.relay.metrics.retraction(taken);
+        if let Err(reason) = taken {
+            if let Some(held_back) = RETRACT_LOG.allow() {
+                tracing::warn!(topic = %self.relay.topic, target, at = msg.seq, reason,
+                    held_back, "retraction marker ignored");
+            }
+            return;
+        }
+        let (prev, hole_after) = if std::mem::take(&mut self.hole) {
+            (msg.prev, Some(self.last_forwarded))
+        } else {
+            (self.last_forwarded, None)
+        };
+        self.relay.forward_retract(msg, target, prev, hole_after);
         self.last_forwarded = msg.seq;
     }
 

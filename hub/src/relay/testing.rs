@@ -204,6 +204,13 @@ impl Bus for LaggingBus {
     ) -> futures::future::BoxFuture<'_, crate::bus::BusResult<u64>> {
         self.inner.publish(topic, data, msg_id)
     }
+    fn retract(
+        &self,
+        topic: &Topic,
+        seq: u64,
+    ) -> futures::future::BoxFuture<'_, crate::bus::BusResult<u64>> {
+        self.inner.retract(topic, seq)
+    }
 }
 
 pub(super) async fn drain_frames(outbox: &Outbox, want: usize) -> Vec<serde_json::Value> {

@@ -208,6 +208,7 @@ async fn resume_from_ahead_catches_up_and_recovers() {
         history: None,
         since: Some((s2, epoch.to_string())),
         delta: None,
+        delay_ms: 0,
     };
     relay.catch_up(&req).await;
     let outbox = Arc::new(Outbox::new(1 << 20, 1024));
@@ -274,6 +275,7 @@ async fn unrepairable_hole_yields_one_gap_and_the_true_prev() {
                 history: None,
                 since: Some((s1, epoch)),
                 delta: None,
+                delay_ms: 0,
             },
         )
         .unwrap();
@@ -297,6 +299,7 @@ async fn unrepairable_hole_yields_one_gap_and_the_true_prev() {
                 history: Some(3),
                 since: None,
                 delta: None,
+                delay_ms: 0,
             },
         )
         .unwrap();
@@ -347,6 +350,7 @@ async fn state_resume_across_a_hole_is_not_recovered() {
                 history: None,
                 since: Some((s1, epoch.clone())),
                 delta: None,
+                delay_ms: 0,
             },
         )
         .unwrap();
@@ -363,6 +367,7 @@ async fn state_resume_across_a_hole_is_not_recovered() {
                 history: None,
                 since: Some((missed[3], epoch)),
                 delta: None,
+                delay_ms: 0,
             },
         )
         .unwrap();
@@ -401,6 +406,7 @@ async fn one_delta_per_message_whatever_the_audience() {
                 let req = JoinRequest {
                     id: 1,
                     delta: Some(i % 2 == 0),
+                    delay_ms: 0,
                     ..Default::default()
                 };
                 relay.join(&outbox, &req).unwrap();

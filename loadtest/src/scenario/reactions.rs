@@ -54,6 +54,7 @@ async fn join(url: &str, topic: &str, within: Duration) -> anyhow::Result<Ws> {
             since: None,
             epoch: None,
             delta: None,
+            delay_ms: None,
         })))
         .await?;
         while let Some(m) = ws.next().await {

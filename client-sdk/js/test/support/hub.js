@@ -97,6 +97,18 @@ export class Hub {
     return JSON.parse(body).seq;
   }
 
+  /** POST /v1/retract on the internal listener, with the key; resolves with the marker's seq. */
+  async retract(topic, seq) {
+    const res = await fetch(`http://${this.internalAddr}/v1/retract`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${this.publishKey}` },
+      body: JSON.stringify({ topic, seq }),
+    });
+    const body = await res.text();
+    if (!res.ok) throw new Error(`retract ${topic} ${seq}: HTTP ${res.status} ${body}`);
+    return JSON.parse(body).seq;
+  }
+
   /** Stops the hub (SIGKILL by default: a crash; SIGTERM drains). */
   async stop(signal = 'SIGKILL') {
     if (!this.child || this.child.exitCode !== null || this.child.signalCode !== null) return;

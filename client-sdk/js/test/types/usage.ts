@@ -25,11 +25,14 @@ export async function usage(): Promise<number> {
   off();
   client.on('error', (e: TribuneError) => void e.code);
   const sub = client.subscribe<Board>('results.a.b', { history: 1, onStats: (s) => void s.audience });
+  const delayed = client.subscribe('clips.a.b', { delayMs: 30000, onRetract: (r) => void r.seq });
+  delayed.setDelay(delayed.delayMs + 15000);
   let total = 0;
   for await (const ev of sub) {
     const e: SubscriptionEvent<Board> = ev;
     if (e.type === 'message') total += e.data.rows.length;
     else if (e.type === 'gap') total += e.reason === 'lost' ? (e.before ?? 0) - (e.after ?? 0) : (e.after ?? 0);
+    else if (e.type === 'retract') total += e.at - e.seq;
     else total += e.reactions['🔥'] ?? 0;
   }
   for await (const m of sub.messages()) {

@@ -153,7 +153,8 @@ impl ConnectionTask {
             return false;
         }
         let tracker = Tracker::new(topic.clone(), options.history, options.since)
-            .asking_delta(!options.full_messages);
+            .asking_delta(!options.full_messages)
+            .delayed(options.delay);
         self.subs.insert(
             topic,
             Sub {

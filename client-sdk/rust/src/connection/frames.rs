@@ -101,6 +101,7 @@ impl ConnectionTask {
             ServerFrame::Message(msg) => self.on_message(msg, ws).await?,
             ServerFrame::Ack(ack) => self.on_ack(ack),
             ServerFrame::Gap(gap) => self.on_gap(gap, ws).await?,
+            ServerFrame::Retract(retract) => self.on_retract(retract, ws).await?,
             ServerFrame::Error(err) => self.on_error(err),
             ServerFrame::Stats(stats) => {
                 if let Some(sub) = self.subs.get(&stats.topic)
@@ -182,6 +183,34 @@ impl ConnectionTask {
                 // hub replays them from the bus (PROTOCOL.md section 5).
                 tracing::debug!(topic = %msg.topic, seq = msg.seq, prev = msg.prev, "gap, resubscribing with since");
                 self.resubscribe(&msg.topic, ws).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A retraction (PROTOCOL.md section 13): told to the application (room
+    /// or not: it must not miss one), and the position moves past it.
+    pub(super) async fn on_retract(
+        &mut self,
+        retract: Retract,
+        ws: &mut WsStream,
+    ) -> Result<(), SendFailed> {
+        let Some(sub) = self.subs.get_mut(&retract.topic) else {
+            return Ok(());
+        };
+        match sub.tracker.check_retract(&retract) {
+            Verdict::Deliver => {
+                sub.tracker.advance(retract.at);
+                sub.queue.push_always(Event::Retract {
+                    topic: retract.topic,
+                    seq: retract.seq,
+                    at: retract.at,
+                });
+            }
+            Verdict::Duplicate | Verdict::Ignore => {}
+            Verdict::Gap => {
+                tracing::debug!(topic = %retract.topic, at = retract.at, prev = retract.prev, "gap before a retraction, resubscribing with since");
+                self.resubscribe(&retract.topic, ws).await?;
             }
         }
         Ok(())

@@ -34,8 +34,8 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
 use tribune_protocol::{
-    Ack, Auth, ClientFrame, ErrorCode, Gap, Message, Mode, Ping, Publish, React, ServerFrame,
-    Unsubscribe, Unsubscribed, Welcome,
+    Ack, Auth, ClientFrame, ErrorCode, Gap, Message, Mode, Ping, Publish, React, Retract,
+    ServerFrame, Unsubscribe, Unsubscribed, Welcome,
 };
 
 use crate::backoff::jitter_below;

@@ -22,7 +22,7 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 use tribune_protocol::Topic;
 
-use super::headers::{header, header_u64, timestamp_ms};
+use super::headers::{header, header_u64, retract_target, timestamp_ms};
 use super::state::{Eviction, Inner};
 use crate::bus::{After, BusError, BusMessage, BusResult};
 
@@ -298,6 +298,8 @@ struct Stored {
     /// `Nats-Num-Pending`: messages of the subject stored after this one.
     pending: u64,
     data: Bytes,
+    /// `Tribune-Retract`: a retraction marker's target.
+    retracts: Option<u64>,
 }
 
 impl Stored {
@@ -308,6 +310,7 @@ impl Stored {
             prev,
             ts: self.ts,
             data: self.data,
+            retracts: self.retracts,
         }
     }
 }
@@ -349,6 +352,7 @@ fn classify(msg: &Message) -> BusResult<Reply> {
             ts: timestamp_ms(msg)?,
             pending: header_u64(msg, "Nats-Num-Pending").unwrap_or(0),
             data: msg.payload.clone(),
+            retracts: retract_target(msg),
         })
     })();
     stored.map(Reply::Stored).ok_or_else(|| {

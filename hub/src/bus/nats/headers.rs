@@ -18,6 +18,16 @@ pub(super) fn header_u64(msg: &Message, name: &str) -> Option<u64> {
     header(msg, name)?.trim().parse().ok()
 }
 
+/// The header of a retraction marker: the `seq` it retracts.
+pub(super) use tribune_protocol::RETRACT_HEADER;
+
+/// The `seq` a stored message retracts, if it is a retraction marker. A
+/// header that is not a number makes no marker: the message is then an
+/// ordinary one, whose empty payload the relay drops as not JSON.
+pub(super) fn retract_target(msg: &Message) -> Option<u64> {
+    header_u64(msg, RETRACT_HEADER)
+}
+
 /// `Nats-Time-Stamp`, when the stream stored the message, in Unix
 /// milliseconds (the contract's `ts`).
 pub(super) fn timestamp_ms(msg: &Message) -> Option<u64> {

@@ -43,7 +43,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tribune_protocol::Topic;
 
-use super::headers::{header, header_u64};
+use super::headers::{header, header_u64, retract_target};
 use super::state::{Eviction, Inner};
 use super::stream::api_error;
 use crate::bus::{BusError, BusMessage, BusResult, BusStatus, LiveFeed};
@@ -299,6 +299,7 @@ impl Feed {
             seq: ack.stream_seq,
             prev,
             ts: ack.timestamp_ns / 1_000_000,
+            retracts: retract_target(&msg),
             data: msg.payload,
         })
     }

@@ -103,7 +103,21 @@ impl Bus for NatsBus {
         let topic = topic.clone();
         async move {
             self.inner
-                .bounded(self.inner.publish(&topic, data, msg_id))
+                .bounded(self.inner.publish(&topic, data, msg_id, None))
+                .await
+        }
+        .boxed()
+    }
+
+    fn retract(&self, topic: &Topic, seq: u64) -> BoxFuture<'_, BusResult<u64>> {
+        let topic = topic.clone();
+        async move {
+            let id = tribune_protocol::retract_msg_id(topic.as_str(), seq);
+            self.inner
+                .bounded(
+                    self.inner
+                        .publish(&topic, Bytes::new(), Some(id), Some(seq)),
+                )
                 .await
         }
         .boxed()

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 use tribune_protocol::Topic;
 
-use super::headers::rfc3339_to_ns;
+use super::headers::{RETRACT_HEADER, rfc3339_to_ns};
 use super::state::{Eviction, Inner};
 use crate::bus::{BusError, BusResult};
 use crate::config::BusConfig;
@@ -165,6 +165,7 @@ impl Inner {
         topic: &Topic,
         data: Bytes,
         msg_id: Option<String>,
+        retracts: Option<u64>,
     ) -> BusResult<u64> {
         self.require_connection()?;
         let max = self.client.server_info().max_payload;
@@ -175,15 +176,19 @@ impl Inner {
             )));
         }
         let subject = self.subjects.fan(topic);
-        let sent = match msg_id {
-            Some(id) => {
-                let mut headers = HeaderMap::new();
+        let sent = if msg_id.is_none() && retracts.is_none() {
+            self.client.request(subject, data).await
+        } else {
+            let mut headers = HeaderMap::new();
+            if let Some(id) = &msg_id {
                 headers.insert("Nats-Msg-Id", id.as_str());
-                self.client
-                    .request_with_headers(subject, headers, data)
-                    .await
             }
-            None => self.client.request(subject, data).await,
+            if let Some(seq) = retracts {
+                headers.insert(RETRACT_HEADER, seq.to_string().as_str());
+            }
+            self.client
+                .request_with_headers(subject, headers, data)
+                .await
         };
         let reply = sent.map_err(|e| match e.kind() {
             async_nats::RequestErrorKind::NoResponders => {

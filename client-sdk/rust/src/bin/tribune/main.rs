@@ -4,6 +4,7 @@
 //! tribune tail <topic>... [--url WS_URL] [--since SEQ --epoch E] [--history N] [--json] [--count N] [--ca-file PEM]
 //! tribune publish <topic> [--data JSON | --file F | -] (--nats URL | --hub URL) [--id ID | --id-from-content]
 //!                 [--ca-file PEM] [--tls-cert PEM --tls-key PEM]
+//! tribune retract <topic> <seq> (--nats URL | --hub URL) [--key K] [--ca-file PEM]
 //! tribune token --topics T[,T...] [--ttl 1h] [--sub S] [--aud A] [--secret-file F | --secret S]
 //! tribune disconnect (--user U | --conn C [--node N]) --hub URL --key K
 //! tribune revoke (--jti J | --user U [--before UNIX]) [--until UNIX] --hub URL --key K
@@ -17,10 +18,11 @@
 //!
 //! Layout: this file parses the command line and maps failures to exit
 //! codes; each subcommand lives in its own file (`tail.rs`, `publish.rs`,
-//! `token.rs`, `operator.rs` for the server API).
+//! `retract.rs`, `token.rs`, `operator.rs` for the server API).
 
 mod operator;
 mod publish;
+mod retract;
 mod tail;
 mod token;
 
@@ -45,6 +47,8 @@ enum Command {
     Tail(tail::TailArgs),
     /// Publish JSON messages to a topic (NATS JetStream, or a hub's /v1/publish).
     Publish(publish::PublishArgs),
+    /// Retract a published message of a feed topic (hubs stop serving it, fans drop it).
+    Retract(retract::RetractArgs),
     /// Mint an HS256 fan token for development and tests (the secret is the hub's).
     Token(token::TokenArgs),
     /// Close a user's connections on every node, or one connection (server API).
@@ -96,6 +100,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Tail(args) => tail::run(args).await,
             Command::Publish(args) => publish::run(args).await,
+            Command::Retract(args) => retract::run(args).await,
             Command::Token(args) => token::run(args),
             Command::Disconnect(args) => operator::disconnect(args).await,
             Command::Revoke(args) => operator::revoke(args).await,

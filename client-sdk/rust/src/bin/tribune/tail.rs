@@ -127,6 +127,15 @@ pub(crate) async fn run(args: TailArgs) -> Result<(), Failure> {
                             None
                         }
                     }
+                    Event::Retract { topic, seq, at } => {
+                        if args.json {
+                            Some(serde_json::json!({
+                                "type": "retract", "topic": topic, "seq": seq, "at": at,
+                            }).to_string())
+                        } else {
+                            Some(format!("{topic} #{seq} retracted (#{at})"))
+                        }
+                    }
                     Event::Stats(stats) if args.stats => {
                         if args.json {
                             Some(encode_server(&ServerFrame::Stats(stats)))

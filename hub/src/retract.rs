@@ -1,0 +1,94 @@
+//! `POST /v1/retract` on the internal listener: an editor retracts a
+//! message (PROTOCOL.md section 13). Behind the guards of `POST
+//! /v1/publish` (no `Origin`, failure limits, the publish key, JSON): who
+//! may publish may retract. The body `{"topic","seq"}`; the answer
+//! `{"seq":M}`, the marker's own `seq`. `state` topics are refused (a
+//! correction there is the next state), counted and audited.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::body::Bytes as Body;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use tribune_protocol::frame::{PublishResponse, RetractRequest};
+use tribune_protocol::{ErrorCode, Mode, Topic};
+
+use crate::answer::http_error;
+use crate::audit::Who;
+use crate::edge::address::canonical;
+use crate::node::Node;
+use crate::publish::guard;
+
+/// A retraction body is two small fields.
+const MAX_BODY: usize = 1024;
+
+pub async fn retract(
+    State(node): State<Arc<Node>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    if let Some(refusal) = guard(&node, peer, &headers) {
+        return refusal;
+    }
+    if body.len() > MAX_BODY {
+        return http_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::PayloadTooLarge,
+            "a retraction is {\"topic\",\"seq\"}",
+        );
+    }
+    let req: RetractRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return http_error(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::BadRequest,
+                format!("body must be {{\"topic\",\"seq\"}}: {e}"),
+            );
+        }
+    };
+    let topic = match Topic::new(&req.topic) {
+        Ok(t) => t,
+        Err(e) => return http_error(StatusCode::BAD_REQUEST, ErrorCode::BadTopic, e.to_string()),
+    };
+    let Some(ns) = node.config.namespace(topic.namespace()) else {
+        return http_error(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::UnknownNamespace,
+            format!("namespace '{}' is not configured", topic.namespace()),
+        );
+    };
+    if ns.mode == Mode::State {
+        let message = format!(
+            "'{}' is a state topic: publish the corrected state instead of retracting",
+            topic.namespace()
+        );
+        node.audit.refused(
+            "retract_state_topic",
+            Who::client(canonical(peer.ip())),
+            &message,
+        );
+        return http_error(StatusCode::CONFLICT, ErrorCode::BadRequest, message);
+    }
+    if req.seq == 0 {
+        return http_error(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::BadRequest,
+            "seq must name a stored message (above 0)",
+        );
+    }
+    match node.bus.retract(&topic, req.seq).await {
+        Ok(seq) => {
+            node.metrics.http_publishes.inc();
+            axum::Json(PublishResponse { seq }).into_response()
+        }
+        Err(e) => http_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Unavailable,
+            e.to_string(),
+        ),
+    }
+}
