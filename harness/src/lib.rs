@@ -13,8 +13,11 @@
 //!   loopback ports with its own store; a 3-node cluster.
 //! - [`hub`]: the `tribune-hub` binary on a loopback port; its config file.
 //! - [`procstat`]: memory and CPU time of a process, from `/proc`.
+//! - [`region`]: two single-server regions (JetStream domains) joined by a
+//!   leaf node: the stream in one, a mirror in the other.
 
 pub mod binaries;
 pub mod hub;
 pub mod nats;
 pub mod procstat;
+pub mod region;

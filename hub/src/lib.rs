@@ -122,6 +122,27 @@ pub async fn provision_stream(config: &Config) -> anyhow::Result<String> {
     Ok(epoch)
 }
 
+/// Promotes this region's mirror of the stream to origin, after its origin
+/// region was lost (`--promote-region`, k8s/README.md "Regions"): answers
+/// the line for the operator, with the old and new epoch.
+pub async fn promote_region(config: &Config) -> anyhow::Result<String> {
+    if config.bus.url.is_none() {
+        anyhow::bail!("--promote-region needs a NATS bus: --nats or bus.url");
+    }
+    let (before, after) = bus::nats::NatsBus::promote_region(&config.bus).await?;
+    Ok(if before == after {
+        format!(
+            "stream {} is already promoted: epoch {after}",
+            config.bus.stream
+        )
+    } else {
+        format!(
+            "stream {} promoted: epoch {after} (was {before}; resumes up to its last seq recover)",
+            config.bus.stream
+        )
+    })
+}
+
 /// Builds the bus the configuration asks for: one object, seen as the stored
 /// stream and as the side channel.
 async fn connect_bus(

@@ -15,6 +15,7 @@ use prometheus_client::metrics::family::Family;
 use tokio::sync::{mpsc, watch};
 use tracing::info;
 
+use super::region::mirror_config;
 use super::settings;
 use super::state::{Eviction, Inner, NatsBus, Subjects};
 use super::stream::stream_config;
@@ -79,21 +80,31 @@ impl NatsBus {
             client,
             subjects: Subjects::new(&cfg.prefix, &cfg.stream),
             stream: cfg.stream.clone(),
-            managed_config: cfg.manage_stream.then(|| stream_config(cfg, max_retained)),
+            managed_config: cfg.manage_stream.then(|| {
+                if cfg.mirror_of.is_empty() {
+                    stream_config(cfg, max_retained)
+                } else {
+                    mirror_config(cfg, max_retained)
+                }
+            }),
             timeout,
             status,
             eviction: watch::channel(Eviction::Any).0,
             heartbeat: Duration::from_millis(cfg.check_interval_ms.clamp(100, 30_000)),
             refused,
         });
-        let created = inner.set_up_stream(cfg).await?;
+        let info = inner.set_up_stream(cfg).await?;
+        let epoch = inner
+            .epoch_of(&info, None)
+            .await
+            .map_err(|e| BusError::unusable(format!("{e:#}")))?;
         let connects = inner.client.statistics().connects.load(Ordering::Relaxed);
         inner.status.send_replace(BusStatus {
             connected: true,
-            epoch: Epoch::new(&cfg.stream, created),
+            epoch: epoch.clone(),
             generation: 1,
         });
-        info!(url = %shown, stream = %cfg.stream, %version, "NATS bus ready");
+        info!(url = %shown, stream = %cfg.stream, %epoch, %version, "NATS bus ready");
 
         let check_every = Duration::from_millis(cfg.check_interval_ms.max(100));
         tokio::spawn(watch_connection(

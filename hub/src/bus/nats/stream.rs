@@ -16,8 +16,11 @@ use crate::config::BusConfig;
 pub(super) struct StreamInfo {
     /// `created`: the stream's creation time, half of the epoch.
     pub(super) created_ns: u128,
-    /// `config`: checked when an operator owns the stream; eviction settings.
+    /// `config`: checked when an operator owns the stream; eviction
+    /// settings; a mirror's origin and a recorded epoch (`region.rs`).
     pub(super) config: Value,
+    /// `state.last_seq`: where a promoted copy continues (`region.rs`).
+    pub(super) last_seq: u64,
 }
 
 /// The stream as PROTOCOL.md section 10 wants it; every field explicit, so an
@@ -76,16 +79,29 @@ fn check_operator_stream(info: &StreamInfo, cfg: &BusConfig) -> BusResult<()> {
 
 impl Inner {
     /// Creates or updates the stream when the hub manages it, else checks
-    /// the operator's. Answers its creation time.
-    pub(super) async fn set_up_stream(&self, cfg: &BusConfig) -> BusResult<u128> {
-        match &self.managed_config {
-            Some(config) => self
+    /// the operator's. A region's mirror (`bus.mirror_of`) is created when
+    /// missing and otherwise left as it is: it may have been promoted, and
+    /// nats-server would refuse to make it a mirror again. Answers its info.
+    pub(super) async fn set_up_stream(&self, cfg: &BusConfig) -> BusResult<StreamInfo> {
+        let mirror_exists = if cfg.mirror_of.is_empty() || self.managed_config.is_none() {
+            None
+        } else {
+            self.bounded(self.stream_info()).await.map_err(|e| {
+                BusError::unusable(format!("cannot read stream {}: {e}", cfg.stream))
+            })?
+        };
+        match (&self.managed_config, mirror_exists) {
+            (Some(_), Some(info)) => {
+                check_operator_stream(&info, cfg)?;
+                Ok(info)
+            }
+            (Some(config), None) => self
                 .bounded(self.create_or_update_stream(config))
                 .await
                 .map_err(|e| {
                     BusError::unusable(format!("cannot provision stream {}: {e}", cfg.stream))
                 }),
-            None => {
+            (None, _) => {
                 let info = self
                     .bounded(self.stream_info())
                     .await
@@ -97,7 +113,7 @@ impl Inner {
                         ))
                     })?;
                 check_operator_stream(&info, cfg)?;
-                Ok(info.created_ns)
+                Ok(info)
             }
         }
     }
@@ -135,7 +151,7 @@ impl Inner {
     }
 
     /// Creates the stream, or updates it when it exists with another config.
-    pub(super) async fn create_or_update_stream(&self, config: &Value) -> BusResult<u128> {
+    pub(super) async fn create_or_update_stream(&self, config: &Value) -> BusResult<StreamInfo> {
         let body = Bytes::from(config.to_string());
         let mut answer = self
             .api(
@@ -157,7 +173,7 @@ impl Inner {
         }
         let info = parse_stream_info(&answer)?;
         self.eviction.send_replace(Eviction::of(&info.config));
-        Ok(info.created_ns)
+        Ok(info)
     }
 
     pub(super) async fn publish(
@@ -222,7 +238,7 @@ pub(super) fn api_error(error: &Value) -> BusError {
     }
 }
 
-fn parse_stream_info(answer: &Value) -> BusResult<StreamInfo> {
+pub(super) fn parse_stream_info(answer: &Value) -> BusResult<StreamInfo> {
     let created = answer
         .get("created")
         .and_then(Value::as_str)
@@ -235,6 +251,10 @@ fn parse_stream_info(answer: &Value) -> BusResult<StreamInfo> {
     Ok(StreamInfo {
         created_ns: created,
         config: answer.get("config").cloned().unwrap_or(Value::Null),
+        last_seq: answer
+            .pointer("/state/last_seq")
+            .and_then(Value::as_u64)
+            .unwrap_or(0),
     })
 }
 

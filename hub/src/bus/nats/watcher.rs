@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use super::state::Inner;
-use crate::bus::{BusError, Epoch};
+use crate::bus::BusError;
 
 /// How soon a failed status refresh (stream info after a reconnect) is retried.
 const REFRESH_RETRY: Duration = Duration::from_millis(250);
@@ -123,8 +123,8 @@ impl Inner {
         // Err(_, false): no answer now (a leader election, say), which is no
         // reason to turn a serving node away; a node that is not serving yet
         // stays so and retries soon.
-        let created = match self.bounded(self.stream_info()).await {
-            Ok(Some(info)) => Ok(info.created_ns),
+        let info = match self.bounded(self.stream_info()).await {
+            Ok(Some(info)) => Ok(info),
             Ok(None) => match &self.managed_config {
                 // Ours and gone (deleted, or a memory stream on a restarted
                 // server): recreate it; the new epoch tells clients.
@@ -141,9 +141,18 @@ impl Inner {
             },
             Err(e) => Err((e, false)),
         };
-        match created {
-            Ok(created) => {
-                let epoch = Epoch::new(&self.stream, created);
+        // A mirror's epoch is its origin's, asked across the domains: while
+        // the origin is unreachable the one held stays (reads go on).
+        let known = self.status.borrow().epoch.clone();
+        let epoch = match info {
+            Ok(info) => self
+                .epoch_of(&info, Some(&known))
+                .await
+                .map_err(|e| (e, false)),
+            Err(e) => Err(e),
+        };
+        match epoch {
+            Ok(epoch) => {
                 let reconnected = connects != *connects_seen;
                 *connects_seen = connects;
                 self.status.send_if_modified(|s| {
