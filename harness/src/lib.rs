@@ -8,6 +8,7 @@
 //! panic with that error, since a setup that fails fails the test.
 //!
 //! Layout:
+//! - [`delay`]: a TCP proxy adding a fixed latency each way (a long link).
 //! - [`binaries`]: where the nats-server and hub binaries are found.
 //! - [`nats`]: nats-server (JetStream, optional websocket listener) on free
 //!   loopback ports with its own store; a 3-node cluster.
@@ -17,6 +18,7 @@
 //!   leaf node: the stream in one, a mirror in the other.
 
 pub mod binaries;
+pub mod delay;
 pub mod hub;
 pub mod nats;
 pub mod procstat;

@@ -4,12 +4,14 @@
 //! joins A as a leaf node, so that core NATS subjects (editors' publications,
 //! statistics partials, control messages) cross between them and B's mirror
 //! reads A's stream through `$JS.A.API`. Each server can be killed and
-//! restarted on its ports and store, as a lost region and its return.
+//! restarted on its ports and store, as a lost region and its return. The
+//! link between them may have a latency ([`DelayProxy`]).
 
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
 
+use crate::delay::DelayProxy;
 use crate::nats::{NatsOptions, NatsServer, free_ports};
 
 /// How long B may take to (re)join A as a leaf node.
@@ -23,6 +25,10 @@ const ATTEMPTS: usize = 3;
 pub struct Regions {
     pub a: NatsServer,
     pub b: NatsServer,
+    /// Region A's leaf node port, which B connects to.
+    leaf_port: u16,
+    /// Between B and A's leaf port when the link has a latency.
+    _link: Option<DelayProxy>,
 }
 
 impl Regions {
@@ -35,6 +41,15 @@ impl Regions {
 
     /// Both regions from `base` (binary, folders), B linked to A.
     pub async fn try_start(base: &NatsOptions) -> anyhow::Result<Regions> {
+        Self::try_start_with_latency(base, Duration::ZERO).await
+    }
+
+    /// Both regions, B linked to A through a [`DelayProxy`] adding
+    /// `one_way` in each direction when it is not zero.
+    pub async fn try_start_with_latency(
+        base: &NatsOptions,
+        one_way: Duration,
+    ) -> anyhow::Result<Regions> {
         let mut last = None;
         for _ in 0..ATTEMPTS {
             let leaf = free_ports(1)?[0];
@@ -47,21 +62,38 @@ impl Regions {
             if a.log().contains("address already in use") {
                 continue;
             }
+            let link = if one_way.is_zero() {
+                None
+            } else {
+                Some(DelayProxy::start(([127, 0, 0, 1], leaf).into(), one_way).await?)
+            };
+            let remote = link.as_ref().map_or(leaf, DelayProxy::port);
             let b = NatsServer::try_start(&NatsOptions {
                 jetstream_domain: Some("B".into()),
                 extra_config: Some(format!(
-                    "leafnodes {{\n  remotes: [{{url: \"nats-leaf://127.0.0.1:{leaf}\"}}]\n}}"
+                    "leafnodes {{\n  remotes: [{{url: \"nats-leaf://127.0.0.1:{remote}\"}}]\n}}"
                 )),
                 ..base.clone()
             })
             .await?;
-            let regions = Regions { a, b };
+            let regions = Regions {
+                a,
+                b,
+                leaf_port: leaf,
+                _link: link,
+            };
             match regions.linked(1).await {
                 Ok(()) => return Ok(regions),
                 Err(e) => last = Some(e),
             }
         }
         Err(last.unwrap_or_else(|| anyhow::anyhow!("no free leaf node port")))
+    }
+
+    /// Region A's leaf node port: everything between the regions goes
+    /// through it.
+    pub fn leaf_port(&self) -> u16 {
+        self.leaf_port
     }
 
     /// The JetStream API prefix of region A's domain, seen from B.

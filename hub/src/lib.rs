@@ -118,8 +118,15 @@ pub async fn provision_stream(config: &Config) -> anyhow::Result<String> {
         ..config.bus.clone()
     };
     let bus = bus::nats::NatsBus::connect(&bus_config, config.deepest_retention() + 1).await?;
-    let epoch = bus.status().borrow().epoch.to_string();
-    Ok(epoch)
+    let status = bus.status().borrow().clone();
+    if !status.connected {
+        // A region's mirror, created, whose origin could not be asked.
+        anyhow::bail!(
+            "stream {} ready, but its origin's epoch is not known yet (origin unreachable): run again",
+            config.bus.stream
+        );
+    }
+    Ok(status.epoch.to_string())
 }
 
 /// Promotes this region's mirror of the stream to origin, after its origin

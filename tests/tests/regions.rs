@@ -207,14 +207,14 @@ async fn publish_raw(hub: &Hub, data: Value) -> (u16, Value) {
 
 /// `tribune-hub --promote-region` against region B, as the operator runs
 /// it (k8s/README.md "Regions"); its exit success and stdout.
-async fn promote(w: &World) -> (bool, String) {
+async fn promote(b_url: &str, config_b: &ConfigFile) -> (bool, String) {
     let out = tokio::process::Command::new(tribune_harness::binaries::hub_bin())
         .args([
             "--promote-region",
             "--nats",
-            &w.regions.b.url(),
+            b_url,
             "--config",
-            w.config_b.path(),
+            config_b.path(),
         ])
         .output()
         .await
@@ -326,7 +326,7 @@ async fn region_b_serves_on_without_a_and_after_its_promotion() {
         );
     }
     collect(&mut fan_b, &stored).await;
-    let (ok, text) = promote(&w).await;
+    let (ok, text) = promote(&w.regions.b.url(), &w.config_b).await;
     assert!(!ok, "promotion refused while the origin answers: {text}");
     assert!(text.contains("still answers"), "{text}");
 
@@ -344,12 +344,12 @@ async fn region_b_serves_on_without_a_and_after_its_promotion() {
     collect(&mut late, &stored).await;
 
     // The operator promotes region B's mirror.
-    let (ok, text) = promote(&w).await;
+    let (ok, text) = promote(&w.regions.b.url(), &w.config_b).await;
     assert!(ok, "{text}");
     let last = *stored.last().unwrap();
     let promoted = format!("{epoch}+{last}");
     assert!(text.contains(&promoted), "{text}");
-    let (ok, again) = promote(&w).await;
+    let (ok, again) = promote(&w.regions.b.url(), &w.config_b).await;
     assert!(ok && again.contains("already promoted"), "{again}");
 
     // B's hub takes the new epoch: its fans are told (1001) and resume.
@@ -418,7 +418,7 @@ async fn a_resume_beyond_what_the_promoted_copy_held_does_not_recover() {
     let (_, ack) = fan(&w.hub_b, json!({})).await;
     assert_eq!(ack["epoch"], epoch.as_str(), "{ack}");
 
-    let (ok, text) = promote(&w).await;
+    let (ok, text) = promote(&w.regions.b.url(), &w.config_b).await;
     assert!(ok, "{text}");
     let copy_last = *copied.last().unwrap();
     let promoted = format!("{epoch}+{copy_last}");
@@ -509,4 +509,31 @@ async fn await_audience(c: &mut WsClient, n: u64, what: &str) {
         last = f;
     }
     panic!("{what}: audience {n} not seen within {SETTLE:?}; last {last}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mirror_hub_waits_for_the_origins_epoch() {
+    let mut regions = Regions::start().await;
+    let config_a = config("");
+    let hub_a = hub_on(&regions.a.url(), &config_a, "region-a-1").await;
+    let (_, ack) = fan(&hub_a, json!({})).await;
+    let epoch = ack["epoch"].as_str().unwrap().to_string();
+    // Region A unreachable before B's mirror ever learnt the origin's epoch.
+    regions.a.kill();
+    let config_b = config(&mirror_lines());
+    let hub_b = hub_on(&regions.b.url(), &config_b, "region-b-1").await;
+    assert_eq!(hub_b.get_internal("/readyz").await.0, 503);
+    assert_eq!(hub_b.metric("tribune_bus_connected").await, 0.0);
+    let (ok, text) = promote(&regions.b.url(), &config_b).await;
+    assert!(!ok && text.contains("epoch is unknown"), "{text}");
+
+    // Region A is back: B's hub names its epoch and is ready.
+    regions.a.restart().await;
+    regions.linked(2).await.expect("B joins A again");
+    eventually("region B's hub ready", SETTLE, || async {
+        (hub_b.get_internal("/readyz").await.0 == 200).then_some(())
+    })
+    .await;
+    let (_, ack) = fan(&hub_b, json!({})).await;
+    assert_eq!(ack["epoch"], epoch.as_str(), "{ack}");
 }

@@ -13,14 +13,14 @@ use async_nats::{Client, ConnectOptions, Event};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use tokio::sync::{mpsc, watch};
-use tracing::info;
+use tracing::{info, warn};
 
 use super::region::mirror_config;
 use super::settings;
 use super::state::{Eviction, Inner, NatsBus, Subjects};
 use super::stream::stream_config;
 use super::watcher::watch_connection;
-use crate::bus::{BusError, BusResult, BusStatus, Epoch};
+use crate::bus::{BusError, BusErrorKind, BusResult, BusStatus, Epoch};
 use crate::config::{BusConfig, redact_url_credentials};
 use crate::metrics::Labels;
 
@@ -94,15 +94,22 @@ impl NatsBus {
             refused,
         });
         let info = inner.set_up_stream(cfg).await?;
-        let epoch = inner
-            .epoch_of(&info, None)
-            .await
-            .map_err(|e| BusError::unusable(format!("{e:#}")))?;
+        // A region's mirror whose origin cannot be asked yet (the leaf node
+        // link still coming up) and that holds no recorded epoch: the node
+        // starts not ready, and the watcher names the epoch once it can.
+        let (epoch, ready) = match inner.epoch_of(&info, None).await {
+            Ok(epoch) => (epoch, true),
+            Err(e) if e.kind() == BusErrorKind::Unavailable => {
+                warn!(error = %e, "the origin's epoch is not known yet: not ready until it is");
+                (Epoch::new(&cfg.stream, 0), false)
+            }
+            Err(e) => return Err(BusError::unusable(format!("{e:#}"))),
+        };
         let connects = inner.client.statistics().connects.load(Ordering::Relaxed);
         inner.status.send_replace(BusStatus {
-            connected: true,
+            connected: ready,
             epoch: epoch.clone(),
-            generation: 1,
+            generation: u64::from(ready),
         });
         info!(url = %shown, stream = %cfg.stream, %epoch, %version, "NATS bus ready");
 

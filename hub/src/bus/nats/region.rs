@@ -181,7 +181,11 @@ impl Inner {
     /// Refused while the origin answers (two streams on one subject would
     /// both store every publication: split brain). Idempotent: a promoted
     /// stream answers its epoch again. Returns `(old epoch, new epoch)`.
-    pub(super) async fn promote(&self, prefix: &str, known: &Epoch) -> BusResult<(Epoch, Epoch)> {
+    pub(super) async fn promote(
+        &self,
+        prefix: &str,
+        known: Option<&Epoch>,
+    ) -> BusResult<(Epoch, Epoch)> {
         let info = self
             .bounded(self.stream_info())
             .await?
@@ -201,7 +205,15 @@ impl Inner {
                  (promoting now would store every publication twice)"
             )));
         }
-        let before = recorded(&info.config)?.unwrap_or_else(|| known.clone());
+        let before = recorded(&info.config)?
+            .or_else(|| known.cloned())
+            .ok_or_else(|| {
+                BusError::unusable(format!(
+                    "the origin's epoch is unknown (mirror {} has no metadata {EPOCH_KEY} and \
+                     the origin never answered): promoting would invent one",
+                    self.stream
+                ))
+            })?;
         let after = before.promoted(info.last_seq);
         let mut config = info.config.clone();
         if let Some(map) = config.as_object_mut() {
@@ -237,8 +249,11 @@ impl NatsBus {
         };
         // The retention only shapes a stream the hub creates: none here.
         let bus = NatsBus::connect(&cfg, 1).await?;
-        let known = bus.inner.status.borrow().epoch.clone();
-        bus.inner.promote(&cfg.prefix, &known).await
+        let known = {
+            let s = bus.inner.status.borrow();
+            (s.generation > 0).then(|| s.epoch.clone())
+        };
+        bus.inner.promote(&cfg.prefix, known.as_ref()).await
     }
 }
 

@@ -142,11 +142,15 @@ impl Inner {
             Err(e) => Err((e, false)),
         };
         // A mirror's epoch is its origin's, asked across the domains: while
-        // the origin is unreachable the one held stays (reads go on).
-        let known = self.status.borrow().epoch.clone();
+        // the origin is unreachable the one held stays (reads go on). None
+        // is held before the first success (generation 0).
+        let known = {
+            let s = self.status.borrow();
+            (s.generation > 0).then(|| s.epoch.clone())
+        };
         let epoch = match info {
             Ok(info) => self
-                .epoch_of(&info, Some(&known))
+                .epoch_of(&info, known.as_ref())
                 .await
                 .map_err(|e| (e, false)),
             Err(e) => Err(e),
