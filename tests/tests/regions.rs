@@ -233,6 +233,9 @@ async fn fans_in_both_regions_see_the_same_messages() {
     let (mut fan_a, ack_a) = fan(&w.hub_a, json!({})).await;
     let (mut fan_b, ack_b) = fan(&w.hub_b, json!({})).await;
     assert_eq!(ack_a["epoch"], ack_b["epoch"], "one epoch in every region");
+    for hub in [&w.hub_a, &w.hub_b] {
+        assert_eq!(hub.metric("tribune_bus_writable").await, 1.0);
+    }
     assert!(
         ack_a["epoch"].as_str().unwrap().starts_with("TRIBUNE@"),
         "{ack_a}"
@@ -336,6 +339,10 @@ async fn region_b_serves_on_without_a_and_after_its_promotion() {
     stays_open(&mut fan_b, Duration::from_secs(3)).await;
     assert_eq!(w.hub_b.get_internal("/readyz").await.0, 200);
     assert_eq!(w.hub_b.metric("tribune_bus_connected").await, 1.0);
+    eventually("region B's hub says publications fail", SETTLE, || async {
+        (w.hub_b.metric("tribune_bus_writable").await == 0.0).then_some(())
+    })
+    .await;
     let (status, answer) = publish_raw(&w.hub_b, json!({"lost": true})).await;
     assert_eq!(status, 503, "no origin, no publication: {answer}");
     // A fan arriving now is served from the mirror, under the same epoch.
@@ -367,6 +374,7 @@ async fn region_b_serves_on_without_a_and_after_its_promotion() {
     let (mut fan_b, ack) = fan(&w.hub_b, json!({"since": last, "epoch": epoch})).await;
     assert_eq!(ack["recovered"], true, "{ack}");
     assert_eq!(ack["epoch"], promoted.as_str(), "{ack}");
+    assert_eq!(w.hub_b.metric("tribune_bus_writable").await, 1.0);
 
     // New publications reach region B's fans: through B's hub...
     let (status, answer) = publish_raw(&w.hub_b, json!({"after": "promotion"})).await;

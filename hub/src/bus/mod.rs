@@ -189,6 +189,9 @@ pub struct BusStatus {
     /// Grows at every (re)connection: live messages may have been missed
     /// before it, so every active topic is checked with [`Bus::last_seqs`].
     pub generation: u64,
+    /// Whether publications can be stored: false while a region's origin
+    /// stream is unreachable (reads from the region's mirror go on).
+    pub writable: bool,
 }
 
 /// What [`Bus::after`] read.

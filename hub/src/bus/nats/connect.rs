@@ -75,6 +75,7 @@ impl NatsBus {
             connected: false,
             epoch: Epoch::new(&cfg.stream, 0),
             generation: 0,
+            writable: false,
         });
         let inner = Arc::new(Inner {
             client,
@@ -97,11 +98,11 @@ impl NatsBus {
         // A region's mirror whose origin cannot be asked yet (the leaf node
         // link still coming up) and that holds no recorded epoch: the node
         // starts not ready, and the watcher names the epoch once it can.
-        let (epoch, ready) = match inner.epoch_of(&info, None).await {
-            Ok(epoch) => (epoch, true),
+        let (epoch, ready, writable) = match inner.epoch_of(&info, None).await {
+            Ok((epoch, writable)) => (epoch, true, writable),
             Err(e) if e.kind() == BusErrorKind::Unavailable => {
                 warn!(error = %e, "the origin's epoch is not known yet: not ready until it is");
-                (Epoch::new(&cfg.stream, 0), false)
+                (Epoch::new(&cfg.stream, 0), false, false)
             }
             Err(e) => return Err(BusError::unusable(format!("{e:#}"))),
         };
@@ -110,6 +111,7 @@ impl NatsBus {
             connected: ready,
             epoch: epoch.clone(),
             generation: u64::from(ready),
+            writable,
         });
         info!(url = %shown, stream = %cfg.stream, %epoch, %version, "NATS bus ready");
 

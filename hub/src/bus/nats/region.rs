@@ -35,6 +35,8 @@ pub(super) const EPOCH_KEY: &str = "tribune_epoch";
 /// "Origin unreachable" is logged at most this often: the watcher asks at
 /// every check while a region is cut off.
 static UNREACHABLE_LOG: LogLimit = LogLimit::new(Duration::from_secs(30));
+/// A mirror whose metadata the hub may not write is logged at most this often.
+static RECORD_FAILED_LOG: LogLimit = LogLimit::new(Duration::from_secs(30));
 
 /// The mirror a hub with `bus.manage_stream` and `bus.mirror_of` creates:
 /// the origin's limits (so that the copy holds what the origin holds),
@@ -99,7 +101,8 @@ fn origin_of(config: &Value) -> Option<(String, String)> {
 }
 
 impl Inner {
-    /// The epoch of the stream whose info is `info`:
+    /// The epoch of the stream whose info is `info`, and whether
+    /// publications can be stored (the origin answers):
     /// - a mirror: the origin's (read across the domains; when that fails,
     ///   the one recorded in the mirror, else `known`, else an error);
     /// - a stream with a recorded epoch (a promoted copy): that one;
@@ -108,30 +111,32 @@ impl Inner {
         &self,
         info: &StreamInfo,
         known: Option<&Epoch>,
-    ) -> BusResult<Epoch> {
+    ) -> BusResult<(Epoch, bool)> {
         let recorded = recorded(&info.config)?;
         let Some((origin, api)) = origin_of(&info.config) else {
-            return Ok(recorded.unwrap_or_else(|| Epoch::new(&self.stream, info.created_ns)));
+            let epoch = recorded.unwrap_or_else(|| Epoch::new(&self.stream, info.created_ns));
+            return Ok((epoch, true));
         };
         match self.bounded(self.origin_epoch(&origin, &api)).await {
             Ok(epoch) => {
                 if self.managed_config.is_some() && recorded.as_ref() != Some(&epoch) {
                     self.record_epoch(&info.config, &epoch).await;
                 }
-                Ok(epoch)
+                Ok((epoch, true))
             }
             Err(e) => {
                 if let Some(held_back) = UNREACHABLE_LOG.allow() {
                     warn!(origin = %origin, error = %e, held_back,
                         "origin stream unreachable: reads go on from this region's mirror, publications fail");
                 }
-                recorded.or_else(|| known.cloned()).ok_or_else(|| {
+                let epoch = recorded.or_else(|| known.cloned()).ok_or_else(|| {
                     BusError::unavailable(format!(
                         "the origin stream {origin} is unreachable ({e}) and mirror {} has no \
                          recorded epoch (metadata {EPOCH_KEY})",
                         self.stream
                     ))
-                })
+                })?;
+                Ok((epoch, false))
             }
         }
     }
@@ -169,10 +174,19 @@ impl Inner {
             Ok(answer) if answer.get("error").is_none() => {
                 info!(stream = %self.stream, epoch = %epoch, "origin epoch recorded in the mirror");
             }
-            Ok(answer) => warn!(stream = %self.stream, error = %answer["error"],
-                "cannot record the origin epoch in the mirror"),
-            Err(e) => warn!(stream = %self.stream, error = %e,
-                "cannot record the origin epoch in the mirror"),
+            // Tried again at every check: one line in 30 seconds.
+            Ok(answer) => {
+                if let Some(held_back) = RECORD_FAILED_LOG.allow() {
+                    warn!(stream = %self.stream, error = %answer["error"], held_back,
+                        "cannot record the origin epoch in the mirror");
+                }
+            }
+            Err(e) => {
+                if let Some(held_back) = RECORD_FAILED_LOG.allow() {
+                    warn!(stream = %self.stream, error = %e, held_back,
+                        "cannot record the origin epoch in the mirror");
+                }
+            }
         }
     }
 

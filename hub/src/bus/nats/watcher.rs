@@ -13,11 +13,14 @@ use tracing::{debug, info, warn};
 
 use super::state::Inner;
 use crate::bus::BusError;
+use crate::log_limit::LogLimit;
 
 /// How soon a failed status refresh (stream info after a reconnect) is retried.
 const REFRESH_RETRY: Duration = Duration::from_millis(250);
 /// How often dropped-message warnings are logged at most.
 const SLOW_LOG_EVERY: Duration = Duration::from_secs(5);
+/// How often a failing stream check is logged at most.
+static CHECK_FAILED_LOG: LogLimit = LogLimit::new(Duration::from_secs(10));
 /// How often "still unreachable" is logged while the bus is down: the client
 /// retries several times a second, and one line per attempt buries the rest.
 const DOWN_LOG_EVERY: Duration = Duration::from_secs(10);
@@ -156,13 +159,16 @@ impl Inner {
             Err(e) => Err(e),
         };
         match epoch {
-            Ok(epoch) => {
+            Ok((epoch, writable)) => {
                 let reconnected = connects != *connects_seen;
                 *connects_seen = connects;
                 self.status.send_if_modified(|s| {
                     if s.connected && s.epoch == epoch && !reconnected {
-                        return false;
+                        // Only the origin's reachability may have changed:
+                        // nothing was missed, no new generation.
+                        return std::mem::replace(&mut s.writable, writable) != writable;
                     }
+                    s.writable = writable;
                     if s.epoch != epoch {
                         warn!(old = %s.epoch, new = %epoch, "stream epoch changed");
                     }
@@ -177,7 +183,11 @@ impl Inner {
                 true
             }
             Err((e, cannot_serve)) => {
-                warn!(error = %e, "NATS stream check failed");
+                // Retried every quarter second while it fails (a region's
+                // hub waiting for its origin, say): one line in ten seconds.
+                if let Some(held_back) = CHECK_FAILED_LOG.allow() {
+                    warn!(error = %e, held_back, "NATS stream check failed");
+                }
                 if cannot_serve {
                     self.status
                         .send_if_modified(|s| std::mem::replace(&mut s.connected, false));
