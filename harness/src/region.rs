@@ -50,14 +50,33 @@ impl Regions {
         base: &NatsOptions,
         one_way: Duration,
     ) -> anyhow::Result<Regions> {
+        Self::try_start_each(base, base, one_way).await
+    }
+
+    /// Region A from `a_opts`, region B from `b_opts` (their `extra_config` and
+    /// `env` kept: users and permissions, say), B linked to A through a
+    /// [`DelayProxy`] adding `one_way` in each direction when it is not zero.
+    pub async fn try_start_each(
+        a_opts: &NatsOptions,
+        b_opts: &NatsOptions,
+        one_way: Duration,
+    ) -> anyhow::Result<Regions> {
+        let with = |opts: &NatsOptions, domain: &str, block: String| NatsOptions {
+            jetstream_domain: Some(domain.into()),
+            extra_config: Some(match &opts.extra_config {
+                Some(extra) => format!("{extra}\n{block}"),
+                None => block,
+            }),
+            ..opts.clone()
+        };
         let mut last = None;
         for _ in 0..ATTEMPTS {
             let leaf = free_ports(1)?[0];
-            let a = NatsServer::try_start(&NatsOptions {
-                jetstream_domain: Some("A".into()),
-                extra_config: Some(format!("leafnodes {{\n  listen: \"127.0.0.1:{leaf}\"\n}}")),
-                ..base.clone()
-            })
+            let a = NatsServer::try_start(&with(
+                a_opts,
+                "A",
+                format!("leafnodes {{\n  listen: \"127.0.0.1:{leaf}\"\n}}"),
+            ))
             .await?;
             if a.log().contains("address already in use") {
                 continue;
@@ -68,13 +87,13 @@ impl Regions {
                 Some(DelayProxy::start(([127, 0, 0, 1], leaf).into(), one_way).await?)
             };
             let remote = link.as_ref().map_or(leaf, DelayProxy::port);
-            let b = NatsServer::try_start(&NatsOptions {
-                jetstream_domain: Some("B".into()),
-                extra_config: Some(format!(
+            let b = NatsServer::try_start(&with(
+                b_opts,
+                "B",
+                format!(
                     "leafnodes {{\n  remotes: [{{url: \"nats-leaf://127.0.0.1:{remote}\"}}]\n}}"
-                )),
-                ..base.clone()
-            })
+                ),
+            ))
             .await?;
             let regions = Regions {
                 a,

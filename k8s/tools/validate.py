@@ -674,6 +674,13 @@ def check_region_values(c: Checker, k8s: Path) -> None:
     c.check(leaf.get("enabled") is True and leaf.get("tls", {}).get("enabled") is True
             and leaf.get("tls", {}).get("merge", {}).get("verify") is True,
             "nats/values-region-eu.yaml", "the leaf node port is not TLS with verified client certificates")
+    region_conf = (k8s.parent / "nats/least-privilege-region.conf").read_text()
+    us_values = yaml.safe_load((k8s / "nats/values-region-us.yaml").read_text())
+    data = us_values.get("configMap", {}).get("merge", {}).get("data", {})
+    c.check(us.get("merge", {}).get("$include") == "least-privilege-region.conf"
+            and data.get("least-privilege-region.conf") == region_conf,
+            "nats/values-region-us.yaml",
+            "does not $include a verbatim copy of nats/least-privilege-region.conf")
     remotes = us.get("leafnodes", {}).get("merge", {}).get("remotes", [])
     c.check(bool(remotes) and all(r.get("tls", {}).get("cert_file") and
                                   all(u.startswith("nats-leaf://") for u in r.get("urls", []))

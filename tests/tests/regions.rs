@@ -15,7 +15,12 @@
 //! - messages stored in A but never copied to B: after the promotion a
 //!   resume beyond the copy is `recovered: false` (the new messages reuse
 //!   those numbers), one within it recovers exactly;
-//! - the audience of a topic watched in both regions adds up once.
+//! - the audience of a topic watched in both regions adds up once;
+//! - a hub of B started before its mirror ever learnt the origin's epoch is
+//!   not ready (and a promotion refused) until the origin answers;
+//! - region B runs with `nats/least-privilege-region.conf`: the stream Job
+//!   creates the mirror, the hub user reads it, the stream administrator
+//!   promotes it.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -25,6 +30,7 @@ use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 use tribune_tests::editor::Editor;
 use tribune_tests::hub::ConfigFile;
+use tribune_tests::nats::NatsOptions;
 use tribune_tests::region::Regions;
 use tribune_tests::{Hub, WsClient, eventually};
 
@@ -544,4 +550,103 @@ async fn a_mirror_hub_waits_for_the_origins_epoch() {
     .await;
     let (_, ack) = fan(&hub_b, json!({})).await;
     assert_eq!(ack["epoch"], epoch.as_str(), "{ack}");
+}
+
+/// `nats/least-privilege-region.conf` with this test's names: the mirror
+/// `TRIBUNE_B` of the stream in domain `A`.
+fn region_least_privilege() -> String {
+    include_str!("../../nats/least-privilege-region.conf")
+        .replace("TRIBUNE_US", "TRIBUNE_B")
+        .replace("$JS.eu.API", "$JS.A.API")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mirror_region_runs_with_the_shipped_least_privilege() {
+    const HUB_PASSWORD: &str = "region-hub-password-for-tests";
+    const ADMIN_PASSWORD: &str = "region-admin-password-for-tests";
+    let b_opts = NatsOptions {
+        extra_config: Some(region_least_privilege()),
+        env: vec![
+            ("EDITOR_PASSWORD".into(), "region-editor-password".into()),
+            ("HUB_PASSWORD".into(), HUB_PASSWORD.into()),
+            ("STREAM_ADMIN_PASSWORD".into(), ADMIN_PASSWORD.into()),
+        ],
+        ..NatsOptions::default()
+    };
+    let mut regions = Regions::try_start_each(&NatsOptions::default(), &b_opts, Duration::ZERO)
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let config_a = config("");
+    let hub_a = hub_on(&regions.a.url(), &config_a, "region-a-1").await;
+    let (_, ack) = fan(&hub_a, json!({})).await;
+    let epoch = ack["epoch"].as_str().unwrap().to_string();
+
+    // The stream Job of region B, as the stream administrator: creates the
+    // mirror and records the origin's epoch.
+    let config_b = config(&format!("{}\nmanage_stream = false", mirror_lines()));
+    let as_admin = |args: &[&str]| {
+        std::process::Command::new(tribune_harness::binaries::hub_bin())
+            .args(args)
+            .args(["--nats", &regions.b.url(), "--config", config_b.path()])
+            .env("TRIBUNE_BUS__USER", "stream-admin")
+            .env("TRIBUNE_BUS__PASSWORD", ADMIN_PASSWORD)
+            .env("RUST_LOG", "warn")
+            .output()
+            .expect("the hub binary runs")
+    };
+    let out = as_admin(&["--provision-stream"]);
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains(&epoch), "the origin's epoch: {text}");
+
+    // B's hub as the hub user.
+    let hub_b = Hub::start_with_env(
+        &[
+            "--nats",
+            &regions.b.url(),
+            "--config",
+            config_b.path(),
+            "--node-name",
+            "region-b-1",
+        ],
+        &[
+            ("TRIBUNE_BUS__USER", "hub"),
+            ("TRIBUNE_BUS__PASSWORD", HUB_PASSWORD),
+        ],
+    )
+    .await;
+    let (mut fan_b, ack) = fan(&hub_b, json!({})).await;
+    assert_eq!(ack["epoch"], epoch.as_str(), "{ack}");
+    let editor = Editor::connect(&regions.a.url()).await;
+    let want: BTreeSet<u64> = [
+        editor.publish(TOPIC, "{\"n\":1}", "n1").await,
+        editor.publish(TOPIC, "{\"n\":2}", "n2").await,
+    ]
+    .into();
+    let got = collect(&mut fan_b, &want).await;
+    assert_exactly(&got, &want, 0);
+    // The hub user may ask the origin: the epoch is the origin's answer.
+    assert_eq!(hub_b.metric("tribune_bus_writable").await, 1.0);
+
+    // Region A lost: B's hub serves on; the promotion Job as the stream
+    // administrator.
+    regions.a.kill();
+    drop(editor);
+    eventually("region B's hub says publications fail", SETTLE, || async {
+        (hub_b.metric("tribune_bus_writable").await == 0.0).then_some(())
+    })
+    .await;
+    assert_eq!(hub_b.get_internal("/readyz").await.0, 200);
+    let out = as_admin(&["--promote-region"]);
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    let last = *want.last().unwrap();
+    assert!(text.contains(&format!("{epoch}+{last}")), "{text}");
+    assert!(
+        !hub_b.log().contains("Permissions Violation") && !text.contains("Permissions Violation"),
+        "{}",
+        hub_b.log()
+    );
 }
