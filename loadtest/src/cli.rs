@@ -107,7 +107,7 @@ impl Scenario {
     pub fn is_feed(self) -> bool {
         !matches!(
             self,
-            Scenario::Idle | Scenario::Reactions | Scenario::Bandwidth | Scenario::Regions
+            Scenario::Idle | Scenario::Reactions | Scenario::Bandwidth
         )
     }
 }

@@ -22,6 +22,7 @@
 //! hundred of them measure latency, not capacity.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -50,7 +51,10 @@ pub struct RegionFigures {
     pub fans: u64,
     /// Messages owed: fans × publications.
     pub owed: u64,
+    /// Messages received once (latency recorded).
     pub received: u64,
+    /// Messages received again (a `seq` not above the fan's last).
+    pub duplicated: u64,
     pub p50_ms: f64,
     pub p90_ms: f64,
     pub p99_ms: f64,
@@ -95,11 +99,16 @@ pub async fn run_target(
         duration_s: started.elapsed().as_secs_f64(),
         ..RunReport::default()
     };
+    // Loss or duplicates in either region fail the run (exit 3), as in the
+    // other feed scenarios.
     for r in &report.regions {
-        if r.received < r.owed {
+        rep.delivery.deliveries += r.received;
+        rep.delivery.loss.lost += r.owed.saturating_sub(r.received);
+        rep.delivery.loss.duplicated += r.duplicated;
+        if r.received < r.owed || r.duplicated > 0 {
             rep.problems.push(format!(
-                "region {}: {} of {} messages received",
-                r.region, r.received, r.owed
+                "region {}: {} of {} messages received, {} twice",
+                r.region, r.received, r.owed, r.duplicated
             ));
         }
     }
@@ -147,17 +156,23 @@ async fn measure(
     let fans_b = cli.clients - fans_a;
     let latency_a = Arc::new(Mutex::new(histogram()));
     let latency_b = Arc::new(Mutex::new(histogram()));
+    let dups_a = Arc::new(AtomicU64::new(0));
+    let dups_b = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let gate = Arc::new(tokio::sync::Semaphore::new(CONNECTING));
     let mut ready = Vec::new();
-    for (hub, count, hist) in [(&hub_a, fans_a, &latency_a), (&hub_b, fans_b, &latency_b)] {
+    for (hub, count, hist, dups) in [
+        (&hub_a, fans_a, &latency_a, &dups_a),
+        (&hub_b, fans_b, &latency_b, &dups_b),
+    ] {
         for _ in 0..count {
             let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
             ready.push(ready_rx);
             tasks.push(tokio::spawn(fan(
                 hub.ws_url(),
                 hist.clone(),
+                dups.clone(),
                 stop_rx.clone(),
                 gate.clone(),
                 ready_tx,
@@ -191,11 +206,12 @@ async fn measure(
     for t in tasks {
         let _ = t.await;
     }
-    let figures = |region: &str, fans: u64, h: &Histogram<u64>| RegionFigures {
+    let figures = |region: &str, fans: u64, h: &Histogram<u64>, dups: &AtomicU64| RegionFigures {
         region: region.to_string(),
         fans,
         owed: fans * owed_each,
         received: h.len(),
+        duplicated: dups.load(Ordering::Relaxed),
         p50_ms: h.value_at_quantile(0.5) as f64 / 1000.0,
         p90_ms: h.value_at_quantile(0.9) as f64 / 1000.0,
         p99_ms: h.value_at_quantile(0.99) as f64 / 1000.0,
@@ -208,8 +224,8 @@ async fn measure(
         ack_p50_ms: acks.value_at_quantile(0.5) as f64 / 1000.0,
         ack_p99_ms: acks.value_at_quantile(0.99) as f64 / 1000.0,
         regions: vec![
-            figures("A (origin)", fans_a, &locked(&latency_a)),
-            figures("B (mirror)", fans_b, &locked(&latency_b)),
+            figures("A (origin)", fans_a, &locked(&latency_a), &dups_a),
+            figures("B (mirror)", fans_b, &locked(&latency_b), &dups_b),
         ],
     };
     drop((hub_a, hub_b));
@@ -264,6 +280,7 @@ async fn start_hub(
 async fn fan(
     url: String,
     latency: Arc<Mutex<Histogram<u64>>>,
+    duplicated: Arc<AtomicU64>,
     mut stop: tokio::sync::watch::Receiver<bool>,
     gate: Arc<tokio::sync::Semaphore>,
     ready: tokio::sync::oneshot::Sender<()>,
@@ -285,6 +302,7 @@ async fn fan(
     }
     drop(permit);
     let _ = ready.send(());
+    let mut last_seq = 0;
     loop {
         tokio::select! {
             _ = stop.changed() => return Ok(()),
@@ -296,6 +314,12 @@ async fn fan(
                 if v["type"] != "message" {
                     continue;
                 }
+                let seq = v["seq"].as_u64().unwrap_or(0);
+                if seq <= last_seq {
+                    duplicated.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                last_seq = seq;
                 if let Some(sent) = v["data"]["t"].as_u64() {
                     let _ = locked(&latency).record(at.saturating_sub(sent).max(1));
                 }
@@ -342,13 +366,21 @@ fn table(r: &RegionsReport) -> String {
     let mut out = format!(
         "regions: {} publications; added latency between the regions: {}\n\
          editor (region A) publish→ack: p50 {:.2} ms, p99 {:.2} ms\n\n\
-         | region | fans | received / owed | p50 ms | p90 ms | p99 ms | max ms |\n|---|---|---|---|---|---|---|\n",
+         | region | fans | received / owed | duplicated | p50 ms | p90 ms | p99 ms | max ms |\n|---|---|---|---|---|---|---|---|\n",
         r.published, r.link, r.ack_p50_ms, r.ack_p99_ms
     );
     for g in &r.regions {
         out += &format!(
-            "| {} | {} | {} / {} | {:.2} | {:.2} | {:.2} | {:.2} |\n",
-            g.region, g.fans, g.received, g.owed, g.p50_ms, g.p90_ms, g.p99_ms, g.max_ms
+            "| {} | {} | {} / {} | {} | {:.2} | {:.2} | {:.2} | {:.2} |\n",
+            g.region,
+            g.fans,
+            g.received,
+            g.owed,
+            g.duplicated,
+            g.p50_ms,
+            g.p90_ms,
+            g.p99_ms,
+            g.max_ms
         );
     }
     out
