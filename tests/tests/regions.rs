@@ -394,6 +394,14 @@ async fn region_b_serves_on_without_a_and_after_its_promotion() {
     let got = collect(&mut fan_b, &want).await;
     assert_exactly(&got, &want, last);
     assert_eq!(w.hub_b.get_internal("/readyz").await.0, 200);
+
+    // Region B is the origin now: a hub configured as one (no mirror_of,
+    // managing the stream) keeps the promoted epoch, and so the resumes.
+    let config_origin = config("stream = \"TRIBUNE_B\"");
+    let hub_b2 = hub_on(&w.regions.b.url(), &config_origin, "region-b-2").await;
+    let (_, ack) = fan(&hub_b2, json!({"since": last, "epoch": epoch})).await;
+    assert_eq!(ack["epoch"], promoted.as_str(), "{ack}");
+    assert_eq!(ack["recovered"], true, "{ack}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -87,6 +87,16 @@ fn recorded(config: &Value) -> BusResult<Option<Epoch>> {
     }
 }
 
+/// Puts the epoch recorded in `existing` (a stream's config) into `update`,
+/// a config about to replace it: nats-server replaces the metadata with the
+/// update's, and a promoted copy without its recorded epoch would name a new
+/// one (`<stream>@<created>`), turning every fan's resume away.
+pub(super) fn keep_recorded_epoch(existing: &Value, update: &mut Value) {
+    if let Some(epoch) = existing.pointer(&format!("/metadata/{EPOCH_KEY}")) {
+        update["metadata"][EPOCH_KEY] = epoch.clone();
+    }
+}
+
 /// Where a mirror's origin is: its name and its domain's API prefix.
 fn origin_of(config: &Value) -> Option<(String, String)> {
     let mirror = config.get("mirror")?;
@@ -303,6 +313,17 @@ mod tests {
             origin_of(&mirror_config(&local, 1)),
             Some(("TRIBUNE".to_string(), "$JS.API".to_string()))
         );
+    }
+
+    #[test]
+    fn an_update_keeps_the_recorded_epoch() {
+        let existing = json!({"metadata": {EPOCH_KEY: "TRIBUNE@17+40", "other": "x"}});
+        let mut update = json!({"name": "TRIBUNE_B", "subjects": ["tribune.fan.>"]});
+        keep_recorded_epoch(&existing, &mut update);
+        assert_eq!(update["metadata"], json!({EPOCH_KEY: "TRIBUNE@17+40"}));
+        let mut plain = json!({"name": "TRIBUNE"});
+        keep_recorded_epoch(&json!({"metadata": {}}), &mut plain);
+        assert!(plain.get("metadata").is_none());
     }
 
     #[test]

@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 use tribune_protocol::Topic;
 
 use super::headers::rfc3339_to_ns;
+use super::region::keep_recorded_epoch;
 use super::state::{Eviction, Inner};
 use crate::bus::{BusError, BusResult};
 use crate::config::BusConfig;
@@ -164,8 +165,17 @@ impl Inner {
             .get("error")
             .is_some_and(|e| api_err_code(e) == 10058)
         {
+            // A promoted copy's recorded epoch stays (an update replaces
+            // the metadata): losing it would turn every resume away.
+            let mut config = config.clone();
+            if let Some(existing) = self.stream_info().await? {
+                keep_recorded_epoch(&existing.config, &mut config);
+            }
             answer = self
-                .api(format!("$JS.API.STREAM.UPDATE.{}", self.stream), body)
+                .api(
+                    format!("$JS.API.STREAM.UPDATE.{}", self.stream),
+                    Bytes::from(config.to_string()),
+                )
                 .await?;
         }
         if let Some(error) = answer.get("error") {
