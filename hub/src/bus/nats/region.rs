@@ -225,7 +225,7 @@ impl Inner {
         };
         if self.bounded(self.origin_epoch(&origin, &api)).await.is_ok() {
             return Err(BusError::rejected(format!(
-                "the origin stream {origin} still answers ({api}): stop region's origin first \
+                "the origin stream {origin} still answers ({api}): stop the origin region first \
                  (promoting now would store every publication twice)"
             )));
         }
