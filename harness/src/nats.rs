@@ -51,12 +51,15 @@ pub struct NatsOptions {
     /// Set in the server's environment: the values of `$VARIABLES` its
     /// config refers to (passwords, public keys).
     pub env: Vec<(String, String)>,
+    /// The JetStream domain (`jetstream { domain }`): a region of its own
+    /// (`region.rs`); `None`: none.
+    pub jetstream_domain: Option<String>,
 }
 
 /// `n` distinct free loopback ports. Every probe listener is held until all
 /// are chosen: a port released at once may be handed out again by the very
 /// next probe (seen in CI: a server's client and monitor ports the same).
-fn free_ports(n: usize) -> anyhow::Result<Vec<u16>> {
+pub(crate) fn free_ports(n: usize) -> anyhow::Result<Vec<u16>> {
     let held = (0..n)
         .map(|_| TcpListener::bind("127.0.0.1:0").context("a free loopback port"))
         .collect::<anyhow::Result<Vec<TcpListener>>>()?;
@@ -93,9 +96,14 @@ impl Node {
         let ws_port = opts.websocket.then_some(ports[2]);
         let store = dir.join(format!("{name}-store"));
         fs::create_dir_all(&store).context("store dir")?;
+        let domain = opts
+            .jetstream_domain
+            .as_ref()
+            .map(|d| format!("  domain: {d}\n"))
+            .unwrap_or_default();
         let mut config = format!(
             "server_name: {name}\nlisten: \"127.0.0.1:{port}\"\nhttp: \"127.0.0.1:{monitor_port}\"\n\
-             jetstream {{\n  store_dir: \"{}\"\n  max_memory_store: 256MB\n  max_file_store: 1GB\n}}\n",
+             jetstream {{\n  store_dir: \"{}\"\n  max_memory_store: 256MB\n  max_file_store: 1GB\n{domain}}}\n",
             store.display()
         );
         if let Some(max) = opts.max_connections {

@@ -124,8 +124,36 @@ pub async fn provision_stream(config: &Config) -> anyhow::Result<String> {
         ..config.bus.clone()
     };
     let bus = bus::nats::NatsBus::connect(&bus_config, config.deepest_retention() + 1).await?;
-    let epoch = bus.status().borrow().epoch.to_string();
-    Ok(epoch)
+    let status = bus.status().borrow().clone();
+    if !status.connected {
+        // A region's mirror, created, whose origin could not be asked.
+        anyhow::bail!(
+            "stream {} ready, but its origin's epoch is not known yet (origin unreachable): run again",
+            config.bus.stream
+        );
+    }
+    Ok(status.epoch.to_string())
+}
+
+/// Promotes this region's mirror of the stream to origin, after its origin
+/// region was lost (`--promote-region`, k8s/README.md "Regions"): answers
+/// the line for the operator, with the old and new epoch.
+pub async fn promote_region(config: &Config) -> anyhow::Result<String> {
+    if config.bus.url.is_none() {
+        anyhow::bail!("--promote-region needs a NATS bus: --nats or bus.url");
+    }
+    let (before, after) = bus::nats::NatsBus::promote_region(&config.bus).await?;
+    Ok(if before == after {
+        format!(
+            "stream {} is already promoted: epoch {after}",
+            config.bus.stream
+        )
+    } else {
+        format!(
+            "stream {} promoted: epoch {after} (was {before}; resumes up to its last seq recover)",
+            config.bus.stream
+        )
+    })
 }
 
 /// Builds the bus the configuration asks for: one object, seen as the stored

@@ -64,6 +64,18 @@ fn main() -> ExitCode {
             }
         };
     }
+    if cli.promote_region {
+        return match runtime.block_on(tribune_hub::promote_region(&config)) {
+            Ok(line) => {
+                println!("{line}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("tribune-hub: {e:#}");
+                ExitCode::from(1)
+            }
+        };
+    }
     match runtime.block_on(tribune_hub::run(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -108,6 +108,8 @@ pub struct Metrics {
     pub bus_refused: Family<Labels, Counter>,
     /// 1 while the bus is connected.
     pub bus_connected: Gauge,
+    /// 1 while publications can be stored (a region's origin answers).
+    pub bus_writable: Gauge,
     /// 1 while the node drains.
     pub draining: Gauge,
     /// Messages stored through `POST /v1/publish`.
@@ -255,6 +257,7 @@ impl Metrics {
             bus_reconnects: Counter::default(),
             bus_refused: Family::default(),
             bus_connected: Gauge::default(),
+            bus_writable: Gauge::default(),
             draining: Gauge::default(),
             http_publishes: Counter::default(),
             client_publishes: Counter::default(),
@@ -460,6 +463,11 @@ impl Metrics {
             "bus_connected",
             "1 while the bus is connected",
             m.bus_connected.clone(),
+        );
+        r.register(
+            "bus_writable",
+            "1 while publications can be stored: 0 while a region's origin stream is unreachable",
+            m.bus_writable.clone(),
         );
         r.register("draining", "1 while the node drains", m.draining.clone());
         r.register(

@@ -165,6 +165,7 @@ impl Registry {
         let (mut generation, mut epoch) = {
             let s = status.borrow_and_update();
             self.metrics.bus_connected.set(i64::from(s.connected));
+            self.metrics.bus_writable.set(i64::from(s.writable));
             (s.generation, s.epoch.clone())
         };
         let every = Duration::from_millis(self.config.bus.check_interval_ms);
@@ -182,6 +183,7 @@ impl Registry {
                     }
                     let s = status.borrow_and_update().clone();
                     self.metrics.bus_connected.set(i64::from(s.connected));
+                    self.metrics.bus_writable.set(i64::from(s.writable));
                     if s.epoch != epoch {
                         tracing::warn!(old = %epoch, new = %s.epoch, "bus epoch changed: resetting every topic");
                         epoch = s.epoch.clone();

@@ -85,6 +85,13 @@ EXPECT = {
     "examples/prod-ingress": {"replicas_min": 3, "hpa": True, "hpa_min": 3, "bus_replicas": 3,
                               "zone_strict": True, "ingress": True, "service_monitor": True},
     "loadtest": {"job": True},
+    # Regions (k8s/README.md, "Regions"): prod in each region's cluster.
+    "overlays/region-eu": {"replicas_min": 3, "hpa": True, "hpa_min": 3, "bus_replicas": 3,
+                           "zone_strict": True, "nats": False, "node_prefix": "eu-"},
+    "overlays/region-us": {"replicas_min": 3, "hpa": True, "hpa_min": 3, "bus_replicas": 3,
+                           "zone_strict": True, "nats": False, "node_prefix": "us-",
+                           "mirror": ("TRIBUNE_US", "TRIBUNE", "$JS.eu.API")},
+    "overlays/region-us/promote": {"promote": True},
 }
 
 
@@ -616,6 +623,71 @@ def check_nats_values(c: Checker, k8s: Path, v: dict) -> None:
             f"is not a verbatim copy of nats/{LEAST_PRIVILEGE}")
 
 
+def check_region(c: Checker, r: Render, expect: dict) -> None:
+    """A region's hubs carry the region in their node names, and a mirror
+    region's hubs and stream Job name the same mirror of the same origin."""
+    prefix, mirror = expect.get("node_prefix"), expect.get("mirror")
+    if not prefix:
+        return
+    dep = r.one("Deployment", HUB)
+    ctr = next(x for x in dep["spec"]["template"]["spec"]["containers"] if x["name"] == "hub")
+    names = [e["name"] for e in ctr.get("env", [])]
+    node = env_value(ctr, "TRIBUNE_NODE_NAME") or ""
+    c.check(node == f"{prefix}$(POD_NAME)" and names.count("TRIBUNE_NODE_NAME") == 1
+            and "POD_NAME" in names and names.index("POD_NAME") < names.index("TRIBUNE_NODE_NAME"),
+            r.name, f"TRIBUNE_NODE_NAME is not {prefix}$(POD_NAME) after POD_NAME: node names collide across regions")
+    job = r.one("Job", STREAM_JOB)
+    for where, obj in ((f"Deployment/{HUB}", dep), (f"Job/{STREAM_JOB}", job)):
+        if not c.check(obj is not None, r.name, f"no {where}"):
+            continue
+        container = obj["spec"]["template"]["spec"]["containers"][0]
+        got = tuple(env_value(container, f"TRIBUNE_BUS__{k}") for k in ("STREAM", "MIRROR_OF", "MIRROR_API"))
+        want = mirror or (None, None, None)
+        c.check(got == want, f"{r.name} {where}", f"stream, mirror_of, mirror_api are {got}, not {want}")
+
+
+def check_promote(c: Checker, r: Render) -> None:
+    """The promotion Job: --promote-region, as the stream administrator, never retried."""
+    job = r.one("Job", "tribune-promote-region")
+    if not c.check(job is not None, r.name, "no Job tribune-promote-region"):
+        return
+    spec = job["spec"]["template"]["spec"]
+    check_hardened(c, r.name, spec)
+    ctr = spec["containers"][0]
+    c.check("--promote-region" in ctr.get("args", []), r.name, "the Job does not run --promote-region")
+    c.check(job["spec"].get("backoffLimit") == 0, r.name, "a refused promotion must not be retried")
+    c.check(env_value(ctr, "TRIBUNE_BUS__USER") == "stream-admin"
+            and secret_env(ctr, "TRIBUNE_BUS__PASSWORD") == "tribune-nats-stream-admin",
+            r.name, "the Job does not run as stream-admin with its Secret")
+
+
+def check_region_values(c: Checker, k8s: Path) -> None:
+    """The regions' NATS values: a JetStream domain each (the one the mirror
+    region's hubs name in bus.mirror_api), the origin accepting leaf nodes
+    over verified TLS, the mirror region joining it over TLS."""
+    eu = yaml.safe_load((k8s / "nats/values-region-eu.yaml").read_text())["config"]
+    us = yaml.safe_load((k8s / "nats/values-region-us.yaml").read_text())["config"]
+    domain = lambda cfg: cfg.get("jetstream", {}).get("merge", {}).get("domain")
+    c.check(domain(eu) == "eu" and domain(us) == "us", "nats/values-region-*.yaml",
+            "the regions' JetStream domains are not eu and us ($JS.eu.API in region-us)")
+    leaf = eu.get("leafnodes", {})
+    c.check(leaf.get("enabled") is True and leaf.get("tls", {}).get("enabled") is True
+            and leaf.get("tls", {}).get("merge", {}).get("verify") is True,
+            "nats/values-region-eu.yaml", "the leaf node port is not TLS with verified client certificates")
+    region_conf = (k8s.parent / "nats/least-privilege-region.conf").read_text()
+    us_values = yaml.safe_load((k8s / "nats/values-region-us.yaml").read_text())
+    data = us_values.get("configMap", {}).get("merge", {}).get("data", {})
+    c.check(us.get("merge", {}).get("$include") == "least-privilege-region.conf"
+            and data.get("least-privilege-region.conf") == region_conf,
+            "nats/values-region-us.yaml",
+            "does not $include a verbatim copy of nats/least-privilege-region.conf")
+    remotes = us.get("leafnodes", {}).get("merge", {}).get("remotes", [])
+    c.check(bool(remotes) and all(r.get("tls", {}).get("cert_file") and
+                                  all(u.startswith("nats-leaf://") for u in r.get("urls", []))
+                                  for r in remotes),
+            "nats/values-region-us.yaml", "the leaf node remotes are not TLS with a client certificate")
+
+
 def check_loadtest(c: Checker, r: Render, services_from: Render | None) -> None:
     job = r.one("Job", "tribune-loadtest")
     if not c.check(job is not None, r.name, "Job tribune-loadtest"):
@@ -669,6 +741,7 @@ def check_sources(c: Checker, k8s: Path) -> None:
             where, "JetStream file storage on a PVC is not enabled")
     c.check(js.get("memoryStore", {}).get("enabled") is False, where, "memory storage should be off")
     check_nats_values(c, k8s, v)
+    check_region_values(c, k8s)
     tag = v.get("container", {}).get("image", {}).get("tag", "")
     c.check(bool(tag) and version_tuple(tag) >= (2, 11), where, f"image tag {tag!r}: nats-server 2.11+ is required")
     grace = v.get("podTemplate", {}).get("terminationGracePeriodSeconds", 60)
@@ -714,8 +787,11 @@ def main() -> int:
         expect = EXPECT.get(name)
         if not c.check(expect is not None, name, "no expectations in validate.py EXPECT for this render"):
             continue
-        if not expect.get("job"):
+        if expect.get("promote"):
+            check_promote(c, r)
+        elif not expect.get("job"):
             check_hub(c, r, expect)
+            check_region(c, r, expect)
     # The load test runs beside a deployed overlay: check it against dev's
     # Services (prod's NATS Service comes from the Helm chart, same name).
     for name, expect in EXPECT.items():

@@ -82,6 +82,10 @@ pub enum Scenario {
     /// nats-server ws, plain and compressed): bytes per fan-hour, CPU per
     /// delivery, memory.
     Bandwidth,
+    /// Two regions (nats-servers joined by a leaf node, the stream in A, a
+    /// mirror in B), a hub in each, fans split between them: publish→screen
+    /// latency per region, with `--region-delay-ms` between the regions.
+    Regions,
 }
 
 impl Scenario {
@@ -95,6 +99,7 @@ impl Scenario {
             Scenario::Resume => "resume",
             Scenario::Reactions => "reactions",
             Scenario::Bandwidth => "bandwidth",
+            Scenario::Regions => "regions",
         }
     }
 
@@ -223,6 +228,11 @@ pub struct Cli {
     /// resume: start the node again (default: only with a single node).
     #[arg(long)]
     pub restart: Option<bool>,
+
+    /// regions: one-way latency added between the two regions, ms (a delay
+    /// proxy on their leaf node connection; 0: none).
+    #[arg(long, default_value_t = 40)]
+    pub region_delay_ms: u64,
 
     // --- servers ---
     /// Hub nodes to start.
@@ -361,6 +371,11 @@ impl Cli {
             return Err("--rate, --duration-s and --connect-rate must be positive".into());
         }
         let targets = self.targets();
+        if self.scenario == Scenario::Regions
+            && (targets.contains(&Target::NatsWs) || self.bus == Bus::Embedded)
+        {
+            return Err("regions measures hubs on NATS: use --target tribune --bus nats".into());
+        }
         if self.scenario == Scenario::Resume {
             if targets.contains(&Target::NatsWs) {
                 return Err("resume measures hub nodes: use --target tribune".into());

@@ -34,7 +34,7 @@ use crate::scenario::fanout::Fanout;
 use crate::scenario::idle::Idle;
 use crate::scenario::resume::Resume;
 use crate::scenario::storm::Storm;
-use crate::scenario::{Scenario, Traffic, bandwidth, reactions};
+use crate::scenario::{Scenario, Traffic, bandwidth, reactions, regions};
 use crate::servers::{HubLauncher, Nats};
 use crate::wire::{Command, SubscribeWhen, Target, WorkerSpec};
 
@@ -95,6 +95,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<(Report, PathBuf)> {
             }
             cli::Scenario::Bandwidth => {
                 bandwidth::run_target(&cli, target, &run_dir, hard_deadline).await?
+            }
+            cli::Scenario::Regions => {
+                regions::run_target(&cli, target, &run_dir, hard_deadline).await?
             }
         };
         report.runs.push(r);

@@ -437,3 +437,41 @@ fn bandwidth_variants_receive_identical_payloads_in_fewer_bytes() {
     assert!(board(&hub[2]) < board(&hub[0]) / 2.0, "deflate: {hub:?}");
     assert!(board(&hub[3]) < board(&hub[1]), "delta + deflate: {hub:?}");
 }
+
+/// `regions`: two regions joined through a 20 ms delay proxy, a hub in
+/// each; every fan of both regions receives every message once, and the
+/// mirror region's fans see the link's delay (a floor, not a speed target).
+#[test]
+fn regions_report_latency_per_region_without_loss() {
+    let run = loadtest(&[
+        "regions",
+        "-n",
+        "20",
+        "--rate",
+        "20",
+        "--duration-s",
+        "2",
+        "--region-delay-ms",
+        "20",
+    ]);
+    assert_eq!(run.code, 0, "stderr:\n{}", run.stderr);
+    let path = run.dir.path().join("regions-tribune.json");
+    let r: Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("regions json")).unwrap();
+    assert_eq!(u(&r["published"]), 40, "{r}");
+    assert_eq!(u(&r["delay_ms"]), 20, "{r}");
+    let regions = r["regions"].as_array().expect("regions");
+    assert_eq!(regions.len(), 2, "{r}");
+    for g in regions {
+        assert_eq!(u(&g["fans"]), 10, "{g}");
+        assert_eq!(u(&g["received"]), u(&g["owed"]), "{g}");
+        assert_eq!(u(&g["owed"]), 400, "{g}");
+        assert_eq!(u(&g["duplicated"]), 0, "{g}");
+        assert!(f(&g["p50_ms"]) <= f(&g["p99_ms"]), "{g}");
+    }
+    assert!(
+        f(&regions[1]["p50_ms"]) >= 20.0,
+        "a mirror region's fans are at least the link's delay behind: {r}"
+    );
+    assert_eq!(run.target("tribune")["delivery"]["loss"]["lost"], 0);
+}

@@ -9,13 +9,15 @@
 //! - [`nats`]: a real nats-server on a random port with its own store, a
 //!   3-node cluster (both from `tribune-harness`), a TCP proxy that cuts a link.
 //! - [`procstat`]: memory and CPU time of a process (from `tribune-harness`).
+//! - [`region`]: two nats-servers as two regions (JetStream domains joined
+//!   by a leaf node), from `tribune-harness`.
 
 pub mod editor;
 pub mod nats;
 pub mod ws;
 
 pub use hub::Hub;
-pub use tribune_harness::{hub, procstat};
+pub use tribune_harness::{hub, procstat, region};
 pub use ws::WsClient;
 
 use std::future::Future;

@@ -59,6 +59,7 @@ fn companions(path: &[String]) -> &'static [(&'static str, &'static str)] {
         )],
         "auth.public_key_file" | "auth.jwks_file" => &[("TRIBUNE_AUTH__ALGORITHM", "ES256")],
         "proxy_protocol" => &[("TRIBUNE_TRUSTED_PROXIES", "10.0.0.0/8")],
+        "bus.mirror_api" => &[("TRIBUNE_BUS__MIRROR_OF", "TRIBUNE_ORIGIN")],
         "tls.cert_file" => &[("TRIBUNE_TLS__KEY_FILE", "/nonexistent/tribune-env-test.pem")],
         "tls.key_file" => &[(
             "TRIBUNE_TLS__CERT_FILE",

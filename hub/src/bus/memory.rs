@@ -75,6 +75,7 @@ impl MemoryBus {
             connected: true,
             epoch: Epoch::new(STREAM, created),
             generation: 1,
+            writable: true,
         });
         Self {
             inner: Mutex::new(Inner::default()),

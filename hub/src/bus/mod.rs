@@ -105,17 +105,78 @@ pub struct BusMessage {
 }
 
 /// Names one life of the bus's sequence: `<stream>@<creation time in ns>`.
+///
+/// A region's copy promoted to origin (`bus/nats/region.rs`) continues the
+/// sequence of the epoch it copied, but only up to the last message the
+/// copy held, `N`: its epoch is `<copied epoch>+<N>`, and a `since` of the
+/// copied epoch up to `N` names the same messages in it ([`Epoch::accepts`]).
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Epoch(Arc<str>);
+
+/// The longest epoch taken from a stream's metadata: promotions chain
+/// `+<N>` suffixes, a few per decade, never kilobytes.
+const EPOCH_MAX_LEN: usize = 512;
 
 impl Epoch {
     pub fn new(stream: &str, created_ns: u128) -> Self {
         Self(Arc::from(format!("{stream}@{created_ns}")))
     }
 
+    /// An epoch recorded by a promotion (the stream's metadata), if it is
+    /// one: `<stream>@<ns>` and any number of `+<seq>`, no spaces or control
+    /// characters, at most 512 bytes. The metadata is the operator's, but a
+    /// malformed value is refused rather than sent to every fan.
+    pub fn parse(text: &str) -> Option<Self> {
+        let ok_chars = !text.is_empty()
+            && text.len() <= EPOCH_MAX_LEN
+            && !text.chars().any(|c| c.is_whitespace() || c.is_control());
+        let mut base = text;
+        while let Some((before, _)) = promotion_of(base) {
+            base = before;
+        }
+        let well_formed = base
+            .rsplit_once('@')
+            .is_some_and(|(stream, ns)| !stream.is_empty() && ns.parse::<u128>().is_ok());
+        (ok_chars && well_formed).then(|| Self(Arc::from(text)))
+    }
+
+    /// This epoch promoted at `last_seq`: the epoch of a copy that held its
+    /// messages up to `last_seq` and stores new ones after it.
+    pub fn promoted(&self, last_seq: u64) -> Self {
+        Self(Arc::from(format!("{}+{last_seq}", self.0)))
+    }
+
+    /// Whether a resume from `since` under `epoch` (a fan's) may go on in this
+    /// epoch: the same epoch, or one this epoch was promoted from with
+    /// `since` no later than every promotion since (what the copy held).
+    /// A `since` beyond it names messages the copy never had, and new ones
+    /// now carry those numbers: that resume must not recover.
+    pub fn accepts(&self, epoch: &str, since: u64) -> bool {
+        if *self.0 == *epoch {
+            return true;
+        }
+        let (mut current, mut bound) = (&*self.0, u64::MAX);
+        while let Some((before, at)) = promotion_of(current) {
+            bound = bound.min(at);
+            if before == epoch {
+                return since <= bound;
+            }
+            current = before;
+        }
+        false
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// `<before>+<seq>`: the epoch a promotion continued and where it did.
+fn promotion_of(epoch: &str) -> Option<(&str, u64)> {
+    let (before, at) = epoch.rsplit_once('+')?;
+    let at = at.parse().ok()?;
+    // A stream named `A+5` puts its `@<ns>` after the `+`: no promotion.
+    before.contains('@').then_some((before, at))
 }
 
 impl fmt::Debug for Epoch {
@@ -140,6 +201,9 @@ pub struct BusStatus {
     /// Grows at every (re)connection: live messages may have been missed
     /// before it, so every active topic is checked with [`Bus::last_seqs`].
     pub generation: u64,
+    /// Whether publications can be stored: false while a region's origin
+    /// stream is unreachable (reads from the region's mirror go on).
+    pub writable: bool,
 }
 
 /// What [`Bus::after`] read.
@@ -244,4 +308,49 @@ pub trait SideChannel: Send + Sync + 'static {
 
     /// Every node's control messages, this node's own included.
     fn control_feed(&self) -> BoxFuture<'_, BusResult<ControlFeed>>;
+}
+
+#[cfg(test)]
+mod epoch_tests {
+    use super::Epoch;
+
+    #[test]
+    fn a_promoted_epoch_accepts_resumes_up_to_the_copy() {
+        let origin = Epoch::new("TRIBUNE", 1_700);
+        let promoted = origin.promoted(40);
+        assert_eq!(promoted.as_str(), "TRIBUNE@1700+40");
+        assert!(promoted.accepts("TRIBUNE@1700+40", 99));
+        assert!(promoted.accepts("TRIBUNE@1700", 40));
+        assert!(promoted.accepts("TRIBUNE@1700", 0));
+        assert!(!promoted.accepts("TRIBUNE@1700", 41), "beyond the copy");
+        assert!(!promoted.accepts("TRIBUNE@1699", 1));
+        assert!(!origin.accepts(promoted.as_str(), 1), "never backwards");
+        // Twice promoted: the tighter bound holds for the first epoch.
+        let twice = promoted.promoted(30);
+        assert!(twice.accepts("TRIBUNE@1700", 30));
+        assert!(!twice.accepts("TRIBUNE@1700", 35));
+        assert!(twice.accepts("TRIBUNE@1700+40", 30));
+        assert!(!twice.accepts("TRIBUNE@1700+40", 31));
+        // A stream whose name holds a `+` is no promotion.
+        let odd = Epoch::new("A+5", 9);
+        assert!(!odd.accepts("A", 1));
+    }
+
+    #[test]
+    fn recorded_epochs_are_checked() {
+        assert!(Epoch::parse("TRIBUNE@1700").is_some());
+        assert!(Epoch::parse("TRIBUNE@1700+40+7").is_some());
+        for bad in [
+            "",
+            "TRIBUNE",
+            "TRIBUNE@x",
+            "@1700",
+            "T @1",
+            "T@1\n",
+            "T@1+x",
+        ] {
+            assert!(Epoch::parse(bad).is_none(), "{bad}");
+        }
+        assert!(Epoch::parse(&format!("T@1{}", "+1".repeat(300))).is_none());
+    }
 }

@@ -68,6 +68,12 @@ pub struct Cli {
     /// false` and may not change it.
     #[arg(long)]
     pub provision_stream: bool,
+    /// Promote this region's mirror (`bus.stream`) to origin after the
+    /// origin's region was lost: it stops copying, takes the editors'
+    /// subjects and a new epoch that still recovers resumes up to its last
+    /// message; refused while the origin answers. Prints the epochs, exits.
+    #[arg(long, conflicts_with = "provision_stream")]
+    pub promote_region: bool,
     /// Print the effective configuration (defaults, file, environment and
     /// flags merged; secrets redacted) as TOML and exit 0, without reading
     /// the key and certificate files it names.

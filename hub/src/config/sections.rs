@@ -257,6 +257,15 @@ pub struct BusConfig {
     /// its fans watch, so at least hubs × active topics per hub. nats-server
     /// 2.15 allows 1,000 per stream unless the stream says otherwise.
     pub max_consumers: u64,
+    /// Regions (`bus/nats/region.rs`): the name of the origin stream when
+    /// `stream` is this region's mirror of it. With `manage_stream` the hub
+    /// creates the mirror when it is missing (never rewrites one); empty:
+    /// `stream` is the origin (or an operator's mirror, found from its
+    /// config all the same).
+    pub mirror_of: String,
+    /// The JetStream API prefix of the origin's domain (`$JS.<domain>.API`),
+    /// for the mirror the hub creates; empty: the origin is in this domain.
+    pub mirror_api: String,
     /// Credentials, one kind at most (`bus::nats::settings` checks them,
     /// and `--check-config` with it): a `.creds` file (user JWT and NKey
     /// seed, operator mode)...
@@ -296,6 +305,8 @@ impl Default for BusConfig {
             ping_interval_ms: 5_000,
             check_interval_ms: 3_000,
             max_consumers: 100_000,
+            mirror_of: String::new(),
+            mirror_api: String::new(),
             credentials: None,
             nkey_seed_file: None,
             user: None,

@@ -315,3 +315,23 @@ fn retention_by_time_sizes_the_stream_and_is_bounded() {
         assert!(err.to_string().contains(needle), "{toml}: {err}");
     }
 }
+
+#[test]
+fn a_region_names_its_origin_plainly() {
+    let check = |toml: &str| Config::from_toml(toml).unwrap().validate();
+    assert!(
+        check(
+            "[bus]\nstream = \"TRIBUNE_B\"\nmirror_of = \"TRIBUNE\"\nmirror_api = \"$JS.A.API\"\n"
+        )
+        .is_ok()
+    );
+    for bad in [
+        "[bus]\nmirror_of = \"TRIBUNE\"\n",
+        "[bus]\nstream = \"B\"\nmirror_of = \"TRI.BUNE\"\n",
+        "[bus]\nmirror_api = \"$JS.A.API\"\n",
+        "[bus]\nstream = \"B\"\nmirror_of = \"T\"\nmirror_api = \"$JS.*.API\"\n",
+    ] {
+        let e = check(bad).unwrap_err();
+        assert!(e.to_string().contains("bus.mirror_"), "{bad}: {e}");
+    }
+}

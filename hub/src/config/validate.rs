@@ -138,6 +138,21 @@ impl Config {
         if self.bus.duplicate_window_secs > self.bus.max_age_secs {
             return fail("bus.duplicate_window_secs must not exceed bus.max_age_secs".into());
         }
+        let plain = |name: &str| !name.contains(['.', '*', '>', ' ']);
+        if !plain(&self.bus.mirror_of) || self.bus.mirror_of == self.bus.stream {
+            return fail(
+                "bus.mirror_of must name the origin stream (a plain NATS name), not bus.stream itself"
+                    .into(),
+            );
+        }
+        if self.bus.mirror_api.contains(['*', '>', ' '])
+            || (!self.bus.mirror_api.is_empty() && self.bus.mirror_of.is_empty())
+        {
+            return fail(
+                "bus.mirror_api is a JetStream API prefix ($JS.<domain>.API) and needs bus.mirror_of"
+                    .into(),
+            );
+        }
         if !matches!(self.bus.storage.as_str(), "file" | "memory") {
             return fail(format!(
                 "bus.storage must be 'file' or 'memory', not '{}'",

@@ -274,7 +274,9 @@ impl Relay {
             .min(st.cache.len());
         let history_start = st.cache.len() - depth;
         let resumed = req.since.as_ref().map(|(since, epoch)| {
-            let point = (epoch == st.epoch.as_str())
+            let point = st
+                .epoch
+                .accepts(epoch, *since)
                 .then(|| st.cache.resume_point(latest, *since, state))
                 .flatten();
             (point, *since)
@@ -444,7 +446,7 @@ impl Relay {
         };
         let behind = {
             let st = self.state.lock();
-            epoch == st.epoch.as_str() && *since > st.last_seq
+            st.epoch.accepts(epoch, *since) && *since > st.last_seq
         };
         if !behind {
             return;

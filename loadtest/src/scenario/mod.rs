@@ -19,13 +19,16 @@
 //! [`reactions`] is a run of its own: its clients live in the
 //! coordinator's process and send reactions rather than count messages.
 //! So is [`bandwidth`]: one generated hour of an event replayed to fans
-//! with and without deltas and deflate, bytes on the wire counted.
+//! with and without deltas and deflate, bytes on the wire counted. And
+//! [`regions`]: two regions (a stream and its mirror), a hub in each,
+//! publish→screen latency per region.
 
 pub mod bandwidth;
 pub mod churn;
 pub mod fanout;
 pub mod idle;
 pub mod reactions;
+pub mod regions;
 pub mod resume;
 pub mod storm;
 

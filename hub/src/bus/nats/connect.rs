@@ -13,13 +13,14 @@ use async_nats::{Client, ConnectOptions, Event};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use tokio::sync::{mpsc, watch};
-use tracing::info;
+use tracing::{info, warn};
 
+use super::region::mirror_config;
 use super::settings;
 use super::state::{Eviction, Inner, NatsBus, Subjects};
 use super::stream::stream_config;
 use super::watcher::watch_connection;
-use crate::bus::{BusError, BusResult, BusStatus, Epoch};
+use crate::bus::{BusError, BusErrorKind, BusResult, BusStatus, Epoch};
 use crate::config::{BusConfig, redact_url_credentials};
 use crate::metrics::Labels;
 
@@ -74,26 +75,45 @@ impl NatsBus {
             connected: false,
             epoch: Epoch::new(&cfg.stream, 0),
             generation: 0,
+            writable: false,
         });
         let inner = Arc::new(Inner {
             client,
             subjects: Subjects::new(&cfg.prefix, &cfg.stream),
             stream: cfg.stream.clone(),
-            managed_config: cfg.manage_stream.then(|| stream_config(cfg, max_retained)),
+            managed_config: cfg.manage_stream.then(|| {
+                if cfg.mirror_of.is_empty() {
+                    stream_config(cfg, max_retained)
+                } else {
+                    mirror_config(cfg, max_retained)
+                }
+            }),
             timeout,
             status,
             eviction: watch::channel(Eviction::Any).0,
             heartbeat: Duration::from_millis(cfg.check_interval_ms.clamp(100, 30_000)),
             refused,
         });
-        let created = inner.set_up_stream(cfg).await?;
+        let info = inner.set_up_stream(cfg).await?;
+        // A region's mirror whose origin cannot be asked yet (the leaf node
+        // link still coming up) and that holds no recorded epoch: the node
+        // starts not ready, and the watcher names the epoch once it can.
+        let (epoch, ready, writable) = match inner.epoch_of(&info, None).await {
+            Ok((epoch, writable)) => (epoch, true, writable),
+            Err(e) if e.kind() == BusErrorKind::Unavailable => {
+                warn!(error = %e, "the origin's epoch is not known yet: not ready until it is");
+                (Epoch::new(&cfg.stream, 0), false, false)
+            }
+            Err(e) => return Err(BusError::unusable(format!("{e:#}"))),
+        };
         let connects = inner.client.statistics().connects.load(Ordering::Relaxed);
         inner.status.send_replace(BusStatus {
-            connected: true,
-            epoch: Epoch::new(&cfg.stream, created),
-            generation: 1,
+            connected: ready,
+            epoch: epoch.clone(),
+            generation: u64::from(ready),
+            writable,
         });
-        info!(url = %shown, stream = %cfg.stream, %version, "NATS bus ready");
+        info!(url = %shown, stream = %cfg.stream, %epoch, %version, "NATS bus ready");
 
         let check_every = Duration::from_millis(cfg.check_interval_ms.max(100));
         tokio::spawn(watch_connection(

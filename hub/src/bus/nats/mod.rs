@@ -26,6 +26,8 @@
 //! - `side`: the side channel on core NATS: the statistics feed, fans' and
 //!   statistics publications.
 //! - `watcher`: the connection watcher: status, epoch and reconnect generation.
+//! - `region`: regions: the mirror a hub creates, the epoch of a mirror
+//!   (its origin's) or of a promoted copy, promoting a mirror.
 //! - `headers`: the headers of stored messages (sequence, storage time) and
 //!   the RFC 3339 times NATS writes, read with the `time` crate.
 
@@ -33,6 +35,7 @@ mod connect;
 mod direct_get;
 mod headers;
 mod live;
+mod region;
 pub mod settings;
 mod side;
 mod state;

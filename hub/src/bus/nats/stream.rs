@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 use tribune_protocol::Topic;
 
 use super::headers::{RETRACT_HEADER, rfc3339_to_ns};
+use super::region::keep_recorded_epoch;
 use super::state::{Eviction, Inner};
 use crate::bus::{BusError, BusResult};
 use crate::config::BusConfig;
@@ -16,8 +17,11 @@ use crate::config::BusConfig;
 pub(super) struct StreamInfo {
     /// `created`: the stream's creation time, half of the epoch.
     pub(super) created_ns: u128,
-    /// `config`: checked when an operator owns the stream; eviction settings.
+    /// `config`: checked when an operator owns the stream; eviction
+    /// settings; a mirror's origin and a recorded epoch (`region.rs`).
     pub(super) config: Value,
+    /// `state.last_seq`: where a promoted copy continues (`region.rs`).
+    pub(super) last_seq: u64,
 }
 
 /// The stream as PROTOCOL.md section 10 wants it; every field explicit, so an
@@ -76,16 +80,29 @@ fn check_operator_stream(info: &StreamInfo, cfg: &BusConfig) -> BusResult<()> {
 
 impl Inner {
     /// Creates or updates the stream when the hub manages it, else checks
-    /// the operator's. Answers its creation time.
-    pub(super) async fn set_up_stream(&self, cfg: &BusConfig) -> BusResult<u128> {
-        match &self.managed_config {
-            Some(config) => self
+    /// the operator's. A region's mirror (`bus.mirror_of`) is created when
+    /// missing and otherwise left as it is: it may have been promoted, and
+    /// nats-server would refuse to make it a mirror again. Answers its info.
+    pub(super) async fn set_up_stream(&self, cfg: &BusConfig) -> BusResult<StreamInfo> {
+        let mirror_exists = if cfg.mirror_of.is_empty() || self.managed_config.is_none() {
+            None
+        } else {
+            self.bounded(self.stream_info()).await.map_err(|e| {
+                BusError::unusable(format!("cannot read stream {}: {e}", cfg.stream))
+            })?
+        };
+        match (&self.managed_config, mirror_exists) {
+            (Some(_), Some(info)) => {
+                check_operator_stream(&info, cfg)?;
+                Ok(info)
+            }
+            (Some(config), None) => self
                 .bounded(self.create_or_update_stream(config))
                 .await
                 .map_err(|e| {
                     BusError::unusable(format!("cannot provision stream {}: {e}", cfg.stream))
                 }),
-            None => {
+            (None, _) => {
                 let info = self
                     .bounded(self.stream_info())
                     .await
@@ -97,7 +114,7 @@ impl Inner {
                         ))
                     })?;
                 check_operator_stream(&info, cfg)?;
-                Ok(info.created_ns)
+                Ok(info)
             }
         }
     }
@@ -135,7 +152,7 @@ impl Inner {
     }
 
     /// Creates the stream, or updates it when it exists with another config.
-    pub(super) async fn create_or_update_stream(&self, config: &Value) -> BusResult<u128> {
+    pub(super) async fn create_or_update_stream(&self, config: &Value) -> BusResult<StreamInfo> {
         let body = Bytes::from(config.to_string());
         let mut answer = self
             .api(
@@ -148,8 +165,17 @@ impl Inner {
             .get("error")
             .is_some_and(|e| api_err_code(e) == 10058)
         {
+            // A promoted copy's recorded epoch stays (an update replaces
+            // the metadata): losing it would turn every resume away.
+            let mut config = config.clone();
+            if let Some(existing) = self.stream_info().await? {
+                keep_recorded_epoch(&existing.config, &mut config);
+            }
             answer = self
-                .api(format!("$JS.API.STREAM.UPDATE.{}", self.stream), body)
+                .api(
+                    format!("$JS.API.STREAM.UPDATE.{}", self.stream),
+                    Bytes::from(config.to_string()),
+                )
                 .await?;
         }
         if let Some(error) = answer.get("error") {
@@ -157,7 +183,7 @@ impl Inner {
         }
         let info = parse_stream_info(&answer)?;
         self.eviction.send_replace(Eviction::of(&info.config));
-        Ok(info.created_ns)
+        Ok(info)
     }
 
     pub(super) async fn publish(
@@ -227,7 +253,7 @@ pub(super) fn api_error(error: &Value) -> BusError {
     }
 }
 
-fn parse_stream_info(answer: &Value) -> BusResult<StreamInfo> {
+pub(super) fn parse_stream_info(answer: &Value) -> BusResult<StreamInfo> {
     let created = answer
         .get("created")
         .and_then(Value::as_str)
@@ -240,6 +266,10 @@ fn parse_stream_info(answer: &Value) -> BusResult<StreamInfo> {
     Ok(StreamInfo {
         created_ns: created,
         config: answer.get("config").cloned().unwrap_or(Value::Null),
+        last_seq: answer
+            .pointer("/state/last_seq")
+            .and_then(Value::as_u64)
+            .unwrap_or(0),
     })
 }
 

@@ -12,12 +12,15 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use super::state::Inner;
-use crate::bus::{BusError, Epoch};
+use crate::bus::BusError;
+use crate::log_limit::LogLimit;
 
 /// How soon a failed status refresh (stream info after a reconnect) is retried.
 const REFRESH_RETRY: Duration = Duration::from_millis(250);
 /// How often dropped-message warnings are logged at most.
 const SLOW_LOG_EVERY: Duration = Duration::from_secs(5);
+/// How often a failing stream check is logged at most.
+static CHECK_FAILED_LOG: LogLimit = LogLimit::new(Duration::from_secs(10));
 /// How often "still unreachable" is logged while the bus is down: the client
 /// retries several times a second, and one line per attempt buries the rest.
 const DOWN_LOG_EVERY: Duration = Duration::from_secs(10);
@@ -123,8 +126,8 @@ impl Inner {
         // Err(_, false): no answer now (a leader election, say), which is no
         // reason to turn a serving node away; a node that is not serving yet
         // stays so and retries soon.
-        let created = match self.bounded(self.stream_info()).await {
-            Ok(Some(info)) => Ok(info.created_ns),
+        let info = match self.bounded(self.stream_info()).await {
+            Ok(Some(info)) => Ok(info),
             Ok(None) => match &self.managed_config {
                 // Ours and gone (deleted, or a memory stream on a restarted
                 // server): recreate it; the new epoch tells clients.
@@ -141,15 +144,31 @@ impl Inner {
             },
             Err(e) => Err((e, false)),
         };
-        match created {
-            Ok(created) => {
-                let epoch = Epoch::new(&self.stream, created);
+        // A mirror's epoch is its origin's, asked across the domains: while
+        // the origin is unreachable the one held stays (reads go on). None
+        // is held before the first success (generation 0).
+        let known = {
+            let s = self.status.borrow();
+            (s.generation > 0).then(|| s.epoch.clone())
+        };
+        let epoch = match info {
+            Ok(info) => self
+                .epoch_of(&info, known.as_ref())
+                .await
+                .map_err(|e| (e, false)),
+            Err(e) => Err(e),
+        };
+        match epoch {
+            Ok((epoch, writable)) => {
                 let reconnected = connects != *connects_seen;
                 *connects_seen = connects;
                 self.status.send_if_modified(|s| {
                     if s.connected && s.epoch == epoch && !reconnected {
-                        return false;
+                        // Only the origin's reachability may have changed:
+                        // nothing was missed, no new generation.
+                        return std::mem::replace(&mut s.writable, writable) != writable;
                     }
+                    s.writable = writable;
                     if s.epoch != epoch {
                         warn!(old = %s.epoch, new = %epoch, "stream epoch changed");
                     }
@@ -164,7 +183,11 @@ impl Inner {
                 true
             }
             Err((e, cannot_serve)) => {
-                warn!(error = %e, "NATS stream check failed");
+                // Retried every quarter second while it fails (a region's
+                // hub waiting for its origin, say): one line in ten seconds.
+                if let Some(held_back) = CHECK_FAILED_LOG.allow() {
+                    warn!(error = %e, held_back, "NATS stream check failed");
+                }
                 if cannot_serve {
                     self.status
                         .send_if_modified(|s| std::mem::replace(&mut s.connected, false));
