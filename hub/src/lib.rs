@@ -71,6 +71,7 @@ pub(crate) mod relay;
 pub(crate) mod server;
 pub(crate) mod server_api;
 pub(crate) mod session;
+pub(crate) mod sse;
 pub(crate) mod stats;
 pub(crate) mod ws;
 

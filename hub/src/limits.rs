@@ -7,6 +7,7 @@
 //! rotating through millions) cost memory only while they are active.
 
 use std::collections::VecDeque;
+use std::hash::Hash;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
@@ -34,12 +35,13 @@ pub fn reaction_rate(limits: &Limits) -> DefaultDirectRateLimiter {
     RateLimiter::direct(quota(limits.reactions_per_second, limits.reactions_burst))
 }
 
-/// A rate per client address (its limit key).
-pub struct KeyedLimiter {
-    inner: RateLimiter<IpAddr, DefaultKeyedStateStore<IpAddr>, DefaultClock>,
+/// A rate per key: a client address (its limit key) by default, or
+/// another identity (an HTTP stream's reaction key).
+pub struct KeyedLimiter<K: Hash + Eq + Clone = IpAddr> {
+    inner: RateLimiter<K, DefaultKeyedStateStore<K>, DefaultClock>,
 }
 
-impl KeyedLimiter {
+impl<K: Hash + Eq + Clone> KeyedLimiter<K> {
     fn new(quota: Quota) -> Self {
         Self {
             inner: RateLimiter::keyed(quota),
@@ -47,7 +49,7 @@ impl KeyedLimiter {
     }
 
     /// Takes one cell for `key`; when none is left, how long until one is.
-    pub fn check(&self, key: &IpAddr) -> Result<(), Duration> {
+    pub fn check(&self, key: &K) -> Result<(), Duration> {
         self.inner
             .check_key(key)
             .map_err(|not_until| wait(&not_until))
@@ -70,6 +72,12 @@ impl KeyedLimiter {
 
 fn wait(not_until: &NotUntil<<DefaultClock as Clock>::Instant>) -> Duration {
     not_until.wait_time_from(DefaultClock::default().now())
+}
+
+/// Reactions per second per HTTP stream (its reaction key), as
+/// [`reaction_rate`] is per websocket connection.
+pub fn stream_reaction_rate(limits: &Limits) -> KeyedLimiter<u64> {
+    KeyedLimiter::new(quota(limits.reactions_per_second, limits.reactions_burst))
 }
 
 /// Handshakes per client address (burst allowed); past it, 429.

@@ -129,6 +129,7 @@ pub const HANDSHAKE_REFUSALS: &[&str] = &[
     "token",
     "address_share",
     "user_share",
+    "token_in_url",
 ];
 
 /// Reasons of `tribune_refusals_total` (the audit log's, `audit.rs`).
@@ -159,6 +160,9 @@ pub const REFUSALS: &[&str] = &[
     "topic_rate",
     "relay_cap",
     "flood",
+    "token_in_url",
+    "react_content_type",
+    "react_body",
 ];
 
 /// Close codes of `tribune_closes_total` (PROTOCOL.md section 6); `other`
@@ -177,7 +181,12 @@ pub const REACTION_RESULTS: &[&str] = &["accepted", "rate_limited", "refused"];
 pub const TOPIC_MODES: &[&str] = &["feed", "state"];
 
 /// Limiters of `tribune_limiter_keys` and `tribune_limiter_keys_expired_total`.
-pub const LIMITERS: &[&str] = &["handshakes", "publish_failures", "connections"];
+pub const LIMITERS: &[&str] = &[
+    "handshakes",
+    "publish_failures",
+    "connections",
+    "stream_reactions",
+];
 
 impl Metrics {
     pub fn new() -> Self {

@@ -1,5 +1,5 @@
 //! The public listener's routes: the websocket upgrade, after the
-//! handshake's checks, health and readiness for load balancers, and the web
+//! handshake's checks, its HTTP fallback (`sse/`), health and readiness for load balancers, and the web
 //! assets: the demo page at `/`, the JS SDK at `/sdk/`, the widget at
 //! `/widget/` (PROTOCOL.md sections 1 and 9). Nothing for operators: that
 //! is the internal listener's (`internal.rs`).
@@ -22,6 +22,14 @@ use crate::node::Node;
 pub fn router(node: Arc<Node>) -> Router {
     Router::new()
         .route(tribune_protocol::WS_PATH, get(ws))
+        .route(
+            "/v1/sse",
+            get(crate::sse::stream).options(crate::sse::cors::preflight),
+        )
+        .route(
+            "/v1/react",
+            axum::routing::post(crate::sse::react::react).options(crate::sse::cors::preflight),
+        )
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/", get(|| async { asset::<Demo>("index.html", false) }))
