@@ -1,5 +1,6 @@
 // TribuneClient: one websocket connection to a hub, its states, reconnects
-// (backoff, drain, heartbeats, browser offline/online), requests (react,
+// (backoff, drain, heartbeats, the app's lifecycle: offline/online,
+// background/foreground through lifecycle.js), requests (react,
 // publish, ping), and the frames that drive every topic's subscriptions
 // (acks, messages and their continuity checks, resume). Also `sharedClient`,
 // one client per hub and page.
@@ -19,6 +20,7 @@ import {
 } from './protocol.js';
 import { DELTA_FORMAT, applyTextDelta, rawMessageData } from './delta.js';
 import { Emitter } from './emitter.js';
+import { watchLifecycle } from './lifecycle.js';
 import { Subscription } from './subscription.js';
 import { TopicState } from './topic-state.js';
 
@@ -69,7 +71,14 @@ export class TribuneClient {
   #pending = new Map();
   #welcome = null;
   #offline = false;
+  // Stops the lifecycle listeners (lifecycle.js); null when not watching.
   #netListeners = null;
+  // Paused (the app in the background): no connection until resume().
+  #suspended = false;
+  #backgroundTimer = null;
+  // A check after a network change or a return to the foreground: the
+  // socket is given up if nothing arrives before it fires.
+  #probeTimer = null;
   #openGen = 0;
   #random;
   // The token of the connection being opened, sent in its first frame.
@@ -90,7 +99,16 @@ export class TribuneClient {
    *   on the open connection.
    * @param {{initialMs?: number, maxMs?: number, stableMs?: number}} [options.backoff]
    * @param {boolean} [options.subprotocol=true] offer `tribune.v1`
-   * @param {boolean} [options.watchNetwork=true] follow the browser's offline/online events
+   * @param {boolean} [options.watchNetwork=true] follow the app's lifecycle: offline/online,
+   *   visibilitychange, freeze/resume (browsers), and the adapters of `lifecycle`
+   * @param {{target?: EventTarget, document?: object, appState?: object, netInfo?: object}} [options.lifecycle]
+   *   where lifecycle events come from: React Native apps pass `AppState` and
+   *   `@react-native-community/netinfo` (see the README's "Mobile apps")
+   * @param {number|null} [options.backgroundCloseAfterMs=null] close the connection
+   *   after this long in the background (battery), resuming with `since` on return;
+   *   null keeps it open
+   * @param {number} [options.probeTimeoutMs=1500] back in the foreground or on a
+   *   network, a ping must be answered within this, or the client reconnects at once
    * @param {number} [options.requestTimeoutMs=10000] deadline of react/publish/ping
    * @param {boolean} [options.autoConnect=true] connect on the first subscribe
    * @param {boolean} [options.deltas=true] ask for Fossil delta updates on
@@ -117,6 +135,9 @@ export class TribuneClient {
       autoConnect: options.autoConnect ?? true,
       maxFrameBytes: options.maxFrameBytes ?? MAX_CLIENT_FRAME_BYTES,
       deltas: options.deltas ?? true,
+      lifecycle: options.lifecycle ?? {},
+      backgroundCloseAfterMs: options.backgroundCloseAfterMs ?? null,
+      probeTimeoutMs: options.probeTimeoutMs ?? 1500,
     };
     this.#random = options.random ?? Math.random;
   }
@@ -190,6 +211,59 @@ export class TribuneClient {
     this.#dropTransport(CloseCode.CLIENT_RESTART, 'client reconnect');
     this.#attempt = 0;
     this.#open();
+  }
+
+  /**
+   * The device's network changed (Wi-Fi to cellular, out of a tunnel): a
+   * socket may then be dead without a close event (mobile Safari fires
+   * none). Connected, the client pings the hub and reconnects at once, with
+   * no backoff, if nothing comes back within `probeTimeoutMs`; waiting to
+   * reconnect, it tries now. Called by the lifecycle watcher; apps with
+   * their own signals may call it.
+   */
+  networkChanged() {
+    if (this.#state === ConnectionState.CONNECTED) {
+      this.#probe();
+    } else if (this.#state === ConnectionState.RECONNECTING && !this.#offline && !this.#suspended && !this.#drainTimer) {
+      this.#attempt = 0;
+      this.#open();
+    }
+  }
+
+  /**
+   * The app goes to the background: closes the connection and stays away
+   * until `resume()`, keeping every subscription and its resume point.
+   * `backgroundCloseAfterMs` calls this after that long in the background.
+   */
+  pause() {
+    clearTimeout(this.#backgroundTimer);
+    this.#backgroundTimer = null;
+    if (this.#state === ConnectionState.CLOSED || this.#state === ConnectionState.IDLE) return;
+    this.#suspended = true;
+    clearTimeout(this.#reconnectTimer);
+    this.#reconnectTimer = null;
+    clearTimeout(this.#drainTimer);
+    this.#drainTimer = null;
+    this.#dropTransport(CloseCode.CLIENT_RESTART, 'paused');
+    this.#setState(ConnectionState.RECONNECTING, { suspended: true, reason: 'paused' });
+  }
+
+  /**
+   * The app is back in the foreground: a paused or waiting client connects
+   * at once (no backoff) and resumes every subscription with `since`; a
+   * connected one checks its socket as `networkChanged()` does.
+   */
+  resume() {
+    clearTimeout(this.#backgroundTimer);
+    this.#backgroundTimer = null;
+    if (this.#state === ConnectionState.CLOSED || this.#state === ConnectionState.IDLE) return;
+    this.#suspended = false;
+    if (this.#offline) return; // `online` reconnects
+    if (this.#state === ConnectionState.CONNECTED) this.#probe();
+    else if (this.#state === ConnectionState.RECONNECTING && !this.#drainTimer) {
+      this.#attempt = 0;
+      this.#open();
+    }
   }
 
   /** Closes the connection for good; subscriptions end. */
@@ -368,6 +442,9 @@ export class TribuneClient {
     if (ws !== this.#ws) return;
     this.#lastRx = Date.now();
     this.#pingOutstanding = false;
+    // Any frame proves the socket alive: a check in flight is answered.
+    clearTimeout(this.#probeTimer);
+    this.#probeTimer = null;
     let frame;
     try {
       frame = decodeServerFrame(data);
@@ -767,15 +844,15 @@ export class TribuneClient {
     clearTimeout(this.#reconnectTimer);
     if (this.#openedAt && Date.now() - this.#openedAt >= this.#opts.backoff.stableMs) this.#attempt = 0;
     this.#openedAt = 0;
-    if (this.#offline) {
-      this.#setState(ConnectionState.RECONNECTING, { ...detail, offline: true });
+    if (this.#offline || this.#suspended) {
+      this.#setState(ConnectionState.RECONNECTING, { ...detail, offline: this.#offline, suspended: this.#suspended });
       return;
     }
     const delayMs = policy === 'immediately' ? 0 : backoffDelay(this.#attempt++, this.#opts.backoff, this.#random);
     this.#setState(ConnectionState.RECONNECTING, { ...detail, delayMs });
     this.#reconnectTimer = setTimeout(() => {
       this.#reconnectTimer = null;
-      if (this.#state === ConnectionState.RECONNECTING && !this.#offline) this.#open();
+      if (this.#state === ConnectionState.RECONNECTING && !this.#offline && !this.#suspended) this.#open();
     }, delayMs);
   }
 
@@ -783,6 +860,8 @@ export class TribuneClient {
   #cleanupConnection() {
     clearInterval(this.#heartbeatTimer);
     this.#heartbeatTimer = null;
+    clearTimeout(this.#probeTimer);
+    this.#probeTimer = null;
     clearTimeout(this.#refreshTimer);
     this.#refreshTimer = null;
     this.#expiresAt = null;
@@ -913,35 +992,76 @@ export class TribuneClient {
     this.#emitter.emit('error', err);
   }
 
-  #watchNetwork() {
-    const g = globalThis;
-    if (!this.#opts.watchNetwork || typeof g.addEventListener !== 'function' || !g.navigator) return;
-    if (!('onLine' in g.navigator)) return;
-    this.#offline = g.navigator.onLine === false;
-    const offline = () => {
-      this.#offline = true;
-      if (this.#state === ConnectionState.CLOSED || this.#state === ConnectionState.IDLE) return;
-      // The socket would die on its own only after heartbeats; say it now and
-      // stop burning backoff attempts until the network returns.
-      clearTimeout(this.#reconnectTimer);
-      this.#dropTransport(CloseCode.CLIENT_RESTART, 'browser offline');
-      this.#setState(ConnectionState.RECONNECTING, { offline: true, reason: 'offline' });
-    };
-    const online = () => {
-      this.#offline = false;
-      if (this.#state !== ConnectionState.RECONNECTING) return;
+  /**
+   * A ping that must be answered (by any frame) within `probeTimeoutMs`,
+   * or the socket is taken for dead and replaced at once, without backoff:
+   * every subscription resumes with `since`.
+   */
+  #probe() {
+    if (this.#probeTimer || !this.#socketOpen()) return;
+    const ws = this.#ws;
+    const id = this.#nextId++;
+    this.#pending.set(id, { kind: 'ping', resolve() {}, reject() {} });
+    this.#probeTimer = setTimeout(() => {
+      this.#probeTimer = null;
+      this.#pending.delete(id);
+      if (this.#ws !== ws) return;
+      this.#dropTransport(CloseCode.CLIENT_RESTART, 'no answer to a check');
       this.#attempt = 0;
-      this.#open();
-    };
-    g.addEventListener('offline', offline);
-    g.addEventListener('online', online);
-    this.#netListeners = { offline, online };
+      this.#scheduleReconnect('immediately', { code: CloseCode.ABNORMAL, reason: 'no answer to a check' });
+    }, this.#opts.probeTimeoutMs);
+    this.#send({ type: 'ping', id });
+  }
+
+  #onOffline() {
+    this.#offline = true;
+    if (this.#state === ConnectionState.CLOSED || this.#state === ConnectionState.IDLE) return;
+    // The socket would die on its own only after heartbeats; say it now and
+    // stop burning backoff attempts until the network returns.
+    clearTimeout(this.#reconnectTimer);
+    this.#dropTransport(CloseCode.CLIENT_RESTART, 'browser offline');
+    this.#setState(ConnectionState.RECONNECTING, { offline: true, reason: 'offline' });
+  }
+
+  #onOnline() {
+    this.#offline = false;
+    // Back on a network: at once, whatever the backoff said (a paused
+    // client waits for the foreground).
+    this.networkChanged();
+  }
+
+  #onBackground() {
+    const after = this.#opts.backgroundCloseAfterMs;
+    if (after === null || after === undefined || this.#backgroundTimer) return;
+    if (this.#state === ConnectionState.CLOSED || this.#state === ConnectionState.IDLE) return;
+    this.#backgroundTimer = setTimeout(() => {
+      this.#backgroundTimer = null;
+      this.pause();
+    }, after);
+  }
+
+  #watchNetwork() {
+    if (!this.#opts.watchNetwork || this.#netListeners) return;
+    const sources = this.#opts.lifecycle;
+    const g = globalThis;
+    if (!sources.target && g.navigator && 'onLine' in g.navigator) this.#offline = g.navigator.onLine === false;
+    this.#netListeners = watchLifecycle(
+      {
+        online: () => this.#onOnline(),
+        offline: () => this.#onOffline(),
+        foreground: () => this.resume(),
+        background: () => this.#onBackground(),
+        networkChanged: () => this.networkChanged(),
+      },
+      sources,
+    );
   }
 
   #unwatchNetwork() {
+    clearTimeout(this.#backgroundTimer);
+    this.#backgroundTimer = null;
     if (!this.#netListeners) return;
-    globalThis.removeEventListener('offline', this.#netListeners.offline);
-    globalThis.removeEventListener('online', this.#netListeners.online);
+    this.#netListeners();
     this.#netListeners = null;
   }
 }

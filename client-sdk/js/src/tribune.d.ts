@@ -305,8 +305,26 @@ export interface ClientOptions {
   backoff?: { initialMs?: number; maxMs?: number; stableMs?: number };
   /** Offer the `tribune.v1` subprotocol (default true). */
   subprotocol?: boolean;
-  /** Follow the browser's offline/online events (default true). */
+  /**
+   * Follow the app's lifecycle (default true): offline/online,
+   * visibilitychange, freeze/resume, and the adapters of `lifecycle`.
+   */
   watchNetwork?: boolean;
+  /**
+   * Where lifecycle events come from. Browsers need nothing; React Native
+   * passes its `AppState` and `@react-native-community/netinfo`.
+   */
+  lifecycle?: LifecycleSources;
+  /**
+   * Close the connection after this long in the background, resuming with
+   * `since` on return (default null: stay connected).
+   */
+  backgroundCloseAfterMs?: number | null;
+  /**
+   * Back in the foreground or on a network, a ping must be answered within
+   * this, or the client reconnects at once, without backoff (default 1,500 ms).
+   */
+  probeTimeoutMs?: number;
   /** Deadline of react, publish and ping (default 10,000 ms). */
   requestTimeoutMs?: number;
   /** Connect on the first subscribe (default true). */
@@ -323,6 +341,26 @@ export interface ClientOptions {
   random?: () => number;
 }
 
+/** Sources of lifecycle events (see `ClientOptions.lifecycle`). */
+export interface LifecycleSources {
+  /** Where `online`/`offline` fire (default: globalThis). */
+  target?: { addEventListener(type: string, fn: () => void): void; removeEventListener(type: string, fn: () => void): void };
+  /** Where `visibilitychange`, `freeze`, `resume` fire (default: globalThis.document). */
+  document?: {
+    visibilityState: string;
+    addEventListener(type: string, fn: () => void): void;
+    removeEventListener(type: string, fn: () => void): void;
+  };
+  /** React Native's `AppState`. */
+  appState?: { addEventListener(type: 'change', fn: (state: string) => void): { remove(): void } };
+  /** `@react-native-community/netinfo` (its default export). */
+  netInfo?: {
+    addEventListener(
+      fn: (state: { isConnected: boolean | null; isInternetReachable?: boolean | null; type?: string }) => void,
+    ): () => void;
+  };
+}
+
 export interface StateChange {
   state: ConnectionStateName;
   previous: ConnectionStateName;
@@ -331,6 +369,8 @@ export interface StateChange {
   /** reconnecting: the delay before the next attempt. */
   delayMs?: number;
   offline?: boolean;
+  /** reconnecting: paused (the app in the background) until `resume()`. */
+  suspended?: boolean;
   draining?: boolean;
   attempt?: number;
   node?: string;
@@ -356,6 +396,12 @@ export class TribuneClient {
   connect(): this;
   ready(): Promise<void>;
   reconnect(): void;
+  /** The network changed: check the socket now (ping), reconnect at once if dead. */
+  networkChanged(): void;
+  /** The app goes to the background: close, and stay away until `resume()`. */
+  pause(): void;
+  /** Back in the foreground: reconnect at once if paused or waiting, else check. */
+  resume(): void;
   close(): void;
   /** Sets the token and sends it at once on an open connection (`auth`). */
   authorize(token: string | (() => string | Promise<string>)): Promise<{ expiresAt: number | null } | null>;
@@ -367,3 +413,9 @@ export class TribuneClient {
 
 /** One shared client per websocket URL (widgets on a page share it). */
 export function sharedClient(url: string, options?: Omit<ClientOptions, 'url'>): TribuneClient;
+
+/** Listens to the lifecycle sources; returns a function that stops listening. */
+export function watchLifecycle(
+  on: { foreground(): void; background(): void; online(): void; offline(): void; networkChanged(): void },
+  sources?: LifecycleSources,
+): () => void;
