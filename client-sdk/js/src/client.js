@@ -21,6 +21,7 @@ import {
 import { DELTA_FORMAT, applyTextDelta, rawMessageData } from './delta.js';
 import { Emitter } from './emitter.js';
 import { watchLifecycle } from './lifecycle.js';
+import { HttpTransport, httpStreamingAvailable } from './transport-http.js';
 import { Subscription } from './subscription.js';
 import { TopicState } from './topic-state.js';
 
@@ -79,6 +80,19 @@ export class TribuneClient {
   // A check after a network change or a return to the foreground: the
   // socket is given up if nothing arrives before it fires.
   #probeTimer = null;
+  // The transport of the next connection: 'websocket' or 'http' (the
+  // fallback, transport-http.js).
+  #transportKind = 'websocket';
+  // Websocket attempts in a row whose open never completed (an upgrade a
+  // proxy refused, or a handshake that hangs): two mean a blocking proxy.
+  #wsFailures = 0;
+  // Set when the client just moved to the fallback: that connection goes
+  // out over HTTP without trying the websocket again.
+  #fallbackFresh = false;
+  #openTimer = null;
+  // While on the fallback: when the websocket is tried again, and the next wait.
+  #wsProbeTimer = null;
+  #wsProbeMs = 0;
   #openGen = 0;
   #random;
   // The token of the connection being opened, sent in its first frame.
@@ -107,6 +121,16 @@ export class TribuneClient {
    * @param {number|null} [options.backgroundCloseAfterMs=null] close the connection
    *   after this long in the background (battery), resuming with `since` on return;
    *   null keeps it open
+   * @param {'auto'|'websocket'|'http'} [options.transport='auto'] 'auto': the websocket,
+   *   and the HTTP fallback (PROTOCOL.md section 11) after two websocket attempts in a
+   *   row whose open never completed (a proxy that strips `Upgrade`), with the
+   *   websocket tried again at every reconnect and every `wsProbeMs` (doubling, up to
+   *   10 minutes) while on the fallback
+   * @param {number} [options.wsProbeMs=60000] first wait before the websocket is tried
+   *   again while on the fallback
+   * @param {number} [options.openTimeoutMs=10000] a websocket whose open takes longer
+   *   counts as a failed one
+   * @param {Function} [options.fetch] fetch for the HTTP fallback (default: the global one)
    * @param {number} [options.probeTimeoutMs=1500] back in the foreground or on a
    *   network, a ping must be answered within this, or the client reconnects at once
    * @param {number} [options.requestTimeoutMs=10000] deadline of react/publish/ping
@@ -138,13 +162,23 @@ export class TribuneClient {
       lifecycle: options.lifecycle ?? {},
       backgroundCloseAfterMs: options.backgroundCloseAfterMs ?? null,
       probeTimeoutMs: options.probeTimeoutMs ?? 1500,
+      transport: options.transport ?? 'auto',
+      wsProbeMs: options.wsProbeMs ?? 60000,
+      openTimeoutMs: options.openTimeoutMs ?? 10000,
+      fetch: options.fetch,
     };
+    if (this.#opts.transport === 'http') this.#transportKind = 'http';
     this.#random = options.random ?? Math.random;
   }
 
   /** The websocket URL (it never holds a token). */
   get url() {
     return this.#opts.url;
+  }
+
+  /** The transport in use or about to be: 'websocket' or 'http' (the fallback). */
+  get transport() {
+    return this.#transportKind;
   }
 
   /** Current connection state: idle, connecting, connected, reconnecting, closed. */
@@ -273,6 +307,8 @@ export class TribuneClient {
     clearTimeout(this.#reconnectTimer);
     clearTimeout(this.#drainTimer);
     this.#drainTimer = null;
+    clearTimeout(this.#wsProbeTimer);
+    this.#wsProbeTimer = null;
     this.#dropTransport(CloseCode.NORMAL, 'client closed');
     for (const state of this.#topics.values()) {
       clearTimeout(state.retryTimer);
@@ -404,9 +440,22 @@ export class TribuneClient {
       this.#scheduleReconnect('backoff', { reason: 'token provider failed' });
       return;
     }
+    if (this.#transportKind === 'http' && this.#opts.transport === 'auto') {
+      // On the fallback, every new connection but the first tries the
+      // websocket once more: the network may have changed (a phone that left
+      // the hotel). One more refusal and it is back on HTTP at once.
+      if (this.#fallbackFresh) this.#fallbackFresh = false;
+      else {
+        this.#transportKind = 'websocket';
+        this.#wsFailures = 1;
+      }
+    }
+    // Whether this transport opens is what the fallback rule counts.
+    this.#openedAt = 0;
     let ws;
     try {
-      ws = this.#opts.subprotocol ? new this.#WebSocket(url, [SUBPROTOCOL]) : new this.#WebSocket(url);
+      if (this.#transportKind === 'http') ws = new HttpTransport(url, { fetch: this.#opts.fetch });
+      else ws = this.#opts.subprotocol ? new this.#WebSocket(url, [SUBPROTOCOL]) : new this.#WebSocket(url);
     } catch (err) {
       this.#emitError(new TribuneError('unavailable', `cannot open websocket: ${err?.message ?? err}`));
       this.#scheduleReconnect('backoff', { reason: 'cannot open websocket' });
@@ -423,10 +472,29 @@ export class TribuneClient {
     ws.onclose = (ev) => this.#onClose(ws, ev.code, ev.reason);
     // Errors are followed by a close event, which decides what happens next.
     ws.onerror = () => {};
+    if (this.#transportKind === 'websocket') {
+      // A handshake that hangs (a proxy holding the upgrade) fails like a refused one.
+      clearTimeout(this.#openTimer);
+      this.#openTimer = setTimeout(() => {
+        this.#openTimer = null;
+        if (this.#ws !== ws || ws.readyState === 1) return;
+        this.#dropTransport(CloseCode.CLIENT_RESTART, 'websocket open timed out');
+        this.#onClose(ws, CloseCode.ABNORMAL, 'websocket open timed out', true);
+      }, this.#opts.openTimeoutMs);
+    }
   }
 
   #onOpen(ws) {
     if (ws !== this.#ws) return;
+    clearTimeout(this.#openTimer);
+    this.#openTimer = null;
+    if (!(ws instanceof HttpTransport)) {
+      // The websocket works here: the fallback is not needed.
+      this.#wsFailures = 0;
+      clearTimeout(this.#wsProbeTimer);
+      this.#wsProbeTimer = null;
+      this.#wsProbeMs = 0;
+    }
     this.#openedAt = Date.now();
     this.#lastRx = Date.now();
     // The hub handles frames in order: `auth` first, so that subscriptions
@@ -808,11 +876,25 @@ export class TribuneClient {
     }, delayMs);
   }
 
-  #onClose(ws, code, reason) {
-    if (ws !== this.#ws) return;
-    this.#ws = null;
-    this.#cleanupConnection();
+  #onClose(ws, code, reason, dropped = false) {
+    if (!dropped) {
+      if (ws !== this.#ws) return;
+      this.#ws = null;
+      this.#cleanupConnection();
+    }
     if (this.#state === ConnectionState.CLOSED) return;
+    if (this.#openedAt === 0 && !(ws instanceof HttpTransport) && this.#fallbackAllowed()) {
+      // The open never completed: a proxy that refuses the upgrade looks
+      // like this in a browser (1006, no open). Twice in a row: HTTP now.
+      this.#wsFailures += 1;
+      if (this.#wsFailures >= 2) {
+        this.#transportKind = 'http';
+        this.#fallbackFresh = true;
+        this.#scheduleWsProbe();
+        this.#scheduleReconnect('immediately', { code, reason, transport: 'http' });
+        return;
+      }
+    }
     const policy = reconnectPolicy(code);
     if (policy === 'never') {
       this.#unwatchNetwork();
@@ -862,6 +944,8 @@ export class TribuneClient {
     this.#heartbeatTimer = null;
     clearTimeout(this.#probeTimer);
     this.#probeTimer = null;
+    clearTimeout(this.#openTimer);
+    this.#openTimer = null;
     clearTimeout(this.#refreshTimer);
     this.#refreshTimer = null;
     this.#expiresAt = null;
@@ -1011,6 +1095,64 @@ export class TribuneClient {
       this.#scheduleReconnect('immediately', { code: CloseCode.ABNORMAL, reason: 'no answer to a check' });
     }, this.#opts.probeTimeoutMs);
     this.#send({ type: 'ping', id });
+  }
+
+  /** The fallback may be used: 'auto' and a runtime that streams responses. */
+  #fallbackAllowed() {
+    return this.#opts.transport === 'auto' && (this.#opts.fetch !== undefined || httpStreamingAvailable());
+  }
+
+  /**
+   * While on the fallback, the websocket is tried again after a while
+   * (doubling, up to 10 minutes); when it opens, the client moves back.
+   */
+  #scheduleWsProbe() {
+    if (this.#wsProbeTimer || this.#opts.transport !== 'auto') return;
+    this.#wsProbeMs = this.#wsProbeMs ? Math.min(this.#wsProbeMs * 2, 600000) : this.#opts.wsProbeMs;
+    this.#wsProbeTimer = setTimeout(() => {
+      this.#wsProbeTimer = null;
+      if (this.#state === ConnectionState.CLOSED || this.#transportKind !== 'http') return;
+      this.#probeWebSocket();
+    }, this.#wsProbeMs);
+    this.#wsProbeTimer.unref?.();
+  }
+
+  #probeWebSocket() {
+    let test;
+    try {
+      test = new this.#WebSocket(this.#opts.url, [SUBPROTOCOL]);
+    } catch {
+      this.#scheduleWsProbe();
+      return;
+    }
+    let settled = false;
+    const done = (works) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      test.onopen = test.onmessage = test.onclose = null;
+      test.onerror = () => {};
+      try {
+        test.close(CloseCode.NORMAL, 'probe');
+      } catch {
+        // Already closed.
+      }
+      if (this.#state === ConnectionState.CLOSED || this.#transportKind !== 'http') return;
+      if (!works) {
+        this.#scheduleWsProbe();
+        return;
+      }
+      // Back to the websocket: a new connection, every topic resumed with `since`.
+      this.#transportKind = 'websocket';
+      this.#wsFailures = 0;
+      this.#wsProbeMs = 0;
+      if (this.#state === ConnectionState.CONNECTED) this.reconnect();
+    };
+    const timer = setTimeout(() => done(false), this.#opts.openTimeoutMs);
+    // The hub's welcome proves the path, not just a TCP connection.
+    test.onmessage = () => done(true);
+    test.onclose = () => done(false);
+    test.onerror = () => {};
   }
 
   #onOffline() {
