@@ -10,7 +10,7 @@
 //   the hub's frame, handed on as the websocket would have;
 // - `react` as `POST /v1/react` with the stream's reaction key;
 // - `unsubscribe` ends the stream; `auth` keeps the token for the next
-//   requests; `ping` is answered after a round trip to the hub (`/readyz`)
+//   requests (a refresh reopens the streams through a reconnect); `ping` is answered after a round trip to the hub (`/readyz`)
 //   while every stream shows signs of life (frames or heartbeat comments);
 //   `publish` is refused (the websocket's only).
 //
@@ -123,13 +123,18 @@ export class HttpTransport {
       case 'ping':
         return void this.#ping(frame.id);
       case 'auth': {
-        // Kept for the next requests; streams open now keep theirs (the hub
-        // ends one at its token's exp, and the client resumes).
+        // A stream keeps the token it was opened with, and the hub ends it
+        // at that token's exp: after a refresh the transport closes with
+        // 4008, which the client answers at once with a new connection that
+        // resumes every topic under the new token (nothing is lost).
+        const refresh = this.#token !== null && this.#token !== frame.token && this.#streams.size > 0;
         this.#token = frame.token;
         const ack = { type: 'ack', id: frame.id };
         const exp = tokenExp(frame.token);
         if (exp !== null) ack.expires_at = exp;
-        return this.#deliver(JSON.stringify(ack));
+        this.#deliver(JSON.stringify(ack));
+        if (refresh) queueMicrotask(() => this.#fail(4008, 'token refreshed: streams reopen with it'));
+        return undefined;
       }
       default:
         return this.#deliver(

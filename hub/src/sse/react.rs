@@ -54,6 +54,28 @@ fn answer(node: &Node, ip: std::net::IpAddr, headers: &HeaderMap, body: &[u8]) -
         node.audit.refused(reason, who, msg);
         http_error(status, code, msg.to_string())
     };
+    // Every request counts against its address's handshake rate: a flood
+    // of reactions (valid or not) costs what a flood of handshakes does.
+    let key = crate::edge::address::limit_key(ip, node.config.limits.ipv6_prefix_len);
+    if let Err(wait) = node.handshakes.check(&key) {
+        node.metrics.reaction("rate_limited");
+        node.audit.refused(
+            "rate",
+            Who {
+                client: Some(ip),
+                sub: None,
+                kid: None,
+            },
+            "too many requests from this address",
+        );
+        let mut res = http_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::RateLimited,
+            "too many requests from this address",
+        );
+        crate::answer::retry_after(&mut res, wait);
+        return res;
+    }
     if !super::cors::origin_allowed(node, headers) {
         return refuse(
             "origin",
