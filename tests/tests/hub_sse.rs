@@ -1,7 +1,9 @@
 //! The HTTP fallback (PROTOCOL.md section 11) with the real `curl -N`
 //! binary and the real hub: a stream resumed on another node with
-//! `Last-Event-ID` over NATS, and on one node: events, heartbeats,
-//! reactions with the stream's key, refusals, CORS and the drain.
+//! `Last-Event-ID` over NATS (and a reaction key taken by the other node),
+//! and on one node: events, heartbeats, reactions with the stream's key,
+//! refusals, CORS, the drain, and tokens (in `Authorization` only, grants,
+//! the user bound to the key, the end at `exp`).
 
 use std::time::Duration;
 
@@ -48,7 +50,8 @@ async fn curl_resumes_on_the_other_node_with_last_event_id_exactly() {
     let nats = NatsServer::start().await;
     let cfg = ConfigFile::new(
         "[bus]\nrequest_timeout_ms = 1000\ncheck_interval_ms = 500\n\
-         [limits]\nhandshakes_per_second = 100000\n",
+         [limits]\nhandshakes_per_second = 100000\n\
+         [stats]\nkey = \"0123456789abcdef0123456789abcdef-cluster\"\n",
     );
     let a = hub_on(&nats.url(), &cfg, "node-a").await;
     let b = hub_on(&nats.url(), &cfg, "node-b").await;
@@ -82,6 +85,23 @@ async fn curl_resumes_on_the_other_node_with_last_event_id_exactly() {
     }
     let last_id = format!("{epoch}:{}", seqs[4]);
     first.kill().await;
+    // Not every stream carries a reaction key: `clips` takes no reactions.
+    // A `results` stream on node a gives one that node b takes (same
+    // cluster key: no sticky sessions for reactions either).
+    let board = "results.sse.cluster";
+    let mut on_a = CurlStream::open(&format!("{}/v1/sse?topic={board}", a.http_url()), &[]);
+    let key = on_a.next_named("react", WAIT).await.expect("a key").json()["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let on_b = reqwest::Client::new()
+        .post(format!("{}/v1/react", b.http_url()))
+        .json(&json!({"topic": board, "reaction": "🔥", "key": key}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(on_b.status(), 200, "node b takes node a's key");
+    on_a.kill().await;
 
     let mut missed = Vec::new();
     for i in 5..10 {
@@ -251,5 +271,80 @@ async fn a_stream_heartbeats_takes_reactions_refuses_and_drains() {
         .expect("close event")
         .json();
     assert_eq!(close["code"], 1001);
+    assert!(s.next(WAIT).await.is_none(), "the stream ends");
+}
+
+const SECRET: &str = "0123456789abcdef0123456789abcdef-sse-test";
+
+fn token(sub: &str, secs: u64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &json!({"sub": sub, "exp": now + secs, "topics": ["premium."]}),
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_token_topic_needs_the_grant_in_authorization_and_the_stream_ends_at_exp() {
+    let cfg = ConfigFile::new(&format!(
+        "[auth]\nsecret = \"{SECRET}\"\nexpiry_grace_ms = 200\n\
+         [namespaces.premium]\nmode = \"feed\"\nretained = 100\ntoken = true\nreactions = [\"🔥\"]\n"
+    ));
+    let hub = Hub::start(&["--config", cfg.path()]).await;
+    let topic = "premium.sse.feed";
+    let url = format!("{}/v1/sse?topic={topic}", hub.http_url());
+    // Without a token: the subscription's refusal, as HTTP.
+    let http = reqwest::Client::new();
+    let res = http.get(&url).send().await.unwrap();
+    assert_eq!(res.status(), 403);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "forbidden", "{body}");
+    // A bad token: 401, as at a websocket handshake.
+    let res = http
+        .get(&url)
+        .bearer_auth("not.a.token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+
+    let tok = token("fan-1", 3);
+    let auth = format!("Authorization: Bearer {tok}");
+    let mut s = CurlStream::open(&url, &[&auth]);
+    let welcome = s.next_named("welcome", WAIT).await.expect("welcome").json();
+    assert!(welcome["expires_at"].is_u64(), "{welcome}");
+    s.next_named("ack", WAIT).await.expect("ack");
+    let key = s.next_named("react", WAIT).await.expect("key").json()["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // The key is bound to the user: another user's token cannot use it.
+    let react = |tok: String| {
+        http.post(format!("{}/v1/react", hub.http_url()))
+            .bearer_auth(tok)
+            .json(&json!({"topic": topic, "reaction": "🔥", "key": key}))
+            .send()
+    };
+    assert_eq!(react(token("fan-1", 60)).await.unwrap().status(), 200);
+    assert_eq!(react(token("fan-2", 60)).await.unwrap().status(), 403);
+    let seq = hub.publish(topic, json!({"n": 1})).await;
+    let got = s
+        .next_named("message", WAIT)
+        .await
+        .expect("a message")
+        .json();
+    assert_eq!(got["seq"].as_u64(), Some(seq));
+    // At exp plus grace the stream ends with 1008, as a websocket would close.
+    let close = s
+        .next_named("close", Duration::from_secs(8))
+        .await
+        .expect("closed at exp")
+        .json();
+    assert_eq!(close["code"], 1008, "{close}");
     assert!(s.next(WAIT).await.is_none(), "the stream ends");
 }
