@@ -25,6 +25,9 @@ pub struct Metrics {
     registry: Registry,
     /// Open websocket connections.
     pub connections: Gauge,
+    /// Open HTTP fallback streams (`GET /v1/sse`): how many fans a blocking
+    /// proxy keeps off the websocket. Each also counts in `connections`.
+    pub sse_streams: Gauge,
     /// The node's connection cap (`limits.max_connections`, lowered to fit
     /// the open-files limit): what `connections` is compared with.
     pub connections_max: Gauge,
@@ -193,6 +196,7 @@ impl Metrics {
         let mut registry = Registry::default();
         let m = Self {
             connections: Gauge::default(),
+            sse_streams: Gauge::default(),
             connections_max: Gauge::default(),
             connections_accepted: Counter::default(),
             handshakes_refused: Family::default(),
@@ -243,6 +247,11 @@ impl Metrics {
             "connections",
             "Open websocket connections",
             m.connections.clone(),
+        );
+        r.register(
+            "sse_streams",
+            "Open HTTP fallback streams (GET /v1/sse), also counted in tribune_connections",
+            m.sse_streams.clone(),
         );
         r.register(
             "connections_max",

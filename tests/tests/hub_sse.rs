@@ -217,6 +217,10 @@ async fn a_stream_heartbeats_takes_reactions_refuses_and_drains() {
         .unwrap();
     assert_eq!(bad.status(), 400);
 
+    // The stream is a connection of the node, and counted as a stream.
+    assert_eq!(hub.metric("tribune_sse_streams").await, 1.0);
+    assert_eq!(hub.metric("tribune_connections").await, 1.0);
+
     // Heartbeat comments keep proxies from timing the stream out.
     let before = s.comments;
     let deadline = tokio::time::Instant::now() + WAIT;

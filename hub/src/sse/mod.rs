@@ -61,6 +61,7 @@ struct Held {
 
 impl Drop for Held {
     fn drop(&mut self) {
+        self.node.metrics.sse_streams.dec();
         drop(self.session.take());
         self.node.detach(self.conn_id);
     }
@@ -216,6 +217,7 @@ async fn open(node: Arc<Node>, peer: SocketAddr, uri: &Uri, headers: &HeaderMap)
         conn_id,
         expiry.clone(),
     );
+    node.metrics.sse_streams.inc();
     let mut held = Held {
         node: node.clone(),
         conn_id,
