@@ -325,6 +325,18 @@ export interface ClientOptions {
    * this, or the client reconnects at once, without backoff (default 1,500 ms).
    */
   probeTimeoutMs?: number;
+  /**
+   * 'auto' (default): the websocket, and the HTTP fallback (PROTOCOL.md
+   * section 11) after two websocket opens in a row that never complete;
+   * 'websocket': never the fallback; 'http': the fallback only.
+   */
+  transport?: 'auto' | 'websocket' | 'http';
+  /** While on the fallback, the first wait before the websocket is tried again (default 60,000 ms, doubling to 10 minutes). */
+  wsProbeMs?: number;
+  /** A websocket open that takes longer counts as failed (default 10,000 ms). */
+  openTimeoutMs?: number;
+  /** fetch for the HTTP fallback (default: the global one). */
+  fetch?: (input: string, init?: object) => Promise<unknown>;
   /** Deadline of react, publish and ping (default 10,000 ms). */
   requestTimeoutMs?: number;
   /** Connect on the first subscribe (default true). */
@@ -389,6 +401,8 @@ export interface ClientEvents {
 export class TribuneClient {
   constructor(options: ClientOptions);
   readonly url: string;
+  /** The transport in use or about to be: the websocket or the HTTP fallback. */
+  readonly transport: 'websocket' | 'http';
   readonly state: ConnectionStateName;
   readonly welcome: WelcomeFrame | null;
   on<K extends keyof ClientEvents>(event: K, fn: (value: ClientEvents[K]) => void): () => void;
