@@ -296,7 +296,8 @@ fn token(sub: &str, secs: u64) -> String {
 #[tokio::test]
 async fn a_token_topic_needs_the_grant_in_authorization_and_the_stream_ends_at_exp() {
     let cfg = ConfigFile::new(&format!(
-        "[auth]\nsecret = \"{SECRET}\"\nexpiry_grace_ms = 200\n\
+        "allowed_origins = [\"https://news.example\"]\n\
+         [auth]\nsecret = \"{SECRET}\"\nexpiry_grace_ms = 200\n\
          [namespaces.premium]\nmode = \"feed\"\nretained = 100\ntoken = true\nreactions = [\"🔥\"]\n"
     ));
     let hub = Hub::start(&["--config", cfg.path()]).await;
@@ -308,6 +309,25 @@ async fn a_token_topic_needs_the_grant_in_authorization_and_the_stream_ends_at_e
     assert_eq!(res.status(), 403);
     let body: Value = res.json().await.unwrap();
     assert_eq!(body["error"]["code"], "forbidden", "{body}");
+    // Origins as at the websocket's handshake: another site's page is
+    // refused; an allowed one may read the answer (CORS).
+    let evil = http
+        .get(&url)
+        .header("Origin", "https://evil.example")
+        .bearer_auth(token("fan-1", 60))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(evil.status(), 403);
+    assert!(evil.headers().get("access-control-allow-origin").is_none());
+    let res = http
+        .post(format!("{}/v1/react", hub.http_url()))
+        .header("Origin", "https://evil.example")
+        .json(&json!({"topic": topic, "reaction": "🔥", "key": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 403);
     // A bad token: 401, as at a websocket handshake.
     let res = http
         .get(&url)
@@ -319,7 +339,7 @@ async fn a_token_topic_needs_the_grant_in_authorization_and_the_stream_ends_at_e
 
     let tok = token("fan-1", 3);
     let auth = format!("Authorization: Bearer {tok}");
-    let mut s = CurlStream::open(&url, &[&auth]);
+    let mut s = CurlStream::open(&url, &[&auth, "Origin: https://news.example"]);
     let welcome = s.next_named("welcome", WAIT).await.expect("welcome").json();
     assert!(welcome["expires_at"].is_u64(), "{welcome}");
     s.next_named("ack", WAIT).await.expect("ack");

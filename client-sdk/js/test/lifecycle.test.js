@@ -9,7 +9,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import WebSocket from 'ws';
-import { TribuneClient } from '../src/tribune.js';
+import { TribuneClient, watchLifecycle } from '../src/tribune.js';
 import { Hub, startProxy } from './support/hub.js';
 import { eventually } from './support/util.js';
 
@@ -175,4 +175,43 @@ test('a backgrounded client closes after the delay and resumes without loss on r
   await new Promise((r) => setTimeout(r, 400));
   assert.equal(c.welcome, welcome, 'the same connection');
   assert.equal(c.state, 'connected');
+});
+
+test('React Native adapters: AppState and NetInfo events map to the lifecycle', () => {
+  const calls = [];
+  const on = {
+    foreground: () => calls.push('foreground'),
+    background: () => calls.push('background'),
+    online: () => calls.push('online'),
+    offline: () => calls.push('offline'),
+    networkChanged: () => calls.push('networkChanged'),
+  };
+  let appListener = null;
+  let removed = 0;
+  const appState = {
+    addEventListener(type, fn) {
+      assert.equal(type, 'change');
+      appListener = fn;
+      return { remove: () => removed++ };
+    },
+  };
+  let netListener = null;
+  const netInfo = {
+    addEventListener(fn) {
+      netListener = fn;
+      return () => removed++;
+    },
+  };
+  // No window or document in React Native: an empty target stands for none.
+  const stop = watchLifecycle(on, { target: {}, document: undefined, appState, netInfo });
+  netListener({ isConnected: true, isInternetReachable: true, type: 'wifi' }); // the initial state
+  appListener('background');
+  appListener('inactive'); // iOS: a call, the app switcher: nothing
+  appListener('active');
+  netListener({ isConnected: true, isInternetReachable: null, type: 'cellular' });
+  netListener({ isConnected: false, isInternetReachable: false, type: 'none' });
+  netListener({ isConnected: true, isInternetReachable: true, type: 'wifi' });
+  assert.deepEqual(calls, ['background', 'foreground', 'networkChanged', 'offline', 'online']);
+  stop();
+  assert.equal(removed, 2, 'both listeners removed');
 });

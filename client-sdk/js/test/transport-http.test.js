@@ -161,3 +161,33 @@ test('on HTTP a token stays in Authorization and a refresh carries the streams o
   assert.ok(urls.some((u) => u.includes('/v1/sse')));
   assert.ok(!urls.some((u) => u.includes('token') || u.includes('eyJ')), `a token in a URL: ${urls.join(' ')}`);
 });
+
+test('on the fallback the websocket is probed again, and the client moves back when it works', async (t) => {
+  const own = await startBlockingProxy([hub.port]);
+  t.after(() => own.close());
+  const c = new TribuneClient({ url: own.wsUrl, WebSocket, backoff: { initialMs: 50, maxMs: 400 }, wsProbeMs: 300 });
+  t.after(() => c.close());
+  const topic = topicFor('clips');
+  const got = await follow(c, topic);
+  assert.equal(c.transport, 'http');
+  // Still blocked: probes fail, the client stays on HTTP and keeps working.
+  await new Promise((r) => setTimeout(r, 700));
+  assert.equal(c.transport, 'http');
+  assert.ok(own.stats.refusedUpgrades >= 3, `probes: ${own.stats.refusedUpgrades - 2}`);
+  const first = await hub.publish(topic, { n: 1 });
+  await eventually(() => got.length === 1, { message: 'over HTTP' });
+  // The proxy lets upgrades through: the next probe moves the client back
+  // (no stream was cut), and the feed goes on without a hole or a repeat.
+  own.allowUpgrades();
+  await eventually(() => c.transport === 'websocket' && c.state === 'connected', {
+    message: 'back on the websocket',
+    timeoutMs: 10000,
+  });
+  assert.ok(own.stats.upgrades >= 2, 'the probe and the connection');
+  const second = await hub.publish(topic, { n: 2 });
+  await eventually(() => got.length === 2, { message: 'over the websocket' });
+  assert.deepEqual(
+    got.map((m) => m.seq),
+    [first, second],
+  );
+});
