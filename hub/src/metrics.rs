@@ -133,6 +133,7 @@ pub const HANDSHAKE_REFUSALS: &[&str] = &[
     "address_share",
     "user_share",
     "token_in_url",
+    "sse_request",
 ];
 
 /// Reasons of `tribune_refusals_total` (the audit log's, `audit.rs`).
@@ -164,6 +165,7 @@ pub const REFUSALS: &[&str] = &[
     "relay_cap",
     "flood",
     "token_in_url",
+    "sse_request",
     "react_content_type",
     "react_body",
 ];

@@ -241,6 +241,17 @@ async fn a_stream_heartbeats_takes_reactions_refuses_and_drains() {
     assert_eq!(status, 400);
     let (status, _) = hub.get("/v1/sse?topic=results.sse.board&since=3").await;
     assert_eq!(status, 400, "since without epoch");
+    // Every refusal is counted by reason.
+    assert_eq!(
+        hub.metric("tribune_refusals_total{reason=\"token_in_url\"}")
+            .await,
+        1.0
+    );
+    assert_eq!(
+        hub.metric("tribune_refusals_total{reason=\"sse_request\"}")
+            .await,
+        1.0
+    );
 
     // CORS: the origin is echoed for an allowed page, preflights answered.
     let pre = http

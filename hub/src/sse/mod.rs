@@ -137,10 +137,11 @@ async fn open(node: Arc<Node>, peer: SocketAddr, uri: &Uri, headers: &HeaderMap)
     let q = match Query::<SseQuery>::try_from_uri(uri) {
         Ok(Query(q)) => q,
         Err(e) => {
-            return http_error(
+            return refused(
+                &node,
+                "sse_request",
                 StatusCode::BAD_REQUEST,
-                ErrorCode::BadRequest,
-                e.body_text(),
+                &e.body_text(),
             );
         }
     };
@@ -163,9 +164,10 @@ async fn open(node: Arc<Node>, peer: SocketAddr, uri: &Uri, headers: &HeaderMap)
         Some(id) => match events::parse_event_id(id) {
             Some(pair) => Some(pair),
             None => {
-                return http_error(
+                return refused(
+                    &node,
+                    "sse_request",
                     StatusCode::BAD_REQUEST,
-                    ErrorCode::BadRequest,
                     "Last-Event-ID is <epoch>:<seq>",
                 );
             }
@@ -174,9 +176,10 @@ async fn open(node: Arc<Node>, peer: SocketAddr, uri: &Uri, headers: &HeaderMap)
             (Some(s), Some(e)) => Some((e, s)),
             (None, None) => None,
             _ => {
-                return http_error(
+                return refused(
+                    &node,
+                    "sse_request",
                     StatusCode::BAD_REQUEST,
-                    ErrorCode::BadRequest,
                     "since and epoch go together",
                 );
             }
