@@ -97,6 +97,7 @@ test('offline then online resumes in under a second, without backoff or loss', a
   p.online();
   await eventually(() => messages.length === 2, { message: 'the missed message', timeoutMs: 5000 });
   const took = Date.now() - started;
+  t.diagnostic(`online → the missed message after ${took} ms`);
   assert.ok(took < 1000, `resumed in ${took} ms`);
   assert.deepEqual(
     messages.map((m) => m.seq),
@@ -133,6 +134,7 @@ test('back in the foreground, a silently dead socket is found and replaced at on
   await eventually(() => messages.length === 2, { message: 'the missed message', timeoutMs: 5000 });
   const took = Date.now() - started;
   assert.equal(messages[1].seq, missed);
+  t.diagnostic(`foreground on a dead socket → the missed message after ${took} ms (probe 400 ms)`);
   assert.ok(took < 1000, `replaced and resumed in ${took} ms (check: 400 ms)`);
   assert.notEqual(c.welcome, welcome, 'a new connection');
 });
@@ -161,6 +163,7 @@ test('a backgrounded client closes after the delay and resumes without loss on r
   p.show();
   await eventually(() => messages.length === 4, { message: 'the messages missed', timeoutMs: 5000 });
   const took = Date.now() - started;
+  t.diagnostic(`visible after a background close → the missed messages after ${took} ms`);
   assert.ok(took < 1000, `resumed in ${took} ms`);
   assert.deepEqual(
     messages.map((m) => m.seq),

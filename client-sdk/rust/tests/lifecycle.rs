@@ -79,6 +79,7 @@ async fn network_changed_on_a_silently_dead_socket_resumes_within_a_second() {
         .expect("the missed message");
     let took = started.elapsed();
     assert_eq!((seq, data), (missed, json!({"n": 2})), "nothing lost");
+    eprintln!("network_changed() on a dead socket: the missed message after {took:?}");
     assert!(took < Duration::from_secs(1), "resumed in {took:?}");
     match next_event(&mut events, "the disconnect").await {
         ConnectionEvent::Disconnected { reason, retry_in } => {
@@ -146,5 +147,6 @@ async fn pause_closes_and_resume_comes_back_at_once_without_loss() {
     }
     let took = started.elapsed();
     assert_eq!(got, missed, "exactly the messages missed in the background");
+    eprintln!("resume() after pause(): the missed messages after {took:?}");
     assert!(took < Duration::from_secs(1), "resumed in {took:?}");
 }

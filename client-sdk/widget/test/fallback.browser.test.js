@@ -88,6 +88,7 @@ test('behind a proxy that refuses upgrades the widget is live over HTTP, whole, 
   const started = Date.now();
   const results = await addWidget(page, 'tribune-results', { topic: RESULTS });
   const tookMs = Date.now() - started;
+  t.diagnostic(`behind the blocking proxy: Live after ${tookMs} ms`);
   assert.ok(tookMs < 5000, `live after ${tookMs} ms`);
   assert.equal(await page.locator(`#${results} .conn`).textContent(), 'Live');
   assert.ok(proxy.stats.refusedUpgrades >= 2, `upgrades refused: ${proxy.stats.refusedUpgrades}`);
