@@ -473,7 +473,7 @@ impl Client {
     /// may then be dead without any sign: connected, the client pings the
     /// hub and reconnects at once (no backoff, every subscription resumed
     /// with `since`) if nothing comes back within the probe timeout;
-    /// waiting to reconnect, it tries now.
+    /// waiting to reconnect, it tries now; paused, it stays paused.
     pub fn network_changed(&self) {
         let _ = self
             .inner

@@ -127,7 +127,9 @@ async fn pause_closes_and_resume_comes_back_at_once_without_loss() {
     for n in 2..5 {
         missed.push(hub.publish(topic, json!({"n": n})).await);
     }
-    // Paused means away: no attempt while in the background.
+    // Paused means away: no attempt while in the background, not even
+    // when the network changes meanwhile.
+    client.network_changed();
     assert!(
         timeout(Duration::from_millis(500), events.next())
             .await

@@ -367,6 +367,9 @@ impl ConnectionTask {
                         self.paused = true;
                         until = Instant::now() + PAUSED;
                     }
+                    // A network change in the background changes nothing:
+                    // the app resumes the client when it comes back.
+                    Some(Command::Lifecycle(Lifecycle::NetworkChanged)) if self.paused => {}
                     // Back in the foreground or on a network: whatever the
                     // backoff said, try now.
                     Some(Command::Lifecycle(_)) => {
