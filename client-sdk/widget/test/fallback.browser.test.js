@@ -4,7 +4,9 @@
 // widget goes live over the HTTP fallback (PROTOCOL.md section 11) within
 // 5 s, 100 feed messages arrive with their prev chain whole, a reaction is
 // counted; once the proxy lets upgrades through, the next reconnect is a
-// websocket again.
+// websocket again. And the browser's own EventSource (no SDK) resumes by
+// itself on the other node after a cut, with Last-Event-ID: exactly the
+// missed messages, `recovered` true.
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -175,4 +177,52 @@ test('behind a proxy that refuses upgrades the widget is live over HTTP, whole, 
     errors.filter((e) => !/WebSocket connection to .* failed: .*403/.test(e)),
     [],
   );
+});
+
+test("a browser's own EventSource resumes by itself on the other node with Last-Event-ID", async (t) => {
+  const { page, errors } = await openPage(browser.context, t, `${proxy.httpUrl}/`);
+  const topic = `clips.fallback${process.pid}.es`;
+  t.after(() => proxy.only(null));
+  proxy.only(hubs[0].port);
+  await page.evaluate((topic) => {
+    window.es = { messages: [], acks: [], welcomes: [] };
+    const source = new EventSource(`/v1/sse?topic=${encodeURIComponent(topic)}`);
+    window.es.source = source;
+    source.onmessage = (e) => window.es.messages.push({ id: e.lastEventId, frame: JSON.parse(e.data) });
+    source.addEventListener('ack', (e) => window.es.acks.push(JSON.parse(e.data)));
+    source.addEventListener('welcome', (e) => window.es.welcomes.push(JSON.parse(e.data).node));
+  }, topic);
+  await page.waitForFunction(() => window.es.acks.length === 1, null, { timeout: 10000 });
+  const seqs = [];
+  for (let n = 0; n < 5; n++) seqs.push(await hubs[0].publish(topic, { n }));
+  await page.waitForFunction(() => window.es.messages.length === 5, null, { timeout: 10000 });
+  // The stream is cut (a proxy restart, a node gone): messages are
+  // published meanwhile; the browser reconnects on its own (the stream's
+  // `retry: 1000`), through the round robin to the other node, sending
+  // Last-Event-ID.
+  proxy.only(hubs[1].port);
+  proxy.dropAll();
+  for (let n = 5; n < 10; n++) seqs.push(await hubs[1].publish(topic, { n }));
+  await page.waitForFunction(() => window.es.acks.length === 2 && window.es.messages.length >= 10, null, {
+    timeout: 15000,
+  });
+  const es = await page.evaluate(() => ({ messages: window.es.messages, acks: window.es.acks, welcomes: window.es.welcomes }));
+  await page.evaluate(() => window.es.source.close());
+  assert.equal(es.acks[1].recovered, true, JSON.stringify(es.acks[1]));
+  assert.deepEqual(
+    es.welcomes,
+    hubs.map((_, i) => `fallback-${'ab'[i]}-${process.pid}`),
+    'resumed on the other node',
+  );
+  assert.deepEqual(
+    es.messages.map((m) => m.frame.seq),
+    seqs,
+    'exactly once, in order',
+  );
+  assert.deepEqual(
+    es.messages.map((m) => m.frame.data.n),
+    [...Array(10).keys()],
+  );
+  assert.equal(es.messages[9].id, `${es.acks[0].epoch}:${seqs[9]}`);
+  assert.deepEqual(errors, []);
 });

@@ -2,6 +2,8 @@
 // (streamed both ways, nothing buffered) to its hubs in turn (round robin,
 // no stickiness) and refuses every websocket upgrade with 403, until
 // `allowUpgrades()` lets upgrades through (to the hubs in turn as well).
+// `only(port)` sends everything to one hub, for a test that must know
+// which node serves a request.
 
 import http from 'node:http';
 import net from 'node:net';
@@ -10,7 +12,8 @@ import net from 'node:net';
 export async function startBlockingProxy(ports) {
   let next = 0;
   let blockUpgrades = true;
-  const pick = () => ports[next++ % ports.length];
+  let pinned = null;
+  const pick = () => pinned ?? ports[next++ % ports.length];
   const stats = { requests: 0, refusedUpgrades: 0, upgrades: 0, byPort: {} };
   const sockets = new Set();
   const agent = new http.Agent({ keepAlive: false });
@@ -68,6 +71,10 @@ export async function startBlockingProxy(ports) {
     /** The proxy is gone from the path: upgrades pass. */
     allowUpgrades() {
       blockUpgrades = false;
+    },
+    /** Sends every new request to `port` (null: round robin again). */
+    only(port) {
+      pinned = port;
     },
     /** Cuts every connection (streams and sockets): clients reconnect. */
     dropAll() {
