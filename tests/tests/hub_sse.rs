@@ -276,6 +276,22 @@ async fn a_stream_heartbeats_takes_reactions_refuses_and_drains() {
             .contains("authorization")
     );
 
+    // A client that goes away gives its place back (seen at the next write,
+    // a heartbeat at the latest).
+    let mut second = CurlStream::open(&url, &[]);
+    second.next_named("ack", WAIT).await.expect("ack");
+    assert_eq!(hub.metric("tribune_sse_streams").await, 2.0);
+    second.kill().await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while hub.metric("tribune_sse_streams").await != 1.0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the stream of a client gone is still open"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(hub.metric("tribune_connections").await, 1.0);
+
     // A draining node ends the stream with a retry hint and 1001.
     hub.terminate();
     let drain = s.next_named("drain", WAIT).await.expect("drain event");
