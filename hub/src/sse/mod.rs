@@ -258,8 +258,10 @@ async fn open(node: Arc<Node>, peer: SocketAddr, uri: &Uri, headers: &HeaderMap)
     }));
     let mut first = Vec::new();
     // An `EventSource` that loses the stream waits this long before it
-    // reconnects, the SDKs' first backoff.
-    first.extend_from_slice(b"retry: 1000\n");
+    // reconnects: 1 to 3 s, drawn per stream, so that the fans of a node
+    // that died do not all come back in the same instant.
+    let retry = 1000 + rand::random::<u64>() % 2000;
+    first.extend_from_slice(format!("retry: {retry}\n").as_bytes());
     let mut translator = Translator::new(since.as_ref().map(|(_, s)| *s));
     translator.push(&mut first, &welcome);
     let topic = q.topic.clone();
