@@ -28,6 +28,10 @@
 //!   once and written to every connection with vectored writes.
 //! - `outbox`: a connection's bounded queue: conflation, 4008, batching.
 //! - `session`: a client's frames turned into registry actions.
+//! - `sse`: the HTTP fallback for networks that block websockets:
+//!   `GET /v1/sse` (one topic as server-sent events, a connection without
+//!   a socket, subscribed through a `session`) and `POST /v1/react` with the
+//!   stream's reaction key; CORS for both.
 //! - `registry`: topic → relay; relay lifecycle; bus watch and checks.
 //! - `relay`: per-topic ordering, gap repair, cache, encode-once fan-out.
 //! - `bus`: the `Bus` (stored stream) and `SideChannel` traits and their
@@ -77,6 +81,7 @@ pub(crate) mod retract;
 pub(crate) mod server;
 pub(crate) mod server_api;
 pub(crate) mod session;
+pub(crate) mod sse;
 pub(crate) mod stats;
 pub(crate) mod ws;
 

@@ -35,7 +35,8 @@ pub fn reaction_rate(limits: &Limits) -> DefaultDirectRateLimiter {
     RateLimiter::direct(quota(limits.reactions_per_second, limits.reactions_burst))
 }
 
-/// A rate per key: a client address (its limit key) unless said otherwise.
+/// A rate per key: a client address (its limit key) by default, or
+/// another identity (an HTTP stream's reaction key).
 pub struct KeyedLimiter<K: Hash + Eq + Clone = IpAddr> {
     inner: RateLimiter<K, DefaultKeyedStateStore<K>, DefaultClock>,
 }
@@ -71,6 +72,12 @@ impl<K: Hash + Eq + Clone> KeyedLimiter<K> {
 
 fn wait(not_until: &NotUntil<<DefaultClock as Clock>::Instant>) -> Duration {
     not_until.wait_time_from(DefaultClock::default().now())
+}
+
+/// Reactions per second per HTTP stream (its reaction key), as
+/// [`reaction_rate`] is per websocket connection.
+pub fn stream_reaction_rate(limits: &Limits) -> KeyedLimiter<u64> {
+    KeyedLimiter::new(quota(limits.reactions_per_second, limits.reactions_burst))
 }
 
 /// Handshakes per client address (burst allowed); past it, 429.

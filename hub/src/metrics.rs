@@ -25,6 +25,9 @@ pub struct Metrics {
     registry: Registry,
     /// Open websocket connections.
     pub connections: Gauge,
+    /// Open HTTP fallback streams (`GET /v1/sse`): how many fans a blocking
+    /// proxy keeps off the websocket. Each also counts in `connections`.
+    pub sse_streams: Gauge,
     /// The node's connection cap (`limits.max_connections`, lowered to fit
     /// the open-files limit): what `connections` is compared with.
     pub connections_max: Gauge,
@@ -146,6 +149,8 @@ pub const HANDSHAKE_REFUSALS: &[&str] = &[
     "token",
     "address_share",
     "user_share",
+    "token_in_url",
+    "sse_request",
 ];
 
 /// Reasons of `tribune_refusals_total` (the audit log's, `audit.rs`).
@@ -185,6 +190,10 @@ pub const REFUSALS: &[&str] = &[
     "history_unavailable",
     "retract_state_topic",
     "delay_range",
+    "token_in_url",
+    "sse_request",
+    "react_content_type",
+    "react_body",
 ];
 
 /// Close codes of `tribune_closes_total` (PROTOCOL.md section 6); `other`
@@ -213,13 +222,20 @@ pub const REACTION_RESULTS: &[&str] = &["accepted", "rate_limited", "refused"];
 pub const TOPIC_MODES: &[&str] = &["feed", "state"];
 
 /// Limiters of `tribune_limiter_keys` and `tribune_limiter_keys_expired_total`.
-pub const LIMITERS: &[&str] = &["handshakes", "publish_failures", "connections", "history"];
+pub const LIMITERS: &[&str] = &[
+    "handshakes",
+    "publish_failures",
+    "connections",
+    "history",
+    "stream_reactions",
+];
 
 impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::default();
         let m = Self {
             connections: Gauge::default(),
+            sse_streams: Gauge::default(),
             connections_max: Gauge::default(),
             connections_accepted: Counter::default(),
             heap_trims: Counter::default(),
@@ -288,6 +304,11 @@ impl Metrics {
             "heap_free_bytes",
             "Bytes the allocator held free for reuse at the last check",
             m.heap_free_bytes.clone(),
+        );
+        r.register(
+            "sse_streams",
+            "Open HTTP fallback streams (GET /v1/sse), also counted in tribune_connections",
+            m.sse_streams.clone(),
         );
         r.register(
             "connections_max",

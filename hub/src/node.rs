@@ -59,6 +59,8 @@ pub struct Node {
     pub history_users: KeyedLimiter<String>,
     /// Connections per client address and per user.
     pub occupancy: Arc<Occupancy>,
+    /// Reaction keys of HTTP streams and their per-stream rate (`sse/keys.rs`).
+    pub react_keys: crate::sse::keys::ReactKeys,
     /// Failed `POST /v1/publish` attempts per caller address.
     pub publish_failures: FailureLimiter,
     /// Refusals: counted, and logged at a bounded rate.
@@ -109,6 +111,10 @@ impl Node {
             history_addresses: limits::history_rate(&config.limits),
             history_users: limits::history_token_rate(&config.limits),
             occupancy: Arc::new(Occupancy::default()),
+            react_keys: crate::sse::keys::ReactKeys::new(
+                config.stats.key_bytes().ok().flatten().as_deref(),
+                &config.limits,
+            ),
             publish_failures: FailureLimiter::per_minute(config.limits.publish_failures_per_minute),
             audit: Audit::new(metrics.clone()),
             trusted_proxies: TrustedProxies::new(&config.trusted_proxies),
@@ -232,6 +238,11 @@ impl Node {
             "history",
             self.history_addresses.keys() + self.history_users.keys(),
         );
+        let forgot = self.react_keys.sweep();
+        self.metrics
+            .limiter_keys_expired("stream_reactions", forgot);
+        self.metrics
+            .set_limiter_keys("stream_reactions", self.react_keys.keys());
         let forgot = self.publish_failures.sweep();
         self.metrics
             .limiter_keys_expired("publish_failures", forgot);

@@ -1,6 +1,6 @@
 //! The public listener's routes: the websocket upgrade, after the
-//! handshake's checks, `GET /v1/history` (`history.rs`), health and
-//! readiness for load balancers, and the web
+//! handshake's checks, `GET /v1/history` (`history.rs`), its HTTP fallback
+//! (`sse/`), health and readiness for load balancers, and the web
 //! assets: the demo page at `/`, the JS SDK at `/sdk/`, the widget at
 //! `/widget/` (PROTOCOL.md sections 1 and 9). Nothing for operators: that
 //! is the internal listener's (`internal.rs`).
@@ -26,6 +26,14 @@ pub fn router(node: Arc<Node>) -> Router {
         .route(
             tribune_protocol::HISTORY_PATH,
             get(crate::history::history).options(crate::history::preflight),
+        )
+        .route(
+            "/v1/sse",
+            get(crate::sse::stream).options(crate::sse::cors::preflight),
+        )
+        .route(
+            "/v1/react",
+            axum::routing::post(crate::sse::react::react).options(crate::sse::cors::preflight),
         )
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))

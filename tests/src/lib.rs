@@ -8,12 +8,14 @@
 //! - [`eventually`]: polling with a deadline instead of sleeps.
 //! - [`nats`]: a real nats-server on a random port with its own store, a
 //!   3-node cluster (both from `tribune-harness`), a TCP proxy that cuts a link.
+//! - [`sse`]: server-sent events read through the real `curl -N`.
 //! - [`procstat`]: memory and CPU time of a process (from `tribune-harness`).
 //! - [`region`]: two nats-servers as two regions (JetStream domains joined
 //!   by a leaf node), from `tribune-harness`.
 
 pub mod editor;
 pub mod nats;
+pub mod sse;
 pub mod ws;
 
 pub use hub::Hub;

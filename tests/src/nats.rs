@@ -116,12 +116,18 @@ pub async fn connect_noting_errors(
 /// A loopback TCP proxy in front of a server. [`TcpProxy::cut`] drops every
 /// proxied connection and refuses new ones until [`TcpProxy::restore`]: the
 /// client behind it loses the server while other clients keep it.
+/// [`TcpProxy::silence`] black-holes the connections open now (nothing
+/// passes, nothing closes: a phone's socket after a network change) while
+/// new ones pass.
 #[derive(Debug)]
 pub struct TcpProxy {
     addr: SocketAddr,
     open: Arc<AtomicBool>,
     /// Bumped by `cut`; every proxied connection ends when it changes.
     cuts: tokio::sync::watch::Sender<u64>,
+    /// Bumped by `silence`; every proxied connection open then stops
+    /// forwarding, its sockets kept open.
+    silences: tokio::sync::watch::Sender<u64>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -135,9 +141,11 @@ impl TcpProxy {
         let addr = listener.local_addr().expect("proxy address");
         let open = Arc::new(AtomicBool::new(true));
         let (cuts, _) = tokio::sync::watch::channel(0u64);
+        let (silences, _) = tokio::sync::watch::channel(0u64);
         let task = {
             let open = open.clone();
             let cuts = cuts.clone();
+            let silences = silences.clone();
             tokio::spawn(async move {
                 while let Ok((mut inbound, _)) = listener.accept().await {
                     if !open.load(Ordering::SeqCst) {
@@ -145,6 +153,7 @@ impl TcpProxy {
                     }
                     let target = target.clone();
                     let mut cut = cuts.subscribe();
+                    let mut silence = silences.subscribe();
                     tokio::spawn(async move {
                         let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await else {
                             return;
@@ -152,7 +161,12 @@ impl TcpProxy {
                         tokio::select! {
                             _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
                             _ = cut.changed() => {}
+                            _ = silence.changed() => {
+                                // Held open, forwarding nothing, until cut or dropped.
+                                let _ = cut.changed().await;
+                            }
                         }
+                        drop((inbound, outbound));
                     });
                 }
             })
@@ -161,8 +175,19 @@ impl TcpProxy {
             addr,
             open,
             cuts,
+            silences,
             task,
         }
+    }
+
+    /// The proxy's loopback address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Black-holes every connection open now; new ones pass.
+    pub fn silence(&self) {
+        self.silences.send_modify(|n| *n += 1);
     }
 
     /// `nats://127.0.0.1:<proxy port>`.

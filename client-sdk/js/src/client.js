@@ -1,5 +1,6 @@
 // TribuneClient: one websocket connection to a hub, its states, reconnects
-// (backoff, drain, heartbeats, browser offline/online), requests (react,
+// (backoff, drain, heartbeats, the app's lifecycle: offline/online,
+// background/foreground through lifecycle.js), requests (react,
 // publish, ping), and the frames that drive every topic's subscriptions
 // (acks, messages and their continuity checks, resume). Also `sharedClient`,
 // one client per hub and page.
@@ -20,6 +21,8 @@ import {
 import { DELTA_FORMAT, applyTextDelta, rawMessageData } from './delta.js';
 import { Emitter } from './emitter.js';
 import { fetchHistory } from './history.js';
+import { watchLifecycle } from './lifecycle.js';
+import { HttpTransport, httpStreamingAvailable } from './transport-http.js';
 import { Subscription } from './subscription.js';
 import { TopicState } from './topic-state.js';
 
@@ -81,7 +84,27 @@ export class TribuneClient {
   #pending = new Map();
   #welcome = null;
   #offline = false;
+  // Stops the lifecycle listeners (lifecycle.js); null when not watching.
   #netListeners = null;
+  // Paused (the app in the background): no connection until resume().
+  #suspended = false;
+  #backgroundTimer = null;
+  // A check after a network change or a return to the foreground: the
+  // socket is given up if nothing arrives before it fires.
+  #probeTimer = null;
+  // The transport of the next connection: 'websocket' or 'http' (the
+  // fallback, transport-http.js).
+  #transportKind = 'websocket';
+  // Websocket attempts in a row whose open never completed (an upgrade a
+  // proxy refused, or a handshake that hangs): two mean a blocking proxy.
+  #wsFailures = 0;
+  // Set when the client just moved to the fallback: that connection goes
+  // out over HTTP without trying the websocket again.
+  #fallbackFresh = false;
+  #openTimer = null;
+  // While on the fallback: when the websocket is tried again, and the next wait.
+  #wsProbeTimer = null;
+  #wsProbeMs = 0;
   #openGen = 0;
   #random;
   // The token of the connection being opened, sent in its first frame.
@@ -102,7 +125,26 @@ export class TribuneClient {
    *   on the open connection.
    * @param {{initialMs?: number, maxMs?: number, stableMs?: number}} [options.backoff]
    * @param {boolean} [options.subprotocol=true] offer `tribune.v1`
-   * @param {boolean} [options.watchNetwork=true] follow the browser's offline/online events
+   * @param {boolean} [options.watchNetwork=true] follow the app's lifecycle: offline/online,
+   *   visibilitychange, freeze/resume (browsers), and the adapters of `lifecycle`
+   * @param {{target?: EventTarget, document?: object, appState?: object, netInfo?: object}} [options.lifecycle]
+   *   where lifecycle events come from: React Native apps pass `AppState` and
+   *   `@react-native-community/netinfo` (see the README's "Mobile apps")
+   * @param {number|null} [options.backgroundCloseAfterMs=null] close the connection
+   *   after this long in the background (battery), resuming with `since` on return;
+   *   null keeps it open
+   * @param {'auto'|'websocket'|'http'} [options.transport='auto'] 'auto': the websocket,
+   *   and the HTTP fallback (PROTOCOL.md section 11) after two websocket attempts in a
+   *   row whose open never completed (a proxy that strips `Upgrade`), with the
+   *   websocket tried again at every reconnect and every `wsProbeMs` (doubling, up to
+   *   10 minutes) while on the fallback
+   * @param {number} [options.wsProbeMs=60000] first wait before the websocket is tried
+   *   again while on the fallback
+   * @param {number} [options.openTimeoutMs=10000] a websocket whose open takes longer
+   *   counts as a failed one
+   * @param {Function} [options.fetch] fetch for the HTTP fallback (default: the global one)
+   * @param {number} [options.probeTimeoutMs=1500] back in the foreground or on a
+   *   network, a ping must be answered within this, or the client reconnects at once
    * @param {number} [options.requestTimeoutMs=10000] deadline of react/publish/ping
    * @param {boolean} [options.autoConnect=true] connect on the first subscribe
    * @param {boolean} [options.deltas=true] ask for Fossil delta updates on
@@ -129,13 +171,26 @@ export class TribuneClient {
       autoConnect: options.autoConnect ?? true,
       maxFrameBytes: options.maxFrameBytes ?? MAX_CLIENT_FRAME_BYTES,
       deltas: options.deltas ?? true,
+      lifecycle: options.lifecycle ?? {},
+      backgroundCloseAfterMs: options.backgroundCloseAfterMs ?? null,
+      probeTimeoutMs: options.probeTimeoutMs ?? 1500,
+      transport: options.transport ?? 'auto',
+      wsProbeMs: options.wsProbeMs ?? 60000,
+      openTimeoutMs: options.openTimeoutMs ?? 10000,
+      fetch: options.fetch,
     };
+    if (this.#opts.transport === 'http') this.#transportKind = 'http';
     this.#random = options.random ?? Math.random;
   }
 
   /** The websocket URL (it never holds a token). */
   get url() {
     return this.#opts.url;
+  }
+
+  /** The transport in use or about to be: 'websocket' or 'http' (the fallback). */
+  get transport() {
+    return this.#transportKind;
   }
 
   /** Current connection state: idle, connecting, connected, reconnecting, closed. */
@@ -204,6 +259,59 @@ export class TribuneClient {
     this.#open();
   }
 
+  /**
+   * The device's network changed (Wi-Fi to cellular, out of a tunnel): a
+   * socket may then be dead without a close event (mobile Safari fires
+   * none). Connected, the client pings the hub and reconnects at once, with
+   * no backoff, if nothing comes back within `probeTimeoutMs`; waiting to
+   * reconnect, it tries now. Called by the lifecycle watcher; apps with
+   * their own signals may call it.
+   */
+  networkChanged() {
+    if (this.#state === ConnectionState.CONNECTED) {
+      this.#probe();
+    } else if (this.#state === ConnectionState.RECONNECTING && !this.#offline && !this.#suspended && !this.#drainTimer) {
+      this.#attempt = 0;
+      this.#open();
+    }
+  }
+
+  /**
+   * The app goes to the background: closes the connection and stays away
+   * until `resume()`, keeping every subscription and its resume point.
+   * `backgroundCloseAfterMs` calls this after that long in the background.
+   */
+  pause() {
+    clearTimeout(this.#backgroundTimer);
+    this.#backgroundTimer = null;
+    if (this.#state === ConnectionState.CLOSED || this.#state === ConnectionState.IDLE) return;
+    this.#suspended = true;
+    clearTimeout(this.#reconnectTimer);
+    this.#reconnectTimer = null;
+    clearTimeout(this.#drainTimer);
+    this.#drainTimer = null;
+    this.#dropTransport(CloseCode.CLIENT_RESTART, 'paused');
+    this.#setState(ConnectionState.RECONNECTING, { suspended: true, reason: 'paused' });
+  }
+
+  /**
+   * The app is back in the foreground: a paused or waiting client connects
+   * at once (no backoff) and resumes every subscription with `since`; a
+   * connected one checks its socket as `networkChanged()` does.
+   */
+  resume() {
+    clearTimeout(this.#backgroundTimer);
+    this.#backgroundTimer = null;
+    if (this.#state === ConnectionState.CLOSED || this.#state === ConnectionState.IDLE) return;
+    this.#suspended = false;
+    if (this.#offline) return; // `online` reconnects
+    if (this.#state === ConnectionState.CONNECTED) this.#probe();
+    else if (this.#state === ConnectionState.RECONNECTING && !this.#drainTimer) {
+      this.#attempt = 0;
+      this.#open();
+    }
+  }
+
   /** Closes the connection for good; subscriptions end. */
   close() {
     if (this.#state === ConnectionState.CLOSED) return;
@@ -211,6 +319,8 @@ export class TribuneClient {
     clearTimeout(this.#reconnectTimer);
     clearTimeout(this.#drainTimer);
     this.#drainTimer = null;
+    clearTimeout(this.#wsProbeTimer);
+    this.#wsProbeTimer = null;
     this.#dropTransport(CloseCode.NORMAL, 'client closed');
     for (const state of this.#topics.values()) {
       clearTimeout(state.retryTimer);
@@ -358,9 +468,22 @@ export class TribuneClient {
       this.#scheduleReconnect('backoff', { reason: 'token provider failed' });
       return;
     }
+    if (this.#transportKind === 'http' && this.#opts.transport === 'auto') {
+      // On the fallback, every new connection but the first tries the
+      // websocket once more: the network may have changed (a phone that left
+      // the hotel). One more refusal and it is back on HTTP at once.
+      if (this.#fallbackFresh) this.#fallbackFresh = false;
+      else {
+        this.#transportKind = 'websocket';
+        this.#wsFailures = 1;
+      }
+    }
+    // Whether this transport opens is what the fallback rule counts.
+    this.#openedAt = 0;
     let ws;
     try {
-      ws = this.#opts.subprotocol ? new this.#WebSocket(url, [SUBPROTOCOL]) : new this.#WebSocket(url);
+      if (this.#transportKind === 'http') ws = new HttpTransport(url, { fetch: this.#opts.fetch });
+      else ws = this.#opts.subprotocol ? new this.#WebSocket(url, [SUBPROTOCOL]) : new this.#WebSocket(url);
     } catch (err) {
       this.#emitError(new TribuneError('unavailable', `cannot open websocket: ${err?.message ?? err}`));
       this.#scheduleReconnect('backoff', { reason: 'cannot open websocket' });
@@ -377,10 +500,29 @@ export class TribuneClient {
     ws.onclose = (ev) => this.#onClose(ws, ev.code, ev.reason);
     // Errors are followed by a close event, which decides what happens next.
     ws.onerror = () => {};
+    if (this.#transportKind === 'websocket') {
+      // A handshake that hangs (a proxy holding the upgrade) fails like a refused one.
+      clearTimeout(this.#openTimer);
+      this.#openTimer = setTimeout(() => {
+        this.#openTimer = null;
+        if (this.#ws !== ws || ws.readyState === 1) return;
+        this.#dropTransport(CloseCode.CLIENT_RESTART, 'websocket open timed out');
+        this.#onClose(ws, CloseCode.ABNORMAL, 'websocket open timed out', true);
+      }, this.#opts.openTimeoutMs);
+    }
   }
 
   #onOpen(ws) {
     if (ws !== this.#ws) return;
+    clearTimeout(this.#openTimer);
+    this.#openTimer = null;
+    if (!(ws instanceof HttpTransport)) {
+      // The websocket works here: the fallback is not needed.
+      this.#wsFailures = 0;
+      clearTimeout(this.#wsProbeTimer);
+      this.#wsProbeTimer = null;
+      this.#wsProbeMs = 0;
+    }
     this.#openedAt = Date.now();
     this.#lastRx = Date.now();
     // The hub handles frames in order: `auth` first, so that subscriptions
@@ -396,6 +538,9 @@ export class TribuneClient {
     if (ws !== this.#ws) return;
     this.#lastRx = Date.now();
     this.#pingOutstanding = false;
+    // Any frame proves the socket alive: a check in flight is answered.
+    clearTimeout(this.#probeTimer);
+    this.#probeTimer = null;
     let frame;
     try {
       frame = decodeServerFrame(data);
@@ -806,11 +951,25 @@ export class TribuneClient {
     }, delayMs);
   }
 
-  #onClose(ws, code, reason) {
-    if (ws !== this.#ws) return;
-    this.#ws = null;
-    this.#cleanupConnection();
+  #onClose(ws, code, reason, dropped = false) {
+    if (!dropped) {
+      if (ws !== this.#ws) return;
+      this.#ws = null;
+      this.#cleanupConnection();
+    }
     if (this.#state === ConnectionState.CLOSED) return;
+    if (this.#openedAt === 0 && !(ws instanceof HttpTransport) && this.#fallbackAllowed()) {
+      // The open never completed: a proxy that refuses the upgrade looks
+      // like this in a browser (1006, no open). Twice in a row: HTTP now.
+      this.#wsFailures += 1;
+      if (this.#wsFailures >= 2) {
+        this.#transportKind = 'http';
+        this.#fallbackFresh = true;
+        this.#scheduleWsProbe();
+        this.#scheduleReconnect('immediately', { code, reason, transport: 'http' });
+        return;
+      }
+    }
     const policy = reconnectPolicy(code);
     if (policy === 'never') {
       this.#unwatchNetwork();
@@ -842,15 +1001,15 @@ export class TribuneClient {
     clearTimeout(this.#reconnectTimer);
     if (this.#openedAt && Date.now() - this.#openedAt >= this.#opts.backoff.stableMs) this.#attempt = 0;
     this.#openedAt = 0;
-    if (this.#offline) {
-      this.#setState(ConnectionState.RECONNECTING, { ...detail, offline: true });
+    if (this.#offline || this.#suspended) {
+      this.#setState(ConnectionState.RECONNECTING, { ...detail, offline: this.#offline, suspended: this.#suspended });
       return;
     }
     const delayMs = policy === 'immediately' ? 0 : backoffDelay(this.#attempt++, this.#opts.backoff, this.#random);
     this.#setState(ConnectionState.RECONNECTING, { ...detail, delayMs });
     this.#reconnectTimer = setTimeout(() => {
       this.#reconnectTimer = null;
-      if (this.#state === ConnectionState.RECONNECTING && !this.#offline) this.#open();
+      if (this.#state === ConnectionState.RECONNECTING && !this.#offline && !this.#suspended) this.#open();
     }, delayMs);
   }
 
@@ -858,6 +1017,10 @@ export class TribuneClient {
   #cleanupConnection() {
     clearInterval(this.#heartbeatTimer);
     this.#heartbeatTimer = null;
+    clearTimeout(this.#probeTimer);
+    this.#probeTimer = null;
+    clearTimeout(this.#openTimer);
+    this.#openTimer = null;
     clearTimeout(this.#refreshTimer);
     this.#refreshTimer = null;
     this.#expiresAt = null;
@@ -989,35 +1152,134 @@ export class TribuneClient {
     this.#emitter.emit('error', err);
   }
 
-  #watchNetwork() {
-    const g = globalThis;
-    if (!this.#opts.watchNetwork || typeof g.addEventListener !== 'function' || !g.navigator) return;
-    if (!('onLine' in g.navigator)) return;
-    this.#offline = g.navigator.onLine === false;
-    const offline = () => {
-      this.#offline = true;
-      if (this.#state === ConnectionState.CLOSED || this.#state === ConnectionState.IDLE) return;
-      // The socket would die on its own only after heartbeats; say it now and
-      // stop burning backoff attempts until the network returns.
-      clearTimeout(this.#reconnectTimer);
-      this.#dropTransport(CloseCode.CLIENT_RESTART, 'browser offline');
-      this.#setState(ConnectionState.RECONNECTING, { offline: true, reason: 'offline' });
-    };
-    const online = () => {
-      this.#offline = false;
-      if (this.#state !== ConnectionState.RECONNECTING) return;
+  /**
+   * A ping that must be answered (by any frame) within `probeTimeoutMs`,
+   * or the socket is taken for dead and replaced at once, without backoff:
+   * every subscription resumes with `since`.
+   */
+  #probe() {
+    if (this.#probeTimer || !this.#socketOpen()) return;
+    const ws = this.#ws;
+    const id = this.#nextId++;
+    this.#pending.set(id, { kind: 'ping', resolve() {}, reject() {} });
+    this.#probeTimer = setTimeout(() => {
+      this.#probeTimer = null;
+      this.#pending.delete(id);
+      if (this.#ws !== ws) return;
+      this.#dropTransport(CloseCode.CLIENT_RESTART, 'no answer to a check');
       this.#attempt = 0;
-      this.#open();
+      this.#scheduleReconnect('immediately', { code: CloseCode.ABNORMAL, reason: 'no answer to a check' });
+    }, this.#opts.probeTimeoutMs);
+    this.#send({ type: 'ping', id });
+  }
+
+  /** The fallback may be used: 'auto' and a runtime that streams responses. */
+  #fallbackAllowed() {
+    return this.#opts.transport === 'auto' && (this.#opts.fetch !== undefined || httpStreamingAvailable());
+  }
+
+  /**
+   * While on the fallback, the websocket is tried again after a while
+   * (doubling, up to 10 minutes); when it opens, the client moves back.
+   */
+  #scheduleWsProbe() {
+    if (this.#wsProbeTimer || this.#opts.transport !== 'auto') return;
+    this.#wsProbeMs = this.#wsProbeMs ? Math.min(this.#wsProbeMs * 2, 600000) : this.#opts.wsProbeMs;
+    this.#wsProbeTimer = setTimeout(() => {
+      this.#wsProbeTimer = null;
+      if (this.#state === ConnectionState.CLOSED || this.#transportKind !== 'http') return;
+      this.#probeWebSocket();
+    }, this.#wsProbeMs);
+    this.#wsProbeTimer.unref?.();
+  }
+
+  #probeWebSocket() {
+    let test;
+    try {
+      test = new this.#WebSocket(this.#opts.url, [SUBPROTOCOL]);
+    } catch {
+      this.#scheduleWsProbe();
+      return;
+    }
+    let settled = false;
+    const done = (works) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      test.onopen = test.onmessage = test.onclose = null;
+      test.onerror = () => {};
+      try {
+        test.close(CloseCode.NORMAL, 'probe');
+      } catch {
+        // Already closed.
+      }
+      if (this.#state === ConnectionState.CLOSED || this.#transportKind !== 'http') return;
+      if (!works) {
+        this.#scheduleWsProbe();
+        return;
+      }
+      // Back to the websocket: a new connection, every topic resumed with `since`.
+      this.#transportKind = 'websocket';
+      this.#wsFailures = 0;
+      this.#wsProbeMs = 0;
+      if (this.#state === ConnectionState.CONNECTED) this.reconnect();
     };
-    g.addEventListener('offline', offline);
-    g.addEventListener('online', online);
-    this.#netListeners = { offline, online };
+    const timer = setTimeout(() => done(false), this.#opts.openTimeoutMs);
+    // The hub's welcome proves the path, not just a TCP connection.
+    test.onmessage = () => done(true);
+    test.onclose = () => done(false);
+    test.onerror = () => {};
+  }
+
+  #onOffline() {
+    this.#offline = true;
+    if (this.#state === ConnectionState.CLOSED || this.#state === ConnectionState.IDLE) return;
+    // The socket would die on its own only after heartbeats; say it now and
+    // stop burning backoff attempts until the network returns.
+    clearTimeout(this.#reconnectTimer);
+    this.#dropTransport(CloseCode.CLIENT_RESTART, 'browser offline');
+    this.#setState(ConnectionState.RECONNECTING, { offline: true, reason: 'offline' });
+  }
+
+  #onOnline() {
+    this.#offline = false;
+    // Back on a network: at once, whatever the backoff said (a paused
+    // client waits for the foreground).
+    this.networkChanged();
+  }
+
+  #onBackground() {
+    const after = this.#opts.backgroundCloseAfterMs;
+    if (after === null || after === undefined || this.#backgroundTimer) return;
+    if (this.#state === ConnectionState.CLOSED || this.#state === ConnectionState.IDLE) return;
+    this.#backgroundTimer = setTimeout(() => {
+      this.#backgroundTimer = null;
+      this.pause();
+    }, after);
+  }
+
+  #watchNetwork() {
+    if (!this.#opts.watchNetwork || this.#netListeners) return;
+    const sources = this.#opts.lifecycle;
+    const g = globalThis;
+    if (!sources.target && g.navigator && 'onLine' in g.navigator) this.#offline = g.navigator.onLine === false;
+    this.#netListeners = watchLifecycle(
+      {
+        online: () => this.#onOnline(),
+        offline: () => this.#onOffline(),
+        foreground: () => this.resume(),
+        background: () => this.#onBackground(),
+        networkChanged: () => this.networkChanged(),
+      },
+      sources,
+    );
   }
 
   #unwatchNetwork() {
+    clearTimeout(this.#backgroundTimer);
+    this.#backgroundTimer = null;
     if (!this.#netListeners) return;
-    globalThis.removeEventListener('offline', this.#netListeners.offline);
-    globalThis.removeEventListener('online', this.#netListeners.online);
+    this.#netListeners();
     this.#netListeners = null;
   }
 }

@@ -343,8 +343,38 @@ export interface ClientOptions {
   backoff?: { initialMs?: number; maxMs?: number; stableMs?: number };
   /** Offer the `tribune.v1` subprotocol (default true). */
   subprotocol?: boolean;
-  /** Follow the browser's offline/online events (default true). */
+  /**
+   * Follow the app's lifecycle (default true): offline/online,
+   * visibilitychange, freeze/resume, and the adapters of `lifecycle`.
+   */
   watchNetwork?: boolean;
+  /**
+   * Where lifecycle events come from. Browsers need nothing; React Native
+   * passes its `AppState` and `@react-native-community/netinfo`.
+   */
+  lifecycle?: LifecycleSources;
+  /**
+   * Close the connection after this long in the background, resuming with
+   * `since` on return (default null: stay connected).
+   */
+  backgroundCloseAfterMs?: number | null;
+  /**
+   * Back in the foreground or on a network, a ping must be answered within
+   * this, or the client reconnects at once, without backoff (default 1,500 ms).
+   */
+  probeTimeoutMs?: number;
+  /**
+   * 'auto' (default): the websocket, and the HTTP fallback (PROTOCOL.md
+   * section 11) after two websocket opens in a row that never complete;
+   * 'websocket': never the fallback; 'http': the fallback only.
+   */
+  transport?: 'auto' | 'websocket' | 'http';
+  /** While on the fallback, the first wait before the websocket is tried again (default 60,000 ms, doubling to 10 minutes). */
+  wsProbeMs?: number;
+  /** A websocket open that takes longer counts as failed (default 10,000 ms). */
+  openTimeoutMs?: number;
+  /** fetch for the HTTP fallback (default: the global one). */
+  fetch?: (input: string, init?: object) => Promise<unknown>;
   /** Deadline of react, publish and ping (default 10,000 ms). */
   requestTimeoutMs?: number;
   /** Connect on the first subscribe (default true). */
@@ -361,6 +391,26 @@ export interface ClientOptions {
   random?: () => number;
 }
 
+/** Sources of lifecycle events (see `ClientOptions.lifecycle`). */
+export interface LifecycleSources {
+  /** Where `online`/`offline` fire (default: globalThis). */
+  target?: { addEventListener(type: string, fn: () => void): void; removeEventListener(type: string, fn: () => void): void };
+  /** Where `visibilitychange`, `freeze`, `resume` fire (default: globalThis.document). */
+  document?: {
+    visibilityState: string;
+    addEventListener(type: string, fn: () => void): void;
+    removeEventListener(type: string, fn: () => void): void;
+  };
+  /** React Native's `AppState`. */
+  appState?: { addEventListener(type: 'change', fn: (state: string) => void): { remove(): void } };
+  /** `@react-native-community/netinfo` (its default export). */
+  netInfo?: {
+    addEventListener(
+      fn: (state: { isConnected: boolean | null; isInternetReachable?: boolean | null; type?: string }) => void,
+    ): () => void;
+  };
+}
+
 export interface StateChange {
   state: ConnectionStateName;
   previous: ConnectionStateName;
@@ -369,6 +419,8 @@ export interface StateChange {
   /** reconnecting: the delay before the next attempt. */
   delayMs?: number;
   offline?: boolean;
+  /** reconnecting: paused (the app in the background) until `resume()`. */
+  suspended?: boolean;
   draining?: boolean;
   attempt?: number;
   node?: string;
@@ -387,6 +439,8 @@ export interface ClientEvents {
 export class TribuneClient {
   constructor(options: ClientOptions);
   readonly url: string;
+  /** The transport in use or about to be: the websocket or the HTTP fallback. */
+  readonly transport: 'websocket' | 'http';
   readonly state: ConnectionStateName;
   readonly welcome: WelcomeFrame | null;
   on<K extends keyof ClientEvents>(event: K, fn: (value: ClientEvents[K]) => void): () => void;
@@ -394,6 +448,12 @@ export class TribuneClient {
   connect(): this;
   ready(): Promise<void>;
   reconnect(): void;
+  /** The network changed: check the socket now (ping), reconnect at once if dead. */
+  networkChanged(): void;
+  /** The app goes to the background: close, and stay away until `resume()`. */
+  pause(): void;
+  /** Back in the foreground: reconnect at once if paused or waiting, else check. */
+  resume(): void;
   close(): void;
   /** Sets the token and sends it at once on an open connection (`auth`). */
   authorize(token: string | (() => string | Promise<string>)): Promise<{ expiresAt: number | null } | null>;
@@ -443,3 +503,9 @@ export function fetchHistory<T = JsonValue>(
 
 /** One shared client per websocket URL (widgets on a page share it). */
 export function sharedClient(url: string, options?: Omit<ClientOptions, 'url'>): TribuneClient;
+
+/** Listens to the lifecycle sources; returns a function that stops listening. */
+export function watchLifecycle(
+  on: { foreground(): void; background(): void; online(): void; offline(): void; networkChanged(): void },
+  sources?: LifecycleSources,
+): () => void;

@@ -9,8 +9,10 @@
 // - topic-state.js: TopicState, what the client knows of one topic.
 // - emitter.js: the listener list behind every `on`/`off`.
 // - history.js: GET /v1/history, one page of a topic's retained messages.
+// - lifecycle.js: the app's lifecycle (browsers' events, React Native's
+//   AppState and NetInfo) as calls on the client.
 // Imports only go down that list (client → subscription, topic-state,
-// emitter, history, protocol), never back up.
+// emitter, history, lifecycle, protocol), never back up.
 //
 // No runtime dependency: it runs in browsers and in Node >= 20 (pass the `ws`
 // package's WebSocket as the `WebSocket` option where there is no global one).
@@ -19,3 +21,4 @@ export * from './protocol.js';
 export { ConnectionState, TribuneClient, sharedClient } from './client.js';
 export { Subscription } from './subscription.js';
 export { MAX_HISTORY_LIMIT, fetchHistory, historyUrl } from './history.js';
+export { watchLifecycle } from './lifecycle.js';

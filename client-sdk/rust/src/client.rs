@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tribune_protocol::{ClientFrame, Publish, validate_topic};
 
 use crate::backoff::Backoff;
-use crate::command::{Command, SubscribeOptions};
+use crate::command::{Command, Lifecycle, SubscribeOptions};
 use crate::connection::{ConnectionTask, TaskConfig};
 use crate::connector::{Reconnector, connect_once, ws_url};
 use crate::error::{
@@ -37,6 +37,7 @@ pub struct ClientBuilder {
     heartbeat: Option<Duration>,
     connect_timeout: Duration,
     request_timeout: Duration,
+    probe_timeout: Duration,
     buffer: usize,
     max_frame_bytes: usize,
     retry_initial_connect: bool,
@@ -53,6 +54,7 @@ impl ClientBuilder {
             heartbeat: None,
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(10),
+            probe_timeout: Duration::from_millis(500),
             buffer: 1024,
             max_frame_bytes: 4 * 1024,
             retry_initial_connect: false,
@@ -116,6 +118,15 @@ impl ClientBuilder {
     /// quiet interval the client pings, after two it reconnects.
     pub fn heartbeat(mut self, interval: Duration) -> Self {
         self.heartbeat = Some(interval);
+        self
+    }
+
+    /// How long the check of [`Client::network_changed`] (and
+    /// [`Client::resume`] while connected) waits for a sign of life before
+    /// it reconnects. Default 500 ms: a live hub answers a ping in a round
+    /// trip, and a false alarm costs one lossless reconnection.
+    pub fn probe_timeout(mut self, timeout: Duration) -> Self {
+        self.probe_timeout = timeout;
         self
     }
 
@@ -202,6 +213,7 @@ impl ClientBuilder {
                 connect_timeout: self.connect_timeout,
                 heartbeat: self.heartbeat,
                 backoff_max: self.backoff_max,
+                probe_timeout: self.probe_timeout,
             },
             reconnector,
             events.clone(),
@@ -454,6 +466,40 @@ impl Client {
             "ping",
         )
         .await
+    }
+
+    /// Tells the client the device's network changed (Wi-Fi to cellular,
+    /// out of a tunnel; from the platform's reachability callback). A socket
+    /// may then be dead without any sign: connected, the client pings the
+    /// hub and reconnects at once (no backoff, every subscription resumed
+    /// with `since`) if nothing comes back within the probe timeout;
+    /// waiting to reconnect, it tries now; paused, it stays paused.
+    pub fn network_changed(&self) {
+        let _ = self
+            .inner
+            .commands
+            .send(Command::Lifecycle(Lifecycle::NetworkChanged));
+    }
+
+    /// The app goes to the background: the client closes its connection
+    /// (1000) and stays away until [`Client::resume`], keeping its
+    /// subscriptions and their resume points. Nothing is lost if the
+    /// app resumes while the hub still retains what it missed.
+    pub fn pause(&self) {
+        let _ = self
+            .inner
+            .commands
+            .send(Command::Lifecycle(Lifecycle::Pause));
+    }
+
+    /// The app is back in the foreground: a paused or waiting client
+    /// connects at once and resumes every subscription; a connected one
+    /// checks its socket as [`Client::network_changed`] does.
+    pub fn resume(&self) {
+        let _ = self
+            .inner
+            .commands
+            .send(Command::Lifecycle(Lifecycle::Resume));
     }
 
     /// Connection events from now on.

@@ -51,6 +51,21 @@ pub(crate) enum Command {
     Close {
         reply: oneshot::Sender<()>,
     },
+    /// The app's lifecycle (mobile apps): see [`Lifecycle`].
+    Lifecycle(Lifecycle),
+}
+
+/// What an app tells the connection about the device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Lifecycle {
+    /// The network changed (Wi-Fi to cellular, back from a tunnel): the
+    /// socket may be dead without a word; check it at once.
+    NetworkChanged,
+    /// The app went to the background: close, and stay away until `Resume`.
+    Pause,
+    /// The app is back: reconnect at once if paused or waiting, else check
+    /// the socket as for `NetworkChanged`.
+    Resume,
 }
 
 /// Options of [`Client::subscribe_with`](crate::Client::subscribe_with).

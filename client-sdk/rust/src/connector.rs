@@ -305,6 +305,15 @@ impl Reconnector {
         self.flooded = false;
     }
 
+    /// The app says the network is back (or changed): the failures so far
+    /// say nothing about the new one, so the backoff starts again (unless
+    /// the last close was for flooding).
+    pub(crate) fn network_back(&mut self) {
+        if !self.flooded {
+            self.backoff.reset();
+        }
+    }
+
     /// After an established connection ended. `drain_at` is the instant
     /// drawn when the hub announced a drain on it.
     pub(crate) fn after_disconnect(
@@ -317,6 +326,12 @@ impl Reconnector {
         match reason {
             DisconnectReason::ClientClosed => return Plan::Stop,
             DisconnectReason::Drained => return Plan::After(Duration::ZERO),
+            // A dead socket found by a check the app asked for: the network
+            // is back, so back at once, as after a fresh start.
+            DisconnectReason::Unresponsive => {
+                self.network_back();
+                return Plan::After(Duration::ZERO);
+            }
             DisconnectReason::Closed { code, .. } => {
                 let code = CloseCode(*code);
                 if code == CloseCode::FLOOD {

@@ -42,6 +42,11 @@ pub enum DisconnectReason {
     Drained,
     /// The application closed the client.
     ClientClosed,
+    /// The network changed (or the app came back) and the hub did not
+    /// answer the check within the probe timeout: the socket was dead.
+    Unresponsive,
+    /// The application paused the client (in the background).
+    Paused,
 }
 
 impl std::fmt::Display for DisconnectReason {
@@ -59,6 +64,8 @@ impl std::fmt::Display for DisconnectReason {
             Self::Protocol(e) => write!(f, "protocol error: {e}"),
             Self::Drained => f.write_str("left a draining node"),
             Self::ClientClosed => f.write_str("closed by the application"),
+            Self::Unresponsive => f.write_str("no answer to a check after a network change"),
+            Self::Paused => f.write_str("paused by the application"),
         }
     }
 }

@@ -93,7 +93,8 @@
 //! - [`client`]: the [`Client`] handle and its [`ClientBuilder`].
 //! - `command`: what handles ask of the connection task, and the options and
 //!   answer of a subscribe request.
-//! - `connection`: the task that owns the socket; handles send it commands.
+//! - `connection`: the task that owns the socket; handles send it commands,
+//!   the app's lifecycle signals (`network_changed`, `pause`, `resume`) among them.
 //! - `connector`: one handshake, and when to reconnect (close codes, drain, backoff).
 //! - `tls`: which servers are trusted over TLS (platform roots or a CA
 //!   file) for `wss://` and `https://` hubs, and what a TLS failure means.

@@ -14,6 +14,8 @@
 //!   other sites embed as module scripts; `same-origin` for everything else,
 //!   the demo page included; `/v1/history` keeps the allowed origin its
 //!   handler names (`history.rs`), a read a widget on another site makes;
+//!   `cross-origin` for the HTTP fallback (`/v1/sse`, `/v1/react`), whose
+//!   CORS answer `sse/cors.rs` gives;
 //! - `Strict-Transport-Security` on answers sent over the hub's own TLS.
 
 use axum::extract::Request;
@@ -35,6 +37,12 @@ const HSTS: &str = "max-age=31536000";
 /// Whether other sites may load `path` (the SDK and the widget bundle).
 pub fn is_embeddable(path: &str) -> bool {
     path.starts_with("/sdk/") || path.starts_with("/widget/")
+}
+
+/// The HTTP fallback's paths (PROTOCOL.md section 11), which pages of the
+/// allowed origins call cross-origin.
+pub fn is_fallback(path: &str) -> bool {
+    path == "/v1/sse" || path == "/v1/react"
 }
 
 /// The headers every answer carries, whatever its status.
@@ -64,6 +72,7 @@ pub fn common() -> [(HeaderName, HeaderValue); 5] {
 pub async fn add(req: Request, next: Next) -> Response {
     let path = req.uri().path().to_string();
     let embeddable = is_embeddable(&path);
+    let fallback = is_fallback(&path);
     let over_tls = req.extensions().get::<OverTls>().is_some();
     let mut res = next.run(req).await;
     let h = res.headers_mut();
@@ -77,6 +86,10 @@ pub async fn add(req: Request, next: Next) -> Response {
             header::ACCESS_CONTROL_ALLOW_ORIGIN,
             HeaderValue::from_static("*"),
         );
+    } else if fallback {
+        // The HTTP fallback answers pages of allowed origins itself
+        // (`sse/cors.rs`, the origin echoed, never `*`).
+        h.insert(corp, HeaderValue::from_static("cross-origin"));
     } else {
         h.insert(corp, HeaderValue::from_static("same-origin"));
         // `/v1/history` names the allowed origin itself (`history.rs`).

@@ -126,12 +126,15 @@ export class Hub {
 /**
  * A loopback TCP proxy with a movable target: `dropAll()` cuts every
  * connection without a close frame (a network failure, close code 1006 for
- * the client), `block()` refuses new connections until `unblock()`.
+ * the client), `block()` refuses new connections until `unblock()`,
+ * `silence()` black-holes the connections open now.
  */
 export async function startProxy(targetPort) {
   let target = targetPort;
   let blocked = false;
   const sockets = new Set();
+  // Proxied connections as [client, upstream], for `silence()`.
+  const pairs = new Set();
   const server = net.createServer((client) => {
     if (blocked || target === null) {
       client.destroy();
@@ -150,6 +153,8 @@ export async function startProxy(targetPort) {
     upstream.on('error', end).on('close', end);
     client.pipe(upstream);
     upstream.pipe(client);
+    pairs.add([client, upstream]);
+    client.on('close', () => pairs.forEach((p) => p[0] === client && pairs.delete(p)));
   });
   await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
   const port = server.address().port;
@@ -166,6 +171,20 @@ export async function startProxy(targetPort) {
     },
     block() {
       blocked = true;
+    },
+    /**
+     * Black-holes every connection open now: nothing passes either way,
+     * nothing closes (a phone's socket after a network change). New
+     * connections pass.
+     */
+    silence() {
+      for (const [client, upstream] of pairs) {
+        client.unpipe(upstream);
+        upstream.unpipe(client);
+        client.pause();
+        upstream.pause();
+      }
+      pairs.clear();
     },
     unblock() {
       blocked = false;

@@ -90,7 +90,7 @@ impl ConnectionTask {
                 );
                 self.send_frame(ws, &ClientFrame::Ping(Ping { id })).await
             }
-            Command::Close { .. } => unreachable!("handled by serve"),
+            Command::Close { .. } | Command::Lifecycle(_) => unreachable!("handled by serve"),
         }
     }
 
@@ -132,7 +132,9 @@ impl ConnectionTask {
             Command::Ping { reply } => {
                 let _ = reply.send(Err(PingError::new(PingErrorKind::NotConnected, "")));
             }
-            Command::Close { .. } => unreachable!("handled by the caller"),
+            Command::Close { .. } | Command::Lifecycle(_) => {
+                unreachable!("handled by the caller")
+            }
         }
     }
 

@@ -39,7 +39,7 @@ use tribune_protocol::{
 };
 
 use crate::backoff::jitter_below;
-use crate::command::{Command, SubscribeInfo, SubscribeOptions};
+use crate::command::{Command, Lifecycle, SubscribeInfo, SubscribeOptions};
 use crate::connector::{ConnectFailure, Plan, Reconnector, WsStream, connect_once};
 use crate::delta::{self, Base};
 use crate::error::{
@@ -63,7 +63,12 @@ pub(crate) struct TaskConfig {
     pub(crate) heartbeat: Option<Duration>,
     /// Cap of the retry delay of a subscription the hub said it could not serve yet.
     pub(crate) backoff_max: Duration,
+    /// How long a check after a network change waits for a sign of life.
+    pub(crate) probe_timeout: Duration,
 }
+
+/// How long a paused client waits: until the app resumes it.
+const PAUSED: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// One subscription, as the task keeps it.
 struct Sub {
@@ -237,6 +242,9 @@ pub(crate) struct ConnectionTask {
     write_timeout: Duration,
     refresh: Refresh,
     rng: StdRng,
+    /// The app paused the client (background): no connection until it
+    /// resumes it.
+    paused: bool,
 }
 
 impl ConnectionTask {
@@ -259,6 +267,7 @@ impl ConnectionTask {
             write_timeout: Duration::from_secs(10),
             refresh: Refresh::default(),
             rng: StdRng::from_os_rng(),
+            paused: false,
         }
     }
 
@@ -296,6 +305,10 @@ impl ConnectionTask {
                     }
                     Attempt::Closed(reason) => return self.terminate(reason).await,
                     Attempt::Abandoned => return,
+                    Attempt::Paused => {
+                        wait = PAUSED;
+                        continue;
+                    }
                 },
             };
             self.reconnector.on_connected();
@@ -311,6 +324,16 @@ impl ConnectionTask {
             if down.abandoned {
                 return;
             }
+            self.reconnected = true;
+            if self.paused {
+                // Subscriptions wait, with their resume points, for `resume`.
+                self.events.emit(ConnectionEvent::Disconnected {
+                    reason: down.reason,
+                    retry_in: None,
+                });
+                wait = PAUSED;
+                continue;
+            }
             let now = Instant::now();
             match self
                 .reconnector
@@ -325,14 +348,13 @@ impl ConnectionTask {
                 }
                 Plan::Stop => return self.terminate(down.reason).await,
             }
-            self.reconnected = true;
         }
     }
 
     /// Waits `delay` while answering commands, then makes one attempt (still
     /// answering commands).
     async fn attempt(&mut self, delay: Duration) -> Attempt {
-        let until = Instant::now() + delay;
+        let mut until = Instant::now() + if self.paused { PAUSED } else { delay };
         loop {
             tokio::select! {
                 cmd = self.commands.recv() => match cmd {
@@ -340,6 +362,20 @@ impl ConnectionTask {
                     Some(Command::Close { reply }) => {
                         let _ = reply.send(());
                         return Attempt::Closed(DisconnectReason::ClientClosed);
+                    }
+                    Some(Command::Lifecycle(Lifecycle::Pause)) => {
+                        self.paused = true;
+                        until = Instant::now() + PAUSED;
+                    }
+                    // A network change in the background changes nothing:
+                    // the app resumes the client when it comes back.
+                    Some(Command::Lifecycle(Lifecycle::NetworkChanged)) if self.paused => {}
+                    // Back in the foreground or on a network: whatever the
+                    // backoff said, try now.
+                    Some(Command::Lifecycle(_)) => {
+                        self.paused = false;
+                        self.reconnector.network_back();
+                        break;
                     }
                     Some(cmd) => self.command_offline(cmd),
                 },
@@ -376,6 +412,12 @@ impl ConnectionTask {
                         let _ = reply.send(());
                         return Attempt::Closed(DisconnectReason::ClientClosed);
                     }
+                    Some(Command::Lifecycle(Lifecycle::Pause)) => {
+                        self.paused = true;
+                        return Attempt::Paused;
+                    }
+                    // Already connecting: that is the check.
+                    Some(Command::Lifecycle(_)) => {}
                     Some(cmd) => self.command_offline(cmd),
                 },
             }
@@ -404,6 +446,9 @@ impl ConnectionTask {
 
         let mut last_seen = Instant::now();
         let mut pinged = false;
+        // A check the app asked for (network changed, back from the
+        // background): any frame before this instant proves the socket.
+        let mut probe: Option<Instant> = None;
         let mut tick = tokio::time::interval(
             (heartbeat / 4).clamp(Duration::from_millis(20), Duration::from_secs(2)),
         );
@@ -414,6 +459,7 @@ impl ConnectionTask {
                 frame = ws.next() => {
                     last_seen = Instant::now();
                     pinged = false;
+                    probe = None;
                     match frame {
                         Some(Ok(WsMessage::Text(text))) => {
                             if let Err(SendFailed(reason)) = self.on_text(&text, &mut ws, &mut drain_at).await {
@@ -442,6 +488,22 @@ impl ConnectionTask {
                         let _ = reply.send(());
                         return down(DisconnectReason::ClientClosed, None);
                     }
+                    Some(Command::Lifecycle(Lifecycle::Pause)) => {
+                        self.paused = true;
+                        close(&mut ws, "paused").await;
+                        return down(DisconnectReason::Paused, None);
+                    }
+                    // A socket can be dead without a word after a network
+                    // change (mobile Safari fires nothing): a ping now, and
+                    // the probe arm below gives up on it quickly.
+                    Some(Command::Lifecycle(_)) => {
+                        if probe.is_none() {
+                            probe = Some(Instant::now() + self.config.probe_timeout);
+                            if let Err(SendFailed(reason)) = self.send_ws(&mut ws, WsMessage::Ping(Default::default())).await {
+                                return down(reason, drain_at);
+                            }
+                        }
+                    }
                     Some(cmd) => {
                         if let Err(SendFailed(reason)) = self.command_online(cmd, &mut ws).await {
                             return down(reason, drain_at);
@@ -460,6 +522,9 @@ impl ConnectionTask {
                             return down(reason, drain_at);
                         }
                     }
+                }
+                _ = sleep_until(probe.unwrap_or_else(Instant::now)), if probe.is_some() => {
+                    return down(DisconnectReason::Unresponsive, None);
                 }
                 _ = sleep_until(drain_at.unwrap_or_else(Instant::now)), if drain_at.is_some() => {
                     // The node is going away and our drawn instant has come:
@@ -550,6 +615,7 @@ impl ConnectionTask {
                 Command::Close { reply } => {
                     let _ = reply.send(());
                 }
+                Command::Lifecycle(_) => {}
             }
         }
     }
@@ -600,6 +666,8 @@ enum Attempt {
     Failed(ConnectFailure),
     Closed(DisconnectReason),
     Abandoned,
+    /// The app paused the client while it was connecting.
+    Paused,
 }
 
 fn sub_topic(sub: &Sub) -> String {

@@ -23,14 +23,10 @@ use serde_json::{Value, json};
 use tracing::{info, warn};
 
 use super::state::{Inner, NatsBus};
-use super::stream::{StreamInfo, api_error};
+use super::stream::{EPOCH_KEY, StreamInfo, api_error};
 use crate::bus::{BusError, BusResult, Epoch};
 use crate::config::BusConfig;
 use crate::log_limit::LogLimit;
-
-/// The stream metadata key holding the epoch: the origin's, recorded in a
-/// mirror, or a promoted copy's own.
-pub(super) const EPOCH_KEY: &str = "tribune_epoch";
 
 /// "Origin unreachable" is logged at most this often: the watcher asks at
 /// every check while a region is cut off.
@@ -84,16 +80,6 @@ fn recorded(config: &Value) -> BusResult<Option<Epoch>> {
                     "stream metadata {EPOCH_KEY} is not an epoch (<stream>@<ns>[+<seq>...])"
                 ))
             }),
-    }
-}
-
-/// Puts the epoch recorded in `existing` (a stream's config) into `update`,
-/// a config about to replace it: nats-server replaces the metadata with the
-/// update's, and a promoted copy without its recorded epoch would name a new
-/// one (`<stream>@<created>`), turning every fan's resume away.
-pub(super) fn keep_recorded_epoch(existing: &Value, update: &mut Value) {
-    if let Some(epoch) = existing.pointer(&format!("/metadata/{EPOCH_KEY}")) {
-        update["metadata"][EPOCH_KEY] = epoch.clone();
     }
 }
 
@@ -284,6 +270,7 @@ impl NatsBus {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bus::nats::stream::keep_recorded_epoch;
 
     #[test]
     fn a_mirror_config_copies_the_origin_and_takes_no_subjects() {

@@ -8,7 +8,6 @@ use serde_json::{Value, json};
 use tribune_protocol::Topic;
 
 use super::headers::{RETRACT_HEADER, rfc3339_to_ns};
-use super::region::keep_recorded_epoch;
 use super::state::{Eviction, Inner};
 use crate::bus::{BusError, BusResult};
 use crate::config::BusConfig;
@@ -271,6 +270,20 @@ pub(super) fn parse_stream_info(answer: &Value) -> BusResult<StreamInfo> {
             .and_then(Value::as_u64)
             .unwrap_or(0),
     })
+}
+
+/// The stream metadata key holding the epoch: the origin's, recorded in a
+/// mirror, or a promoted copy's own.
+pub(super) const EPOCH_KEY: &str = "tribune_epoch";
+
+/// Puts the epoch recorded in `existing` (a stream's config) into `update`,
+/// a config about to replace it: nats-server replaces the metadata with the
+/// update's, and a promoted copy without its recorded epoch would name a new
+/// one (`<stream>@<created>`), turning every fan's resume away.
+pub(super) fn keep_recorded_epoch(existing: &Value, update: &mut Value) {
+    if let Some(epoch) = existing.pointer(&format!("/metadata/{EPOCH_KEY}")) {
+        update["metadata"][EPOCH_KEY] = epoch.clone();
+    }
 }
 
 #[cfg(test)]
