@@ -461,11 +461,12 @@ async fn messages_removed_from_the_bus_while_the_link_was_cut_are_an_announced_g
     // The hub reaches NATS through a proxy that the test cuts; the fan's
     // websocket and the editor are not behind it.
     let proxy = TcpProxy::start(&nats.url()).await;
-    // Every namespace retains 3, so the stream keeps 4 per subject and
-    // removes older messages while the hub is away.
+    // Every namespace retains 3 (no time window: the built-in `clips` one
+    // would keep what this test needs removed), so the stream keeps 4 per
+    // subject and removes older messages while the hub is away.
     let cfg = ConfigFile::new(
         "[namespaces.results]\nmode = \"state\"\nretained = 3\n\
-         [namespaces.clips]\nmode = \"feed\"\nretained = 3\n\
+         [namespaces.clips]\nmode = \"feed\"\nretained = 3\nretained_secs = 0\n\
          [bus]\nrequest_timeout_ms = 1000\nping_interval_ms = 500\n",
     );
     let hub = Hub::start(&["--nats", &proxy.url(), "--config", cfg.path()]).await;
