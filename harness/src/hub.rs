@@ -119,6 +119,20 @@ impl Hub {
         }
     }
 
+    /// A hub node named `name` on the NATS server(s) at `url`, with
+    /// `config`: the usual node of the multi-node tests.
+    pub async fn on_nats(url: &str, config: &ConfigFile, name: &str) -> Hub {
+        Self::start(&[
+            "--nats",
+            url,
+            "--config",
+            config.path(),
+            "--node-name",
+            name,
+        ])
+        .await
+    }
+
     /// Like [`Hub::start`], but returns the failure (exit status and
     /// stderr) as text.
     pub async fn try_start(args: &[&str]) -> Result<Hub, String> {

@@ -48,27 +48,14 @@ pub async fn publish(
             "payload too large",
         );
     }
-    let req: PublishRequest = match serde_json::from_slice(&body) {
+    let req: PublishRequest = match editor_body(&body, "{\"topic\",\"data\"}") {
         Ok(r) => r,
-        Err(e) => {
-            return http_error(
-                StatusCode::BAD_REQUEST,
-                ErrorCode::BadRequest,
-                format!("body must be {{\"topic\",\"data\"}}: {e}"),
-            );
-        }
+        Err(refusal) => return *refusal,
     };
-    let topic = match Topic::new(&req.topic) {
-        Ok(t) => t,
-        Err(e) => return http_error(StatusCode::BAD_REQUEST, ErrorCode::BadTopic, e.to_string()),
+    let topic = match configured_topic(&node, &req.topic) {
+        Ok((topic, _)) => topic,
+        Err(refusal) => return *refusal,
     };
-    if node.config.namespace(topic.namespace()).is_none() {
-        return http_error(
-            StatusCode::BAD_REQUEST,
-            ErrorCode::UnknownNamespace,
-            format!("namespace '{}' is not configured", topic.namespace()),
-        );
-    }
     let data = Bytes::copy_from_slice(req.data.get().as_bytes());
     if data.len() > limit {
         return http_error(
@@ -93,6 +80,41 @@ pub async fn publish(
             e.to_string(),
         ),
     }
+}
+/// An editor's JSON body of the given `shape` (for the error), or the 400.
+pub(crate) fn editor_body<T: serde::de::DeserializeOwned>(
+    body: &[u8],
+    shape: &str,
+) -> Result<T, Box<Response>> {
+    serde_json::from_slice(body).map_err(|e| {
+        Box::new(http_error(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::BadRequest,
+            format!("body must be {shape}: {e}"),
+        ))
+    })
+}
+
+/// A topic name of a configured namespace, with that namespace, or the 400.
+pub(crate) fn configured_topic<'a>(
+    node: &'a Node,
+    name: &str,
+) -> Result<(Topic, &'a crate::config::Namespace), Box<Response>> {
+    let topic = Topic::new(name).map_err(|e| {
+        Box::new(http_error(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::BadTopic,
+            e.to_string(),
+        ))
+    })?;
+    let Some(ns) = node.config.namespace(topic.namespace()) else {
+        return Err(Box::new(http_error(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::UnknownNamespace,
+            format!("namespace '{}' is not configured", topic.namespace()),
+        )));
+    };
+    Ok((topic, ns))
 }
 
 /// Guards 1 to 4 of the module doc; the refusal answer when one fails.

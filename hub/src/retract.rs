@@ -13,13 +13,13 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use tribune_protocol::frame::{PublishResponse, RetractRequest};
-use tribune_protocol::{ErrorCode, Mode, Topic};
+use tribune_protocol::{ErrorCode, Mode};
 
 use crate::answer::http_error;
 use crate::audit::Who;
 use crate::edge::address::canonical;
 use crate::node::Node;
-use crate::publish::guard;
+use crate::publish::{configured_topic, editor_body, guard};
 
 /// A retraction body is two small fields.
 const MAX_BODY: usize = 1024;
@@ -40,26 +40,13 @@ pub async fn retract(
             "a retraction is {\"topic\",\"seq\"}",
         );
     }
-    let req: RetractRequest = match serde_json::from_slice(&body) {
+    let req: RetractRequest = match editor_body(&body, "{\"topic\",\"seq\"}") {
         Ok(r) => r,
-        Err(e) => {
-            return http_error(
-                StatusCode::BAD_REQUEST,
-                ErrorCode::BadRequest,
-                format!("body must be {{\"topic\",\"seq\"}}: {e}"),
-            );
-        }
+        Err(refusal) => return *refusal,
     };
-    let topic = match Topic::new(&req.topic) {
-        Ok(t) => t,
-        Err(e) => return http_error(StatusCode::BAD_REQUEST, ErrorCode::BadTopic, e.to_string()),
-    };
-    let Some(ns) = node.config.namespace(topic.namespace()) else {
-        return http_error(
-            StatusCode::BAD_REQUEST,
-            ErrorCode::UnknownNamespace,
-            format!("namespace '{}' is not configured", topic.namespace()),
-        );
+    let (topic, ns) = match configured_topic(&node, &req.topic) {
+        Ok(found) => found,
+        Err(refusal) => return *refusal,
     };
     if ns.mode == Mode::State {
         let message = format!(

@@ -20,18 +20,6 @@ const DELAY_MS: u64 = 30_000;
 const TOLERANCE_MS: i64 = 500;
 const COUNT: usize = 10;
 
-async fn hub_on(url: &str, config: &ConfigFile, name: &str) -> Hub {
-    Hub::start(&[
-        "--nats",
-        url,
-        "--config",
-        config.path(),
-        "--node-name",
-        name,
-    ])
-    .await
-}
-
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -79,8 +67,8 @@ async fn a_delayed_fan_gets_everything_thirty_seconds_late_and_never_early() {
         "[bus]\nrequest_timeout_ms = 1000\ncheck_interval_ms = 500\n\
          [namespaces.clips]\nmode = \"feed\"\nretained = 100\n",
     );
-    let hub_a = hub_on(&server.url(), &cfg, "hub-a").await;
-    let hub_b = hub_on(&server.url(), &cfg, "hub-b").await;
+    let hub_a = Hub::on_nats(&server.url(), &cfg, "hub-a").await;
+    let hub_b = Hub::on_nats(&server.url(), &cfg, "hub-b").await;
     let editor = Editor::connect(&server.url()).await;
     let topic = "clips.e2e.spoiler";
 

@@ -44,18 +44,6 @@ fn config() -> ConfigFile {
     )
 }
 
-async fn hub_on(url: &str, config: &ConfigFile, name: &str) -> Hub {
-    Hub::start(&[
-        "--nats",
-        url,
-        "--config",
-        config.path(),
-        "--node-name",
-        name,
-    ])
-    .await
-}
-
 /// A fan skipping `stats` frames.
 async fn fan(hub: &Hub) -> WsClient {
     WsClient::connect(&hub.ws_url()).await.0.without_stats()
@@ -140,8 +128,8 @@ fn assert_exact(got: &[(u64, u64, bool)], want: &[u64], first_prev: u64, who: &s
 async fn a_clips_fan_away_four_minutes_at_two_per_second_recovers() {
     let server = NatsServer::start().await;
     let cfg = config();
-    let hub_a = hub_on(&server.url(), &cfg, "hub-a").await;
-    let hub_b = hub_on(&server.url(), &cfg, "hub-b").await;
+    let hub_a = Hub::on_nats(&server.url(), &cfg, "hub-a").await;
+    let hub_b = Hub::on_nats(&server.url(), &cfg, "hub-b").await;
     let editor = Arc::new(Editor::connect(&server.url()).await);
     let (timed, counted) = ("clips.e2e.away", "counted.e2e.away");
 
@@ -282,8 +270,8 @@ async fn page_through(
 async fn paging_history_returns_every_retained_message_once_on_both_nodes() {
     let server = NatsServer::start().await;
     let cfg = config();
-    let hub_a = hub_on(&server.url(), &cfg, "hub-a").await;
-    let hub_b = hub_on(&server.url(), &cfg, "hub-b").await;
+    let hub_a = Hub::on_nats(&server.url(), &cfg, "hub-a").await;
+    let hub_b = Hub::on_nats(&server.url(), &cfg, "hub-b").await;
     let editor = Arc::new(Editor::connect(&server.url()).await);
     let http = reqwest::Client::new();
     let topic = "paged.e2e.history";
@@ -360,7 +348,7 @@ async fn paging_history_returns_every_retained_message_once_on_both_nodes() {
     }
     let never = BTreeSet::from([retracted, marker]);
     let kept: Vec<u64> = stored.iter().copied().filter(|s| *s != retracted).collect();
-    let hub_c = hub_on(&server.url(), &cfg, "hub-c").await;
+    let hub_c = Hub::on_nats(&server.url(), &cfg, "hub-c").await;
     for (hub, who) in [(&hub_a, "A"), (&hub_b, "B"), (&hub_c, "C, started after")] {
         for limit in [100, 7] {
             let (_, all) = page_through(&http, hub, topic, limit, &never).await;

@@ -28,18 +28,6 @@ fn config(check_ms: u64, extra: &str) -> ConfigFile {
     ))
 }
 
-async fn hub_on(url: &str, config: &ConfigFile, name: &str) -> Hub {
-    Hub::start(&[
-        "--nats",
-        url,
-        "--config",
-        config.path(),
-        "--node-name",
-        name,
-    ])
-    .await
-}
-
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -149,7 +137,7 @@ async fn ready_status(hub: &Hub) -> u16 {
 async fn editors_publish_on_nats_and_fans_get_every_byte() {
     let server = NatsServer::start().await;
     let cfg = config(500, "");
-    let hub = hub_on(&server.url(), &cfg, "hub-a").await;
+    let hub = Hub::on_nats(&server.url(), &cfg, "hub-a").await;
     let editor = Editor::connect(&server.url()).await;
     let topic = "clips.e2e.bytes";
 
@@ -240,8 +228,8 @@ async fn editors_publish_on_nats_and_fans_get_every_byte() {
 async fn a_fan_resumes_on_another_node_with_exactly_what_it_missed() {
     let server = NatsServer::start().await;
     let cfg = config(500, "");
-    let hub_a = hub_on(&server.url(), &cfg, "hub-a").await;
-    let hub_b = hub_on(&server.url(), &cfg, "hub-b").await;
+    let hub_a = Hub::on_nats(&server.url(), &cfg, "hub-a").await;
+    let hub_b = Hub::on_nats(&server.url(), &cfg, "hub-b").await;
     let editor = Editor::connect(&server.url()).await;
     let topic = "clips.e2e.resume";
 
@@ -328,7 +316,7 @@ fn feed(
 async fn a_sigkilled_nats_server_loses_no_message() {
     let mut server = NatsServer::start().await;
     let cfg = config(500, "");
-    let hub = hub_on(&server.url(), &cfg, "hub-a").await;
+    let hub = Hub::on_nats(&server.url(), &cfg, "hub-a").await;
     let topic = "clips.e2e.sigkill";
     let mut fans = Vec::new();
     for _ in 0..4 {
@@ -381,7 +369,7 @@ async fn a_topic_that_moved_while_the_link_was_cut_is_repaired_without_a_new_mes
     let proxy = TcpProxy::start(&server.url()).await;
     // The periodic check is far away: the repair must come from the reconnect.
     let cfg = config(600_000, "");
-    let hub = hub_on(&proxy.url(), &cfg, "hub-a").await;
+    let hub = Hub::on_nats(&proxy.url(), &cfg, "hub-a").await;
     let editor = Editor::connect(&server.url()).await;
     let topic = "clips.e2e.cut";
     let (mut fan, _) = WsClient::connect(&hub.ws_url()).await;
@@ -425,7 +413,7 @@ async fn a_topic_that_moved_while_the_link_was_cut_is_repaired_without_a_new_mes
 async fn a_recreated_stream_is_a_new_epoch_and_old_positions_do_not_recover() {
     let server = NatsServer::start().await;
     let cfg = config(300, "");
-    let hub = hub_on(&server.url(), &cfg, "hub-a").await;
+    let hub = Hub::on_nats(&server.url(), &cfg, "hub-a").await;
     let editor = Editor::connect(&server.url()).await;
     let topic = "clips.e2e.epoch";
     let (mut fan, _) = WsClient::connect(&hub.ws_url()).await;
@@ -474,7 +462,7 @@ async fn killing_the_stream_leader_of_a_3_node_cluster_loses_nothing() {
     let mut cluster = NatsCluster::start(3).await;
     let cfg = config(500, "replicas = 3");
     // Hub A knows every node; it creates the R3 stream.
-    let hub_a = hub_on(&cluster.urls(), &cfg, "hub-a").await;
+    let hub_a = Hub::on_nats(&cluster.urls(), &cfg, "hub-a").await;
     let editor = Arc::new(Editor::connect(&cluster.urls()).await);
     let info = editor.api("$JS.API.STREAM.INFO.TRIBUNE").await;
     assert_eq!(info["config"]["num_replicas"], json!(3), "{info}");
@@ -485,7 +473,7 @@ async fn killing_the_stream_leader_of_a_3_node_cluster_loses_nothing() {
     let index = cluster.index_of(&leader).expect("leader is one of ours");
     // Hub B is given the leader's node only: it loses its connection with the
     // leader and must find the others (from the server's INFO) by itself.
-    let hub_b = hub_on(&cluster.url(index), &cfg, "hub-b").await;
+    let hub_b = Hub::on_nats(&cluster.url(index), &cfg, "hub-b").await;
     let topic = "clips.e2e.cluster";
     let mut fans = Vec::new();
     for hub in [&hub_a, &hub_a, &hub_b, &hub_b] {
@@ -532,7 +520,7 @@ async fn killing_the_stream_leader_of_a_3_node_cluster_loses_nothing() {
 async fn a_subscribe_storm_costs_a_handful_of_history_reads() {
     let server = NatsServer::start().await;
     let cfg = config(500, "");
-    let hub = hub_on(&server.url(), &cfg, "hub-a").await;
+    let hub = Hub::on_nats(&server.url(), &cfg, "hub-a").await;
     let editor = Editor::connect(&server.url()).await;
     let topic = "results.e2e.storm";
     let mut last = 0;

@@ -17,18 +17,6 @@ use tribune_tests::{Hub, WsClient};
 
 const WAIT: Duration = Duration::from_secs(10);
 
-async fn hub_on(url: &str, config: &ConfigFile, name: &str) -> Hub {
-    Hub::start(&[
-        "--nats",
-        url,
-        "--config",
-        config.path(),
-        "--node-name",
-        name,
-    ])
-    .await
-}
-
 /// What a fan holds of a feed, as an app shows it: items by seq, the
 /// position it resumes after, every frame checked against the `prev` chain.
 #[derive(Debug, Default)]
@@ -87,8 +75,8 @@ async fn a_retracted_message_disappears_everywhere_and_the_chain_stays_exact() {
         "[bus]\nrequest_timeout_ms = 1000\ncheck_interval_ms = 500\n\
          [namespaces.clips]\nmode = \"feed\"\nretained = 100\n",
     );
-    let hub_a = hub_on(&server.url(), &cfg, "hub-a").await;
-    let hub_b = hub_on(&server.url(), &cfg, "hub-b").await;
+    let hub_a = Hub::on_nats(&server.url(), &cfg, "hub-a").await;
+    let hub_b = Hub::on_nats(&server.url(), &cfg, "hub-b").await;
     let editor = Editor::connect(&server.url()).await;
     let topic = "clips.e2e.retract";
 
@@ -173,7 +161,7 @@ async fn a_retracted_message_disappears_everywhere_and_the_chain_stays_exact() {
     );
 
     // A node started after the retraction: history and resume alike.
-    let hub_c = hub_on(&server.url(), &cfg, "hub-c").await;
+    let hub_c = Hub::on_nats(&server.url(), &cfg, "hub-c").await;
     let (mut late, _) = WsClient::connect(&hub_c.ws_url()).await;
     late.subscribe(topic, json!({"history": 100})).await;
     let mut late_feed = Feed::default();
@@ -232,7 +220,7 @@ async fn a_retracted_message_disappears_everywhere_and_the_chain_stays_exact() {
 async fn the_retract_endpoint_retracts_feeds_and_refuses_state_topics() {
     let server = NatsServer::start().await;
     let cfg = ConfigFile::new("[bus]\nrequest_timeout_ms = 1000\n");
-    let hub = hub_on(&server.url(), &cfg, "hub-a").await;
+    let hub = Hub::on_nats(&server.url(), &cfg, "hub-a").await;
     let editor = Editor::connect(&server.url()).await;
     let http = reqwest::Client::new();
     let retract = |body: Value, key: Option<&str>| {

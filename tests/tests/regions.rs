@@ -72,8 +72,8 @@ async fn world() -> World {
     let regions = Regions::start().await;
     let config_a = config("");
     let config_b = config(&mirror_lines());
-    let hub_a = hub_on(&regions.a.url(), &config_a, "region-a-1").await;
-    let hub_b = hub_on(&regions.b.url(), &config_b, "region-b-1").await;
+    let hub_a = Hub::on_nats(&regions.a.url(), &config_a, "region-a-1").await;
+    let hub_b = Hub::on_nats(&regions.b.url(), &config_b, "region-b-1").await;
     World {
         hub_a,
         hub_b,
@@ -81,18 +81,6 @@ async fn world() -> World {
         config_b,
         _config_a: config_a,
     }
-}
-
-async fn hub_on(url: &str, config: &ConfigFile, name: &str) -> Hub {
-    Hub::start(&[
-        "--nats",
-        url,
-        "--config",
-        config.path(),
-        "--node-name",
-        name,
-    ])
-    .await
 }
 
 /// A `message` frame as the fan saw it, with its payload's raw text.
@@ -398,7 +386,7 @@ async fn region_b_serves_on_without_a_and_after_its_promotion() {
     // Region B is the origin now: a hub configured as one (no mirror_of,
     // managing the stream) keeps the promoted epoch, and so the resumes.
     let config_origin = config("stream = \"TRIBUNE_B\"");
-    let hub_b2 = hub_on(&w.regions.b.url(), &config_origin, "region-b-2").await;
+    let hub_b2 = Hub::on_nats(&w.regions.b.url(), &config_origin, "region-b-2").await;
     let (_, ack) = fan(&hub_b2, json!({"since": last, "epoch": epoch})).await;
     assert_eq!(ack["epoch"], promoted.as_str(), "{ack}");
     assert_eq!(ack["recovered"], true, "{ack}");
@@ -537,13 +525,13 @@ async fn await_audience(c: &mut WsClient, n: u64, what: &str) {
 async fn a_mirror_hub_waits_for_the_origins_epoch() {
     let mut regions = Regions::start().await;
     let config_a = config("");
-    let hub_a = hub_on(&regions.a.url(), &config_a, "region-a-1").await;
+    let hub_a = Hub::on_nats(&regions.a.url(), &config_a, "region-a-1").await;
     let (_, ack) = fan(&hub_a, json!({})).await;
     let epoch = ack["epoch"].as_str().unwrap().to_string();
     // Region A unreachable before B's mirror ever learnt the origin's epoch.
     regions.a.kill();
     let config_b = config(&mirror_lines());
-    let hub_b = hub_on(&regions.b.url(), &config_b, "region-b-1").await;
+    let hub_b = Hub::on_nats(&regions.b.url(), &config_b, "region-b-1").await;
     assert_eq!(hub_b.get_internal("/readyz").await.0, 503);
     assert_eq!(hub_b.metric("tribune_bus_connected").await, 0.0);
     let (ok, text) = promote(&regions.b.url(), &config_b).await;
@@ -585,7 +573,7 @@ async fn a_mirror_region_runs_with_the_shipped_least_privilege() {
         .await
         .unwrap_or_else(|e| panic!("{e:#}"));
     let config_a = config("");
-    let hub_a = hub_on(&regions.a.url(), &config_a, "region-a-1").await;
+    let hub_a = Hub::on_nats(&regions.a.url(), &config_a, "region-a-1").await;
     let (_, ack) = fan(&hub_a, json!({})).await;
     let epoch = ack["epoch"].as_str().unwrap().to_string();
 
