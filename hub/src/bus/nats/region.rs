@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 use tracing::{info, warn};
 
 use super::state::{Inner, NatsBus};
-use super::stream::{EPOCH_KEY, StreamInfo, api_error};
+use super::stream::{EPOCH_KEY, StreamInfo, api_error, kept_and_read};
 use crate::bus::{BusError, BusResult, Epoch};
 use crate::config::BusConfig;
 use crate::log_limit::LogLimit;
@@ -39,31 +39,18 @@ static RECORD_FAILED_LOG: LogLimit = LogLimit::new(Duration::from_secs(30));
 /// direct gets (history reads), no subjects (a mirror takes none), and the
 /// origin's domain API when it is in another domain.
 pub(super) fn mirror_config(cfg: &BusConfig, max_retained: u32) -> Value {
-    let secs_to_ns = |s: u64| s.saturating_mul(1_000_000_000);
     let mut mirror = json!({"name": cfg.mirror_of});
     if !cfg.mirror_api.is_empty() {
         mirror["external"] = json!({"api": cfg.mirror_api});
     }
-    json!({
-        "name": cfg.stream,
-        "mirror": mirror,
-        "retention": "limits",
-        "max_consumers": cfg.max_consumers,
-        "max_msgs": -1,
-        "max_bytes": -1,
-        "max_age": secs_to_ns(cfg.max_age_secs),
-        "max_msgs_per_subject": max_retained.max(1),
-        "max_msg_size": -1,
-        "discard": "old",
-        "storage": cfg.storage,
-        "num_replicas": cfg.replicas.max(1),
-        "allow_direct": true,
-        "mirror_direct": false,
-        "sealed": false,
-        "deny_delete": false,
-        "deny_purge": false,
-        "allow_rollup_hdrs": false,
-    })
+    let mut config = kept_and_read(cfg, max_retained);
+    config["mirror"] = mirror;
+    // A mirror takes no publications of its own to de-duplicate.
+    config
+        .as_object_mut()
+        .expect("an object")
+        .remove("duplicate_window");
+    config
 }
 
 /// The epoch recorded in a stream's config, if any (a malformed one is an

@@ -26,10 +26,26 @@ pub(super) struct StreamInfo {
 /// The stream as PROTOCOL.md section 10 wants it; every field explicit, so an
 /// update restores anything an operator changed by hand.
 pub(super) fn stream_config(cfg: &BusConfig, max_retained: u32) -> Value {
+    let mut config = kept_and_read(cfg, max_retained);
+    config["subjects"] = json!([format!("{}.fan.>", cfg.prefix)]);
+    // No hub of this release reads the republished subject (live feeds
+    // are consumers of the stream); it stays for hubs of earlier releases
+    // during a rolling upgrade and for integrations. Nobody but the stream
+    // may publish there (nats/least-privilege.conf).
+    config["republish"] = json!({
+        "src": format!("{}.fan.>", cfg.prefix),
+        "dest": format!("{}.live.>", cfg.prefix),
+    });
+    config
+}
+
+/// What a stream the hub creates keeps and how it is read, the same for
+/// the origin and a region's mirror (`region.rs`): a mirror keeping less
+/// would turn resumes away that the origin could serve.
+pub(super) fn kept_and_read(cfg: &BusConfig, max_retained: u32) -> Value {
     let secs_to_ns = |s: u64| s.saturating_mul(1_000_000_000);
     json!({
         "name": cfg.stream,
-        "subjects": [format!("{}.fan.>", cfg.prefix)],
         "retention": "limits",
         // Explicit: from 2.15 on, nats-server limits a stream without one
         // to 1,000 consumers, and every hub holds one per active topic.
@@ -43,11 +59,6 @@ pub(super) fn stream_config(cfg: &BusConfig, max_retained: u32) -> Value {
         "storage": cfg.storage,
         "num_replicas": cfg.replicas.max(1),
         "duplicate_window": secs_to_ns(cfg.duplicate_window_secs),
-        // No hub of this release reads the republished subject (live feeds
-        // are consumers of the stream); it stays for hubs of earlier
-        // releases during a rolling upgrade and for integrations. Nobody
-        // but the stream may publish there (nats/least-privilege.conf).
-        "republish": {"src": format!("{}.fan.>", cfg.prefix), "dest": format!("{}.live.>", cfg.prefix)},
         // Must be set explicitly: history reads are direct gets.
         "allow_direct": true,
         "mirror_direct": false,
