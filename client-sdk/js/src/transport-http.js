@@ -16,7 +16,11 @@
 //
 // Any stream that ends, fails or carries a `close` event closes the whole
 // transport with that code, and the client reconnects and resumes every
-// topic with `since`, as after a socket's close.
+// topic with `since`, as after a socket's close. So does a stream that stays
+// silent for two heartbeats (section 7's rule, per stream): a connection that
+// dies without a FIN or RST (a NAT or a proxy that forgets it) never fails
+// its `fetch` body, and the client's own silence rule cannot see it while
+// another topic's stream is busy (any frame counts as life there).
 
 import { PROTOCOL_VERSION } from './protocol.js';
 
@@ -69,6 +73,8 @@ export class HttpTransport {
   #token = null;
   #streams = new Map();
   #heartbeatMs = DEFAULT_HEARTBEAT_MS;
+  #watchdog = null;
+  #watchEvery = 0;
 
   /**
    * @param {string} wsUrl the hub's websocket URL; the fallback lives beside it
@@ -89,6 +95,7 @@ export class HttpTransport {
           return;
         }
         this.readyState = OPEN;
+        this.#watch();
         this.onopen?.({});
         this.#deliver(
           JSON.stringify({
@@ -167,8 +174,38 @@ export class HttpTransport {
   #fail(code, reason, notify = true) {
     if (this.readyState === CLOSED) return;
     this.readyState = CLOSED;
+    clearInterval(this.#watchdog);
+    this.#watchdog = null;
     for (const topic of [...this.#streams.keys()]) this.#end(topic);
     if (notify) this.onclose?.({ code, reason });
+  }
+
+  /**
+   * Every stream, from its request on, must show life (bytes: frames or the
+   * hub's `: hb` comments) within two heartbeats plus one check's interval,
+   * or the whole transport ends as if the stream had failed. Checked every
+   * half heartbeat, as the client checks a socket; restarted when a
+   * stream's `welcome` gives the hub's interval.
+   */
+  #watch() {
+    const every = Math.max(50, Math.floor(this.#heartbeatMs / 2));
+    if (this.#watchdog && every === this.#watchEvery) return;
+    clearInterval(this.#watchdog);
+    this.#watchEvery = every;
+    this.#watchdog = setInterval(() => {
+      const now = Date.now();
+      for (const stream of this.#streams.values()) {
+        if (now - stream.lastRx > this.#silenceLimit()) {
+          this.#fail(1006, `no sign of life on the stream of ${stream.topic}`);
+          return;
+        }
+      }
+    }, every);
+    this.#watchdog.unref?.();
+  }
+
+  #silenceLimit() {
+    return 2 * this.#heartbeatMs + this.#watchEvery;
   }
 
   #end(topic) {
@@ -268,7 +305,10 @@ export class HttpTransport {
       }
       case 'welcome': {
         const ms = JSON.parse(data).heartbeat_ms;
-        if (Number.isSafeInteger(ms) && ms > 0) this.#heartbeatMs = ms;
+        if (Number.isSafeInteger(ms) && ms > 0 && ms !== this.#heartbeatMs) {
+          this.#heartbeatMs = ms;
+          this.#watch();
+        }
         return undefined;
       }
       case 'react':
@@ -318,7 +358,8 @@ export class HttpTransport {
   /**
    * A `pong` needs a round trip to the hub (the network works) and every
    * stream alive within two heartbeats (the hub writes at least a comment
-   * each one); otherwise no answer, and the client's liveness rules act.
+   * each one; the watchdog ends the transport past that); otherwise no
+   * answer, and the client's liveness rules act.
    */
   async #ping(id) {
     let ok = false;
@@ -329,7 +370,7 @@ export class HttpTransport {
       ok = false;
     }
     const now = Date.now();
-    const alive = [...this.#streams.values()].every((s) => now - s.lastRx <= 2 * this.#heartbeatMs + 5000);
+    const alive = [...this.#streams.values()].every((s) => now - s.lastRx <= this.#silenceLimit());
     if (ok && alive) this.#deliver(JSON.stringify({ type: 'pong', id }));
   }
 }

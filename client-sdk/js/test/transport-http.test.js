@@ -2,8 +2,9 @@
 // real hub binary (embedded bus), behind a proxy that refuses websocket
 // upgrades: the client moves to HTTP after two refused opens, and state
 // deltas, feed continuity, reactions and a resume after the streams are cut
-// behave as on the websocket; `transport: 'websocket'` never falls back; a
-// token travels in `Authorization` only and its refreshes lose nothing.
+// behave as on the websocket; a stream that goes silent is noticed within
+// two heartbeats; `transport: 'websocket'` never falls back; a token
+// travels in `Authorization` only and its refreshes lose nothing.
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -49,7 +50,17 @@ async function follow(c, topic) {
 }
 
 test('refused upgrades: HTTP after two, with deltas, continuity, reactions and resume', async (t) => {
-  const { c, errors } = newClient(t);
+  // The test holds the client's HTTP requests while the streams are cut,
+  // so that the messages published then are missed for sure (the client
+  // is back within a backoff of at most 100 ms otherwise).
+  let hold = null;
+  const held = async (url, init) => {
+    await hold;
+    return fetch(url, init);
+  };
+  const { c, errors } = newClient(t, { fetch: held });
+  const states = [];
+  c.on('state', ({ state }) => states.push(state));
   const board = topicFor('results');
   const feed = topicFor('clips');
   const refusedBefore = proxy.stats.refusedUpgrades;
@@ -78,17 +89,105 @@ test('refused upgrades: HTTP after two, with deltas, continuity, reactions and r
   await assert.rejects(c.react(board, '🍕'), (e) => e.code === 'bad_request');
 
   // The streams are cut: the client comes back (the websocket is tried
-  // once, refused, then HTTP) and resumes exactly.
+  // once, refused, then HTTP) and resumes exactly. `reconnecting` lasts
+  // the backoff's draw (0 to 100 ms here): the states are recorded, not
+  // polled, or a short draw is missed and the client is seen connected.
+  let release;
+  hold = new Promise((r) => (release = r));
+  states.length = 0;
   proxy.dropAll();
-  await eventually(() => c.state === 'reconnecting', { message: 'noticed the cut' });
+  await eventually(() => states.includes('reconnecting'), { message: 'noticed the cut' });
   const missed = [];
   for (let n = 10; n < 13; n++) missed.push(await hub.publish(feed, { n }));
+  assert.equal(clips.length, 10, 'nothing comes while the requests are held');
+  release();
+  hold = null;
   await eventually(() => clips.length === 13 && c.state === 'connected', { message: 'resumed', timeoutMs: 10000 });
   assert.equal(c.transport, 'http');
   assert.deepEqual(
     clips.slice(10).map((m) => m.seq),
     missed,
     'exactly the missed messages',
+  );
+  assert.deepEqual(
+    errors.map((e) => e.code),
+    [],
+  );
+});
+
+test('a stream that goes silent (no FIN, no error) ends the transport within two heartbeats', async (t) => {
+  // A connection that a NAT or a proxy forgets fails no `fetch` body: its
+  // bytes just stop. The test's fetch stops passing the bytes of one
+  // stream on request (later streams flow); the other topic's stream stays
+  // busy, so only the transport's per-stream rule can notice.
+  const dir = mkdtempSync(join(tmpdir(), 'tribune-js-http-hb-'));
+  const config = join(dir, 'hub.toml');
+  const HEARTBEAT_MS = 200;
+  writeFileSync(config, `heartbeat_ms = ${HEARTBEAT_MS}\n`);
+  const hbHub = await Hub.start(['--config', config]);
+  t.after(() => hbHub.stop());
+  const silencers = new Map();
+  const silenceable = async (url, init) => {
+    const res = await fetch(url, init);
+    const topic = new URL(url).searchParams.get('topic');
+    if (!topic || !res.ok || !res.body) return res;
+    let silent = false;
+    silencers.set(topic, () => (silent = true));
+    const body = res.body.pipeThrough(
+      new TransformStream({
+        transform(chunk, out) {
+          if (!silent) out.enqueue(chunk);
+        },
+      }),
+    );
+    return new Response(body, { status: res.status, headers: res.headers });
+  };
+  const c = new TribuneClient({
+    url: hbHub.wsUrl,
+    WebSocket,
+    transport: 'http',
+    fetch: silenceable,
+    backoff: { initialMs: 50, maxMs: 400 },
+  });
+  t.after(() => c.close());
+  const errors = [];
+  c.on('error', (e) => errors.push(e));
+  const reasons = [];
+  c.on('state', ({ state, reason }) => state === 'reconnecting' && reasons.push(reason));
+  const quiet = topicFor('clips');
+  const busy = topicFor('clips');
+  const got = await follow(c, quiet);
+  const other = await follow(c, busy);
+  const before = await hbHub.publish(quiet, { n: 0 });
+  await eventually(() => got.length === 1, { message: 'first message' });
+
+  silencers.get(quiet)();
+  const cutAt = Date.now();
+  let busyRunning = true;
+  const busyLoop = (async () => {
+    while (busyRunning) {
+      await hbHub.publish(busy, { tick: true });
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  })().catch(() => {}); // a failed test stops the hub under it
+  t.after(() => {
+    busyRunning = false;
+    return busyLoop;
+  });
+  const missed = [await hbHub.publish(quiet, { n: 1 })];
+  await eventually(() => reasons.length > 0, { message: 'noticed the silent stream' });
+  const noticedMs = Date.now() - cutAt;
+  busyRunning = false;
+  await busyLoop;
+  // Two heartbeats and one check's interval, plus slack for a loaded machine.
+  assert.ok(noticedMs <= 2 * HEARTBEAT_MS + HEARTBEAT_MS / 2 + 1000, `noticed after ${noticedMs} ms`);
+  assert.match(reasons[0], /no sign of life/);
+  assert.ok(other.length > 0, 'the other stream was busy');
+  missed.push(await hbHub.publish(quiet, { n: 2 }));
+  await eventually(() => got.length === 3 && c.state === 'connected', { message: 'resumed', timeoutMs: 10000 });
+  assert.deepEqual(
+    got.map((m) => m.seq),
+    [before, ...missed],
   );
   assert.deepEqual(
     errors.map((e) => e.code),
