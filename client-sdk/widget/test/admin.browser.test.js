@@ -8,7 +8,6 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -17,6 +16,7 @@ import { chromium } from 'playwright-core';
 import WebSocket from 'ws';
 import { Hub } from '../../js/test/support/hub.js';
 import { eventually, repoRoot } from '../../js/test/support/util.js';
+import { startNats } from './support/nats.js';
 
 const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
 const ARTIFACTS = process.env.TRIBUNE_ARTIFACTS ?? path.join(repoRoot, 'test-artifacts');
@@ -31,29 +31,6 @@ let hubs = [];
 let plainHub; // no admin_key: no admin page
 let browser;
 const fans = [];
-
-/** nats-server with JetStream on a random loopback port; resolves with its URL. */
-function startNats() {
-  const child = spawn('nats-server', ['-js', '-a', '127.0.0.1', '-p', '-1', '-sd', path.join(dir, 'nats')], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let out = '';
-  const url = new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`nats-server did not listen in 30 s:\n${out}`)), 30000);
-    const read = (d) => {
-      out += d.toString();
-      const m = /Listening for client connections on (\S+)/.exec(out);
-      if (m) {
-        clearTimeout(timer);
-        resolve(`nats://${m[1]}`);
-      }
-    };
-    child.stdout.on('data', read);
-    child.stderr.on('data', read);
-    child.once('error', (e) => reject(new Error(`nats-server (put it on PATH; scripts/test does): ${e.message}`)));
-  });
-  return { child, url };
-}
 
 /** A fan subscribed to `topic` on `hub`; resolves once acked. */
 function fan(hub, topic) {
@@ -72,7 +49,7 @@ function fan(hub, topic) {
 before(async () => {
   mkdirSync(ARTIFACTS, { recursive: true });
   dir = mkdtempSync(path.join(os.tmpdir(), 'tribune-admin-'));
-  nats = startNats();
+  nats = startNats(dir);
   const url = await nats.url;
   const config = path.join(dir, 'hub.toml');
   // The cluster key: on NATS a node counts (and the page shows) only the

@@ -10,7 +10,6 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -19,6 +18,7 @@ import { addWidget, launchChromium, openPage } from './support/browser.js';
 import { startBlockingProxy } from './support/blocking-proxy.js';
 import { Hub } from '../../js/test/support/hub.js';
 import { repoRoot } from '../../js/test/support/util.js';
+import { startNats } from './support/nats.js';
 
 const ARTIFACTS = process.env.TRIBUNE_ARTIFACTS ?? path.join(repoRoot, 'test-artifacts');
 const RESULTS = `results.fallback${process.pid}.race`;
@@ -30,33 +30,10 @@ let hubs = [];
 let proxy;
 let browser;
 
-/** nats-server with JetStream on a random loopback port; resolves with its URL. */
-function startNats() {
-  const child = spawn('nats-server', ['-js', '-a', '127.0.0.1', '-p', '-1', '-sd', path.join(dir, 'nats')], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let out = '';
-  const url = new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`nats-server did not listen in 30 s:\n${out}`)), 30000);
-    const read = (d) => {
-      out += d.toString();
-      const m = /Listening for client connections on (\S+)/.exec(out);
-      if (m) {
-        clearTimeout(timer);
-        resolve(`nats://${m[1]}`);
-      }
-    };
-    child.stdout.on('data', read);
-    child.stderr.on('data', read);
-    child.once('error', (e) => reject(new Error(`nats-server (put it on PATH; scripts/test does): ${e.message}`)));
-  });
-  return { child, url };
-}
-
 before(async () => {
   mkdirSync(ARTIFACTS, { recursive: true });
   dir = mkdtempSync(path.join(os.tmpdir(), 'tribune-fallback-'));
-  nats = startNats();
+  nats = startNats(dir);
   const url = await nats.url;
   const config = path.join(dir, 'hub.toml');
   // The cluster key: stream reaction keys and statistics partials are
