@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use tribune_protocol::{CloseCode, ServerFrame, Welcome, encode_server};
 
 use crate::auth::{Expiry, Grant};
-use crate::node::{Admission, Node};
+use crate::node::{Admission, Connected, Node};
 use crate::outbox::{Frame, Outbox, Queued};
 use crate::session::{Session, Verdict};
 use crate::ws::{Incoming, OpCode, ReadError, ReadSide, Reader, WriteSide, Writer};
@@ -48,23 +48,15 @@ pub fn serve(
     admission: Admission,
     grant: Option<Grant>,
 ) -> impl std::future::Future<Output = ()> + Send + 'static {
-    let limits = &admission.node().config.limits;
-    let outbox = Arc::new(Outbox::new(limits.queue_bytes, limits.queue_messages));
-    let max_frame = limits.max_frame_bytes;
-    let client = admission.client();
-    let (node, conn_id) = admission.attach(outbox.clone());
-    if let Some(grant) = &grant {
-        node.set_token(conn_id, grant);
-    }
-    let expires_at = grant.as_ref().and_then(|g| g.expires_at);
-    // Only a node that verifies tokens can see one set or refreshed later.
-    let expiry = node
-        .auth
-        .is_some()
-        .then(|| Arc::new(Expiry::new(expires_at)));
-    if let Some(expiry) = &expiry {
-        node.set_expiry(conn_id, expiry.clone());
-    }
+    let max_frame = admission.node().config.limits.max_frame_bytes;
+    let Connected {
+        node,
+        conn_id,
+        outbox,
+        client,
+        expiry,
+        expires_at,
+    } = admission.connect(grant.as_ref());
     let welcome = ServerFrame::Welcome(Welcome {
         protocol: tribune_protocol::PROTOCOL_VERSION,
         node: node.config.node_name.clone(),

@@ -468,6 +468,50 @@ impl Admission {
         );
         (node, self.id)
     }
+
+    /// A connection (a websocket, or an HTTP stream of the fallback) joins
+    /// the node: a fresh outbox under the node's queue limits, registered
+    /// for the drain with its token (revocations find it) and, on a node
+    /// that verifies tokens, its expiry (refreshes move it).
+    pub fn connect(self, grant: Option<&crate::auth::Grant>) -> Connected {
+        let limits = &self.node().config.limits;
+        let outbox = Arc::new(Outbox::new(limits.queue_bytes, limits.queue_messages));
+        let client = self.client();
+        let (node, conn_id) = self.attach(outbox.clone());
+        if let Some(grant) = grant {
+            node.set_token(conn_id, grant);
+        }
+        let expires_at = grant.and_then(|g| g.expires_at);
+        // Only a node that verifies tokens can see one set or refreshed later.
+        let expiry = node
+            .auth
+            .is_some()
+            .then(|| Arc::new(crate::auth::Expiry::new(expires_at)));
+        if let Some(expiry) = &expiry {
+            node.set_expiry(conn_id, expiry.clone());
+        }
+        Connected {
+            node,
+            conn_id,
+            outbox,
+            client,
+            expiry,
+            expires_at,
+        }
+    }
+}
+
+/// A connection registered in its node ([`Admission::connect`]).
+pub struct Connected {
+    pub node: Arc<Node>,
+    pub conn_id: u64,
+    pub outbox: Arc<Outbox>,
+    /// The client's address (limit key), for the audit log.
+    pub client: Option<IpAddr>,
+    /// When the token runs out; `None` on a node that verifies no tokens.
+    pub expiry: Option<Arc<crate::auth::Expiry>>,
+    /// The token's `exp`, for `welcome`.
+    pub expires_at: Option<u64>,
 }
 
 impl Drop for Admission {

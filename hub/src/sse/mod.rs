@@ -33,7 +33,7 @@ use tribune_protocol::{CloseCode, ErrorCode, ServerFrame, Welcome, encode_server
 
 use crate::answer::http_error;
 use crate::auth::Expiry;
-use crate::node::Node;
+use crate::node::{Connected, Node};
 use crate::outbox::{Outbox, Queued};
 use crate::session::Session;
 use events::{After, Translator};
@@ -198,21 +198,14 @@ async fn open(node: Arc<Node>, peer: SocketAddr, uri: &Uri, headers: &HeaderMap)
     };
     let grant = accepted.grant;
     let admission = node.admit(accepted.place);
-    let limits = &node.config.limits;
-    let outbox = Arc::new(Outbox::new(limits.queue_bytes, limits.queue_messages));
-    let client = admission.client();
-    let (node, conn_id) = admission.attach(outbox.clone());
-    if let Some(grant) = &grant {
-        node.set_token(conn_id, grant);
-    }
-    let expires_at = grant.as_ref().and_then(|g| g.expires_at);
-    let expiry = node
-        .auth
-        .is_some()
-        .then(|| Arc::new(Expiry::new(expires_at)));
-    if let Some(expiry) = &expiry {
-        node.set_expiry(conn_id, expiry.clone());
-    }
+    let Connected {
+        node,
+        conn_id,
+        outbox,
+        client,
+        expiry,
+        expires_at,
+    } = admission.connect(grant.as_ref());
     let sub = grant.as_ref().and_then(|g| g.subject.clone());
     let session = Session::new(
         node.clone(),
