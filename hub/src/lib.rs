@@ -67,6 +67,7 @@ pub(crate) mod handshake;
 pub(crate) mod heap;
 pub(crate) mod history;
 pub(crate) mod internal;
+pub(crate) mod keyed;
 pub(crate) mod limits;
 pub(crate) mod log_limit;
 pub(crate) mod metrics;

@@ -1,34 +1,25 @@
 //! `POST /v1/publish` on the internal listener: stores a message on the
 //! bus, for integrations, tests and the embedded bus.
 //!
-//! Guards, in order, each refusal audited:
-//! 1. a request carrying `Origin` comes from a browser page: a cross-site
-//!    request or a DNS-rebinding attack, never an integration: 403;
-//! 2. a caller address that spent its failure budget
-//!    (`publish_failures_per_minute`) is refused without its key being
-//!    looked at: 429 with `Retry-After`;
-//! 3. the key: `Authorization: Bearer <publish_key>` (at least 32 bytes,
-//!    compared in constant time); without a configured key nobody may
-//!    publish, but loopback callers of a `--demo` node: 401 or 403;
-//! 4. `Content-Type: application/json` only (a browser can send
-//!    `text/plain` cross-site without a preflight): 415;
-//! 5. then the body: size, JSON, topic, namespace.
+//! Guards, in order, each refusal audited: those of `keyed.rs` with the
+//! publish key (`Authorization: Bearer <publish_key>`, at least 32 bytes;
+//! without a configured key nobody may publish, but loopback callers of a
+//! `--demo` node), then the body: size, JSON, topic, namespace.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::Bytes as Body;
 use axum::extract::{ConnectInfo, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use sha2::{Digest, Sha256};
 use tribune_protocol::frame::{PublishRequest, PublishResponse};
 use tribune_protocol::{ErrorCode, Topic};
 
 use crate::answer::http_error;
-use crate::audit::Who;
-use crate::edge::address::{canonical, limit_key};
+use crate::edge::address::canonical;
+use crate::keyed;
 use crate::node::Node;
 
 pub async fn publish(
@@ -117,102 +108,17 @@ pub(crate) fn configured_topic<'a>(
     Ok((topic, ns))
 }
 
-/// Guards 1 to 4 of the module doc; the refusal answer when one fails.
-/// `POST /v1/retract` (`retract.rs`) passes the same ones.
+/// Guards 1 to 4 of the module doc (`keyed.rs`); the refusal answer when
+/// one fails. `POST /v1/retract` (`retract.rs`) passes the same ones.
 pub(crate) fn guard(node: &Node, peer: SocketAddr, headers: &HeaderMap) -> Option<Response> {
-    let ip = canonical(peer.ip());
-    let key = limit_key(ip, node.config.limits.ipv6_prefix_len);
-    let refuse = |reason: &'static str, status: StatusCode, code: ErrorCode, message: &str| {
-        node.audit.refused(reason, Who::client(ip), message);
-        http_error(status, code, message)
-    };
-    if headers.contains_key(header::ORIGIN) {
-        return Some(refuse(
-            "publish_origin",
-            StatusCode::FORBIDDEN,
-            ErrorCode::Forbidden,
-            "requests from browser pages (with Origin) may not publish",
-        ));
-    }
-    if let Some(left) = node.publish_failures.blocked(&key) {
-        let mut res = refuse(
-            "publish_rate",
-            StatusCode::TOO_MANY_REQUESTS,
-            ErrorCode::RateLimited,
-            "too many failed attempts from this address",
-        );
-        crate::answer::retry_after(&mut res, left);
-        return Some(res);
-    }
-    match &node.config.publish_key {
-        Some(expected) => {
-            let given = headers
-                .get(header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "));
-            if !given.is_some_and(|g| same_key(g, expected)) {
-                let blocked = node.publish_failures.failed(&key);
-                let reason = if blocked {
-                    "publish_rate"
-                } else {
-                    "publish_key"
-                };
-                let (status, code) = if blocked {
-                    (StatusCode::TOO_MANY_REQUESTS, ErrorCode::RateLimited)
-                } else {
-                    (StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized)
-                };
-                return Some(refuse(reason, status, code, "missing or wrong publish key"));
-            }
-        }
-        None if node.config.demo && ip.is_loopback() => {}
-        None => {
-            return Some(refuse(
-                "publish_disabled",
-                StatusCode::FORBIDDEN,
-                ErrorCode::Forbidden,
-                "no publish_key configured: HTTP publishing is off (loopback may publish only with --demo)",
-            ));
-        }
-    }
-    let json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"));
-    if !json {
-        return Some(refuse(
-            "publish_content_type",
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ErrorCode::BadRequest,
-            "Content-Type must be application/json",
-        ));
-    }
-    None
-}
-
-/// Compares keys in constant time, their lengths included: both are hashed
-/// first, so neither the position of the first wrong byte nor the length of
-/// the real key shows in the time taken.
-pub(crate) fn same_key(given: &str, expected: &str) -> bool {
-    let a = Sha256::digest(given.as_bytes());
-    let b = Sha256::digest(expected.as_bytes());
-    a.iter()
-        .zip(b.iter())
-        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-        == 0
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn keys_compare_whole() {
-        let key = "0123456789abcdef0123456789abcdef";
-        assert!(same_key(key, key));
-        assert!(!same_key("0123456789abcdef0123456789abcdeX", key));
-        assert!(!same_key("0123456789abcdef", key));
-        assert!(!same_key("", key));
-    }
+    let demo_loopback = node.config.demo && canonical(peer.ip()).is_loopback();
+    keyed::check(
+        node,
+        peer,
+        headers,
+        &keyed::PUBLISH,
+        node.config.publish_key.as_deref(),
+        demo_loopback,
+        || {},
+    )
 }

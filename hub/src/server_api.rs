@@ -20,17 +20,16 @@ use std::time::Duration;
 
 use axum::body::Bytes as Body;
 use axum::extract::{ConnectInfo, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use serde::Deserialize;
 use tribune_protocol::ErrorCode;
 
 use crate::answer::http_error;
-use crate::audit::Who;
 use crate::auth::{DEFAULT_RETENTION, unix_now};
 use crate::control::{self, Op};
-use crate::edge::address::{canonical, limit_key};
+use crate::keyed;
 use crate::log_limit::LogLimit;
 use crate::node::Node;
 
@@ -226,75 +225,16 @@ fn admit<T: serde::de::DeserializeOwned>(
     body: &[u8],
     endpoint: &'static str,
 ) -> Result<T, Box<Response>> {
-    let ip = canonical(peer.ip());
-    let key = limit_key(ip, node.config.limits.ipv6_prefix_len);
-    let refuse = |reason: &'static str, status: StatusCode, code: ErrorCode, message: &str| {
-        node.metrics.tokens.api_call(endpoint, "refused");
-        node.audit.refused(reason, Who::client(ip), message);
-        http_error(status, code, message)
-    };
-    if headers.contains_key(header::ORIGIN) {
-        return Err(Box::new(refuse(
-            "api_origin",
-            StatusCode::FORBIDDEN,
-            ErrorCode::Forbidden,
-            "requests from browser pages (with Origin) may not use the server API",
-        )));
-    }
-    if let Some(left) = node.publish_failures.blocked(&key) {
-        let mut res = refuse(
-            "api_rate",
-            StatusCode::TOO_MANY_REQUESTS,
-            ErrorCode::RateLimited,
-            "too many failed attempts from this address",
-        );
-        crate::answer::retry_after(&mut res, left);
-        return Err(Box::new(res));
-    }
-    let Some(expected) = &node.config.operator_key else {
-        return Err(Box::new(refuse(
-            "api_disabled",
-            StatusCode::FORBIDDEN,
-            ErrorCode::Forbidden,
-            "no operator_key configured: the server API is off",
-        )));
-    };
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    if !given.is_some_and(|g| crate::publish::same_key(g, expected)) {
-        // Shares the publish endpoint's budget of failed attempts: both
-        // guard keys of the same strength against guessing.
-        let blocked = node.publish_failures.failed(&key);
-        let (reason, status, code) = if blocked {
-            (
-                "api_rate",
-                StatusCode::TOO_MANY_REQUESTS,
-                ErrorCode::RateLimited,
-            )
-        } else {
-            ("api_key", StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized)
-        };
-        return Err(Box::new(refuse(
-            reason,
-            status,
-            code,
-            "missing or wrong operator key",
-        )));
-    }
-    let json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"));
-    if !json {
-        return Err(Box::new(refuse(
-            "api_content_type",
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ErrorCode::BadRequest,
-            "Content-Type must be application/json",
-        )));
+    if let Some(refusal) = keyed::check(
+        node,
+        peer,
+        headers,
+        &keyed::OPERATOR,
+        node.config.operator_key.as_deref(),
+        false,
+        || node.metrics.tokens.api_call(endpoint, "refused"),
+    ) {
+        return Err(Box::new(refusal));
     }
     serde_json::from_slice(body).map_err(|e| {
         node.metrics.tokens.api_call(endpoint, "refused");

@@ -31,8 +31,8 @@ use tribune_protocol::ErrorCode;
 use crate::answer::http_error;
 use crate::audit::Who;
 use crate::edge::address::{canonical, limit_key};
+use crate::keyed::same_key;
 use crate::node::Node;
-use crate::publish::same_key;
 use cluster::Cluster;
 
 const PAGE: &str = include_str!("page.html");
