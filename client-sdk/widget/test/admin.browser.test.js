@@ -16,9 +16,9 @@ import { chromium } from 'playwright-core';
 import WebSocket from 'ws';
 import { Hub } from '../../js/test/support/hub.js';
 import { eventually, repoRoot } from '../../js/test/support/util.js';
+import { CHROMIUM, CHROMIUM_ARGS } from './support/browser.js';
 import { startNats } from './support/nats.js';
 
-const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
 const ARTIFACTS = process.env.TRIBUNE_ARTIFACTS ?? path.join(repoRoot, 'test-artifacts');
 const KEY = randomBytes(24).toString('hex');
 const RESULTS = `results.admin${process.pid}.race`;
@@ -66,20 +66,7 @@ before(async () => {
     fan(hubs[1], CLIPS),
     fan(hubs[1], CLIPS),
   ]);
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: [
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-      '--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE localhost',
-    ],
-  });
+  browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS });
 });
 
 after(async () => {

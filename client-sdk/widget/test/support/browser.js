@@ -8,7 +8,25 @@ import os from 'node:os';
 import path from 'node:path';
 import { chromium } from 'playwright-core';
 
-const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
+export const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
+
+/** Chromium's flags for every browser test: headless on loopback only. */
+export const CHROMIUM_ARGS = [
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+  // Belt and braces: no name resolves, so nothing can leave loopback.
+  '--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE localhost',
+  // A page whose answer a test rewrote (see openPage's stripCsp) has no
+  // address of its own, and Chromium's Local Network Access checks then
+  // take it for a public page reaching loopback. Every test is on
+  // loopback; the checks have nothing to protect here.
+  '--disable-features=LocalNetworkAccessChecks',
+];
 
 const LOOPBACK = ['127.0.0.1', 'localhost', '[::1]'];
 
@@ -22,22 +40,7 @@ export async function launchChromium({ offLoopback = () => false, ...options } =
   const context = await chromium.launchPersistentContext(profile, {
     executablePath: CHROMIUM,
     headless: true,
-    args: [
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-      // Belt and braces: no name resolves, so nothing can leave loopback.
-      '--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE localhost',
-      // A page whose answer a test rewrote (see openPage's stripCsp) has no
-      // address of its own, and Chromium's Local Network Access checks then
-      // take it for a public page reaching loopback. Every test is on
-      // loopback; the checks have nothing to protect here.
-      '--disable-features=LocalNetworkAccessChecks',
-    ],
+    args: CHROMIUM_ARGS,
     viewport: { width: 1200, height: 900 },
     ...options,
   });
