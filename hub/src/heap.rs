@@ -130,4 +130,29 @@ mod tests {
         assert_eq!(v.iter().map(|&b| b as u64).sum::<u64>(), 7 << 16);
         assert!(kept.iter().enumerate().all(|(i, b)| b[0] == (2 * i) as u8));
     }
+
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    #[tokio::test]
+    async fn the_task_reports_free_memory_and_trims_after_a_storm() {
+        let metrics = Arc::new(Metrics::new());
+        // A storm's aftermath: 32 MiB freed between live blocks.
+        let blocks: Vec<Vec<u8>> = (0..8192).map(|i| vec![i as u8; 8192]).collect();
+        let kept: Vec<Vec<u8>> = blocks.into_iter().step_by(2).collect();
+        let task = tokio::spawn(run(Duration::from_millis(20), metrics.clone()));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while metrics.heap_trims.get() == 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no trim within 10 s (free {})",
+                metrics.heap_free_bytes.get()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(
+            metrics.heap_free_bytes.get() > 0,
+            "the free bytes are reported"
+        );
+        task.abort();
+        assert_eq!(kept.len(), 4096);
+    }
 }
