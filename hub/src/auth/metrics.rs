@@ -1,7 +1,7 @@
 //! Counters of tokens on live connections and of the server API: logins and
 //! refreshes by `auth` frame, refusals by the rule that failed, closes at
 //! expiry, revocations, subscriptions ended by a narrowed grant, operator
-//! calls. Kept apart from `metrics.rs` so the token code owns its names;
+//! calls. Kept apart from `metrics/` so the token code owns its names;
 //! [`TokenMetrics::register`] adds them to the node's registry.
 
 use prometheus_client::metrics::counter::Counter;

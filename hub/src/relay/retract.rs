@@ -24,7 +24,7 @@ use super::cache::{Cache, Cached, gap_frame};
 use crate::outbox::Frame;
 
 /// Whether a marker at `at` retracting `target` is taken, and if not why
-/// (an outcome of `metrics::RETRACT_OUTCOMES`).
+/// (an outcome of `RETRACT_OUTCOMES`, `metrics/labels.rs`).
 pub(super) fn verdict(
     mode: Mode,
     cache: &mut Cache,
