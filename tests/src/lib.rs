@@ -9,11 +9,13 @@
 //! - [`nats`]: a real nats-server on a random port with its own store, a
 //!   3-node cluster (both from `tribune-harness`), a TCP proxy that cuts a link.
 //! - [`sse`]: server-sent events read through the real `curl -N`.
+//! - [`jwt`]: HS256 tokens and their clock.
 //! - [`procstat`]: memory and CPU time of a process (from `tribune-harness`).
 //! - [`region`]: two nats-servers as two regions (JetStream domains joined
 //!   by a leaf node), from `tribune-harness`.
 
 pub mod editor;
+pub mod jwt;
 pub mod nats;
 pub mod sse;
 pub mod ws;

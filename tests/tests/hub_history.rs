@@ -3,27 +3,21 @@
 //! `Authorization`, the refusals with their status and JSON body, each
 //! counted; the rate limits with `Retry-After`; cross-origin reads.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use jsonwebtoken::{EncodingKey, Header, encode};
 use serde_json::{Value, json};
 use tribune_tests::Hub;
 use tribune_tests::hub::ConfigFile;
+use tribune_tests::jwt;
 
 const SECRET: &str = "0123456789abcdef0123456789abcdef-history";
 
 fn token(topics: &[&str]) -> String {
-    let exp = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        + 3600;
-    encode(
-        &Header::default(),
+    let exp = jwt::unix_now() + 3600;
+    jwt::hs256(
+        SECRET,
         &json!({"sub": "fan-h", "exp": exp, "topics": topics}),
-        &EncodingKey::from_secret(SECRET.as_bytes()),
     )
-    .unwrap()
 }
 
 fn config(extra: &str) -> ConfigFile {

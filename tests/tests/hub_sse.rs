@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use tribune_tests::Hub;
 use tribune_tests::editor::Editor;
 use tribune_tests::hub::ConfigFile;
+use tribune_tests::jwt;
 use tribune_tests::nats::NatsServer;
 use tribune_tests::sse::CurlStream;
 
@@ -299,16 +300,11 @@ async fn a_stream_heartbeats_takes_reactions_refuses_and_drains() {
 const SECRET: &str = "0123456789abcdef0123456789abcdef-sse-test";
 
 fn token(sub: &str, secs: u64) -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::default(),
-        &json!({"sub": sub, "exp": now + secs, "topics": ["premium."]}),
-        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+    let exp = jwt::unix_now() + secs;
+    jwt::hs256(
+        SECRET,
+        &json!({"sub": sub, "exp": exp, "topics": ["premium."]}),
     )
-    .unwrap()
 }
 
 #[tokio::test]

@@ -10,24 +10,17 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use jsonwebtoken::{EncodingKey, Header, encode};
 use serde_json::{Value, json};
 use tribune_tests::hub::ConfigFile;
+use tribune_tests::jwt;
 use tribune_tests::{Hub, WsClient};
 
 const SECRET: &str = "0123456789abcdef0123456789abcdef-test";
 
 fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
+    jwt::unix_now()
 }
 
 fn token(claims: Value) -> String {
-    encode(
-        &Header::default(),
-        &claims,
-        &EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .unwrap()
+    jwt::hs256(SECRET, &claims)
 }
 
 fn config(extra_auth: &str) -> ConfigFile {

@@ -7,11 +7,11 @@
 //! control message sealed with another cluster key (`stats.key`) is
 //! dropped. The same on the embedded bus, in-process.
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use jsonwebtoken::{EncodingKey, Header, encode};
 use serde_json::{Value, json};
 use tribune_tests::hub::ConfigFile;
+use tribune_tests::jwt;
 use tribune_tests::nats::NatsServer;
 use tribune_tests::{Hub, WsClient};
 
@@ -25,19 +25,11 @@ const OPERATOR_KEY: &str = "operator-key-0123456789abcdef0123456789";
 const CLUSTER_KEY: &str = "cluster-key-0123456789abcdef0123456789ab";
 
 fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
+    jwt::unix_now()
 }
 
 fn token(claims: Value) -> String {
-    encode(
-        &Header::default(),
-        &claims,
-        &EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .unwrap()
+    jwt::hs256(SECRET, &claims)
 }
 
 /// Nodes of one cluster: the operator key, the cluster key `stats_key`.
